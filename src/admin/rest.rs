@@ -1,0 +1,217 @@
+//! The JSON REST API under `/api/v1`. Errors are `{"error": "..."}` with the matching status.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::{apply_status, entry_json};
+use crate::registry::actor::ApplyError;
+use crate::registry::validate::{self, FieldError, RawBackend};
+use crate::registry::{AdminState, Command, Handle, RegistryError, ServiceConfig};
+
+pub fn routes() -> Router<Handle> {
+    Router::new()
+        .route("/api/v1/backends", get(list_backends))
+        .route(
+            "/api/v1/backends/{no}",
+            get(get_backend).put(put_backend).delete(delete_backend),
+        )
+        .route("/api/v1/backends/{no}/drain", post(drain))
+        .route("/api/v1/backends/{no}/enable", post(enable))
+        .route("/api/v1/services", get(list_services))
+        .route(
+            "/api/v1/services/{name}",
+            get(get_service).put(put_service).delete(delete_service),
+        )
+}
+
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(e: ApplyError) -> Self {
+        ApiError(apply_status(&e), e.to_string())
+    }
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError(StatusCode::BAD_REQUEST, e.to_string())
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn not_found(no: String) -> ApiError {
+    ApiError(
+        StatusCode::NOT_FOUND,
+        RegistryError::NotFound(no).to_string(),
+    )
+}
+
+fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let msg = if path == "." {
+            format!("invalid JSON body: {}", e.inner())
+        } else {
+            format!("{path}: {}", e.inner())
+        };
+        ApiError(StatusCode::BAD_REQUEST, msg)
+    })
+}
+
+/// A JSON scalar as text, for the shared validators (so `"port": "80"` and `80` both work and
+/// the messages are the same as the text API's).
+fn text(field: &'static str, v: &Value) -> Result<String, FieldError> {
+    match v {
+        Value::String(s) => Ok(s.clone()),
+        Value::Number(n) => Ok(n.to_string()),
+        other => Err(FieldError::new(
+            field,
+            format!("must be a string or number, got {other}"),
+        )),
+    }
+}
+
+async fn list_backends(State(reg): State<Handle>) -> Response {
+    let r = reg.registry();
+    let list: Vec<Value> = r.entries().map(|e| entry_json(&e)).collect();
+    axum::Json(json!({ "backends": list })).into_response()
+}
+
+async fn get_backend(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
+    let no = validate::no(&no)?;
+    let e = reg.registry().get(&no).ok_or_else(|| not_found(no))?;
+    Ok(axum::Json(entry_json(&e)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutBackend {
+    address: Value,
+    port: Value,
+    #[serde(default)]
+    weight: Option<Value>,
+    #[serde(default)]
+    service: Option<Value>,
+    #[serde(default)]
+    state: Option<Value>,
+}
+
+async fn put_backend(State(reg): State<Handle>, Path(no): Path<String>, body: Bytes) -> ApiResult {
+    let b: PutBackend = parse_body(&body)?;
+    let address = text("address", &b.address)?;
+    let port = text("port", &b.port)?;
+    let weight = b.weight.as_ref().map(|v| text("weight", v)).transpose()?;
+    let service = b.service.as_ref().map(|v| text("service", v)).transpose()?;
+    let state = b.state.as_ref().map(|v| text("state", v)).transpose()?;
+    let spec = RawBackend {
+        no: &no,
+        ip: &address,
+        port: &port,
+        weight: weight.as_deref(),
+        service: service.as_deref(),
+        state: state.as_deref(),
+    }
+    .validate()?;
+    let no = spec.no.clone();
+    reg.apply(Command::Upsert(spec)).await?;
+    get_backend(State(reg), Path(no)).await
+}
+
+async fn delete_backend(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
+    let no = validate::no(&no)?;
+    reg.apply(Command::Remove { no }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn set_state(reg: Handle, no: String, state: AdminState) -> ApiResult {
+    let no = validate::no(&no)?;
+    reg.apply(Command::SetState {
+        no: no.clone(),
+        state,
+    })
+    .await?;
+    get_backend(State(reg), Path(no)).await
+}
+
+async fn drain(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
+    set_state(reg, no, AdminState::Draining).await
+}
+
+async fn enable(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
+    set_state(reg, no, AdminState::Active).await
+}
+
+fn service_json(reg: &crate::registry::Registry, name: &str) -> Value {
+    let cfg = reg.services().get(name).cloned().unwrap_or_default();
+    let backends: Vec<String> = reg
+        .entries()
+        .filter(|e| e.spec.service == name)
+        .map(|e| e.spec.no)
+        .collect();
+    json!({
+        "name": name,
+        "hosts": cfg.hosts,
+        "path_prefix": cfg.path_prefix,
+        "strip_prefix": cfg.strip_prefix,
+        "lb": cfg.lb,
+        "backends": backends,
+    })
+}
+
+async fn list_services(State(reg): State<Handle>) -> Response {
+    let r = reg.registry();
+    let list: Vec<Value> = r
+        .service_names()
+        .iter()
+        .map(|n| service_json(&r, n))
+        .collect();
+    axum::Json(json!({ "services": list })).into_response()
+}
+
+async fn get_service(State(reg): State<Handle>, Path(name): Path<String>) -> ApiResult {
+    let name = validate::service(&name)?;
+    let r = reg.registry();
+    if !r.service_names().contains(&name) {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            RegistryError::ServiceNotFound(name).to_string(),
+        ));
+    }
+    Ok(axum::Json(service_json(&r, &name)).into_response())
+}
+
+async fn put_service(
+    State(reg): State<Handle>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let name = validate::service(&name)?;
+    let config: ServiceConfig = parse_body(&body)?;
+    reg.apply(Command::PutService {
+        name: name.clone(),
+        config,
+    })
+    .await?;
+    get_service(State(reg), Path(name)).await
+}
+
+async fn delete_service(State(reg): State<Handle>, Path(name): Path<String>) -> ApiResult {
+    let name = validate::service(&name)?;
+    reg.apply(Command::DeleteService { name }).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

@@ -1,0 +1,312 @@
+//! Settings: command-line flags, `QUAYSIDE_*` environment variables and a TOML file.
+//!
+//! Precedence, highest first: flag, environment variable, `--config` file, built-in default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::proxy::ProxyConfig;
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8001";
+pub const DEFAULT_STATE: &str = "quayside-state.json";
+
+const AFTER_HELP: &str = "\
+Precedence: flag > QUAYSIDE_* environment variable > --config file > default.
+Durations are written like 500ms, 5s, 2m or a plain number of seconds.
+
+Examples:
+  quayside --no-docker                         # manual backends only
+  curl 'http://127.0.0.1:8001/add?no=1&ip=127.0.0.1&port=8081'
+  curl 'http://127.0.0.1:8001/get?no=1'
+  curl 'http://127.0.0.1:8001/delete?no=1'";
+
+/// quayside: a reverse proxy for services in Docker, with a runtime API to add, drain and
+/// remove backends.
+#[derive(Debug, Default, Parser)]
+#[command(name = "quayside", version, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// TOML file with the same keys as the flags (listen, admin_listen, state, ...)
+    #[arg(long, env = "QUAYSIDE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address the proxy listens on [default: 0.0.0.0:8080]
+    #[arg(long, env = "QUAYSIDE_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+
+    /// Address of the admin API (/add, /get, /delete, /api/v1) [default: 127.0.0.1:8001].
+    /// Anyone who can reach it can change routing: keep it on loopback or a private network.
+    #[arg(long, env = "QUAYSIDE_ADMIN_LISTEN", value_name = "ADDR")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// State file for manual backends, drains and service settings
+    /// [default: quayside-state.json in the working directory]
+    #[arg(long, env = "QUAYSIDE_STATE", value_name = "PATH")]
+    pub state: Option<PathBuf>,
+
+    /// Do not watch Docker; serve manual backends only
+    #[arg(long, env = "QUAYSIDE_NO_DOCKER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub no_docker: Option<bool>,
+
+    /// Docker endpoint (unix:///path, tcp://host:port) [default: $DOCKER_HOST, else
+    /// unix:///var/run/docker.sock]
+    #[arg(long, env = "QUAYSIDE_DOCKER_HOST", value_name = "URI")]
+    pub docker_host: Option<String>,
+
+    /// Timeout for connecting to a backend [default: 5s]
+    #[arg(long, env = "QUAYSIDE_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub connect_timeout: Option<Duration>,
+
+    /// Timeout for a backend's response headers after the request is sent [default: 60s]
+    #[arg(long, env = "QUAYSIDE_RESPONSE_HEADER_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub response_header_timeout: Option<Duration>,
+
+    /// Time a client has to send a request's headers [default: 30s]
+    #[arg(long, env = "QUAYSIDE_CLIENT_HEADER_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub client_header_timeout: Option<Duration>,
+
+    /// Idle pooled backend connections are closed after this [default: 30s]
+    #[arg(long, env = "QUAYSIDE_POOL_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub pool_idle_timeout: Option<Duration>,
+
+    /// On SIGTERM/SIGINT, time given to in-flight requests [default: 30s]
+    #[arg(long, env = "QUAYSIDE_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
+}
+
+/// The `--config` file. Same keys as the flags, with `_` for `-`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<SocketAddr>,
+    pub admin_listen: Option<SocketAddr>,
+    pub state: Option<PathBuf>,
+    pub no_docker: Option<bool>,
+    pub docker_host: Option<String>,
+    pub connect_timeout: Option<FileDuration>,
+    pub response_header_timeout: Option<FileDuration>,
+    pub client_header_timeout: Option<FileDuration>,
+    pub pool_idle_timeout: Option<FileDuration>,
+    pub shutdown_timeout: Option<FileDuration>,
+}
+
+/// A duration in the file: `"5s"` or a number of seconds.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum FileDuration {
+    Seconds(u64),
+    Text(String),
+}
+
+impl FileDuration {
+    fn get(&self, key: &str) -> Result<Duration, ConfigError> {
+        match self {
+            FileDuration::Seconds(s) => Ok(Duration::from_secs(*s)),
+            FileDuration::Text(t) => parse_duration(t).map_err(|e| ConfigError::Value {
+                key: key.to_owned(),
+                reason: e,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {reason}")]
+    Parse { path: PathBuf, reason: String },
+    #[error("{key}: {reason}")]
+    Value { key: String, reason: String },
+}
+
+/// Docker discovery settings.
+#[derive(Clone, Debug)]
+pub struct DockerConfig {
+    pub enabled: bool,
+    /// Explicit endpoint; `None` means `$DOCKER_HOST`, else the local socket.
+    pub host: Option<String>,
+}
+
+/// Fully resolved settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Where manual changes are saved; `None` keeps them in memory only (tests).
+    pub state: Option<PathBuf>,
+    pub docker: DockerConfig,
+    pub proxy: ProxyConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::resolve(Cli::default(), FileConfig::default()).expect("defaults are valid")
+    }
+}
+
+impl Config {
+    /// Parse the command line (and environment), read `--config` if given, and resolve.
+    pub fn from_args() -> Result<Self, ConfigError> {
+        let cli = Cli::parse();
+        let file = match &cli.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        Config::resolve(cli, file)
+    }
+
+    /// Merge flags/env (`cli`) over the file over defaults.
+    pub fn resolve(cli: Cli, file: FileConfig) -> Result<Self, ConfigError> {
+        let d = ProxyConfig::default();
+        let dur = |flag: Option<Duration>,
+                   f: &Option<FileDuration>,
+                   key: &str,
+                   default: Duration|
+         -> Result<Duration, ConfigError> {
+            match (flag, f) {
+                (Some(v), _) => Ok(v),
+                (None, Some(v)) => v.get(key),
+                (None, None) => Ok(default),
+            }
+        };
+        Ok(Config {
+            listen: cli
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap()),
+            admin_listen: cli
+                .admin_listen
+                .or(file.admin_listen)
+                .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().unwrap()),
+            state: Some(
+                cli.state
+                    .or(file.state)
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE)),
+            ),
+            docker: DockerConfig {
+                enabled: !cli.no_docker.or(file.no_docker).unwrap_or(false),
+                host: cli.docker_host.or(file.docker_host),
+            },
+            proxy: ProxyConfig {
+                connect_timeout: dur(
+                    cli.connect_timeout,
+                    &file.connect_timeout,
+                    "connect_timeout",
+                    d.connect_timeout,
+                )?,
+                response_header_timeout: dur(
+                    cli.response_header_timeout,
+                    &file.response_header_timeout,
+                    "response_header_timeout",
+                    d.response_header_timeout,
+                )?,
+                client_header_timeout: dur(
+                    cli.client_header_timeout,
+                    &file.client_header_timeout,
+                    "client_header_timeout",
+                    d.client_header_timeout,
+                )?,
+                pool_idle_timeout: dur(
+                    cli.pool_idle_timeout,
+                    &file.pool_idle_timeout,
+                    "pool_idle_timeout",
+                    d.pool_idle_timeout,
+                )?,
+                shutdown_timeout: dur(
+                    cli.shutdown_timeout,
+                    &file.shutdown_timeout,
+                    "shutdown_timeout",
+                    d.shutdown_timeout,
+                )?,
+            },
+        })
+    }
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// `500ms`, `5s`, `2m`, `1h`, or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("must be a duration like 500ms, 5s or 2m, got {s:?}"))?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "" | "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => {
+            return Err(format!(
+                "must be a duration like 500ms, 5s or 2m, got {s:?}"
+            ));
+        }
+    };
+    if d.is_zero() {
+        return Err(format!("must be more than zero, got {s:?}"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("0s").is_err());
+    }
+
+    #[test]
+    fn flag_beats_file_beats_default() {
+        let file: FileConfig = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\nadmin_listen = \"127.0.0.1:9001\"\nno_docker = true\nconnect_timeout = \"2s\"\nshutdown_timeout = 7\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from(["quayside", "--listen", "127.0.0.1:7000"]).unwrap();
+        let c = Config::resolve(cli, file).unwrap();
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(c.admin_listen.port(), 9001);
+        assert!(!c.docker.enabled);
+        assert_eq!(c.proxy.connect_timeout, Duration::from_secs(2));
+        assert_eq!(c.proxy.shutdown_timeout, Duration::from_secs(7));
+        assert_eq!(c.proxy.response_header_timeout, Duration::from_secs(60));
+        let c = Config::default();
+        assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
+        assert!(c.docker.enabled);
+        let cli = Cli::try_parse_from(["quayside", "--no-docker=false"]).unwrap();
+        let file: FileConfig = toml::from_str("no_docker = true").unwrap();
+        assert!(Config::resolve(cli, file).unwrap().docker.enabled);
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+    }
+}

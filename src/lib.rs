@@ -1,0 +1,93 @@
+//! quayside: a reverse proxy for services that run in Docker, with a runtime API to add, pin,
+//! drain and remove backends.
+//!
+//! # Layout
+//!
+//! Changes flow one way: sources → registry → routing table → data plane.
+//!
+//! - [`registry`]: the single owner of the merged backend set. Pure [`registry::Registry`] state
+//!   changed by [`registry::Command`]s; a task ([`registry::Handle`]) applies them in batches,
+//!   saves the state file and publishes a new routing table with one atomic swap.
+//! - [`routing`]: the immutable [`routing::RoutingTable`] snapshot: host/path matching and each
+//!   service's backends and balancer. Built purely from the registry.
+//! - [`balance`]: backend selection (smooth weighted round-robin), built once per snapshot and
+//!   queried per request with one atomic increment.
+//! - [`proxy`]: the data plane, plain hyper: reads the current table without locks, forwards
+//!   over keepalive pools, classifies failures into 502/503/504.
+//! - [`admin`]: the admin API (axum) on its own listener: the seed-compatible `/add`, `/get`,
+//!   `/delete` and a JSON REST API under `/api/v1`.
+//! - [`config`]: flags, `QUAYSIDE_*` variables and the TOML file.
+//!
+//! [`run`] takes already-bound listeners, so tests bind port 0 and run the real server
+//! in-process.
+
+pub mod admin;
+pub mod balance;
+pub mod config;
+pub mod proxy;
+pub mod registry;
+pub mod routing;
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::Config;
+use registry::persist::{self, StateError};
+
+/// The bound sockets quayside serves on.
+pub struct Listeners {
+    pub proxy: TcpListener,
+    pub admin: TcpListener,
+}
+
+/// Why quayside could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// Load the state file, start the registry, serve the proxy and the admin API until `shutdown`
+/// completes, then stop accepting, let in-flight requests finish (bounded by
+/// `config.proxy.shutdown_timeout`) and return.
+pub async fn run(
+    listeners: Listeners,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let initial = match &config.state {
+        Some(path) => match persist::load(path)? {
+            Some(r) => {
+                tracing::info!(path = %path.display(), backends = r.entries().count(), "loaded state file");
+                r
+            }
+            None => {
+                tracing::info!(path = %path.display(), "no state file yet; it will be created on the first change");
+                registry::Registry::new()
+            }
+        },
+        None => registry::Registry::new(),
+    };
+    let registry = registry::Handle::spawn(initial, config.state.clone());
+    if config.docker.enabled {
+        tracing::warn!("Docker discovery is not built yet; serving manual backends only");
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let proxy = tokio::spawn(proxy::serve(
+        listeners.proxy,
+        registry.shared().clone(),
+        config.proxy.clone(),
+        stop_rx.clone(),
+    ));
+    let admin = tokio::spawn(admin::serve(listeners.admin, registry, stop_rx));
+
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = proxy.await;
+    let _ = tokio::time::timeout(config.proxy.shutdown_timeout, admin).await;
+    Ok(())
+}

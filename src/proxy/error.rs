@@ -1,0 +1,68 @@
+//! Why a request could not be forwarded, classified for the status code and for retries.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The service has no routable backend (none registered, or all drained/disabled).
+    #[error("no backend available for service {service}")]
+    NoBackend { service: String },
+    /// TCP connect failed (refused, unreachable): the request never left quayside.
+    #[error("could not connect to backend {no}")]
+    Connect { no: String },
+    /// TCP connect did not finish in time: the request never left quayside.
+    #[error("timed out connecting to backend {no}")]
+    ConnectTimeout { no: String },
+    /// The backend accepted the request but sent no response head in time.
+    #[error("backend {no} did not answer within {timeout:?}")]
+    ResponseTimeout { no: String, timeout: Duration },
+    /// The connection failed after the request was (maybe partly) sent.
+    #[error("backend {no} closed the connection or sent an invalid response")]
+    Upstream { no: String },
+    /// The request could not be turned into an upstream request.
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// True when the backend never saw the request, so sending it elsewhere is safe for any
+    /// method.
+    pub fn never_reached_backend(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. }
+        )
+    }
+
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let body = format!(
+            "{} {}: {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self
+        );
+        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        *resp.status_mut() = status;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+}

@@ -1,0 +1,111 @@
+//! The data plane: a plain hyper server that forwards each request to a backend chosen from the
+//! current routing table, over a keepalive connection pool.
+
+mod error;
+mod forward;
+pub mod headers;
+
+pub use error::ProxyError;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::registry::Shared;
+
+/// Timeouts and pool settings of the data plane.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    /// TCP connect to a backend.
+    pub connect_timeout: Duration,
+    /// From sending the request to receiving the backend's response head.
+    pub response_header_timeout: Duration,
+    /// A client must send a request's headers within this (slowloris protection).
+    pub client_header_timeout: Duration,
+    /// Idle pooled backend connections are closed after this; keep it below the backends'
+    /// own keepalive timeout.
+    pub pool_idle_timeout: Duration,
+    /// In-flight requests get this long to finish on shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            connect_timeout: Duration::from_secs(5),
+            response_header_timeout: Duration::from_secs(60),
+            client_header_timeout: Duration::from_secs(30),
+            pool_idle_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Serve the proxy on `listener` until `stop` turns true, then finish in-flight requests
+/// (bounded by `shutdown_timeout`).
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    config: ProxyConfig,
+    mut stop: watch::Receiver<bool>,
+) {
+    let forwarder = Arc::new(forward::Forwarder::new(shared, &config));
+    let graceful = GracefulShutdown::new();
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(config.client_header_timeout)
+        .keep_alive(true);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "proxy accept failed; retrying in 50 ms (raise the open-files limit if this repeats)");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let fwd = forwarder.clone();
+        let client_ip = client_ip_value(peer);
+        let service = service_fn(move |req| {
+            let fwd = fwd.clone();
+            let client_ip = client_ip.clone();
+            async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, client_ip).await) }
+        });
+        let conn = http.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(
+        timeout = ?config.shutdown_timeout,
+        "proxy stopped accepting; waiting for in-flight requests"
+    );
+    if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timeout reached; closing the remaining client connections");
+    }
+}
+
+fn client_ip_value(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_str(&peer.ip().to_canonical().to_string())
+        .expect("an IP address is a valid header value")
+}

@@ -1,0 +1,539 @@
+//! The registry: the one owner of the merged set of backends and service settings.
+//!
+//! [`Registry`] is pure state: [`Registry::apply`] takes a [`Command`] and either changes the state
+//! or returns an error without changing anything. The [`actor`] module runs it behind a channel,
+//! saves it to the state file ([`persist`]) and publishes a new
+//! [`RoutingTable`](crate::routing::RoutingTable) after every change.
+//!
+//! Entries come from sources: `manual` (the admin API and the state file) and `docker` (discovery).
+//! A manual entry with the same `no` as a discovered one overrides ("pins") it; removing the pin
+//! brings the discovered entry back. Drains and disables of discovered entries are kept as
+//! overrides, so they survive a re-sync of the discovered set.
+
+pub mod actor;
+pub mod persist;
+pub mod validate;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+pub use actor::{Handle, Shared};
+pub use validate::{DEFAULT_SERVICE, FieldError};
+
+/// Whether an entry takes new requests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminState {
+    /// Takes traffic.
+    #[default]
+    Active,
+    /// Takes no new requests; requests in flight finish.
+    Draining,
+    /// Takes no requests until enabled again.
+    Disabled,
+}
+
+impl AdminState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdminState::Active => "active",
+            AdminState::Draining => "draining",
+            AdminState::Disabled => "disabled",
+        }
+    }
+}
+
+/// Where an entry came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    Manual,
+    Docker,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Manual => "manual",
+            Source::Docker => "docker",
+        }
+    }
+}
+
+/// A validated backend, as an operator or a source describes it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub no: String,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub weight: u32,
+    pub service: String,
+    pub state: AdminState,
+}
+
+impl BackendSpec {
+    pub fn socket_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.addr, self.port)
+    }
+}
+
+/// A backend found by a discovery source.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Discovered {
+    pub spec: BackendSpec,
+    pub container_id: String,
+}
+
+/// Balancing strategy of a service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Smooth weighted round-robin (nginx's algorithm).
+    #[default]
+    RoundRobin,
+}
+
+/// Settings of a named pool: its routing rules and balancing strategy.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceConfig {
+    /// Host names (`app.example.com` or `*.example.com`); empty means any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path prefix the request path must start with; none means any path.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Remove `path_prefix` from the path before forwarding.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    #[serde(default)]
+    pub lb: Strategy,
+}
+
+impl ServiceConfig {
+    pub fn has_rules(&self) -> bool {
+        !self.hosts.is_empty() || self.path_prefix.is_some()
+    }
+
+    /// Validate and normalise (lower-case hosts, sorted, no duplicates).
+    pub fn validated(mut self, name: &str) -> Result<Self, FieldError> {
+        let mut hosts = BTreeSet::new();
+        for h in &self.hosts {
+            hosts.insert(validate::host_rule(h)?);
+        }
+        self.hosts = hosts.into_iter().collect();
+        if let Some(p) = &self.path_prefix {
+            self.path_prefix = Some(validate::path_prefix(p)?);
+        }
+        if self.strip_prefix && self.path_prefix.is_none() {
+            return Err(FieldError::new(
+                "strip_prefix",
+                "needs a path_prefix to strip",
+            ));
+        }
+        if name == DEFAULT_SERVICE && self.has_rules() {
+            return Err(FieldError::new(
+                "hosts",
+                "the service 'default' catches every request no other service matches; it takes no hosts or path_prefix",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// The (host, prefix) pairs this service claims; `""` stands for "any".
+    fn rule_keys(&self) -> Vec<(&str, &str)> {
+        let prefix = self.path_prefix.as_deref().unwrap_or("");
+        if self.hosts.is_empty() {
+            if self.path_prefix.is_some() {
+                vec![("", prefix)]
+            } else {
+                vec![]
+            }
+        } else {
+            self.hosts.iter().map(|h| (h.as_str(), prefix)).collect()
+        }
+    }
+}
+
+/// A change to the registry.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Add or replace a manual entry.
+    Upsert(BackendSpec),
+    /// Remove a manual entry; for a discovered entry with no pin, disable it.
+    Remove { no: String },
+    /// Drain, disable or enable an entry.
+    SetState { no: String, state: AdminState },
+    /// Create or replace a service's settings.
+    PutService { name: String, config: ServiceConfig },
+    /// Remove a service's settings (its backends stay, under no rules).
+    DeleteService { name: String },
+    /// Replace the whole set of entries found by discovery.
+    SyncDiscovered(Vec<Discovered>),
+}
+
+/// Why a command was refused. Nothing changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    #[error("no backend with no={0}")]
+    NotFound(String),
+    #[error("no service named {0}")]
+    ServiceNotFound(String),
+    #[error("{0}")]
+    Invalid(#[from] FieldError),
+    #[error("service {service} already claims host {host:?} with path prefix {prefix:?}")]
+    RuleConflict {
+        service: String,
+        host: String,
+        prefix: String,
+    },
+}
+
+/// One entry of the merged view.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    pub spec: BackendSpec,
+    pub source: Source,
+    pub container_id: Option<String>,
+    /// True when a manual entry overrides a discovered one with the same `no`.
+    pub pinned: bool,
+}
+
+/// The registry's state. Cheap to query, pure to change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Registry {
+    manual: BTreeMap<String, BackendSpec>,
+    discovered: BTreeMap<String, Discovered>,
+    overrides: BTreeMap<String, AdminState>,
+    services: BTreeMap<String, ServiceConfig>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Apply one command. On error nothing has changed.
+    pub fn apply(&mut self, cmd: Command) -> Result<(), RegistryError> {
+        match cmd {
+            Command::Upsert(spec) => {
+                self.manual.insert(spec.no.clone(), spec);
+            }
+            Command::Remove { no } => {
+                if self.manual.remove(&no).is_none() {
+                    if self.discovered.contains_key(&no) {
+                        self.overrides.insert(no, AdminState::Disabled);
+                    } else {
+                        return Err(RegistryError::NotFound(no));
+                    }
+                }
+            }
+            Command::SetState { no, state } => {
+                if let Some(m) = self.manual.get_mut(&no) {
+                    m.state = state;
+                } else if self.discovered.contains_key(&no) {
+                    if state == AdminState::Active {
+                        self.overrides.remove(&no);
+                    } else {
+                        self.overrides.insert(no, state);
+                    }
+                } else {
+                    return Err(RegistryError::NotFound(no));
+                }
+            }
+            Command::PutService { name, config } => {
+                let name = validate::service(&name)?;
+                let config = config.validated(&name)?;
+                for (other, oc) in &self.services {
+                    if *other == name {
+                        continue;
+                    }
+                    for key in config.rule_keys() {
+                        if oc.rule_keys().contains(&key) {
+                            return Err(RegistryError::RuleConflict {
+                                service: other.clone(),
+                                host: key.0.to_owned(),
+                                prefix: key.1.to_owned(),
+                            });
+                        }
+                    }
+                }
+                self.services.insert(name, config);
+            }
+            Command::DeleteService { name } => {
+                if self.services.remove(&name).is_none() {
+                    return Err(RegistryError::ServiceNotFound(name));
+                }
+            }
+            Command::SyncDiscovered(list) => {
+                let old_ids: BTreeMap<&str, &str> = self
+                    .discovered
+                    .iter()
+                    .map(|(k, d)| (k.as_str(), d.container_id.as_str()))
+                    .collect();
+                // An override lasts until the container is replaced (new id) or gone.
+                let keep: BTreeSet<String> = list
+                    .iter()
+                    .filter(|d| old_ids.get(d.spec.no.as_str()) == Some(&d.container_id.as_str()))
+                    .map(|d| d.spec.no.clone())
+                    .collect();
+                self.overrides.retain(|no, _| keep.contains(no));
+                self.discovered = list.into_iter().map(|d| (d.spec.no.clone(), d)).collect();
+            }
+        }
+        Ok(())
+    }
+
+    /// The merged entry for `no`, if any.
+    pub fn get(&self, no: &str) -> Option<Entry> {
+        if let Some(m) = self.manual.get(no) {
+            return Some(Entry {
+                spec: m.clone(),
+                source: Source::Manual,
+                container_id: None,
+                pinned: self.discovered.contains_key(no),
+            });
+        }
+        self.discovered.get(no).map(|d| self.discovered_entry(d))
+    }
+
+    fn discovered_entry(&self, d: &Discovered) -> Entry {
+        let mut spec = d.spec.clone();
+        if let Some(s) = self.overrides.get(&spec.no) {
+            spec.state = *s;
+        }
+        Entry {
+            spec,
+            source: Source::Docker,
+            container_id: Some(d.container_id.clone()),
+            pinned: false,
+        }
+    }
+
+    /// All merged entries, ordered by `no`.
+    pub fn entries(&self) -> impl Iterator<Item = Entry> + '_ {
+        let mut manual = self.manual.iter().peekable();
+        let mut disc = self.discovered.iter().peekable();
+        std::iter::from_fn(move || {
+            let take_manual = match (manual.peek(), disc.peek()) {
+                (None, None) => return None,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some((m, _)), Some((d, _))) => {
+                    if m == d {
+                        disc.next(); // the pin hides the discovered entry
+                        true
+                    } else {
+                        m < d
+                    }
+                }
+            };
+            if take_manual {
+                let (no, _) = manual.next()?;
+                self.get(no)
+            } else {
+                let (_, d) = disc.next()?;
+                Some(self.discovered_entry(d))
+            }
+        })
+    }
+
+    /// How many entries belong to `service`.
+    pub fn service_size(&self, service: &str) -> usize {
+        self.entries().filter(|e| e.spec.service == service).count()
+    }
+
+    pub fn services(&self) -> &BTreeMap<String, ServiceConfig> {
+        &self.services
+    }
+
+    pub fn manual(&self) -> &BTreeMap<String, BackendSpec> {
+        &self.manual
+    }
+
+    pub fn overrides(&self) -> &BTreeMap<String, AdminState> {
+        &self.overrides
+    }
+
+    /// Names of every service that has settings or entries, plus `default`.
+    pub fn service_names(&self) -> BTreeSet<String> {
+        let mut names: BTreeSet<String> = self.services.keys().cloned().collect();
+        names.extend(self.entries().map(|e| e.spec.service));
+        names.insert(DEFAULT_SERVICE.to_owned());
+        names
+    }
+
+    /// Rebuild from saved parts (the state file), validating as the API does.
+    pub fn from_parts(
+        manual: Vec<BackendSpec>,
+        overrides: Vec<(String, AdminState)>,
+        services: Vec<(String, ServiceConfig)>,
+    ) -> Result<Self, RegistryError> {
+        let mut r = Registry::new();
+        for (name, config) in services {
+            r.apply(Command::PutService { name, config })?;
+        }
+        for spec in manual {
+            r.apply(Command::Upsert(spec))?;
+        }
+        r.overrides = overrides.into_iter().collect();
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::{Strategy as _, prop_assert_eq, prop_oneof, proptest};
+
+    fn spec(no: &str, port: u16) -> BackendSpec {
+        BackendSpec {
+            no: no.into(),
+            addr: "127.0.0.1".parse().unwrap(),
+            port,
+            weight: 1,
+            service: DEFAULT_SERVICE.into(),
+            state: AdminState::Active,
+        }
+    }
+
+    fn disc(no: &str, port: u16, id: &str) -> Discovered {
+        Discovered {
+            spec: spec(no, port),
+            container_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn upsert_replaces_and_remove_deletes() {
+        let mut r = Registry::new();
+        r.apply(Command::Upsert(spec("1", 8081))).unwrap();
+        r.apply(Command::Upsert(spec("1", 8082))).unwrap();
+        assert_eq!(r.get("1").unwrap().spec.port, 8082);
+        assert_eq!(r.entries().count(), 1);
+        r.apply(Command::Remove { no: "1".into() }).unwrap();
+        assert!(r.get("1").is_none());
+        assert_eq!(
+            r.apply(Command::Remove { no: "1".into() }),
+            Err(RegistryError::NotFound("1".into()))
+        );
+    }
+
+    #[test]
+    fn manual_pins_over_discovered_and_unpin_restores() {
+        let mut r = Registry::new();
+        r.apply(Command::SyncDiscovered(vec![disc("web", 80, "c1")]))
+            .unwrap();
+        r.apply(Command::Upsert(spec("web", 9000))).unwrap();
+        let e = r.get("web").unwrap();
+        assert_eq!(
+            (e.source, e.spec.port, e.pinned),
+            (Source::Manual, 9000, true)
+        );
+        assert_eq!(r.entries().count(), 1);
+        r.apply(Command::Remove { no: "web".into() }).unwrap();
+        let e = r.get("web").unwrap();
+        assert_eq!((e.source, e.spec.port), (Source::Docker, 80));
+        // Deleting an unpinned discovered entry disables it until enabled or replaced.
+        r.apply(Command::Remove { no: "web".into() }).unwrap();
+        assert_eq!(r.get("web").unwrap().spec.state, AdminState::Disabled);
+        r.apply(Command::SyncDiscovered(vec![disc("web", 80, "c1")]))
+            .unwrap();
+        assert_eq!(r.get("web").unwrap().spec.state, AdminState::Disabled);
+        r.apply(Command::SyncDiscovered(vec![disc("web", 80, "c2")]))
+            .unwrap();
+        assert_eq!(r.get("web").unwrap().spec.state, AdminState::Active);
+    }
+
+    #[test]
+    fn rule_conflicts_are_refused() {
+        let mut r = Registry::new();
+        let cfg = ServiceConfig {
+            hosts: vec!["a.example.com".into()],
+            ..Default::default()
+        };
+        r.apply(Command::PutService {
+            name: "a".into(),
+            config: cfg.clone(),
+        })
+        .unwrap();
+        let err = r
+            .apply(Command::PutService {
+                name: "b".into(),
+                config: cfg.clone(),
+            })
+            .unwrap_err();
+        assert!(matches!(err, RegistryError::RuleConflict { .. }));
+        // Replacing one's own rules is fine.
+        r.apply(Command::PutService {
+            name: "a".into(),
+            config: cfg,
+        })
+        .unwrap();
+        let bad = ServiceConfig {
+            hosts: vec!["x.example.com".into()],
+            ..Default::default()
+        };
+        assert!(
+            r.apply(Command::PutService {
+                name: "default".into(),
+                config: bad
+            })
+            .is_err()
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Upsert(u8, u16),
+        Remove(u8),
+        State(u8, u8),
+        Sync(Vec<(u8, u16)>),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..6, 1u16..5).prop_map(|(n, p)| Op::Upsert(n, p)),
+            (0u8..6).prop_map(Op::Remove),
+            (0u8..6, 0u8..3).prop_map(|(n, s)| Op::State(n, s)),
+            proptest::collection::vec((0u8..6, 1u16..5), 0..4).prop_map(Op::Sync),
+        ]
+    }
+
+    proptest! {
+        /// A failed command changes nothing; the merged view never shows a `no` twice; a manual
+        /// entry always wins over a discovered one.
+        #[test]
+        fn apply_invariants(ops in proptest::collection::vec(op(), 0..40)) {
+            let mut r = Registry::new();
+            for o in ops {
+                let before = r.clone();
+                let cmd = match o {
+                    Op::Upsert(n, p) => Command::Upsert(spec(&n.to_string(), p)),
+                    Op::Remove(n) => Command::Remove { no: n.to_string() },
+                    Op::State(n, s) => Command::SetState {
+                        no: n.to_string(),
+                        state: [AdminState::Active, AdminState::Draining, AdminState::Disabled][s as usize],
+                    },
+                    Op::Sync(list) => Command::SyncDiscovered(
+                        list.into_iter().map(|(n, p)| disc(&n.to_string(), p + 100, "id")).collect(),
+                    ),
+                };
+                if r.apply(cmd).is_err() {
+                    prop_assert_eq!(&r, &before);
+                }
+                let nos: Vec<String> = r.entries().map(|e| e.spec.no).collect();
+                let mut sorted = nos.clone();
+                sorted.dedup();
+                prop_assert_eq!(nos.len(), sorted.len());
+                for e in r.entries() {
+                    if r.manual().contains_key(&e.spec.no) {
+                        prop_assert_eq!(e.source, Source::Manual);
+                    }
+                }
+            }
+        }
+    }
+}
