@@ -64,7 +64,7 @@ fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let msg = if path == "." {
+        let msg = if path == "." || path == "?" {
             format!("invalid JSON body: {}", e.inner())
         } else {
             format!("{path}: {}", e.inner())

@@ -1,0 +1,324 @@
+//! Test harness: real backend HTTP servers and a real quayside, all on loopback port 0.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use quayside::{Config, Listeners};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
+
+pub fn full(b: impl Into<Bytes>) -> BoxBody {
+    Full::new(b.into()).map_err(|e| match e {}).boxed()
+}
+
+/// A body of `len` bytes produced in 64 KiB chunks, never held whole.
+pub fn streaming_body(len: u64) -> BoxBody {
+    const CHUNK: u64 = 64 * 1024;
+    let chunk = Bytes::from(vec![b'x'; CHUNK as usize]);
+    let stream = futures_stream(len, CHUNK, chunk);
+    StreamBody::new(stream).boxed()
+}
+
+fn futures_stream(
+    len: u64,
+    chunk_len: u64,
+    chunk: Bytes,
+) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, std::io::Error>> + Send + Sync {
+    let mut left = len;
+    tokio_stream_from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let n = left.min(chunk_len);
+        left -= n;
+        Some(Ok(Frame::data(chunk.slice(0..n as usize))))
+    })
+}
+
+fn tokio_stream_from_fn<T, F: FnMut() -> Option<T> + Send + Sync + Unpin>(
+    f: F,
+) -> impl futures_core::Stream<Item = T> + Send + Sync {
+    struct S<F>(F);
+    impl<T, F: FnMut() -> Option<T> + Unpin> futures_core::Stream for S<F> {
+        type Item = T;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<T>> {
+            std::task::Poll::Ready((self.0)())
+        }
+    }
+    S(f)
+}
+
+/// A backend that answers:
+/// - `/slow?ms=N`: waits N ms, then its name;
+/// - `/hang`: never answers;
+/// - `/status?code=N`: that status;
+/// - `/upload`: reads the whole body and answers its length;
+/// - `/download?bytes=N`: streams N bytes;
+/// - anything else: its name, with the request's view in `x-seen-*` headers.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn query_num(req: &Request<Incoming>, key: &str) -> u64 {
+    req.uri()
+        .query()
+        .and_then(|q| {
+            q.split('&')
+                .find_map(|kv| kv.strip_prefix(&format!("{key}=")[..]))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn backend_handle(
+    name: Arc<str>,
+    hits: Arc<AtomicUsize>,
+    req: Request<Incoming>,
+) -> Result<Response<BoxBody>, Infallible> {
+    hits.fetch_add(1, Ordering::SeqCst);
+    let path = req.uri().path().to_owned();
+    let mut resp = match path.as_str() {
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(query_num(&req, "ms"))).await;
+            Response::new(full(format!("{name}\n")))
+        }
+        "/hang" => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        "/status" => {
+            let mut r = Response::new(full(format!("{name} says so\n")));
+            *r.status_mut() = StatusCode::from_u16(query_num(&req, "code") as u16).unwrap();
+            r
+        }
+        "/upload" => {
+            let mut body = req.into_body();
+            let mut n = 0u64;
+            while let Some(frame) = body.frame().await {
+                if let Ok(d) = frame.unwrap().into_data() {
+                    n += d.len() as u64;
+                }
+            }
+            return Ok(Response::new(full(format!("{n}\n"))));
+        }
+        "/download" => Response::new(streaming_body(query_num(&req, "bytes"))),
+        _ => Response::new(full(format!("{name}\n"))),
+    };
+    let h = resp.headers_mut();
+    let seen = |v: Option<&http::HeaderValue>| {
+        v.cloned()
+            .unwrap_or_else(|| http::HeaderValue::from_static("-"))
+    };
+    h.insert("x-seen-path", path.parse().unwrap());
+    h.insert("x-seen-host", seen(req.headers().get("host")));
+    h.insert("x-seen-xff", seen(req.headers().get("x-forwarded-for")));
+    h.insert("x-seen-xfh", seen(req.headers().get("x-forwarded-host")));
+    h.insert("x-seen-xfp", seen(req.headers().get("x-forwarded-proto")));
+    h.insert("x-seen-connection", seen(req.headers().get("connection")));
+    h.insert("x-seen-secret", seen(req.headers().get("x-hop-secret")));
+    // A hop-by-hop header the proxy must not pass back.
+    h.insert("keep-alive", http::HeaderValue::from_static("timeout=99"));
+    Ok(resp)
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let name: Arc<str> = name.into();
+        let (n2, h2) = (name.clone(), hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (n, h) = (n2.clone(), h2.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| backend_handle(n.clone(), h.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            name: name.to_string(),
+            addr,
+            hits,
+            task,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+}
+
+/// quayside running in-process on two port-0 listeners.
+pub struct Quayside {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: Option<JoinHandle<Result<(), quayside::StartError>>>,
+}
+
+pub fn test_config() -> Config {
+    let mut c = Config::default();
+    c.state = None;
+    c.docker.enabled = false;
+    c.proxy.connect_timeout = Duration::from_secs(2);
+    c.proxy.response_header_timeout = Duration::from_secs(5);
+    c.proxy.shutdown_timeout = Duration::from_secs(5);
+    c
+}
+
+impl Quayside {
+    pub async fn start() -> Quayside {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with_state(path: PathBuf) -> Quayside {
+        let mut c = test_config();
+        c.state = Some(path);
+        Self::start_with(c).await
+    }
+
+    pub async fn start_with(config: Config) -> Quayside {
+        let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (proxy_addr, admin_addr) = (proxy.local_addr().unwrap(), admin.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(quayside::run(
+            Listeners { proxy, admin },
+            config,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Quayside {
+            proxy: proxy_addr,
+            admin: admin_addr,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Ask it to stop and wait until `run` returns.
+    pub async fn shutdown(mut self) -> Result<(), quayside::StartError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.take().unwrap().await.unwrap()
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    pub fn proxy_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.proxy, path)
+    }
+}
+
+impl Drop for Quayside {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+/// A plain HTTP/1.1 client (with its own keepalive pool).
+#[derive(Clone)]
+pub struct Http {
+    client: Client<HttpConnector, BoxBody>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: String,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Http {
+    pub fn new() -> Http {
+        Http {
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub async fn send(&self, req: Request<BoxBody>) -> Reply {
+        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+            .await
+            .expect("request timed out")
+            .expect("request failed");
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        }
+    }
+
+    pub async fn get(&self, url: &str) -> Reply {
+        self.send(Request::get(url).body(full("")).unwrap()).await
+    }
+
+    pub async fn get_host(&self, url: &str, host: &str) -> Reply {
+        self.send(
+            Request::get(url)
+                .header("host", host)
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn method(&self, method: &str, url: &str, body: &str) -> Reply {
+        self.send(
+            Request::builder()
+                .method(method)
+                .uri(url)
+                .header("content-type", "application/json")
+                .body(full(body.to_owned()))
+                .unwrap(),
+        )
+        .await
+    }
+}

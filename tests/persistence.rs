@@ -1,0 +1,277 @@
+//! The state file: survives restarts and `kill -9`, refuses to start on a corrupt file.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Backend, Http, Quayside};
+use http::StatusCode;
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("quayside-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::test]
+async fn state_survives_a_restart() {
+    let dir = temp_dir("restart");
+    let state = dir.join("sub/state.json");
+    let b = Backend::start("b").await;
+    let http = Http::new();
+
+    let q = Quayside::start_with_state(state.clone()).await;
+    for no in ["1", "2"] {
+        let r = http
+            .get(&q.admin_url(&format!(
+                "/add?no={no}&ip=127.0.0.1&port={}&weight=4",
+                b.port()
+            )))
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    http.method("POST", &q.admin_url("/api/v1/backends/2/drain"), "")
+        .await;
+    http.method(
+        "PUT",
+        &q.admin_url("/api/v1/services/api"),
+        r#"{"hosts":["api.example.com"]}"#,
+    )
+    .await;
+    q.shutdown().await.unwrap();
+
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(text.contains("\"version\": 1"), "{text}");
+
+    let q = Quayside::start_with_state(state.clone()).await;
+    let r = http.get(&q.admin_url("/get?no=1")).await;
+    assert!(
+        r.body.contains(&format!("port: {}", b.port())),
+        "{}",
+        r.body
+    );
+    assert!(r.body.contains("weight: 4"), "{}", r.body);
+    assert!(
+        http.get(&q.admin_url("/get?no=2"))
+            .await
+            .body
+            .contains("state: draining")
+    );
+    let svc = http.get(&q.admin_url("/api/v1/services/api")).await;
+    assert!(svc.body.contains("api.example.com"), "{}", svc.body);
+    assert_eq!(http.get(&q.proxy_url("/")).await.body, "b\n");
+    q.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_corrupt_state_file_is_refused_and_left_alone() {
+    let dir = temp_dir("corrupt");
+    let state = dir.join("state.json");
+    for bad in [
+        &b"{ not json"[..],
+        br#"{"version": 7}"#,
+        br#"{"version": 1, "backends": [{"no": "1", "address": "x.y", "port": 80}]}"#,
+    ] {
+        std::fs::write(&state, bad).unwrap();
+        let mut q = Quayside::start_with_state(state.clone()).await;
+        let err = q.task.take().unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(5), err)
+            .await
+            .expect("run() should return at once")
+            .unwrap()
+            .expect_err("run() must refuse a corrupt state file");
+        let msg = err.to_string();
+        assert!(msg.contains(&state.display().to_string()), "{msg}");
+        assert!(msg.contains("not valid"), "{msg}");
+        assert_eq!(std::fs::read(&state).unwrap(), bad, "the file was modified");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The real binary, on port 0; reads the bound addresses from its log.
+struct Proc {
+    child: Child,
+    proxy: String,
+    admin: String,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quayside"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--no-docker",
+            ])
+            .args(args)
+            .env("QUAYSIDE_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (mut proxy, mut admin) = (None, None);
+        while proxy.is_none() || admin.is_none() {
+            let line = lines
+                .next()
+                .expect("quayside exited before listening")
+                .unwrap();
+            let line = strip_ansi(&line);
+            let addr = line
+                .split("addr=")
+                .nth(1)
+                .map(|s| s.split_whitespace().next().unwrap().to_owned());
+            if line.contains("proxy listening") {
+                proxy = addr;
+            } else if line.contains("admin API listening") {
+                admin = addr;
+            }
+        }
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Proc {
+            child,
+            proxy: proxy.unwrap(),
+            admin: admin.unwrap(),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn ok_means_durable_even_after_kill_9() {
+    let dir = temp_dir("kill9");
+    let state = dir.join("state.json");
+    let state_arg = state.to_str().unwrap();
+    let http = Http::new();
+    let p = Proc::spawn(&["--state", state_arg]);
+    for i in 0..20 {
+        let r = http
+            .get(&format!(
+                "http://{}/add?no=n{i}&ip=127.0.0.1&port={}",
+                p.admin,
+                9000 + i
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    // SIGKILL right after the last OK.
+    let mut p = p;
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    drop(p);
+
+    let p = Proc::spawn(&["--state", state_arg]);
+    let r = http
+        .get(&format!("http://{}/api/v1/backends", p.admin))
+        .await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["backends"].as_array().unwrap().len(), 20, "{}", r.body);
+    let r = http.get(&format!("http://{}/get?no=n19", p.admin)).await;
+    assert!(r.body.contains("port: 9019"), "{}", r.body);
+    drop(p);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn binary_exits_0_on_sigterm_and_refuses_corrupt_state() {
+    let dir = temp_dir("sigterm");
+    let b = Backend::start("b").await;
+    let state = dir.join("state.json");
+    let mut p = Proc::spawn(&["--state", state.to_str().unwrap()]);
+    let http = Http::new();
+    http.get(&format!(
+        "http://{}/add?no=1&ip=127.0.0.1&port={}",
+        p.admin,
+        b.port()
+    ))
+    .await;
+    assert_eq!(http.get(&format!("http://{}/", p.proxy)).await.body, "b\n");
+    unsafe extern "C" {
+        fn kill(pid: i32, sig: i32) -> i32;
+    }
+    unsafe { kill(p.child.id() as i32, 15) };
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status.expect("still running 5 s after SIGTERM").code(),
+        Some(0)
+    );
+
+    std::fs::write(&state, "garbage").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_quayside"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--no-docker",
+        ])
+        .args(["--state", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(state.to_str().unwrap()) && err.contains("not valid"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "garbage");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn help_lists_the_flags_and_precedence() {
+    let out = Command::new(env!("CARGO_BIN_EXE_quayside"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--admin-listen",
+        "--state",
+        "--no-docker",
+        "--docker-host",
+        "--config",
+        "Precedence",
+    ] {
+        assert!(text.contains(flag), "--help lacks {flag}:\n{text}");
+    }
+}

@@ -1,0 +1,225 @@
+//! Forwarding behaviour: errors classified as 502/503/504, headers, timeouts, shutdown.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Backend, Http, Quayside, test_config};
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn add(http: &Http, q: &Quayside, no: &str, port: u16) {
+    let r = http
+        .get(&q.admin_url(&format!("/add?no={no}&ip=127.0.0.1&port={port}")))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+}
+
+#[tokio::test]
+async fn empty_pool_is_503_naming_the_service() {
+    let q = Quayside::start().await;
+    let r = Http::new().get(&q.proxy_url("/anything")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        r.body,
+        "503 Service Unavailable: no backend available for service default\n"
+    );
+}
+
+#[tokio::test]
+async fn dead_backend_is_502_and_hanging_backend_is_504() {
+    let dead_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut cfg = test_config();
+    cfg.proxy.response_header_timeout = Duration::from_millis(300);
+    let q = Quayside::start_with(cfg).await;
+    let http = Http::new();
+    add(&http, &q, "dead", dead_port).await;
+    let r = http.get(&q.proxy_url("/")).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert!(
+        r.body.contains("could not connect to backend dead"),
+        "{}",
+        r.body
+    );
+
+    let b = Backend::start("slowpoke").await;
+    add(&http, &q, "dead", b.port()).await;
+    let t = Instant::now();
+    let r = http.get(&q.proxy_url("/hang")).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(t.elapsed() < Duration::from_secs(3));
+    assert!(r.body.contains("did not answer"), "{}", r.body);
+
+    // A backend's own 500 passes through untouched.
+    let r = http.get(&q.proxy_url("/status?code=500")).await;
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(r.body, "slowpoke says so\n");
+}
+
+#[tokio::test]
+async fn connect_timeout_is_504() {
+    // A loopback listener that never accepts, with its backlog filled: further SYNs go
+    // unanswered, so the connect hangs until the timeout.
+    let l = socket2_listener_full_backlog();
+    let port = l.local_addr().unwrap().port();
+    let mut cfg = test_config();
+    cfg.proxy.connect_timeout = Duration::from_millis(300);
+    let q = Quayside::start_with(cfg).await;
+    let http = Http::new();
+    add(&http, &q, "full", port).await;
+    // Fill the accept queue so further connects hang.
+    let mut fillers = Vec::new();
+    for _ in 0..16 {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(100),
+            TcpStream::connect(("127.0.0.1", port)),
+        )
+        .await
+        {
+            fillers.push(s);
+        }
+    }
+    let r = http.get(&q.proxy_url("/")).await;
+    assert!(
+        r.status == StatusCode::GATEWAY_TIMEOUT,
+        "got {} {}",
+        r.status,
+        r.body
+    );
+    assert!(r.body.contains("timed out connecting"), "{}", r.body);
+    drop(l);
+}
+
+fn socket2_listener_full_backlog() -> std::net::TcpListener {
+    // std binds with a large backlog; listen(0) via libc keeps the queue at its minimum.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    use std::os::fd::AsRawFd;
+    unsafe extern "C" {
+        fn listen(fd: i32, backlog: i32) -> i32;
+    }
+    unsafe { listen(l.as_raw_fd(), 0) };
+    l
+}
+
+#[tokio::test]
+async fn headers_are_forwarded_and_hop_by_hop_stripped() {
+    let b = Backend::start("b").await;
+    let q = Quayside::start().await;
+    let http = Http::new();
+    add(&http, &q, "b", b.port()).await;
+    let req = http::Request::get(q.proxy_url("/h"))
+        .header("host", "app.example.com")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("connection", "x-hop-secret")
+        .header("x-hop-secret", "do-not-pass")
+        .body(common::full(""))
+        .unwrap();
+    let r = http.send(req).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.headers["x-seen-host"], "app.example.com");
+    assert_eq!(r.headers["x-seen-xfh"], "app.example.com");
+    assert_eq!(r.headers["x-seen-xfp"], "http");
+    assert_eq!(r.headers["x-seen-xff"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(r.headers["x-seen-secret"], "-");
+    assert!(!r.headers.contains_key("keep-alive"), "{:?}", r.headers);
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive() {
+    let b = Backend::start("b").await;
+    let q = Quayside::start().await;
+    let http = Http::new();
+    add(&http, &q, "b", b.port()).await;
+    // After sequential requests, ask the kernel how many ESTABLISHED sockets go to b.
+    for _ in 0..50 {
+        assert_eq!(http.get(&q.proxy_url("/")).await.status, StatusCode::OK);
+    }
+    let established = std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[3] == "01" && f[2].ends_with(&format!(":{:04X}", b.port()))
+        })
+        .count();
+    assert_eq!(
+        established, 1,
+        "50 sequential requests used {established} backend connections"
+    );
+}
+
+#[tokio::test]
+async fn slow_client_headers_are_cut_off() {
+    let b = Backend::start("b").await;
+    let mut cfg = test_config();
+    cfg.proxy.client_header_timeout = Duration::from_millis(500);
+    let q = Quayside::start_with(cfg).await;
+    add(&Http::new(), &q, "b", b.port()).await;
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let t = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "connection still open after 5 s");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let text = String::from_utf8_lossy(&buf);
+    assert!(!text.contains(" 500 "), "{text}");
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests() {
+    let b = Backend::start("b").await;
+    let q = Quayside::start().await;
+    let http = Http::new();
+    add(&http, &q, "b", b.port()).await;
+    let proxy = q.proxy;
+    let inflight = {
+        let http = http.clone();
+        let url = q.proxy_url("/slow?ms=700");
+        tokio::spawn(async move { http.get(&url).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    q.shutdown().await.unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(300),
+        "did not wait: {:?}",
+        t.elapsed()
+    );
+    let r = inflight.await.unwrap();
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "b\n"));
+    // No longer accepting.
+    assert!(TcpStream::connect(proxy).await.is_err());
+}
+
+#[tokio::test]
+async fn garbage_requests_get_4xx_not_500() {
+    let b = Backend::start("b").await;
+    let q = Quayside::start().await;
+    add(&Http::new(), &q, "b", b.port()).await;
+    for raw in [
+        &b"NOT HTTP AT ALL\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello",
+        b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let mut s = TcpStream::connect(q.proxy).await.unwrap();
+        s.write_all(raw).await.unwrap();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf)).await;
+        let text = String::from_utf8_lossy(&buf);
+        assert!(
+            !text.starts_with("HTTP/1.1 5"),
+            "{:?} → {text}",
+            String::from_utf8_lossy(raw)
+        );
+        assert!(
+            !text.starts_with("HTTP/1.1 2"),
+            "{:?} → {text}",
+            String::from_utf8_lossy(raw)
+        );
+    }
+}
