@@ -192,8 +192,10 @@ pub struct Quayside {
 }
 
 pub fn test_config() -> Config {
-    let mut c = Config::default();
-    c.state = None;
+    let mut c = Config {
+        state: None,
+        ..Default::default()
+    };
     c.docker.enabled = false;
     c.proxy.connect_timeout = Duration::from_secs(2);
     c.proxy.response_header_timeout = Duration::from_secs(5);
