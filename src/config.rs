@@ -57,6 +57,10 @@ pub struct Cli {
     #[arg(long, env = "QUAYSIDE_DOCKER_HOST", value_name = "URI")]
     pub docker_host: Option<String>,
 
+    /// Prefix of the container labels quayside reads (`<prefix>.port`, ...) [default: quayside]
+    #[arg(long, env = "QUAYSIDE_LABEL_PREFIX", value_name = "PREFIX")]
+    pub label_prefix: Option<String>,
+
     /// Timeout for connecting to a backend [default: 5s]
     #[arg(long, env = "QUAYSIDE_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub connect_timeout: Option<Duration>,
@@ -87,6 +91,7 @@ pub struct FileConfig {
     pub state: Option<PathBuf>,
     pub no_docker: Option<bool>,
     pub docker_host: Option<String>,
+    pub label_prefix: Option<String>,
     pub connect_timeout: Option<FileDuration>,
     pub response_header_timeout: Option<FileDuration>,
     pub client_header_timeout: Option<FileDuration>,
@@ -133,6 +138,8 @@ pub struct DockerConfig {
     pub enabled: bool,
     /// Explicit endpoint; `None` means `$DOCKER_HOST`, else the local socket.
     pub host: Option<String>,
+    /// Label prefix, `quayside` by default.
+    pub label_prefix: String,
 }
 
 /// Fully resolved settings.
@@ -194,6 +201,7 @@ impl Config {
             docker: DockerConfig {
                 enabled: !cli.no_docker.or(file.no_docker).unwrap_or(false),
                 host: cli.docker_host.or(file.docker_host),
+                label_prefix: label_prefix(cli.label_prefix.or(file.label_prefix))?,
             },
             proxy: ProxyConfig {
                 connect_timeout: dur(
@@ -227,6 +235,24 @@ impl Config {
                     d.shutdown_timeout,
                 )?,
             },
+        })
+    }
+}
+
+fn label_prefix(v: Option<String>) -> Result<String, ConfigError> {
+    let v = v.unwrap_or_else(|| "quayside".to_owned());
+    let ok = !v.is_empty()
+        && !v.ends_with('.')
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+    if ok {
+        Ok(v)
+    } else {
+        Err(ConfigError::Value {
+            key: "label_prefix".into(),
+            reason: format!(
+                "must be letters, digits, '.', '-' or '_' and not end in '.', got {v:?}"
+            ),
         })
     }
 }

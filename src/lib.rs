@@ -16,6 +16,8 @@
 //!   over keepalive pools, classifies failures into 502/503/504.
 //! - [`admin`]: the admin API (axum) on its own listener: the seed-compatible `/add`, `/get`,
 //!   `/delete` and a JSON REST API under `/api/v1`.
+//! - [`discovery`]: the Docker watcher (bollard adapter) and the pure label/container
+//!   evaluation behind it; sends the discovered set to the registry.
 //! - [`config`]: flags, `QUAYSIDE_*` variables and the TOML file.
 //!
 //! [`run`] takes already-bound listeners, so tests bind port 0 and run the real server
@@ -24,6 +26,7 @@
 pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod discovery;
 pub mod proxy;
 pub mod registry;
 pub mod routing;
@@ -71,22 +74,45 @@ pub async fn run(
         None => registry::Registry::new(),
     };
     let registry = registry::Handle::spawn(initial, config.state.clone());
-    if config.docker.enabled {
-        tracing::warn!("Docker discovery is not built yet; serving manual backends only");
-    }
-
     let (stop_tx, stop_rx) = watch::channel(false);
+
+    let discovery_status = discovery::docker::disabled_status();
+    let watcher = if config.docker.enabled {
+        let endpoint = discovery::docker::resolve_endpoint(config.docker.host.as_deref());
+        tracing::info!(%endpoint, prefix = %config.docker.label_prefix, "watching Docker");
+        let w = discovery::docker::Watcher::new(
+            endpoint,
+            &config.docker.label_prefix,
+            registry.clone(),
+            discovery_status.clone(),
+        );
+        Some(tokio::spawn(w.run(stop_rx.clone())))
+    } else {
+        tracing::info!("Docker discovery is off (--no-docker)");
+        None
+    };
+
     let proxy = tokio::spawn(proxy::serve(
         listeners.proxy,
         registry.shared().clone(),
         config.proxy.clone(),
         stop_rx.clone(),
     ));
-    let admin = tokio::spawn(admin::serve(listeners.admin, registry, stop_rx));
+    let admin = tokio::spawn(admin::serve(
+        listeners.admin,
+        admin::Ctx {
+            registry,
+            discovery: discovery_status,
+        },
+        stop_rx,
+    ));
 
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
     let _ = proxy.await;
     let _ = tokio::time::timeout(config.proxy.shutdown_timeout, admin).await;
     Ok(())

@@ -223,3 +223,30 @@ async fn garbage_requests_get_4xx_not_500() {
         );
     }
 }
+
+#[tokio::test]
+async fn requests_that_never_reached_a_backend_are_retried_elsewhere() {
+    let dead_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let b = Backend::start("alive").await;
+    let q = Quayside::start().await;
+    let http = Http::new();
+    add(&http, &q, "dead", dead_port).await;
+    add(&http, &q, "alive", b.port()).await;
+    for _ in 0..6 {
+        let r = http.get(&q.proxy_url("/")).await;
+        assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "alive\n"));
+    }
+    // A request with a body is not replayed (its body went to the first attempt).
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        let r = http
+            .method("POST", &q.proxy_url("/upload"), "payload")
+            .await;
+        statuses.push(r.status);
+    }
+    assert!(statuses.contains(&StatusCode::BAD_GATEWAY), "{statuses:?}");
+    assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+}

@@ -8,17 +8,38 @@ mod rest;
 mod seed;
 
 use axum::Router;
+use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::discovery::docker::SharedStatus;
 use crate::registry::Handle;
 use crate::registry::actor::ApplyError;
 use crate::registry::{Entry, RegistryError};
 
-pub fn router(registry: Handle) -> Router {
+/// What the admin handlers can reach.
+#[derive(Clone)]
+pub struct Ctx {
+    pub registry: Handle,
+    pub discovery: SharedStatus,
+}
+
+impl FromRef<Ctx> for Handle {
+    fn from_ref(c: &Ctx) -> Handle {
+        c.registry.clone()
+    }
+}
+
+impl FromRef<Ctx> for SharedStatus {
+    fn from_ref(c: &Ctx) -> SharedStatus {
+        c.discovery.clone()
+    }
+}
+
+pub fn router(ctx: Ctx) -> Router {
     Router::new()
         .route("/add", get(seed::add).post(seed::add))
         .route("/get", get(seed::get).post(seed::get))
@@ -31,12 +52,12 @@ pub fn router(registry: Handle) -> Router {
                 "not found; the admin API has /add, /get, /delete, /healthz and /api/v1/backends, /api/v1/services\n",
             )
         })
-        .with_state(registry)
+        .with_state(ctx)
 }
 
 /// Serve the admin API until `stop` turns true.
-pub async fn serve(listener: TcpListener, registry: Handle, mut stop: watch::Receiver<bool>) {
-    let app = router(registry);
+pub async fn serve(listener: TcpListener, ctx: Ctx, mut stop: watch::Receiver<bool>) {
+    let app = router(ctx);
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop.wait_for(|s| *s).await;
     });

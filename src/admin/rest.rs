@@ -11,12 +11,14 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{apply_status, entry_json};
+use crate::discovery::docker::SharedStatus;
 use crate::registry::actor::ApplyError;
 use crate::registry::validate::{self, FieldError, RawBackend};
 use crate::registry::{AdminState, Command, Handle, RegistryError, ServiceConfig};
 
-pub fn routes() -> Router<Handle> {
+pub fn routes() -> Router<super::Ctx> {
     Router::new()
+        .route("/api/v1/discovery", get(discovery))
         .route("/api/v1/backends", get(list_backends))
         .route(
             "/api/v1/backends/{no}",
@@ -156,8 +158,12 @@ async fn enable(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult 
     set_state(reg, no, AdminState::Active).await
 }
 
+async fn discovery(State(status): State<SharedStatus>) -> Response {
+    axum::Json(&**status.load()).into_response()
+}
+
 fn service_json(reg: &crate::registry::Registry, name: &str) -> Value {
-    let cfg = reg.services().get(name).cloned().unwrap_or_default();
+    let (cfg, by_operator) = reg.service_config(name);
     let backends: Vec<String> = reg
         .entries()
         .filter(|e| e.spec.service == name)
@@ -169,6 +175,7 @@ fn service_json(reg: &crate::registry::Registry, name: &str) -> Value {
         "path_prefix": cfg.path_prefix,
         "strip_prefix": cfg.strip_prefix,
         "lb": cfg.lb,
+        "settings_from": if by_operator { "api" } else { "labels or defaults" },
         "backends": backends,
     })
 }

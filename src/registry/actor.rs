@@ -78,6 +78,8 @@ async fn run(
     state_path: Option<PathBuf>,
 ) {
     let mut batch = Vec::new();
+    // What the state file holds now; discovery churn that leaves it unchanged costs no write.
+    let mut saved_bytes = persist::encode(&shared.registry.load());
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let current = shared.registry.load_full();
         let mut next = Registry::clone(&current);
@@ -86,18 +88,27 @@ async fn run(
             .map(|(cmd, reply)| (next.apply(cmd), reply))
             .collect();
         let changed = next != *current;
-        let saved = match (&state_path, changed) {
-            (Some(path), true) => {
+        let bytes = if changed {
+            persist::encode(&next)
+        } else {
+            Vec::new()
+        };
+        let saved = match &state_path {
+            Some(path) if changed && bytes != saved_bytes => {
                 let path = path.clone();
-                let bytes = persist::encode(&next);
-                tokio::task::spawn_blocking(move || persist::save(&path, &bytes))
+                let to_write = bytes.clone();
+                let r = tokio::task::spawn_blocking(move || persist::save(&path, &to_write))
                     .await
                     .unwrap_or_else(|e| {
                         Err(persist::StateError::Write {
                             path: PathBuf::new(),
                             source: std::io::Error::other(e.to_string()),
                         })
-                    })
+                    });
+                if r.is_ok() {
+                    saved_bytes = bytes;
+                }
+                r
             }
             _ => Ok(()),
         };

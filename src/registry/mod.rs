@@ -170,8 +170,11 @@ pub enum Command {
     PutService { name: String, config: ServiceConfig },
     /// Remove a service's settings (its backends stay, under no rules).
     DeleteService { name: String },
-    /// Replace the whole set of entries found by discovery.
-    SyncDiscovered(Vec<Discovered>),
+    /// Replace the whole set of entries (and service settings from labels) found by discovery.
+    SyncDiscovered {
+        backends: Vec<Discovered>,
+        services: Vec<(String, ServiceConfig)>,
+    },
 }
 
 /// Why a command was refused. Nothing changed.
@@ -208,6 +211,8 @@ pub struct Registry {
     discovered: BTreeMap<String, Discovered>,
     overrides: BTreeMap<String, AdminState>,
     services: BTreeMap<String, ServiceConfig>,
+    /// Service settings from discovery labels; an operator's `services` entry wins.
+    discovered_services: BTreeMap<String, ServiceConfig>,
 }
 
 impl Registry {
@@ -267,7 +272,10 @@ impl Registry {
                     return Err(RegistryError::ServiceNotFound(name));
                 }
             }
-            Command::SyncDiscovered(list) => {
+            Command::SyncDiscovered {
+                backends: list,
+                services,
+            } => {
                 let old_ids: BTreeMap<&str, &str> = self
                     .discovered
                     .iter()
@@ -281,6 +289,7 @@ impl Registry {
                     .collect();
                 self.overrides.retain(|no, _| keep.contains(no));
                 self.discovered = list.into_iter().map(|d| (d.spec.no.clone(), d)).collect();
+                self.discovered_services = services.into_iter().collect();
             }
         }
         Ok(())
@@ -345,8 +354,24 @@ impl Registry {
         self.entries().filter(|e| e.spec.service == service).count()
     }
 
+    /// Service settings set by operators (API, state file).
     pub fn services(&self) -> &BTreeMap<String, ServiceConfig> {
         &self.services
+    }
+
+    /// The settings in force for `name`: the operator's, else discovery's, else defaults;
+    /// and whether they came from an operator.
+    pub fn service_config(&self, name: &str) -> (ServiceConfig, bool) {
+        match self.services.get(name) {
+            Some(c) => (c.clone(), true),
+            None => (
+                self.discovered_services
+                    .get(name)
+                    .cloned()
+                    .unwrap_or_default(),
+                false,
+            ),
+        }
     }
 
     pub fn manual(&self) -> &BTreeMap<String, BackendSpec> {
@@ -360,6 +385,7 @@ impl Registry {
     /// Names of every service that has settings or entries, plus `default`.
     pub fn service_names(&self) -> BTreeSet<String> {
         let mut names: BTreeSet<String> = self.services.keys().cloned().collect();
+        names.extend(self.discovered_services.keys().cloned());
         names.extend(self.entries().map(|e| e.spec.service));
         names.insert(DEFAULT_SERVICE.to_owned());
         names
@@ -399,6 +425,13 @@ mod tests {
         }
     }
 
+    fn sync(backends: Vec<Discovered>) -> Command {
+        Command::SyncDiscovered {
+            backends,
+            services: vec![],
+        }
+    }
+
     fn disc(no: &str, port: u16, id: &str) -> Discovered {
         Discovered {
             spec: spec(no, port),
@@ -424,8 +457,7 @@ mod tests {
     #[test]
     fn manual_pins_over_discovered_and_unpin_restores() {
         let mut r = Registry::new();
-        r.apply(Command::SyncDiscovered(vec![disc("web", 80, "c1")]))
-            .unwrap();
+        r.apply(sync(vec![disc("web", 80, "c1")])).unwrap();
         r.apply(Command::Upsert(spec("web", 9000))).unwrap();
         let e = r.get("web").unwrap();
         assert_eq!(
@@ -439,11 +471,9 @@ mod tests {
         // Deleting an unpinned discovered entry disables it until enabled or replaced.
         r.apply(Command::Remove { no: "web".into() }).unwrap();
         assert_eq!(r.get("web").unwrap().spec.state, AdminState::Disabled);
-        r.apply(Command::SyncDiscovered(vec![disc("web", 80, "c1")]))
-            .unwrap();
+        r.apply(sync(vec![disc("web", 80, "c1")])).unwrap();
         assert_eq!(r.get("web").unwrap().spec.state, AdminState::Disabled);
-        r.apply(Command::SyncDiscovered(vec![disc("web", 80, "c2")]))
-            .unwrap();
+        r.apply(sync(vec![disc("web", 80, "c2")])).unwrap();
         assert_eq!(r.get("web").unwrap().spec.state, AdminState::Active);
     }
 
@@ -517,7 +547,7 @@ mod tests {
                         no: n.to_string(),
                         state: [AdminState::Active, AdminState::Draining, AdminState::Disabled][s as usize],
                     },
-                    Op::Sync(list) => Command::SyncDiscovered(
+                    Op::Sync(list) => sync(
                         list.into_iter().map(|(n, p)| disc(&n.to_string(), p + 100, "id")).collect(),
                     ),
                 };

@@ -40,11 +40,18 @@ impl ServiceRoute {
     pub fn pick(&self) -> Option<&Arc<Upstream>> {
         self.balancer.pick().map(|i| &self.backends[i])
     }
+
+    /// A pick that is none of `tried` (for a retry), if the service has one.
+    pub fn pick_other(&self, tried: &[Arc<Upstream>]) -> Option<&Arc<Upstream>> {
+        (0..self.backends.len())
+            .filter_map(|_| self.pick())
+            .find(|u| !tried.iter().any(|t| Arc::ptr_eq(t, u)))
+    }
 }
 
 #[derive(Debug)]
 pub struct RoutingTable {
-    services: Vec<ServiceRoute>,
+    services: Vec<Arc<ServiceRoute>>,
     matcher: Matcher,
     default: usize,
 }
@@ -57,7 +64,12 @@ impl RoutingTable {
 
     pub fn build(reg: &Registry) -> Self {
         let names = reg.service_names();
-        let index_of = |name: &str| names.iter().position(|n| n == name);
+        let index: std::collections::HashMap<&str, usize> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i))
+            .collect();
+        let index_of = |name: &str| index.get(name).copied();
         let mut members: Vec<Vec<(Arc<Upstream>, u32)>> = vec![Vec::new(); names.len()];
         for e in reg.entries() {
             if e.spec.state != AdminState::Active {
@@ -81,29 +93,33 @@ impl RoutingTable {
             ));
         }
         let mut rules = Vec::new();
-        let services: Vec<ServiceRoute> = names
+        let services: Vec<Arc<ServiceRoute>> = names
             .iter()
             .zip(members)
             .enumerate()
             .map(|(i, (name, members))| {
-                let cfg = reg.services().get(name).cloned().unwrap_or_default();
+                let (cfg, by_operator) = reg.service_config(name);
                 for h in cfg.hosts.iter().map(Some).chain(
                     cfg.hosts
                         .is_empty()
                         .then_some(None)
                         .filter(|_| cfg.path_prefix.is_some()),
                 ) {
-                    rules.push((h.cloned(), cfg.path_prefix.clone().unwrap_or_default(), i));
+                    let rule = (h.cloned(), cfg.path_prefix.clone().unwrap_or_default(), i);
+                    rules.push((!by_operator, rule));
                 }
                 let weights: Vec<u32> = members.iter().map(|(_, w)| *w).collect();
-                ServiceRoute {
+                Arc::new(ServiceRoute {
                     name: name.clone(),
                     strip_prefix: cfg.path_prefix.filter(|_| cfg.strip_prefix),
                     backends: members.into_iter().map(|(u, _)| u).collect(),
                     balancer: Balancer::build(cfg.lb, &weights),
-                }
+                })
             })
             .collect();
+        // Operators' rules first: on an identical rule the matcher keeps the first.
+        rules.sort_by_key(|(from_labels, _)| *from_labels);
+        let rules = rules.into_iter().map(|(_, r)| r).collect();
         let default = index_of(DEFAULT_SERVICE).expect("default service always exists");
         RoutingTable {
             services,
@@ -114,12 +130,12 @@ impl RoutingTable {
 
     /// The service for a request to `host` (no port, any case) and `path`.
     #[inline]
-    pub fn route(&self, host: &str, path: &str) -> &ServiceRoute {
+    pub fn route(&self, host: &str, path: &str) -> &Arc<ServiceRoute> {
         let i = self.matcher.find(host, path).unwrap_or(self.default);
         &self.services[i]
     }
 
-    pub fn service(&self, name: &str) -> Option<&ServiceRoute> {
+    pub fn service(&self, name: &str) -> Option<&Arc<ServiceRoute>> {
         self.services.iter().find(|s| s.name == name)
     }
 }

@@ -1,6 +1,8 @@
 //! Test harness: real backend HTTP servers and a real quayside, all on loopback port 0.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,0 +1,444 @@
+//! The Docker adapter: list, inspect and follow events, feeding [`Discovery`] and sending the
+//! result to the registry.
+//!
+//! Order on every (re)connect: note the time, list and inspect the labelled containers, then
+//! follow events *since that time*, so nothing that happens between the list and the
+//! subscription is missed (events replayed twice are harmless: handling is idempotent). While
+//! the daemon is unreachable the last known routes stay; reconnects back off from 100 ms to
+//! 5 s and end with a full resync that drops containers that vanished meanwhile.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use arc_swap::ArcSwap;
+use bollard::Docker;
+use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum};
+use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use futures_util::{FutureExt, StreamExt};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use super::labels::ContainerInfo;
+use super::{ContainerStatus, Discovery, short};
+use crate::registry::Handle;
+
+pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What `GET /api/v1/discovery` shows.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct DiscoveryStatus {
+    pub enabled: bool,
+    pub endpoint: Option<String>,
+    pub label_prefix: String,
+    /// `disabled`, `connecting`, `connected` or `disconnected`.
+    pub state: &'static str,
+    pub last_error: Option<String>,
+    /// Unix time (seconds) of the last Docker event handled.
+    pub last_event: Option<f64>,
+    /// Unix time (seconds) of the last full sync.
+    pub last_sync: Option<f64>,
+    pub reconnects: u64,
+    pub containers: Vec<ContainerStatus>,
+    pub conflicts: Vec<Conflict>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Conflict {
+    pub container: String,
+    pub message: String,
+}
+
+pub type SharedStatus = Arc<ArcSwap<DiscoveryStatus>>;
+
+pub fn disabled_status() -> SharedStatus {
+    Arc::new(ArcSwap::from_pointee(DiscoveryStatus {
+        state: "disabled",
+        ..Default::default()
+    }))
+}
+
+/// The endpoint to use: the flag, else `$DOCKER_HOST`, else the local socket.
+pub fn resolve_endpoint(flag: Option<&str>) -> String {
+    let raw = flag
+        .map(str::to_owned)
+        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| DEFAULT_SOCKET.to_owned());
+    if raw.starts_with('/') {
+        format!("unix://{raw}")
+    } else {
+        raw
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WatchError {
+    #[error("{0}")]
+    Docker(#[from] bollard::errors::Error),
+    #[error("the event stream ended")]
+    StreamEnded,
+    #[error("quayside is stopping")]
+    Stopped,
+}
+
+pub struct Watcher {
+    endpoint: String,
+    registry: Handle,
+    status: SharedStatus,
+    discovery: Discovery,
+    last_event: Option<f64>,
+    last_sync: Option<f64>,
+    reconnects: u64,
+}
+
+impl Watcher {
+    pub fn new(endpoint: String, prefix: &str, registry: Handle, status: SharedStatus) -> Self {
+        Watcher {
+            endpoint,
+            registry,
+            status,
+            discovery: Discovery::new(prefix, Vec::new()),
+            last_event: None,
+            last_sync: None,
+            reconnects: 0,
+        }
+    }
+
+    /// Run until `stop` turns true.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = BACKOFF_MIN;
+        let mut last_logged: Option<String> = None;
+        self.publish_status("connecting", None);
+        loop {
+            let result = tokio::select! {
+                r = self.session() => r,
+                _ = stop.wait_for(|s| *s) => Err(WatchError::Stopped),
+            };
+            let err = match result {
+                Err(WatchError::Stopped) => return,
+                Err(e) => e.to_string(),
+                Ok(()) => unreachable!("a session only ends with an error"),
+            };
+            if self.last_sync.is_some() && self.connected_once() {
+                backoff = BACKOFF_MIN.max(backoff);
+            }
+            if last_logged.as_deref() != Some(err.as_str()) {
+                tracing::warn!(
+                    endpoint = %self.endpoint,
+                    error = %err,
+                    "lost or cannot reach the Docker daemon; serving the last known routes and retrying (backoff 100ms to 5s). Check that Docker runs and that quayside may use its socket, or pass --no-docker"
+                );
+                last_logged = Some(err.clone());
+            } else {
+                tracing::debug!(endpoint = %self.endpoint, error = %err, "Docker still unreachable");
+            }
+            self.publish_status("disconnected", Some(err));
+            self.reconnects += 1;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    fn connected_once(&self) -> bool {
+        self.last_sync.is_some()
+    }
+
+    /// One connection: sync, then follow events until something breaks.
+    async fn session(&mut self) -> Result<(), WatchError> {
+        let docker = Docker::connect_with_host(&self.endpoint)?
+            .negotiate_version()
+            .await?;
+        let own = own_networks(&docker).await;
+        if !own.is_empty() {
+            tracing::info!(networks = ?own, "quayside runs in a container; preferring its networks");
+        }
+        self.discovery = Discovery {
+            own_networks: own,
+            ..self.discovery.clone()
+        };
+        // Events from a little before the list, so the gap is covered.
+        let since = unix_now() - 5.0;
+        let mut events = docker.events(Some(EventsOptions {
+            since: Some(format!("{since:.0}")),
+            until: None,
+            filters: Some(HashMap::from([(
+                "type".to_owned(),
+                vec!["container".to_owned(), "network".to_owned()],
+            )])),
+        }));
+        let infos = list_ours(&docker, self.discovery.prefix()).await?;
+        let count = infos.len();
+        self.discovery.replace_all(infos);
+        self.last_sync = Some(unix_now());
+        self.publish().await;
+        tracing::info!(endpoint = %self.endpoint, containers = count, "connected to Docker and synced");
+        self.publish_status("connected", None);
+
+        loop {
+            let Some(ev) = events.next().await else {
+                return Err(WatchError::StreamEnded);
+            };
+            let mut changed = self.handle(&docker, ev?).await;
+            // Coalesce whatever else has already arrived into one publish.
+            while let Some(Some(ev)) = events.next().now_or_never() {
+                changed |= self.handle(&docker, ev?).await;
+            }
+            if changed {
+                self.publish().await;
+            }
+            self.publish_status("connected", None);
+        }
+    }
+
+    /// Apply one event to the discovery state; true if it may have changed routing.
+    async fn handle(&mut self, docker: &Docker, ev: EventMessage) -> bool {
+        let action = ev.action.as_deref().unwrap_or("");
+        let actor = ev.actor.unwrap_or_default();
+        self.last_event = ev
+            .time_nano
+            .map(|n| n as f64 / 1e9)
+            .or(ev.time.map(|t| t as f64));
+        let id = match ev.typ {
+            Some(EventMessageTypeEnum::CONTAINER) => actor.id.unwrap_or_default(),
+            Some(EventMessageTypeEnum::NETWORK) if matches!(action, "connect" | "disconnect") => {
+                actor
+                    .attributes
+                    .and_then(|a| a.get("container").cloned())
+                    .unwrap_or_default()
+            }
+            _ => return false,
+        };
+        if id.is_empty() {
+            return false;
+        }
+        match action {
+            "kill" => {
+                let drained = self.discovery.drain(&id);
+                if drained {
+                    tracing::info!(id = %short(&id), "container is stopping; draining it");
+                }
+                drained
+            }
+            "die" | "stop" | "pause" | "destroy" | "oom" => {
+                let removed = self.discovery.remove(&id);
+                if removed {
+                    tracing::info!(id = %short(&id), action, "container removed from routing");
+                }
+                removed
+            }
+            "start" | "unpause" | "restart" | "rename" | "update" | "connect" | "disconnect" => {
+                if action == "start" || action == "restart" || action == "unpause" {
+                    self.discovery.undrain(&id);
+                }
+                self.reinspect(docker, &id).await
+            }
+            a if a.starts_with("health_status") => self.reinspect(docker, &id).await,
+            _ => false,
+        }
+    }
+
+    async fn reinspect(&mut self, docker: &Docker, id: &str) -> bool {
+        match docker.inspect_container(id, None).await {
+            Ok(c) => {
+                let info = container_info(c);
+                if info.running {
+                    self.discovery.upsert(info);
+                    true
+                } else {
+                    // Stopped: nothing to route or explain (it is listed again once it starts).
+                    self.discovery.remove(id)
+                }
+            }
+            Err(e) => {
+                tracing::debug!(id = %short(id), error = %e, "inspect failed; treating the container as gone");
+                self.discovery.remove(id)
+            }
+        }
+    }
+
+    async fn publish(&mut self) {
+        let (cmd, conflicts) = self.discovery.sync_command();
+        for (container, message) in &conflicts {
+            tracing::warn!(%container, "{message}");
+        }
+        if let Err(e) = self.registry.apply(cmd).await {
+            tracing::error!(error = %e, "could not apply discovered backends");
+        }
+    }
+
+    fn publish_status(&self, state: &'static str, error: Option<String>) {
+        let (_, conflicts) = self.discovery.sync_command();
+        self.status.store(Arc::new(DiscoveryStatus {
+            enabled: true,
+            endpoint: Some(self.endpoint.clone()),
+            label_prefix: self.discovery.prefix().to_owned(),
+            state,
+            last_error: error,
+            last_event: self.last_event,
+            last_sync: self.last_sync,
+            reconnects: self.reconnects,
+            containers: self.discovery.status(),
+            conflicts: conflicts
+                .into_iter()
+                .map(|(container, message)| Conflict { container, message })
+                .collect(),
+        }));
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// Running containers with any label under `prefix`, inspected.
+async fn list_ours(docker: &Docker, prefix: &str) -> Result<Vec<ContainerInfo>, WatchError> {
+    let list = docker
+        .list_containers(Some(ListContainersOptions {
+            all: false,
+            ..Default::default()
+        }))
+        .await?;
+    let mut out = Vec::new();
+    for c in list {
+        let labels: BTreeMap<String, String> = c.labels.unwrap_or_default().into_iter().collect();
+        if !super::labels::is_ours(&labels, prefix) {
+            continue;
+        }
+        let Some(id) = c.id else { continue };
+        match docker.inspect_container(&id, None).await {
+            Ok(i) => out.push(container_info(i)),
+            Err(e) => {
+                tracing::debug!(id = %short(&id), error = %e, "container vanished during sync")
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The networks of quayside's own container, when it runs in one.
+async fn own_networks(docker: &Docker) -> Vec<String> {
+    if !std::path::Path::new("/.dockerenv").exists() {
+        return Vec::new();
+    }
+    let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") else {
+        return Vec::new();
+    };
+    match docker.inspect_container(host.trim(), None).await {
+        Ok(c) => container_info(c).networks.into_keys().collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The parts of `docker inspect` that discovery uses.
+pub fn container_info(c: ContainerInspectResponse) -> ContainerInfo {
+    let config = c.config.unwrap_or_default();
+    let state = c.state.unwrap_or_default();
+    let health = state
+        .health
+        .and_then(|h| h.status)
+        .map(|s| s.to_string())
+        .filter(|s| !s.is_empty() && s != "none");
+    let networks = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, ep)| {
+            let ip = ep
+                .ip_address
+                .filter(|s| !s.is_empty())
+                .or(ep.global_ipv6_address.filter(|s| !s.is_empty()))
+                .and_then(|s| s.parse::<IpAddr>().ok());
+            (name, ip)
+        })
+        .collect();
+    let mut exposed_ports: Vec<u16> = config
+        .exposed_ports
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| {
+            let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+            (proto == "tcp").then(|| port.parse().ok()).flatten()
+        })
+        .collect();
+    exposed_ports.sort_unstable();
+    exposed_ports.dedup();
+    ContainerInfo {
+        id: c.id.unwrap_or_default(),
+        name: c
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_owned(),
+        created: c.created.as_deref().map(rfc3339_nanos).unwrap_or(0),
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+        running: state.running.unwrap_or(false),
+        paused: state.paused.unwrap_or(false),
+        health,
+        networks,
+        exposed_ports,
+    }
+}
+
+/// Nanoseconds since the epoch of an RFC 3339 UTC time as Docker writes it
+/// (`2026-11-25T15:38:01.123456789Z`); 0 when it cannot be read.
+pub fn rfc3339_nanos(s: &str) -> i64 {
+    let parse = || -> Option<i64> {
+        let (date, time) = s.split_once('T')?;
+        let mut d = date.split('-').map(|x| x.parse::<i64>());
+        let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+        let time = time.trim_end_matches('Z');
+        let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+        let mut t = hms.split(':').map(|x| x.parse::<i64>());
+        let (h, mi, sec) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+        let digits: String = frac
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .take(9)
+            .collect();
+        let nanos = format!("{digits:0<9}").parse::<i64>().ok()?;
+        // Days from civil (Howard Hinnant's algorithm).
+        let y2 = if m <= 2 { y - 1 } else { y };
+        let era = y2.div_euclid(400);
+        let yoe = y2 - era * 400;
+        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        let days = era * 146097 + doe - 719468;
+        Some(((days * 86400 + h * 3600 + mi * 60 + sec) * 1_000_000_000) + nanos)
+    };
+    parse().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc3339_nanos("1970-01-01T00:00:00Z"), 0);
+        assert_eq!(
+            rfc3339_nanos("2000-03-01T00:00:01.5Z"),
+            951_868_801_500_000_000
+        );
+        assert!(rfc3339_nanos("2026-11-25T15:38:01Z") < rfc3339_nanos("2026-11-25T15:38:01.1Z"));
+        assert_eq!(rfc3339_nanos("garbage"), 0);
+    }
+
+    #[test]
+    fn endpoint_resolution() {
+        assert_eq!(resolve_endpoint(Some("/tmp/d.sock")), "unix:///tmp/d.sock");
+        assert_eq!(
+            resolve_endpoint(Some("tcp://127.0.0.1:2375")),
+            "tcp://127.0.0.1:2375"
+        );
+    }
+}

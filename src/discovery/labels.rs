@@ -1,0 +1,434 @@
+//! Pure evaluation of one container: its labels, networks, ports and health decide whether it
+//! is routed, and if not, why. No I/O: the Docker adapter fills a [`ContainerInfo`].
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::registry::validate::{self, FieldError};
+use crate::registry::{ServiceConfig, Strategy};
+
+/// What quayside needs to know about a container, as read from `docker inspect`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    /// Unix time of creation (orders containers for "first one wins").
+    pub created: i64,
+    pub labels: BTreeMap<String, String>,
+    pub running: bool,
+    pub paused: bool,
+    /// `None` when the image has no HEALTHCHECK.
+    pub health: Option<String>,
+    /// Network name → IP address (if it has one).
+    pub networks: BTreeMap<String, Option<IpAddr>>,
+    /// Exposed TCP ports (image `EXPOSE` and `--expose`), sorted.
+    pub exposed_ports: Vec<u16>,
+}
+
+/// Why a container with our labels is not routed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Skip {
+    /// `<prefix>.enable=false`.
+    Disabled,
+    NotRunning,
+    Paused,
+    /// HEALTHCHECK says `starting` or `unhealthy`.
+    Unhealthy {
+        status: String,
+    },
+    BadLabel {
+        label: String,
+        value: String,
+        reason: String,
+    },
+    NoPort {
+        exposed: Vec<u16>,
+    },
+    NoNetwork,
+    AmbiguousNetwork {
+        networks: Vec<String>,
+    },
+    NetworkNotFound {
+        network: String,
+        networks: Vec<String>,
+    },
+    NoAddress {
+        network: String,
+    },
+}
+
+impl std::fmt::Display for Skip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Skip::Disabled => write!(f, "disabled by its enable label"),
+            Skip::NotRunning => write!(f, "not running"),
+            Skip::Paused => write!(f, "paused"),
+            Skip::Unhealthy { status } => write!(f, "health check status is {status}"),
+            Skip::BadLabel {
+                label,
+                value,
+                reason,
+            } => write!(f, "label {label}={value:?} is invalid: {reason}"),
+            Skip::NoPort { exposed } if exposed.is_empty() => {
+                write!(f, "no exposed port; set the port label")
+            }
+            Skip::NoPort { exposed } => write!(
+                f,
+                "several exposed ports {exposed:?}; set the port label to choose one"
+            ),
+            Skip::NoNetwork => write!(f, "not attached to any network with an IP address"),
+            Skip::AmbiguousNetwork { networks } => write!(
+                f,
+                "on several networks {networks:?} and none shared with quayside; set the network label"
+            ),
+            Skip::NetworkNotFound { network, networks } => write!(
+                f,
+                "the network label names {network:?} but the container is on {networks:?}"
+            ),
+            Skip::NoAddress { network } => write!(f, "no IP address on network {network:?}"),
+        }
+    }
+}
+
+/// A routable container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routable {
+    pub no: String,
+    pub addr: IpAddr,
+    pub port: u16,
+    pub weight: u32,
+    pub service: String,
+    /// Service-level settings this container's labels ask for; `None` when it sets none.
+    pub service_config: Option<ServiceConfig>,
+}
+
+/// Whether a container concerns us at all: it has any label under the prefix.
+pub fn is_ours(labels: &BTreeMap<String, String>, prefix: &str) -> bool {
+    labels.keys().any(|k| {
+        k.len() > prefix.len() && k.starts_with(prefix) && k.as_bytes()[prefix.len()] == b'.'
+    })
+}
+
+fn bad(label: String, value: &str, e: FieldError) -> Skip {
+    Skip::BadLabel {
+        label,
+        value: value.to_owned(),
+        reason: e.reason,
+    }
+}
+
+/// Decide about one container. `own_networks` are the networks of quayside's own container
+/// (empty when it runs outside Docker).
+pub fn evaluate(
+    c: &ContainerInfo,
+    prefix: &str,
+    own_networks: &[String],
+) -> Result<Routable, Skip> {
+    let key = |name: &str| format!("{prefix}.{name}");
+    let label = |name: &str| c.labels.get(&key(name)).map(String::as_str);
+
+    // Labels first: a bad label is reported whatever the container's state.
+    let enabled = match label("enable") {
+        None => true,
+        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => {
+                return Err(bad(
+                    key("enable"),
+                    v,
+                    FieldError::new("enable", "must be true or false"),
+                ));
+            }
+        },
+    };
+    let no = match label("no") {
+        Some(v) => validate::no(v).map_err(|e| bad(key("no"), v, e))?,
+        None => validate::no(&c.name).map_err(|e| {
+            bad(
+                "container name".into(),
+                &c.name,
+                FieldError::new("no", format!("{}; set the no label", e.reason)),
+            )
+        })?,
+    };
+    let service = match label("service") {
+        Some(v) => validate::service(v).map_err(|e| bad(key("service"), v, e))?,
+        None => validate::DEFAULT_SERVICE.to_owned(),
+    };
+    let weight = match label("weight") {
+        Some(v) => validate::weight(v).map_err(|e| bad(key("weight"), v, e))?,
+        None => 1,
+    };
+    let port_label = match label("port") {
+        Some(v) => Some(validate::port(v).map_err(|e| bad(key("port"), v, e))?),
+        None => None,
+    };
+    let service_config = service_labels(c, prefix)?;
+    if !enabled {
+        return Err(Skip::Disabled);
+    }
+    if !c.running {
+        return Err(Skip::NotRunning);
+    }
+    if c.paused {
+        return Err(Skip::Paused);
+    }
+    if let Some(h) = &c.health
+        && h != "healthy"
+    {
+        return Err(Skip::Unhealthy { status: h.clone() });
+    }
+    let port = match (port_label, c.exposed_ports.as_slice()) {
+        (Some(p), _) => p,
+        (None, [only]) => *only,
+        (None, exposed) => {
+            return Err(Skip::NoPort {
+                exposed: exposed.to_vec(),
+            });
+        }
+    };
+    let names: Vec<String> = c.networks.keys().cloned().collect();
+    let network = match label("network") {
+        Some(n) => {
+            if !c.networks.contains_key(n) {
+                return Err(Skip::NetworkNotFound {
+                    network: n.to_owned(),
+                    networks: names,
+                });
+            }
+            n.to_owned()
+        }
+        None => {
+            let shared: Vec<&String> = names.iter().filter(|n| own_networks.contains(n)).collect();
+            match (shared.as_slice(), names.as_slice()) {
+                ([one], _) => (*one).clone(),
+                (_, []) => return Err(Skip::NoNetwork),
+                (_, [only]) => only.clone(),
+                _ => return Err(Skip::AmbiguousNetwork { networks: names }),
+            }
+        }
+    };
+    let addr = c.networks[&network].ok_or(Skip::NoAddress {
+        network: network.clone(),
+    })?;
+    Ok(Routable {
+        no,
+        addr,
+        port,
+        weight,
+        service,
+        service_config,
+    })
+}
+
+/// The service-level labels (`host`, `path`, `strip_prefix`, `lb`), if any is set.
+fn service_labels(c: &ContainerInfo, prefix: &str) -> Result<Option<ServiceConfig>, Skip> {
+    let key = |name: &str| format!("{prefix}.{name}");
+    let label = |name: &str| c.labels.get(&key(name)).map(String::as_str);
+    if ["host", "path", "strip_prefix", "lb"]
+        .iter()
+        .all(|n| label(n).is_none())
+    {
+        return Ok(None);
+    }
+    let mut cfg = ServiceConfig::default();
+    if let Some(v) = label("host") {
+        for h in v.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+            cfg.hosts
+                .push(validate::host_rule(h).map_err(|e| bad(key("host"), v, e))?);
+        }
+    }
+    if let Some(v) = label("path") {
+        cfg.path_prefix = Some(validate::path_prefix(v).map_err(|e| bad(key("path"), v, e))?);
+    }
+    if let Some(v) = label("strip_prefix") {
+        cfg.strip_prefix = match v.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => {
+                return Err(bad(
+                    key("strip_prefix"),
+                    v,
+                    FieldError::new("strip_prefix", "must be true or false"),
+                ));
+            }
+        };
+    }
+    if let Some(v) = label("lb") {
+        cfg.lb = match v.trim() {
+            "round_robin" => Strategy::RoundRobin,
+            _ => {
+                return Err(bad(
+                    key("lb"),
+                    v,
+                    FieldError::new("lb", "must be round_robin"),
+                ));
+            }
+        };
+    }
+    let name = label("service").unwrap_or(validate::DEFAULT_SERVICE);
+    cfg.validated(name).map(Some).map_err(|e| {
+        let label = match e.field {
+            "hosts" => key("host"),
+            "path_prefix" => key("path"),
+            other => key(other),
+        };
+        let value = c.labels.get(&label).cloned().unwrap_or_default();
+        bad(label, &value, e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn container(labels: &[(&str, &str)]) -> ContainerInfo {
+        ContainerInfo {
+            id: "abc".into(),
+            name: "web-1".into(),
+            created: 1,
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            running: true,
+            paused: false,
+            health: None,
+            networks: [("bridge".to_string(), Some("172.17.0.2".parse().unwrap()))].into(),
+            exposed_ports: vec![80],
+        }
+    }
+
+    #[test]
+    fn defaults_from_name_port_and_network() {
+        let r = evaluate(&container(&[("quayside.enable", "true")]), "quayside", &[]).unwrap();
+        assert_eq!(r.no, "web-1");
+        assert_eq!(r.port, 80);
+        assert_eq!(r.service, "default");
+        assert_eq!(r.addr.to_string(), "172.17.0.2");
+        assert_eq!(r.service_config, None);
+        assert!(!is_ours(
+            &container(&[("other.enable", "true")]).labels,
+            "quayside"
+        ));
+        assert!(!is_ours(
+            &container(&[("quaysidex.a", "1")]).labels,
+            "quayside"
+        ));
+        assert!(is_ours(
+            &container(&[("quayside.port", "1")]).labels,
+            "quayside"
+        ));
+    }
+
+    #[test]
+    fn labels_override_and_bad_ones_are_named() {
+        let c = container(&[
+            ("quayside.port", "8080"),
+            ("quayside.no", "pinned"),
+            ("quayside.weight", "5"),
+            ("quayside.service", "api"),
+            ("quayside.host", "api.example.com, *.api.example.com"),
+            ("quayside.path", "/v1"),
+            ("quayside.strip_prefix", "true"),
+        ]);
+        let r = evaluate(&c, "quayside", &[]).unwrap();
+        assert_eq!((r.port, r.no.as_str(), r.weight), (8080, "pinned", 5));
+        let cfg = r.service_config.unwrap();
+        assert_eq!(cfg.hosts, vec!["*.api.example.com", "api.example.com"]);
+        assert!(cfg.strip_prefix);
+
+        for (k, v, reason) in [
+            ("quayside.port", "http", "must be 1-65535"),
+            ("quayside.weight", "0", "must be 1-1000"),
+            ("quayside.enable", "maybe", "true or false"),
+            ("quayside.host", "a b", "host name"),
+            ("quayside.lb", "fastest", "round_robin"),
+            ("quayside.no", "a/b", "may only contain"),
+        ] {
+            match evaluate(&container(&[(k, v)]), "quayside", &[]) {
+                Err(Skip::BadLabel {
+                    label,
+                    value,
+                    reason: r,
+                }) => {
+                    assert_eq!((label.as_str(), value.as_str()), (k, v));
+                    assert!(r.contains(reason), "{r}");
+                }
+                other => panic!("{k}={v}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn state_health_port_and_network_rules() {
+        let mut c = container(&[("quayside.enable", "false")]);
+        assert_eq!(evaluate(&c, "quayside", &[]), Err(Skip::Disabled));
+        c.labels.clear();
+        c.labels.insert("quayside.enable".into(), "true".into());
+        c.health = Some("starting".into());
+        assert!(matches!(
+            evaluate(&c, "quayside", &[]),
+            Err(Skip::Unhealthy { .. })
+        ));
+        c.health = Some("healthy".into());
+        assert!(evaluate(&c, "quayside", &[]).is_ok());
+        c.exposed_ports = vec![80, 443];
+        assert_eq!(
+            evaluate(&c, "quayside", &[]),
+            Err(Skip::NoPort {
+                exposed: vec![80, 443]
+            })
+        );
+        c.exposed_ports = vec![80];
+        c.networks
+            .insert("backend".into(), Some("10.1.0.5".parse().unwrap()));
+        assert!(matches!(
+            evaluate(&c, "quayside", &[]),
+            Err(Skip::AmbiguousNetwork { .. })
+        ));
+        // Shared with quayside's own container.
+        let r = evaluate(&c, "quayside", &["backend".into()]).unwrap();
+        assert_eq!(r.addr.to_string(), "10.1.0.5");
+        // The label decides.
+        c.labels.insert("quayside.network".into(), "bridge".into());
+        assert_eq!(
+            evaluate(&c, "quayside", &["backend".into()])
+                .unwrap()
+                .addr
+                .to_string(),
+            "172.17.0.2"
+        );
+        c.labels.insert("quayside.network".into(), "nope".into());
+        assert!(matches!(
+            evaluate(&c, "quayside", &[]),
+            Err(Skip::NetworkNotFound { .. })
+        ));
+        c.running = false;
+        c.labels.remove("quayside.network");
+        assert_eq!(evaluate(&c, "quayside", &[]), Err(Skip::NotRunning));
+    }
+
+    proptest! {
+        /// Any label value: evaluation never panics, and a routable result always carries
+        /// values the registry accepts.
+        #[test]
+        fn never_panics_and_only_valid_results(
+            key in prop::sample::select(vec!["enable", "port", "service", "host", "path", "strip_prefix", "weight", "network", "no", "lb"]),
+            value in ".{0,80}",
+        ) {
+            let c = container(&[(&format!("quayside.{key}"), &value)]);
+            if let Ok(r) = evaluate(&c, "quayside", &[]) {
+                prop_assert!(validate::no(&r.no).is_ok());
+                prop_assert!((1..=1000).contains(&r.weight));
+                prop_assert!(r.port >= 1);
+            }
+        }
+    }
+}

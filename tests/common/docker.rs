@@ -1,0 +1,219 @@
+//! Docker test harness: a `FROM scratch` whoami image built from the workspace's static
+//! binary, containers and networks labelled with a per-test id and removed on drop (also when
+//! the test fails).
+#![allow(dead_code)]
+
+use std::process::Command;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const IMAGE: &str = "quayside-test-whoami:latest";
+/// The same with a HEALTHCHECK (exec form: a scratch image has no shell) every second.
+pub const IMAGE_HC: &str = "quayside-test-whoami-hc:latest";
+pub const CLEANUP_LABEL: &str = "quayside-test";
+
+/// Run `docker` with `args`; returns trimmed stdout, panics with stderr on failure.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI");
+    assert!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Whether Docker tests can run. Without a daemon they are skipped with a printed reason,
+/// unless `QUAYSIDE_REQUIRE_DOCKER=1` (CI), where that is a failure.
+pub fn available() -> bool {
+    static OK: OnceLock<Result<(), String>> = OnceLock::new();
+    let r = OK.get_or_init(|| {
+        let out = Command::new("docker")
+            .args(["info", "--format", "{{.ServerVersion}}"])
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {
+                build_image();
+                Ok(())
+            }
+            Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_owned()),
+            Err(e) => Err(format!("docker CLI not found: {e}")),
+        }
+    });
+    match r {
+        Ok(()) => true,
+        Err(why) => {
+            if std::env::var("QUAYSIDE_REQUIRE_DOCKER").is_ok_and(|v| v == "1") {
+                panic!("QUAYSIDE_REQUIRE_DOCKER=1 but Docker is not usable: {why}");
+            }
+            eprintln!(
+                "SKIPPED: Docker is not usable here ({why}); set QUAYSIDE_REQUIRE_DOCKER=1 to make this a failure"
+            );
+            false
+        }
+    }
+}
+
+/// Build the static whoami binary and the image (once per test binary).
+fn build_image() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(root)
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "whoami",
+            "--target",
+            "x86_64-unknown-linux-gnu",
+            "--target-dir",
+            "target-static",
+        ])
+        .status()
+        .expect("cargo");
+    assert!(status.success(), "building the static whoami binary failed");
+    let ctx = std::env::temp_dir().join(format!("quayside-whoami-ctx-{}", std::process::id()));
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::copy(
+        format!("{root}/target-static/x86_64-unknown-linux-gnu/release/whoami"),
+        ctx.join("whoami"),
+    )
+    .unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY whoami /whoami\nEXPOSE 80\nENTRYPOINT [\"/whoami\"]\n",
+    )
+    .unwrap();
+    docker(&["build", "-q", "-t", IMAGE, ctx.to_str().unwrap()]);
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {IMAGE}\nHEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD [\"/whoami\", \"check\"]\n"),
+    )
+    .unwrap();
+    docker(&["build", "-q", "-t", IMAGE_HC, ctx.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(ctx);
+}
+
+/// One test's Docker world: its own label prefix (so parallel tests don't see each other's
+/// containers) and a cleanup label on everything it creates.
+pub struct Scope {
+    pub id: String,
+}
+
+impl Scope {
+    pub fn new() -> Scope {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let id = format!(
+            "qt{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        Scope { id }
+    }
+
+    /// The label prefix the test's quayside uses.
+    pub fn prefix(&self) -> &str {
+        &self.id
+    }
+
+    /// `<prefix>.<key>=<value>`
+    pub fn label(&self, key: &str, value: &str) -> String {
+        format!("{}.{key}={value}", self.id)
+    }
+
+    pub fn name(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.id)
+    }
+
+    /// `docker run -d` with the cleanup label, a name, labels and extra args; returns the id.
+    pub fn run(&self, suffix: &str, labels: &[String], extra: &[&str]) -> String {
+        let name = self.name(suffix);
+        let cleanup = format!("{CLEANUP_LABEL}={}", self.id);
+        let mut args: Vec<&str> = vec!["run", "-d", "--name", &name, "--label", &cleanup];
+        for l in labels {
+            args.push("--label");
+            args.push(l);
+        }
+        args.extend_from_slice(extra);
+        if !extra.contains(&IMAGE) && !extra.contains(&IMAGE_HC) {
+            args.push(IMAGE);
+        }
+        docker(&args)
+    }
+
+    pub fn network(&self, suffix: &str) -> String {
+        let name = self.name(suffix);
+        let cleanup = format!("{CLEANUP_LABEL}={}", self.id);
+        docker(&["network", "create", "--label", &cleanup, &name]);
+        name
+    }
+
+    /// The container's IP on `network`.
+    pub fn ip(&self, container: &str, network: &str) -> String {
+        docker(&[
+            "inspect",
+            "-f",
+            &format!("{{{{(index .NetworkSettings.Networks \"{network}\").IPAddress}}}}"),
+            container,
+        ])
+    }
+}
+
+impl Default for Scope {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Scope {
+    fn drop(&mut self) {
+        let filter = format!("label={CLEANUP_LABEL}={}", self.id);
+        let ids = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .arg("rm")
+                .arg("-f")
+                .args(&ids)
+                .output();
+        }
+        let nets = Command::new("docker")
+            .args(["network", "ls", "-q", "--filter", &filter])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        for n in nets.split_whitespace() {
+            let _ = Command::new("docker").args(["network", "rm", n]).output();
+        }
+    }
+}
+
+/// Poll `f` every 50 ms until it returns `Some`, or panic after `secs` with `what`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs} s waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,494 @@
+//! Docker discovery against the real engine. Every container and network a test creates
+//! carries a per-test label and is removed when the test's `Scope` drops, pass or fail.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::docker::{Scope, docker, eventually};
+use common::{Backend, Http, Quayside, test_config};
+use http::StatusCode;
+use serde_json::Value;
+
+async fn start(scope: &Scope) -> Quayside {
+    let mut c = test_config();
+    c.docker.enabled = true;
+    c.docker.label_prefix = scope.prefix().to_owned();
+    Quayside::start_with(c).await
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().next().unwrap_or("")
+}
+
+async fn discovery(http: &Http, q: &Quayside) -> Value {
+    serde_json::from_str(&http.get(&q.admin_url("/api/v1/discovery")).await.body).unwrap()
+}
+
+/// The container's discovery entry, by container name.
+async fn seen(http: &Http, q: &Quayside, name: &str) -> Option<Value> {
+    discovery(http, q).await["containers"]
+        .as_array()?
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+}
+
+/// Wait until a GET of `/` with `host` is answered by a container whose hostname starts
+/// with `id_prefix` (whoami answers with its hostname = short container id).
+async fn wait_routed(http: &Http, q: &Quayside, host: &str, id: &str) {
+    let short = &id[..12];
+    eventually(
+        10,
+        &format!("container {short} routed for {host}"),
+        || async {
+            let r = http.get_host(&q.proxy_url("/"), host).await;
+            (r.status == StatusCode::OK && first_line(&r.body) == short).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn labelled_containers_are_routed_others_are_not() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scope::new();
+    let q = start(&s).await;
+    let http = Http::new();
+    let web = s.run("web", &[s.label("enable", "true")], &[]);
+    let _plain = s.run("plain", &[], &[]);
+    let off = s.run("off", &[s.label("enable", "false")], &[]);
+    wait_routed(&http, &q, "x", &web).await;
+
+    let r = http
+        .get(&q.admin_url(&format!("/get?no={}", s.name("web"))))
+        .await;
+    assert!(r.body.contains("source: docker"), "{}", r.body);
+    assert!(r.body.contains(&format!("container: {web}")), "{}", r.body);
+    let v: Value = serde_json::from_str(
+        &http
+            .get(&q.admin_url(&format!("/api/v1/backends/{}", s.name("web"))))
+            .await
+            .body,
+    )
+    .unwrap();
+    assert_eq!(v["container_id"], web.as_str());
+    assert_eq!(v["source"], "docker");
+
+    // Only `web` takes traffic; `plain` is not ours, `off` is reported as disabled.
+    for _ in 0..6 {
+        let r = http.get(&q.proxy_url("/")).await;
+        assert_eq!(first_line(&r.body), &web[..12]);
+    }
+    let d = discovery(&http, &q).await;
+    assert_eq!(d["state"], "connected");
+    assert!(d["last_sync"].is_number());
+    let names: Vec<&str> = d["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert!(!names.contains(&s.name("plain").as_str()), "{names:?}");
+    let off_seen = seen(&http, &q, &s.name("off"))
+        .await
+        .expect("off container listed");
+    assert_eq!(off_seen["routed"], false);
+    assert_eq!(off_seen["detail"]["kind"], "disabled");
+    let _ = off;
+}
+
+#[tokio::test]
+async fn stop_and_kill_remove_backends_without_failed_requests() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scope::new();
+    let q = start(&s).await;
+    let http = Http::new();
+    let ids: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|n| s.run(n, &[s.label("service", "default")], &[]))
+        .collect();
+    for id in &ids {
+        wait_routed(&http, &q, "x", id).await;
+    }
+    // Steady load from 4 clients while containers go away.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (http, url) = (Http::new(), q.proxy_url("/"));
+        let (stop, failures, total) = (stop.clone(), failures.clone(), total.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let r = http.get(&url).await;
+                total.fetch_add(1, Ordering::SeqCst);
+                if r.status != StatusCode::OK {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                    eprintln!("failed: {} {}", r.status, r.body);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::spawn_blocking({
+        let a = ids[0].clone();
+        move || docker(&["stop", &a])
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::spawn_blocking({
+        let b = ids[1].clone();
+        move || docker(&["kill", &b])
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for l in load {
+        l.await.unwrap();
+    }
+    let (failures, total) = (
+        failures.load(Ordering::SeqCst),
+        total.load(Ordering::SeqCst),
+    );
+    eprintln!("{total} requests, {failures} failed");
+    assert!(total > 100, "load generator too slow: {total}");
+    assert_eq!(failures, 0, "{failures} of {total} requests failed");
+    // Only c is left.
+    for _ in 0..4 {
+        assert_eq!(
+            first_line(&http.get(&q.proxy_url("/")).await.body),
+            &ids[2][..12]
+        );
+    }
+}
+
+#[tokio::test]
+async fn replicas_of_a_service_share_traffic_and_hosts_route_between_services() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scope::new();
+    let q = start(&s).await;
+    let http = Http::new();
+    let api_labels = [s.label("service", "api"), s.label("host", "api.test")];
+    let api1 = s.run("api-1", &api_labels, &[]);
+    let api2 = s.run("api-2", &api_labels, &[]);
+    let web = s.run(
+        "web",
+        &[
+            s.label("service", "web"),
+            s.label("host", "web.test,*.web.test"),
+        ],
+        &[],
+    );
+    wait_routed(&http, &q, "api.test", &api1).await;
+    wait_routed(&http, &q, "api.test", &api2).await;
+    wait_routed(&http, &q, "www.web.test", &web).await;
+    let mut seq = Vec::new();
+    for _ in 0..6 {
+        seq.push(first_line(&http.get_host(&q.proxy_url("/"), "api.test").await.body).to_owned());
+    }
+    for pair in seq.windows(2) {
+        assert_ne!(pair[0], pair[1], "replicas do not alternate: {seq:?}");
+    }
+    assert_eq!(
+        first_line(&http.get_host(&q.proxy_url("/"), "web.test").await.body),
+        &web[..12]
+    );
+    // Nothing in `default`.
+    assert_eq!(
+        http.get_host(&q.proxy_url("/"), "other.test").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    let svc: Value =
+        serde_json::from_str(&http.get(&q.admin_url("/api/v1/services/web")).await.body).unwrap();
+    assert_eq!(svc["hosts"], serde_json::json!(["*.web.test", "web.test"]));
+}
+
+#[tokio::test]
+async fn multiple_networks_need_a_choice() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scope::new();
+    let q = start(&s).await;
+    let http = Http::new();
+    let n1 = s.network("n1");
+    let n2 = s.network("n2");
+    let both = s.run("both", &[s.label("enable", "true")], &["--network", &n1]);
+    docker(&["network", "connect", &n2, &both]);
+    let chosen = s.run("chosen", &[s.label("network", &n2)], &["--network", &n1]);
+    docker(&["network", "connect", &n2, &chosen]);
+    let name = s.name("both");
+    let v = eventually(10, "ambiguous network reported", || async {
+        seen(&http, &q, &name)
+            .await
+            .filter(|c| c["detail"]["kind"] == "ambiguous_network")
+    })
+    .await;
+    assert!(v["reason"].as_str().unwrap().contains(&n1), "{v}");
+    let chosen_ip = s.ip(&chosen, &n2);
+    let name = s.name("chosen");
+    eventually(10, "chosen container routed on n2", || async {
+        seen(&http, &q, &name)
+            .await
+            .filter(|c| c["routed"] == true && c["address"] == chosen_ip.as_str())
+    })
+    .await;
+    wait_routed(&http, &q, "x", &chosen).await;
+}
+
+#[tokio::test]
+async fn healthcheck_gates_routing() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scope::new();
+    let q = start(&s).await;
+    let http = Http::new();
+    let id = s.run(
+        "hc",
+        &[s.label("enable", "true")],
+        &[common::docker::IMAGE_HC],
+    );
+    let name = s.name("hc");
+    // Right after start: health is `starting`, not routed.
+    let v = eventually(5, "container seen as starting", || async {
+        seen(&http, &q, &name).await
+    })
+    .await;
+    if v["routed"] == false {
+        assert_eq!(v["detail"]["status"], "starting", "{v}");
+        assert_eq!(
+            http.get(&q.proxy_url("/")).await.status,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+    wait_routed(&http, &q, "x", &id).await;
+    // Make it unhealthy: it is removed from routing.
+    let ip = docker(&[
+        "inspect",
+        "-f",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        &id,
+    ]);
+    let r = http.get(&format!("http://{ip}/health/fail")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    eventually(10, "unhealthy container removed", || async {
+        (http.get(&q.proxy_url("/")).await.status == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+    })
+    .await;
+    let v = seen(&http, &q, &name).await.unwrap();
+    assert_eq!(v["detail"]["status"], "unhealthy", "{v}");
+    // Healthy again: back.
+    http.get(&format!("http://{ip}/health/ok")).await;
+    wait_routed(&http, &q, "x", &id).await;
+}
+
+#[tokio::test]
+async fn a_bad_label_is_reported_and_disturbs_nothing() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scope::new();
+    let q = start(&s).await;
+    let http = Http::new();
+    let good = s.run("good", &[s.label("enable", "true")], &[]);
+    s.run("bad", &[s.label("port", "eighty")], &[]);
+    s.run("badw", &[s.label("weight", "9999")], &[]);
+    wait_routed(&http, &q, "x", &good).await;
+    for (suffix, label, value) in [("bad", "port", "eighty"), ("badw", "weight", "9999")] {
+        let name = s.name(suffix);
+        let v = eventually(5, "bad label reported", || async {
+            seen(&http, &q, &name)
+                .await
+                .filter(|c| c["detail"]["kind"] == "bad_label")
+        })
+        .await;
+        assert_eq!(v["detail"]["label"], format!("{}.{label}", s.prefix()));
+        assert_eq!(v["detail"]["value"], value);
+        assert_eq!(v["routed"], false);
+    }
+    for _ in 0..4 {
+        assert_eq!(
+            first_line(&http.get(&q.proxy_url("/")).await.body),
+            &good[..12]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_manual_pin_overrides_a_container_until_deleted() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scope::new();
+    let q = start(&s).await;
+    let http = Http::new();
+    let c = s.run("pinme", &[s.label("enable", "true")], &[]);
+    wait_routed(&http, &q, "x", &c).await;
+    let local = Backend::start("pinned-local").await;
+    let no = s.name("pinme");
+    let r = http
+        .get(&q.admin_url(&format!("/add?no={no}&ip=127.0.0.1&port={}", local.port())))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(http.get(&q.proxy_url("/")).await.body, "pinned-local\n");
+    let r = http.get(&q.admin_url(&format!("/get?no={no}"))).await;
+    assert!(
+        r.body.contains("source: manual") && r.body.contains("pinned: true"),
+        "{}",
+        r.body
+    );
+    // Unpin: the container's own entry is back.
+    http.get(&q.admin_url(&format!("/delete?no={no}"))).await;
+    wait_routed(&http, &q, "x", &c).await;
+    // Delete of the unpinned discovered entry disables it; enable brings it back.
+    http.get(&q.admin_url(&format!("/delete?no={no}"))).await;
+    assert!(
+        http.get(&q.admin_url(&format!("/get?no={no}")))
+            .await
+            .body
+            .contains("state: disabled")
+    );
+    assert_eq!(
+        http.get(&q.proxy_url("/")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    http.method(
+        "POST",
+        &q.admin_url(&format!("/api/v1/backends/{no}/enable")),
+        "",
+    )
+    .await;
+    wait_routed(&http, &q, "x", &c).await;
+}
+
+#[tokio::test]
+async fn containers_started_while_quayside_was_down_are_found() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scope::new();
+    let c = s.run("early", &[s.label("enable", "true")], &[]);
+    let q = start(&s).await;
+    let http = Http::new();
+    wait_routed(&http, &q, "x", &c).await;
+}
+
+/// A unix-socket proxy in front of the Docker socket that the test can cut and restore.
+struct SocketProxy {
+    path: std::path::PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SocketProxy {
+    fn start(path: &std::path::Path) -> SocketProxy {
+        let _ = std::fs::remove_file(path);
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                conns.spawn(async move {
+                    if let Ok(mut up) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+                    }
+                });
+            }
+        });
+        SocketProxy {
+            path: path.to_owned(),
+            task,
+        }
+    }
+
+    /// Close the socket and every connection through it.
+    fn cut(self) {
+        self.task.abort(); // drops the JoinSet, aborting every relayed connection
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[tokio::test]
+async fn losing_the_docker_connection_keeps_routes_and_resyncs() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scope::new();
+    let sock = std::env::temp_dir().join(format!("{}.sock", s.id));
+    let proxy = SocketProxy::start(&sock);
+    let mut c = test_config();
+    c.docker.enabled = true;
+    c.docker.label_prefix = s.prefix().to_owned();
+    c.docker.host = Some(format!("unix://{}", sock.display()));
+    let q = Quayside::start_with(c).await;
+    let http = Http::new();
+    let a = s.run("a", &[s.label("enable", "true")], &[]);
+    wait_routed(&http, &q, "x", &a).await;
+
+    proxy.cut();
+    eventually(10, "discovery reports the lost connection", || async {
+        let d = discovery(&http, &q).await;
+        (d["state"] == "disconnected").then_some(())
+    })
+    .await;
+    // The last known routes keep serving.
+    assert_eq!(
+        first_line(&http.get(&q.proxy_url("/")).await.body),
+        &a[..12]
+    );
+    // Meanwhile: a goes away, b arrives.
+    docker(&["rm", "-f", &a]);
+    let b = s.run("b", &[s.label("enable", "true")], &[]);
+
+    let _proxy = SocketProxy::start(&sock);
+    wait_routed(&http, &q, "x", &b).await;
+    // No stale route to a survives the resync.
+    for _ in 0..4 {
+        assert_eq!(
+            first_line(&http.get(&q.proxy_url("/")).await.body),
+            &b[..12]
+        );
+    }
+    let d = eventually(5, "connected again", || async {
+        let d = discovery(&http, &q).await;
+        (d["state"] == "connected").then_some(d)
+    })
+    .await;
+    assert!(d["reconnects"].as_u64().unwrap() >= 1);
+    let _ = std::fs::remove_file(&sock);
+}
+
+#[tokio::test]
+async fn quayside_starts_and_serves_without_docker() {
+    // Pointed at a socket that does not exist: starts, serves manual entries, says why.
+    let mut c = test_config();
+    c.docker.enabled = true;
+    c.docker.host = Some("unix:///nonexistent/docker.sock".into());
+    let q = Quayside::start_with(c).await;
+    let http = Http::new();
+    let b = Backend::start("manual").await;
+    http.get(&q.admin_url(&format!("/add?no=1&ip=127.0.0.1&port={}", b.port())))
+        .await;
+    assert_eq!(http.get(&q.proxy_url("/")).await.body, "manual\n");
+    let d = eventually(5, "disconnected state", || async {
+        let d = discovery(&http, &q).await;
+        (d["state"] == "disconnected").then_some(d)
+    })
+    .await;
+    assert!(d["last_error"].as_str().unwrap().len() > 5, "{d}");
+}
