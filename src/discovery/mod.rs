@@ -82,7 +82,7 @@ impl Discovery {
                 .get(&info.id)
                 .map(|s| s.verdict.as_ref().err() == Some(skip))
                 .unwrap_or(false);
-            if !known {
+            if !known && *skip != Skip::Disabled {
                 tracing::warn!(container = %info.name, id = %short(&info.id), reason = %skip, "container not routed");
             }
         }
