@@ -47,7 +47,11 @@ async fn the_compose_example_routes_by_scale_host_and_path() {
     if !common::docker::available() {
         return;
     }
-    if Command::new("docker-compose").arg("version").output().is_err() {
+    if Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_err()
+    {
         assert!(
             std::env::var("QUAYSIDE_REQUIRE_DOCKER").ok().as_deref() != Some("1"),
             "QUAYSIDE_REQUIRE_DOCKER=1 but docker-compose is missing"
@@ -72,7 +76,11 @@ async fn the_compose_example_routes_by_scale_host_and_path() {
         ("QUAYSIDE_ADMIN_PORT", admin_port.to_string()),
     ];
     let out = project.compose(&["up", "-d"], &env);
-    assert!(out.status.success(), "compose up: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "compose up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let http = Http::new();
     let proxy = format!("http://127.0.0.1:{http_port}");
@@ -87,7 +95,11 @@ async fn the_compose_example_routes_by_scale_host_and_path() {
         .ok()
         .flatten()?;
         let v: serde_json::Value = serde_json::from_str(&r).ok()?;
-        let routed = v["containers"].as_array()?.iter().filter(|c| c["routed"] == true).count();
+        let routed = v["containers"]
+            .as_array()?
+            .iter()
+            .filter(|c| c["routed"] == true)
+            .count();
         (routed == 4).then_some(())
     })
     .await;
