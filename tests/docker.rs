@@ -492,3 +492,37 @@ async fn quayside_starts_and_serves_without_docker() {
     .await;
     assert!(d["last_error"].as_str().unwrap().len() > 5, "{d}");
 }
+
+#[tokio::test]
+async fn a_tcp_docker_endpoint_works() {
+    if !common::docker::available() {
+        return;
+    }
+    // A loopback TCP endpoint relaying to the local socket, as `dockerd -H tcp://...` would be.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let relay = tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                if let Ok(mut up) = tokio::net::UnixStream::connect("/var/run/docker.sock").await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+                }
+            });
+        }
+    });
+    let s = Scope::new();
+    let mut c = test_config();
+    c.docker.enabled = true;
+    c.docker.label_prefix = s.prefix().to_owned();
+    c.docker.host = Some(format!("tcp://{addr}"));
+    let q = Quayside::start_with(c).await;
+    let http = Http::new();
+    let id = s.run("tcp", &[s.label("enable", "true")], &[]);
+    wait_routed(&http, &q, "x", &id).await;
+    let d = discovery(&http, &q).await;
+    assert_eq!(d["endpoint"], format!("tcp://{addr}"));
+    relay.abort();
+}

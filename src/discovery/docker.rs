@@ -92,6 +92,8 @@ pub struct Watcher {
     last_event: Option<f64>,
     last_sync: Option<f64>,
     reconnects: u64,
+    /// The current session got as far as a full sync.
+    synced: bool,
 }
 
 impl Watcher {
@@ -104,6 +106,7 @@ impl Watcher {
             last_event: None,
             last_sync: None,
             reconnects: 0,
+            synced: false,
         }
     }
 
@@ -122,8 +125,9 @@ impl Watcher {
                 Err(e) => e.to_string(),
                 Ok(()) => unreachable!("a session only ends with an error"),
             };
-            if self.last_sync.is_some() && self.connected_once() {
-                backoff = BACKOFF_MIN.max(backoff);
+            if std::mem::take(&mut self.synced) {
+                // The connection worked for a while: start the backoff over.
+                backoff = BACKOFF_MIN;
             }
             if last_logged.as_deref() != Some(err.as_str()) {
                 tracing::warn!(
@@ -143,10 +147,6 @@ impl Watcher {
             }
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
-    }
-
-    fn connected_once(&self) -> bool {
-        self.last_sync.is_some()
     }
 
     /// One connection: sync, then follow events until something breaks.
@@ -176,6 +176,7 @@ impl Watcher {
         let count = infos.len();
         self.discovery.replace_all(infos);
         self.last_sync = Some(unix_now());
+        self.synced = true;
         self.publish().await;
         tracing::info!(endpoint = %self.endpoint, containers = count, "connected to Docker and synced");
         self.publish_status("connected", None);
@@ -184,10 +185,10 @@ impl Watcher {
             let Some(ev) = events.next().await else {
                 return Err(WatchError::StreamEnded);
             };
-            let mut changed = self.handle(&docker, ev?).await;
+            let mut changed = self.handle(&docker, ev?).await?;
             // Coalesce whatever else has already arrived into one publish.
             while let Some(Some(ev)) = events.next().now_or_never() {
-                changed |= self.handle(&docker, ev?).await;
+                changed |= self.handle(&docker, ev?).await?;
             }
             if changed {
                 self.publish().await;
@@ -197,7 +198,7 @@ impl Watcher {
     }
 
     /// Apply one event to the discovery state; true if it may have changed routing.
-    async fn handle(&mut self, docker: &Docker, ev: EventMessage) -> bool {
+    async fn handle(&mut self, docker: &Docker, ev: EventMessage) -> Result<bool, WatchError> {
         let action = ev.action.as_deref().unwrap_or("");
         let actor = ev.actor.unwrap_or_default();
         self.last_event = ev
@@ -212,12 +213,12 @@ impl Watcher {
                     .and_then(|a| a.get("container").cloned())
                     .unwrap_or_default()
             }
-            _ => return false,
+            _ => return Ok(false),
         };
         if id.is_empty() {
-            return false;
+            return Ok(false);
         }
-        match action {
+        Ok(match action {
             "kill" => {
                 let drained = self.discovery.drain(&id);
                 if drained {
@@ -236,15 +237,15 @@ impl Watcher {
                 if action == "start" || action == "restart" || action == "unpause" {
                     self.discovery.undrain(&id);
                 }
-                self.reinspect(docker, &id).await
+                self.reinspect(docker, &id).await?
             }
-            a if a.starts_with("health_status") => self.reinspect(docker, &id).await,
+            a if a.starts_with("health_status") => self.reinspect(docker, &id).await?,
             _ => false,
-        }
+        })
     }
 
-    async fn reinspect(&mut self, docker: &Docker, id: &str) -> bool {
-        match docker.inspect_container(id, None).await {
+    async fn reinspect(&mut self, docker: &Docker, id: &str) -> Result<bool, WatchError> {
+        Ok(match docker.inspect_container(id, None).await {
             Ok(c) => {
                 let info = container_info(c);
                 if info.running {
@@ -255,11 +256,14 @@ impl Watcher {
                     self.discovery.remove(id)
                 }
             }
-            Err(e) => {
-                tracing::debug!(id = %short(id), error = %e, "inspect failed; treating the container as gone");
+            Err(e) if is_not_found(&e) => {
+                tracing::debug!(id = %short(id), "container is gone");
                 self.discovery.remove(id)
             }
-        }
+            // Anything else (connection cut, daemon error) ends the session: the resync after
+            // reconnecting finds the truth; until then the last known routes stay.
+            Err(e) => return Err(e.into()),
+        })
     }
 
     async fn publish(&mut self) {
@@ -322,6 +326,16 @@ async fn list_ours(docker: &Docker, prefix: &str) -> Result<Vec<ContainerInfo>, 
         }
     }
     Ok(out)
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 /// The networks of quayside's own container, when it runs in one.
