@@ -18,6 +18,8 @@
 //!   `/delete` and a JSON REST API under `/api/v1`.
 //! - [`discovery`]: the Docker watcher (bollard adapter) and the pure label/container
 //!   evaluation behind it; sends the discovered set to the registry.
+//! - [`health`]: passive ejection, active probes and latency estimates: pure steps, plus the
+//!   per-backend atomics the data plane updates and the probe task.
 //! - [`config`]: flags, `QUAYSIDE_*` variables and the TOML file.
 //!
 //! [`run`] takes already-bound listeners, so tests bind port 0 and run the real server
@@ -27,6 +29,7 @@ pub mod admin;
 pub mod balance;
 pub mod config;
 pub mod discovery;
+pub mod health;
 pub mod proxy;
 pub mod registry;
 pub mod routing;
@@ -92,6 +95,10 @@ pub async fn run(
         None
     };
 
+    let checker = tokio::spawn(health::checker::run(
+        registry.shared().clone(),
+        stop_rx.clone(),
+    ));
     let proxy = tokio::spawn(proxy::serve(
         listeners.proxy,
         registry.shared().clone(),
@@ -113,6 +120,7 @@ pub async fn run(
     if let Some(w) = watcher {
         let _ = w.await;
     }
+    let _ = checker.await;
     let _ = proxy.await;
     let _ = tokio::time::timeout(config.proxy.shutdown_timeout, admin).await;
     Ok(())

@@ -235,11 +235,8 @@ async fn requests_that_never_reached_a_backend_are_retried_elsewhere() {
     let http = Http::new();
     add(&http, &q, "dead", dead_port).await;
     add(&http, &q, "alive", b.port()).await;
-    for _ in 0..6 {
-        let r = http.get(&q.proxy_url("/")).await;
-        assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "alive\n"));
-    }
-    // A request with a body is not replayed (its body went to the first attempt).
+    // A request with a body is not replayed (its body went to the first attempt): round-robin
+    // sends one of these two to the dead backend.
     let mut statuses = Vec::new();
     for _ in 0..2 {
         let r = http
@@ -249,4 +246,17 @@ async fn requests_that_never_reached_a_backend_are_retried_elsewhere() {
     }
     assert!(statuses.contains(&StatusCode::BAD_GATEWAY), "{statuses:?}");
     assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
+    // Bodiless requests are retried on the other backend: none fails.
+    for _ in 0..6 {
+        let r = http.get(&q.proxy_url("/")).await;
+        assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "alive\n"));
+    }
+    // After 3 failures in a row the dead backend is ejected (passive health).
+    let v: serde_json::Value =
+        serde_json::from_str(&http.get(&q.admin_url("/api/v1/backends/dead")).await.body).unwrap();
+    assert_eq!(v["health"]["available"], false, "{v}");
+    assert!(
+        v["health"]["passive"]["ejections"].as_u64().unwrap() >= 1,
+        "{v}"
+    );
 }

@@ -16,9 +16,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::discovery::docker::SharedStatus;
+use crate::health::now_ms;
 use crate::registry::Handle;
 use crate::registry::actor::ApplyError;
 use crate::registry::{Entry, RegistryError};
+use crate::routing::RoutingTable;
 
 /// What the admin handlers can reach.
 #[derive(Clone)]
@@ -92,7 +94,10 @@ impl From<ApplyError> for TextError {
     }
 }
 
-fn entry_json(e: &Entry) -> serde_json::Value {
+fn entry_json(e: &Entry, table: &RoutingTable) -> serde_json::Value {
+    let health = table
+        .stats(&e.spec.no)
+        .map(|s| serde_json::to_value(s.view(now_ms())).unwrap_or_default());
     serde_json::json!({
         "no": e.spec.no,
         "address": e.spec.addr.to_string(),
@@ -103,5 +108,6 @@ fn entry_json(e: &Entry) -> serde_json::Value {
         "state": e.spec.state.as_str(),
         "container_id": e.container_id,
         "pinned": e.pinned,
+        "health": health,
     })
 }

@@ -90,14 +90,16 @@ fn text(field: &'static str, v: &Value) -> Result<String, FieldError> {
 
 async fn list_backends(State(reg): State<Handle>) -> Response {
     let r = reg.registry();
-    let list: Vec<Value> = r.entries().map(|e| entry_json(&e)).collect();
+    let table = reg.shared().table.load();
+    let list: Vec<Value> = r.entries().map(|e| entry_json(&e, &table)).collect();
     axum::Json(json!({ "backends": list })).into_response()
 }
 
 async fn get_backend(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
     let no = validate::no(&no)?;
     let e = reg.registry().get(&no).ok_or_else(|| not_found(no))?;
-    Ok(axum::Json(entry_json(&e)).into_response())
+    let table = reg.shared().table.load();
+    Ok(axum::Json(entry_json(&e, &table)).into_response())
 }
 
 #[derive(Deserialize)]

@@ -35,6 +35,12 @@ impl SmoothWrr {
         Some(self.schedule[i] as usize)
     }
 
+    /// Continue the cycle position of `prev` (a previous snapshot's balancer).
+    pub fn resume_from(&self, prev: &SmoothWrr) {
+        self.next
+            .store(prev.next.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
     pub fn cycle_len(&self) -> usize {
         self.schedule.len()
     }

@@ -226,14 +226,57 @@ pub fn evaluate(
     })
 }
 
-/// The service-level labels (`host`, `path`, `strip_prefix`, `lb`), if any is set.
+const SERVICE_LABELS: [&str; 13] = [
+    "host",
+    "path",
+    "strip_prefix",
+    "lb",
+    "hash_key",
+    "sticky",
+    "slow_start",
+    "health.path",
+    "health.interval",
+    "health.timeout",
+    "health.rise",
+    "health.fall",
+    "health",
+];
+
+fn bool_label(label: String, v: &str) -> Result<bool, Skip> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(bad(
+            label,
+            v,
+            FieldError::new("value", "must be true or false"),
+        )),
+    }
+}
+
+fn dur_label(label: String, v: &str) -> Result<crate::registry::Dur, Skip> {
+    crate::config::parse_duration(v)
+        .map(crate::registry::Dur)
+        .map_err(|r| bad(label, v, FieldError::new("value", r)))
+}
+
+fn count_label(label: String, v: &str) -> Result<u32, Skip> {
+    match v.trim().parse::<u32>() {
+        Ok(n) if (1..=100).contains(&n) => Ok(n),
+        _ => Err(bad(
+            label,
+            v,
+            FieldError::new("value", format!("must be 1-100, got {v}")),
+        )),
+    }
+}
+
+/// The service-level labels (`host`, `path`, `strip_prefix`, `lb`, `hash_key`, `sticky`,
+/// `slow_start`, `health.*`), if any is set.
 fn service_labels(c: &ContainerInfo, prefix: &str) -> Result<Option<ServiceConfig>, Skip> {
     let key = |name: &str| format!("{prefix}.{name}");
     let label = |name: &str| c.labels.get(&key(name)).map(String::as_str);
-    if ["host", "path", "strip_prefix", "lb"]
-        .iter()
-        .all(|n| label(n).is_none())
-    {
+    if SERVICE_LABELS.iter().all(|n| label(n).is_none()) {
         return Ok(None);
     }
     let mut cfg = ServiceConfig::default();
@@ -247,35 +290,72 @@ fn service_labels(c: &ContainerInfo, prefix: &str) -> Result<Option<ServiceConfi
         cfg.path_prefix = Some(validate::path_prefix(v).map_err(|e| bad(key("path"), v, e))?);
     }
     if let Some(v) = label("strip_prefix") {
-        cfg.strip_prefix = match v.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
+        cfg.strip_prefix = bool_label(key("strip_prefix"), v)?;
+    }
+    if let Some(v) = label("lb") {
+        cfg.lb = Strategy::parse(v).ok_or_else(|| {
+            bad(
+                key("lb"),
+                v,
+                FieldError::new("lb", format!("must be {}", Strategy::NAMES)),
+            )
+        })?;
+    }
+    if let Some(v) = label("hash_key") {
+        validate::hash_key(v.trim()).map_err(|e| bad(key("hash_key"), v, e))?;
+        cfg.hash_key = Some(v.trim().to_owned());
+    }
+    if let Some(v) = label("sticky") {
+        // `true` uses the default cookie name; anything else is the cookie name.
+        cfg.sticky_cookie = match v.trim().to_ascii_lowercase().as_str() {
+            "false" | "0" | "no" => None,
+            "true" | "1" | "yes" => Some("quayside_sticky".to_owned()),
             _ => {
-                return Err(bad(
-                    key("strip_prefix"),
-                    v,
-                    FieldError::new("strip_prefix", "must be true or false"),
-                ));
+                validate::cookie_name("sticky", v.trim()).map_err(|e| bad(key("sticky"), v, e))?;
+                Some(v.trim().to_owned())
             }
         };
     }
-    if let Some(v) = label("lb") {
-        cfg.lb = match v.trim() {
-            "round_robin" => Strategy::RoundRobin,
-            _ => {
-                return Err(bad(
-                    key("lb"),
-                    v,
-                    FieldError::new("lb", "must be round_robin"),
-                ));
-            }
-        };
+    if let Some(v) = label("slow_start") {
+        cfg.slow_start = Some(dur_label(key("slow_start"), v)?);
+    }
+    if let Some(v) = label("health.path").or(label("health")) {
+        let mut h = crate::registry::HealthCheck::new(v.trim().to_owned());
+        if let Some(v) = label("health.interval") {
+            h.interval = dur_label(key("health.interval"), v)?;
+        }
+        if let Some(v) = label("health.timeout") {
+            h.timeout = dur_label(key("health.timeout"), v)?;
+        }
+        if let Some(v) = label("health.rise") {
+            h.rise = count_label(key("health.rise"), v)?;
+        }
+        if let Some(v) = label("health.fall") {
+            h.fall = count_label(key("health.fall"), v)?;
+        }
+        cfg.health = Some(h);
+    } else if let Some(n) = [
+        "health.interval",
+        "health.timeout",
+        "health.rise",
+        "health.fall",
+    ]
+    .iter()
+    .find(|n| label(n).is_some())
+    {
+        return Err(bad(
+            key(n),
+            label(n).unwrap_or_default(),
+            FieldError::new("health", format!("needs {} too", key("health.path"))),
+        ));
     }
     let name = label("service").unwrap_or(validate::DEFAULT_SERVICE);
     cfg.validated(name).map(Some).map_err(|e| {
         let label = match e.field {
             "hosts" => key("host"),
             "path_prefix" => key("path"),
+            "sticky_cookie" => key("sticky"),
+            "health" => key("health.rise"),
             other => key(other),
         };
         let value = c.labels.get(&label).cloned().unwrap_or_default();
@@ -350,6 +430,13 @@ mod tests {
             ("quayside.enable", "maybe", "true or false"),
             ("quayside.host", "a b", "host name"),
             ("quayside.lb", "fastest", "round_robin"),
+            ("quayside.hash_key", "body", "client_ip"),
+            (
+                "quayside.health.interval",
+                "soon",
+                "needs quayside.health.path",
+            ),
+            ("quayside.slow_start", "later", "duration"),
             ("quayside.no", "a/b", "may only contain"),
         ] {
             match evaluate(&container(&[(k, v)]), "quayside", &[]) {
@@ -420,7 +507,7 @@ mod tests {
         /// values the registry accepts.
         #[test]
         fn never_panics_and_only_valid_results(
-            key in prop::sample::select(vec!["enable", "port", "service", "host", "path", "strip_prefix", "weight", "network", "no", "lb"]),
+            key in prop::sample::select(vec!["enable", "port", "service", "host", "path", "strip_prefix", "weight", "network", "no", "lb", "hash_key", "sticky", "slow_start", "health.path", "health.rise"]),
             value in ".{0,80}",
         ) {
             let c = container(&[(&format!("quayside.{key}"), &value)]);

@@ -11,6 +11,9 @@ pub enum ProxyError {
     /// The service has no routable backend (none registered, or all drained/disabled).
     #[error("no backend available for service {service}")]
     NoBackend { service: String },
+    /// The service has backends but none is available (all unhealthy or ejected).
+    #[error("all backends of service {service} are down")]
+    AllDown { service: String },
     /// TCP connect failed (refused, unreachable): the request never left quayside.
     #[error("could not connect to backend {no}")]
     Connect { no: String },
@@ -31,7 +34,9 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoBackend { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoBackend { .. } | ProxyError::AllDown { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -46,6 +51,16 @@ impl ProxyError {
         matches!(
             self,
             ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. }
+        )
+    }
+
+    /// A failure that counts against the backend's passive health.
+    pub fn is_backend_failure(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Connect { .. }
+                | ProxyError::ConnectTimeout { .. }
+                | ProxyError::ResponseTimeout { .. }
         )
     }
 

@@ -1,8 +1,10 @@
 //! One request: route, pick, rewrite, send, classify the outcome.
 
 use std::error::Error as _;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
@@ -10,21 +12,34 @@ use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::body::{InFlight, Tracked};
+use super::retry::RetryBudget;
 use super::{ProxyConfig, ProxyError, headers};
+use crate::balance::hash::hash_bytes;
+use crate::health::now_ms;
 use crate::registry::Shared;
-use crate::routing::Upstream;
+use crate::routing::{HashKey, Upstream};
 
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<Tracked, Full<Bytes>>;
+
+/// The client side of a connection, worked out once per connection.
+#[derive(Clone)]
+pub struct Client {
+    pub ip: IpAddr,
+    /// The IP as a header value, for `X-Forwarded-For`.
+    pub ip_header: HeaderValue,
+}
 /// The client's body, or an empty one for a retried bodiless request.
 type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 
 pub struct Forwarder {
     shared: Arc<Shared>,
-    client: Client<HttpConnector, UpstreamBody>,
+    client: HttpClient<HttpConnector, UpstreamBody>,
+    budget: RetryBudget,
     response_header_timeout: Duration,
     proto: HeaderValue,
 }
@@ -34,7 +49,7 @@ impl Forwarder {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(config.connect_timeout));
-        let client = Client::builder(TokioExecutor::new())
+        let client = HttpClient::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
@@ -43,16 +58,19 @@ impl Forwarder {
             shared,
             client,
             response_header_timeout: config.response_header_timeout,
+            budget: RetryBudget::default(),
             proto: HeaderValue::from_static("http"),
         }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, client_ip: HeaderValue) -> Response<Body> {
-        match self.forward(req, &client_ip).await {
+    pub async fn handle(&self, req: Request<Incoming>, client: &Client) -> Response<Body> {
+        match self.forward(req, client).await {
             Ok(resp) => resp,
             Err(e) => {
                 match &e {
-                    ProxyError::NoBackend { .. } | ProxyError::BadRequest(_) => {
+                    ProxyError::NoBackend { .. }
+                    | ProxyError::AllDown { .. }
+                    | ProxyError::BadRequest(_) => {
                         tracing::debug!(error = %e, "request not forwarded")
                     }
                     _ => tracing::warn!(error = %e, "request failed"),
@@ -65,10 +83,10 @@ impl Forwarder {
     async fn forward(
         &self,
         req: Request<Incoming>,
-        client_ip: &HeaderValue,
+        client: &Client,
     ) -> Result<Response<Body>, ProxyError> {
         let (mut parts, body) = req.into_parts();
-        let (service, first) = {
+        let (service, first, key) = {
             let table = self.shared.table.load();
             let host = parts
                 .uri
@@ -83,15 +101,37 @@ impl Forwarder {
                 })
                 .unwrap_or("");
             let service = table.route(host, parts.uri.path());
-            let first = service.pick().ok_or_else(|| ProxyError::NoBackend {
-                service: service.name.clone(),
-            })?;
-            (service.clone(), first.clone())
+            let key = service
+                .hash_key
+                .as_ref()
+                .map_or(0, |k| hash_of(k, &parts.headers, client.ip));
+            let sticky = service
+                .sticky_cookie
+                .as_deref()
+                .and_then(|c| headers::cookie(&parts.headers, c))
+                .and_then(|no| service.by_no(no));
+            let Some(first) = sticky.or_else(|| service.pick(key)) else {
+                return Err(if service.backends.is_empty() {
+                    ProxyError::NoBackend {
+                        service: service.name.clone(),
+                    }
+                } else {
+                    ProxyError::AllDown {
+                        service: service.name.clone(),
+                    }
+                });
+            };
+            (service.clone(), first.clone(), key)
         };
 
         let pq = upstream_path(&parts.uri, service.strip_prefix.as_deref())?;
+        let sticky_had = service
+            .sticky_cookie
+            .as_deref()
+            .and_then(|c| headers::cookie(&parts.headers, c))
+            .map(str::to_owned);
         headers::strip_hop_by_hop(&mut parts.headers);
-        headers::set_forwarded(&mut parts.headers, client_ip, &self.proto);
+        headers::set_forwarded(&mut parts.headers, &client.ip_header, &self.proto);
         // A request without a body can be sent again elsewhere if the first backend never saw
         // it (or, for idempotent methods, dropped the connection before answering).
         let replay =
@@ -99,6 +139,7 @@ impl Forwarder {
         let mut body = Some(Either::Left(body));
         let mut tried: Vec<Arc<Upstream>> = Vec::new();
         let mut upstream = first;
+        self.budget.deposit();
         loop {
             let mut req = Request::new(body.take().unwrap_or(Either::Right(Empty::new())));
             *req.method_mut() = parts.method.clone();
@@ -108,20 +149,52 @@ impl Forwarder {
                 Some(h) if !tried.is_empty() => h.clone(),
                 _ => std::mem::take(&mut parts.headers),
             };
+            let slot = InFlight::start(&upstream.stats);
+            let started = Instant::now();
             let err = match self.send(req, &upstream).await {
-                Ok(resp) => return Ok(resp),
+                Ok(resp) => {
+                    upstream
+                        .stats
+                        .on_success(started.elapsed().as_secs_f64() * 1000.0, now_ms());
+                    let (mut head, incoming) = resp.into_parts();
+                    headers::strip_hop_by_hop(&mut head.headers);
+                    if let Some(cookie) = &service.sticky_cookie
+                        && sticky_had.as_deref() != Some(upstream.no.as_str())
+                    {
+                        head.headers.append(
+                            header::SET_COOKIE,
+                            headers::sticky_cookie(cookie, &upstream.no),
+                        );
+                    }
+                    let body = Either::Left(Tracked::new(incoming, slot));
+                    return Ok(Response::from_parts(head, body));
+                }
                 Err(e) => e,
             };
+            drop(slot);
+            if err.is_backend_failure() && upstream.stats.on_failure(now_ms()) {
+                let p = upstream.stats.passive();
+                tracing::warn!(
+                    backend = %upstream.no,
+                    error = %err,
+                    cooldown_ms = p.ejected_until.saturating_sub(now_ms()),
+                    "backend keeps failing; ejected from rotation for a cooldown, then tried again"
+                );
+            }
             let retryable = err.never_reached_backend()
                 || (is_idempotent(&parts.method) && matches!(err, ProxyError::Upstream { .. }));
             tried.push(upstream);
             let next = (replay.is_some() && retryable && tried.len() < MAX_ATTEMPTS)
-                .then(|| service.pick_other(&tried))
+                .then(|| service.pick_other(key, &tried))
                 .flatten();
             match next {
-                Some(n) => {
+                Some(n) if self.budget.withdraw() => {
                     tracing::debug!(error = %err, retry_on = %n.no, "retrying on another backend");
                     upstream = n.clone();
+                }
+                Some(_) => {
+                    tracing::debug!(error = %err, "retry budget spent; not retrying");
+                    return Err(err);
                 }
                 None => return Err(err),
             }
@@ -132,21 +205,32 @@ impl Forwarder {
         &self,
         req: Request<UpstreamBody>,
         upstream: &Upstream,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Response<Incoming>, ProxyError> {
         let sent = self.client.request(req);
-        let resp = match tokio::time::timeout(self.response_header_timeout, sent).await {
-            Err(_) => {
-                return Err(ProxyError::ResponseTimeout {
-                    no: upstream.no.clone(),
-                    timeout: self.response_header_timeout,
-                });
-            }
-            Ok(Err(e)) => return Err(classify(&e, upstream)),
-            Ok(Ok(resp)) => resp,
-        };
-        let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers);
-        Ok(Response::from_parts(parts, Either::Left(body)))
+        match tokio::time::timeout(self.response_header_timeout, sent).await {
+            Err(_) => Err(ProxyError::ResponseTimeout {
+                no: upstream.no.clone(),
+                timeout: self.response_header_timeout,
+            }),
+            Ok(Err(e)) => Err(classify(&e, upstream)),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+}
+
+/// The request's hash for the `hash` strategy.
+fn hash_of(key: &HashKey, headers: &http::HeaderMap, ip: IpAddr) -> u64 {
+    let bytes: Option<&[u8]> = match key {
+        HashKey::ClientIp => None,
+        HashKey::Header(h) => headers.get(h).map(|v| v.as_bytes()),
+        HashKey::Cookie(c) => headers::cookie(headers, c).map(str::as_bytes),
+    };
+    match bytes {
+        Some(b) => hash_bytes(1, b),
+        None => match ip {
+            IpAddr::V4(v4) => hash_bytes(2, &v4.octets()),
+            IpAddr::V6(v6) => hash_bytes(2, &v6.octets()),
+        },
     }
 }
 

@@ -58,6 +58,24 @@ pub fn set_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &H
     }
 }
 
+/// The value of cookie `name` in the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// `Set-Cookie` pinning the client to backend `no` (names are `[A-Za-z0-9._-]`, so no quoting).
+pub fn sticky_cookie(name: &str, no: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!("{name}={no}; Path=/; HttpOnly; SameSite=Lax"))
+        .expect("validated cookie name and no")
+}
+
 /// The host name of a `Host` value or authority, without port or IPv6 brackets.
 pub fn host_only(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
@@ -101,6 +119,19 @@ mod tests {
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-host"], "app.example.com");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn cookies() {
+        let mut h = HeaderMap::new();
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; sticky=web-2"),
+        );
+        h.append(header::COOKIE, HeaderValue::from_static("b=3"));
+        assert_eq!(cookie(&h, "sticky"), Some("web-2"));
+        assert_eq!(cookie(&h, "b"), Some("3"));
+        assert_eq!(cookie(&h, "c"), None);
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! The data plane: a plain hyper server that forwards each request to a backend chosen from the
 //! current routing table, over a keepalive connection pool.
 
+mod body;
 mod error;
 mod forward;
 pub mod headers;
+mod retry;
 
 pub use error::ProxyError;
 
@@ -78,11 +80,14 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let fwd = forwarder.clone();
-        let client_ip = client_ip_value(peer);
+        let client = forward::Client {
+            ip: peer.ip().to_canonical(),
+            ip_header: client_ip_value(peer),
+        };
         let service = service_fn(move |req| {
             let fwd = fwd.clone();
-            let client_ip = client_ip.clone();
-            async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, client_ip).await) }
+            let client = client.clone();
+            async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, &client).await) }
         });
         let conn = http.serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);

@@ -44,7 +44,7 @@ impl Handle {
     /// Start the registry task with `initial` state; `state_path` is where changes are saved.
     pub fn spawn(initial: Registry, state_path: Option<PathBuf>) -> Handle {
         let shared = Arc::new(Shared {
-            table: ArcSwap::from_pointee(RoutingTable::build(&initial)),
+            table: ArcSwap::from_pointee(RoutingTable::build(&initial, None)),
             registry: ArcSwap::from_pointee(initial),
         });
         let (tx, rx) = mpsc::channel(MAX_BATCH);
@@ -115,7 +115,9 @@ async fn run(
         match saved {
             Ok(()) => {
                 if changed {
-                    shared.table.store(Arc::new(RoutingTable::build(&next)));
+                    let prev = shared.table.load();
+                    let table = RoutingTable::build(&next, Some(&prev));
+                    shared.table.store(Arc::new(table));
                     shared.registry.store(Arc::new(next));
                 }
                 for (r, reply) in results {

@@ -93,6 +93,105 @@ pub enum Strategy {
     /// Smooth weighted round-robin (nginx's algorithm).
     #[default]
     RoundRobin,
+    /// Weighted random.
+    Random,
+    /// Power of two random choices on in-flight requests × peak-EWMA latency.
+    P2c,
+    /// Fewest in-flight requests, weighted.
+    LeastConn,
+    /// Consistent hashing (Maglev) on `hash_key`.
+    Hash,
+}
+
+impl Strategy {
+    pub const NAMES: &'static str = "round_robin, random, p2c, least_conn or hash";
+
+    pub fn parse(v: &str) -> Option<Strategy> {
+        Some(match v.trim() {
+            "round_robin" => Strategy::RoundRobin,
+            "random" => Strategy::Random,
+            "p2c" => Strategy::P2c,
+            "least_conn" => Strategy::LeastConn,
+            "hash" => Strategy::Hash,
+            _ => return None,
+        })
+    }
+}
+
+/// A duration written as `500ms`, `5s`, `2m` (or a number of seconds) in JSON and labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub std::time::Duration);
+
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let ms = self.0.as_millis();
+        if ms.is_multiple_of(1000) {
+            s.serialize_str(&format!("{}s", ms / 1000))
+        } else {
+            s.serialize_str(&format!("{ms}ms"))
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Secs(u64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Secs(s) if s > 0 => Ok(Dur(std::time::Duration::from_secs(s))),
+            Raw::Secs(_) => Err(serde::de::Error::custom("must be more than zero")),
+            Raw::Text(t) => crate::config::parse_duration(&t)
+                .map(Dur)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// Active health checks of a service's backends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Path probed with GET; a 2xx or 3xx answer is a success.
+    pub path: String,
+    #[serde(default = "default_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    /// Successes in a row that bring a backend back.
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+    /// Failures in a row that take it out.
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+}
+
+fn default_interval() -> Dur {
+    Dur(std::time::Duration::from_secs(5))
+}
+fn default_timeout() -> Dur {
+    Dur(std::time::Duration::from_secs(2))
+}
+fn default_rise() -> u32 {
+    2
+}
+fn default_fall() -> u32 {
+    3
+}
+
+impl HealthCheck {
+    pub fn new(path: String) -> Self {
+        HealthCheck {
+            path,
+            interval: default_interval(),
+            timeout: default_timeout(),
+            rise: default_rise(),
+            fall: default_fall(),
+        }
+    }
 }
 
 /// Settings of a named pool: its routing rules and balancing strategy.
@@ -110,6 +209,18 @@ pub struct ServiceConfig {
     pub strip_prefix: bool,
     #[serde(default)]
     pub lb: Strategy,
+    /// For `hash`: `client_ip` (default), `header:NAME` or `cookie:NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash_key: Option<String>,
+    /// Sticky sessions: the cookie that pins a client to the backend that served it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_cookie: Option<String>,
+    /// Active health checks (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
+    /// A backend that just became available ramps up its share over this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slow_start: Option<Dur>,
 }
 
 impl ServiceConfig {
@@ -132,6 +243,21 @@ impl ServiceConfig {
                 "strip_prefix",
                 "needs a path_prefix to strip",
             ));
+        }
+        if let Some(k) = &self.hash_key {
+            validate::hash_key(k)?;
+        }
+        if let Some(c) = &self.sticky_cookie {
+            validate::cookie_name("sticky_cookie", c)?;
+        }
+        if let Some(h) = &self.health {
+            validate::path_prefix(&h.path).map_err(|e| FieldError::new("health.path", e.reason))?;
+            if h.rise == 0 || h.fall == 0 || h.rise > 100 || h.fall > 100 {
+                return Err(FieldError::new(
+                    "health",
+                    format!("rise and fall must be 1-100, got {} and {}", h.rise, h.fall),
+                ));
+            }
         }
         if name == DEFAULT_SERVICE && self.has_rules() {
             return Err(FieldError::new(

@@ -188,6 +188,29 @@ pub fn path_prefix(value: &str) -> Result<String, FieldError> {
     Ok(value.to_owned())
 }
 
+/// A hash key: `client_ip`, `header:NAME` or `cookie:NAME`.
+pub fn hash_key(value: &str) -> Result<(), FieldError> {
+    let bad = || {
+        FieldError::new(
+            "hash_key",
+            format!("must be client_ip, header:NAME or cookie:NAME, got {value:?}"),
+        )
+    };
+    match value.split_once(':') {
+        None if value == "client_ip" => Ok(()),
+        Some(("header", name)) => http::HeaderName::from_bytes(name.as_bytes())
+            .map(|_| ())
+            .map_err(|_| bad()),
+        Some(("cookie", name)) => cookie_name("hash_key", name),
+        _ => Err(bad()),
+    }
+}
+
+/// A cookie name: 1-64 characters from `[A-Za-z0-9._-]`.
+pub fn cookie_name(field: &'static str, value: &str) -> Result<(), FieldError> {
+    name(field, value).map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,20 +1,25 @@
 //! The routing table: an immutable snapshot built from the registry and read per request.
 //!
-//! [`RoutingTable::build`] is pure. The data plane loads the current table from an
-//! `ArcSwap` (no lock), finds the service with [`RoutingTable::route`] and asks its balancer for
-//! a backend.
+//! [`RoutingTable::build`] is pure apart from carrying runtime state over from the previous
+//! snapshot: each backend's [`BackendStats`] (in-flight count, health, latency) and each
+//! round-robin position survive a rebuild, so an unrelated change resets nothing. The data
+//! plane loads the current table from an `ArcSwap` (no lock), finds the service with
+//! [`RoutingTable::route`] and asks its balancer for a backend.
 
 mod matcher;
 
 pub use matcher::Matcher;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use http::uri::Authority;
 
-use crate::balance::Balancer;
-use crate::registry::{AdminState, DEFAULT_SERVICE, Registry};
+use crate::balance::{Balancer, Load, rng};
+use crate::health::{BackendStats, now_ms};
+use crate::registry::{AdminState, DEFAULT_SERVICE, HealthCheck, Registry};
 
 /// A backend as the data plane sees it.
 #[derive(Debug)]
@@ -23,6 +28,54 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// `ip:port`, ready for the upstream request URI.
     pub authority: Authority,
+    pub weight: u32,
+    pub stats: Arc<BackendStats>,
+    /// Slow-start ramp time of its service (0: off).
+    pub slow_start_ms: u64,
+}
+
+impl Load for Upstream {
+    #[inline]
+    fn available(&self) -> bool {
+        self.stats.available(now_ms())
+    }
+    #[inline]
+    fn in_flight(&self) -> u32 {
+        self.stats.in_flight.load(Ordering::Relaxed)
+    }
+    fn latency_ms(&self) -> f64 {
+        self.stats.ewma_ms(now_ms())
+    }
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn ramp(&self) -> f64 {
+        if self.slow_start_ms == 0 {
+            return 1.0;
+        }
+        let age = now_ms().saturating_sub(self.stats.since_ms.load(Ordering::Relaxed));
+        (age as f64 / self.slow_start_ms as f64).clamp(0.05, 1.0)
+    }
+}
+
+/// What the hash strategy hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Header(http::HeaderName),
+    Cookie(String),
+}
+
+impl HashKey {
+    fn parse(v: Option<&str>) -> HashKey {
+        match v.and_then(|v| v.split_once(':')) {
+            Some(("header", h)) => http::HeaderName::from_bytes(h.as_bytes())
+                .map(HashKey::Header)
+                .unwrap_or(HashKey::ClientIp),
+            Some(("cookie", c)) => HashKey::Cookie(c.to_owned()),
+            _ => HashKey::ClientIp,
+        }
+    }
 }
 
 /// One service: its routable backends and how to pick among them.
@@ -33,19 +86,36 @@ pub struct ServiceRoute {
     pub strip_prefix: Option<String>,
     pub backends: Vec<Arc<Upstream>>,
     pub balancer: Balancer,
+    /// `Some` for the hash strategy.
+    pub hash_key: Option<HashKey>,
+    pub sticky_cookie: Option<String>,
+    pub health: Option<HealthCheck>,
 }
 
 impl ServiceRoute {
+    /// A backend for a request whose hash key is `key` (0 unless the strategy hashes).
     #[inline]
-    pub fn pick(&self) -> Option<&Arc<Upstream>> {
-        self.balancer.pick().map(|i| &self.backends[i])
+    pub fn pick(&self, key: u64) -> Option<&Arc<Upstream>> {
+        self.balancer
+            .pick(&self.backends, key, &mut rng::next)
+            .map(|i| &self.backends[i])
     }
 
     /// A pick that is none of `tried` (for a retry), if the service has one.
-    pub fn pick_other(&self, tried: &[Arc<Upstream>]) -> Option<&Arc<Upstream>> {
+    pub fn pick_other(&self, key: u64, tried: &[Arc<Upstream>]) -> Option<&Arc<Upstream>> {
+        let fresh = |u: &&Arc<Upstream>| !tried.iter().any(|t| Arc::ptr_eq(t, u));
         (0..self.backends.len())
-            .filter_map(|_| self.pick())
-            .find(|u| !tried.iter().any(|t| Arc::ptr_eq(t, u)))
+            .filter_map(|_| self.pick(key))
+            .find(fresh)
+            .or_else(|| self.backends.iter().filter(fresh).find(|u| u.available()))
+    }
+
+    /// The backend named `no`, if it is in this service and available (sticky sessions).
+    pub fn by_no(&self, no: &str) -> Option<&Arc<Upstream>> {
+        self.backends
+            .iter()
+            .find(|u| u.no == no)
+            .filter(|u| u.available())
     }
 }
 
@@ -54,51 +124,66 @@ pub struct RoutingTable {
     services: Vec<Arc<ServiceRoute>>,
     matcher: Matcher,
     default: usize,
+    /// Runtime records of every registered backend, routed or not (draining ones too).
+    stats: HashMap<String, (SocketAddr, Arc<BackendStats>)>,
 }
 
 impl RoutingTable {
     /// An empty table: every request gets 503 from the `default` service.
     pub fn empty() -> Self {
-        Self::build(&Registry::new())
+        Self::build(&Registry::new(), None)
     }
 
-    pub fn build(reg: &Registry) -> Self {
+    /// Build from the registry, carrying runtime state over from `prev`.
+    pub fn build(reg: &Registry, prev: Option<&RoutingTable>) -> Self {
         let names = reg.service_names();
-        let index: std::collections::HashMap<&str, usize> = names
+        let index: HashMap<&str, usize> = names
             .iter()
             .enumerate()
             .map(|(i, n)| (n.as_str(), i))
             .collect();
-        let index_of = |name: &str| index.get(name).copied();
-        let mut members: Vec<Vec<(Arc<Upstream>, u32)>> = vec![Vec::new(); names.len()];
+        let configs: Vec<_> = names.iter().map(|n| reg.service_config(n)).collect();
+        let mut members: Vec<Vec<Arc<Upstream>>> = vec![Vec::new(); names.len()];
+        let mut stats = HashMap::new();
         for e in reg.entries() {
+            let addr = e.spec.socket_addr();
+            // Same backend (no and address) as before: keep its counters and health.
+            let st = prev
+                .and_then(|p| p.stats.get(&e.spec.no))
+                .filter(|(a, _)| *a == addr)
+                .map(|(_, s)| s.clone())
+                .unwrap_or_default();
+            stats.insert(e.spec.no.clone(), (addr, st.clone()));
             if e.spec.state != AdminState::Active {
                 continue;
             }
-            let Some(i) = index_of(&e.spec.service) else {
+            let Some(&i) = index.get(e.spec.service.as_str()) else {
                 continue;
             };
-            let addr = e.spec.socket_addr();
-            let authority: Authority = addr
-                .to_string()
-                .parse()
-                .expect("a socket address is a valid authority");
-            members[i].push((
-                Arc::new(Upstream {
-                    no: e.spec.no.clone(),
-                    addr,
-                    authority,
-                }),
-                e.spec.weight,
-            ));
+            let slow_start_ms = configs[i]
+                .0
+                .slow_start
+                .map(|d| d.0.as_millis() as u64)
+                .unwrap_or(0);
+            members[i].push(Arc::new(Upstream {
+                no: e.spec.no.clone(),
+                addr,
+                authority: addr
+                    .to_string()
+                    .parse()
+                    .expect("a socket address is a valid authority"),
+                weight: e.spec.weight,
+                stats: st,
+                slow_start_ms,
+            }));
         }
         let mut rules = Vec::new();
         let services: Vec<Arc<ServiceRoute>> = names
             .iter()
             .zip(members)
+            .zip(configs)
             .enumerate()
-            .map(|(i, (name, members))| {
-                let (cfg, by_operator) = reg.service_config(name);
+            .map(|(i, ((name, backends), (cfg, by_operator)))| {
                 for h in cfg.hosts.iter().map(Some).chain(
                     cfg.hosts
                         .is_empty()
@@ -108,23 +193,30 @@ impl RoutingTable {
                     let rule = (h.cloned(), cfg.path_prefix.clone().unwrap_or_default(), i);
                     rules.push((!by_operator, rule));
                 }
-                let weights: Vec<u32> = members.iter().map(|(_, w)| *w).collect();
+                let weights: Vec<u32> = backends.iter().map(|u| u.weight).collect();
+                let keys: Vec<&str> = backends.iter().map(|u| u.no.as_str()).collect();
+                let prev_balancer = prev.and_then(|p| p.service(name)).map(|s| &s.balancer);
                 Arc::new(ServiceRoute {
                     name: name.clone(),
-                    strip_prefix: cfg.path_prefix.filter(|_| cfg.strip_prefix),
-                    backends: members.into_iter().map(|(u, _)| u).collect(),
-                    balancer: Balancer::build(cfg.lb, &weights),
+                    strip_prefix: cfg.path_prefix.clone().filter(|_| cfg.strip_prefix),
+                    balancer: Balancer::build(cfg.lb, &weights, &keys, prev_balancer),
+                    backends,
+                    hash_key: (cfg.lb == crate::registry::Strategy::Hash)
+                        .then(|| HashKey::parse(cfg.hash_key.as_deref())),
+                    sticky_cookie: cfg.sticky_cookie.clone(),
+                    health: cfg.health.clone(),
                 })
             })
             .collect();
         // Operators' rules first: on an identical rule the matcher keeps the first.
         rules.sort_by_key(|(from_labels, _)| *from_labels);
         let rules = rules.into_iter().map(|(_, r)| r).collect();
-        let default = index_of(DEFAULT_SERVICE).expect("default service always exists");
+        let default = index[DEFAULT_SERVICE];
         RoutingTable {
             services,
             matcher: Matcher::new(rules),
             default,
+            stats,
         }
     }
 
@@ -137,6 +229,15 @@ impl RoutingTable {
 
     pub fn service(&self, name: &str) -> Option<&Arc<ServiceRoute>> {
         self.services.iter().find(|s| s.name == name)
+    }
+
+    pub fn services(&self) -> &[Arc<ServiceRoute>] {
+        &self.services
+    }
+
+    /// Runtime record of the backend `no`, routed or not.
+    pub fn stats(&self, no: &str) -> Option<&Arc<BackendStats>> {
+        self.stats.get(no).map(|(_, s)| s)
     }
 }
 
@@ -176,16 +277,36 @@ mod tests {
             },
         })
         .unwrap();
-        let t = RoutingTable::build(&r);
+        let t = RoutingTable::build(&r, None);
         let s = t.route("api.example.com", "/x");
         assert_eq!(s.name, "api");
         assert_eq!(s.backends.len(), 1);
-        assert_eq!(s.pick().unwrap().no, "b");
+        assert_eq!(s.pick(0).unwrap().no, "b");
         assert_eq!(t.route("other", "/").name, "default");
         assert_eq!(
-            t.route("other", "/").pick().unwrap().authority,
+            t.route("other", "/").pick(0).unwrap().authority,
             "127.0.0.1:1"
         );
+        // The draining one still has a runtime record (its in-flight requests).
+        assert!(t.stats("c").is_some());
+    }
+
+    #[test]
+    fn runtime_state_survives_rebuilds_unless_the_address_changes() {
+        let mut r = Registry::new();
+        add(&mut r, "a", 1, "default", 1);
+        add(&mut r, "b", 2, "default", 1);
+        let t1 = RoutingTable::build(&r, None);
+        t1.stats("a")
+            .unwrap()
+            .requests
+            .fetch_add(7, Ordering::Relaxed);
+        add(&mut r, "c", 3, "default", 1);
+        let t2 = RoutingTable::build(&r, Some(&t1));
+        assert_eq!(t2.stats("a").unwrap().requests.load(Ordering::Relaxed), 7);
+        add(&mut r, "a", 9, "default", 1); // moved: a new backend
+        let t3 = RoutingTable::build(&r, Some(&t2));
+        assert_eq!(t3.stats("a").unwrap().requests.load(Ordering::Relaxed), 0);
     }
 
     #[test]
@@ -193,6 +314,6 @@ mod tests {
         let t = RoutingTable::empty();
         let s = t.route("x", "/");
         assert_eq!(s.name, "default");
-        assert!(s.pick().is_none());
+        assert!(s.pick(0).is_none());
     }
 }

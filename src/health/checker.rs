@@ -1,0 +1,75 @@
+//! Active health checks: probes the backends of every service that asks for them, on the
+//! service's interval, and feeds the results to each backend's [`BackendStats`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::watch;
+
+use super::now_ms;
+use crate::registry::Shared;
+
+const TICK: Duration = Duration::from_millis(100);
+
+/// Run until `stop` turns true.
+pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1)
+        .build(connector);
+    // Next probe time per (service, backend).
+    let mut due: HashMap<(String, String), u64> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let table = shared.table.load_full();
+        let now = now_ms();
+        let mut seen = Vec::new();
+        for service in table.services() {
+            let Some(hc) = &service.health else { continue };
+            for up in &service.backends {
+                let key = (service.name.clone(), up.no.clone());
+                let next = due.get(&key).copied().unwrap_or(0);
+                seen.push(key.clone());
+                if now < next {
+                    continue;
+                }
+                due.insert(key, now + hc.interval.0.as_millis() as u64);
+                let (client, up, hc) = (client.clone(), up.clone(), hc.clone());
+                tokio::spawn(async move {
+                    let uri = format!("http://{}{}", up.authority, hc.path);
+                    let ok = match uri.parse() {
+                        Ok(uri) => matches!(
+                            tokio::time::timeout(hc.timeout.0, client.get(uri)).await,
+                            Ok(Ok(r)) if r.status().is_success() || r.status().is_redirection()
+                        ),
+                        Err(_) => false,
+                    };
+                    let before = up.stats.active().up;
+                    let after = up.stats.on_probe(ok, hc.rise, hc.fall);
+                    if before != after.up {
+                        if after.up {
+                            up.stats
+                                .since_ms
+                                .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
+                            tracing::info!(backend = %up.no, path = %hc.path, "health check passes again; backend back in rotation");
+                        } else {
+                            tracing::warn!(backend = %up.no, path = %hc.path, fall = hc.fall, "health check failing; backend taken out of rotation until it passes {} times", hc.rise);
+                        }
+                    }
+                });
+            }
+        }
+        due.retain(|k, _| seen.contains(k));
+    }
+}

@@ -1,0 +1,162 @@
+//! Backend health: pure state steps, and the per-backend runtime record the data plane updates.
+//!
+//! - [`passive`]: consecutive connect failures or timeouts eject a backend for a cooldown that
+//!   doubles on each repeated ejection; after it, one trial request decides.
+//! - [`active`]: opt-in probes (`path`, `interval`, `timeout`, `rise`, `fall`) per service.
+//! - [`ewma`]: the peak-EWMA latency estimate used by `p2c`.
+//!
+//! The steps are pure functions on small `Copy` states; [`BackendStats`] keeps them in atomics
+//! (packed into one `u64` where they must change together) so the data plane never locks.
+
+pub mod active;
+pub mod checker;
+pub mod ewma;
+pub mod passive;
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use serde::Serialize;
+
+/// Milliseconds since quayside started (a monotonic clock that fits in atomics).
+pub fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+/// Runtime record of one backend. It outlives routing-table rebuilds: a table rebuilt for an
+/// unrelated change keeps every backend's counters, health and latency estimate.
+#[derive(Debug)]
+pub struct BackendStats {
+    pub in_flight: AtomicU32,
+    pub requests: AtomicU64,
+    pub failures: AtomicU64,
+    passive: AtomicU64,
+    active: AtomicU32,
+    ewma_bits: AtomicU64,
+    ewma_at_ms: AtomicU64,
+    /// When it (re)entered service, for slow start.
+    pub since_ms: AtomicU64,
+}
+
+impl Default for BackendStats {
+    fn default() -> Self {
+        BackendStats {
+            in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            passive: AtomicU64::new(passive::State::default().pack()),
+            active: AtomicU32::new(active::State::default().pack()),
+            ewma_bits: AtomicU64::new(0f64.to_bits()),
+            ewma_at_ms: AtomicU64::new(0),
+            since_ms: AtomicU64::new(now_ms()),
+        }
+    }
+}
+
+/// What `/api/v1/backends` shows of a backend's health.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthView {
+    pub available: bool,
+    pub passive: passive::State,
+    pub active: active::State,
+    pub in_flight: u32,
+    pub requests: u64,
+    pub failures: u64,
+    pub latency_ewma_ms: f64,
+}
+
+impl BackendStats {
+    pub fn passive(&self) -> passive::State {
+        passive::State::unpack(self.passive.load(Ordering::Relaxed))
+    }
+
+    pub fn active(&self) -> active::State {
+        active::State::unpack(self.active.load(Ordering::Relaxed))
+    }
+
+    /// Whether new requests may go here now (passive ejection and active checks).
+    #[inline]
+    pub fn available(&self, now: u64) -> bool {
+        self.active().up && passive::admits(self.passive(), now)
+    }
+
+    fn update_passive(&self, f: impl Fn(passive::State) -> passive::State) -> passive::State {
+        let mut cur = self.passive.load(Ordering::Relaxed);
+        loop {
+            let next = f(passive::State::unpack(cur));
+            match self.passive.compare_exchange_weak(
+                cur,
+                next.pack(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return next,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// A request got a response (any status) after `latency_ms`.
+    pub fn on_success(&self, latency_ms: f64, now: u64) {
+        let before = self.passive();
+        let after = self.update_passive(passive::on_success);
+        if before.ejections > 0 && after.ejections == 0 {
+            // Back from an ejection: ramp up again under slow start.
+            self.since_ms.store(now, Ordering::Relaxed);
+        }
+        let prev = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
+        let at = self.ewma_at_ms.swap(now, Ordering::Relaxed);
+        let next = ewma::peak_ewma(prev, at, latency_ms, now);
+        self.ewma_bits.store(next.to_bits(), Ordering::Relaxed);
+    }
+
+    /// A connect failure or timeout. Returns true when this ejected the backend.
+    pub fn on_failure(&self, now: u64) -> bool {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let before = self.passive();
+        let after = self.update_passive(|s| passive::on_failure(s, now));
+        after.ejected_until > before.ejected_until
+    }
+
+    /// Record an active probe result. Returns the new state.
+    pub fn on_probe(&self, ok: bool, rise: u32, fall: u32) -> active::State {
+        let mut cur = self.active.load(Ordering::Relaxed);
+        loop {
+            let next = active::step(active::State::unpack(cur), ok, rise, fall);
+            match self.active.compare_exchange_weak(
+                cur,
+                next.pack(),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    if ok {
+                        // A good probe also ends a passive ejection.
+                        self.update_passive(passive::on_success);
+                    }
+                    return next;
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// Latency estimate in ms, decayed to `now`.
+    pub fn ewma_ms(&self, now: u64) -> f64 {
+        let v = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
+        ewma::decayed(v, self.ewma_at_ms.load(Ordering::Relaxed), now)
+    }
+
+    pub fn view(&self, now: u64) -> HealthView {
+        HealthView {
+            available: self.available(now),
+            passive: self.passive(),
+            active: self.active(),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            requests: self.requests.load(Ordering::Relaxed),
+            failures: self.failures.load(Ordering::Relaxed),
+            latency_ewma_ms: (self.ewma_ms(now) * 1000.0).round() / 1000.0,
+        }
+    }
+}
