@@ -184,9 +184,14 @@ impl Balancer {
     }
 }
 
-/// p2c's load estimate: latency × (in-flight + 1) ÷ weight.
+/// Added to every latency so sub-millisecond jitter between equal backends (loopback, one
+/// rack) does not skew the spread; a backend slower by milliseconds still loses clearly.
+const P2C_LATENCY_FLOOR_MS: f64 = 1.0;
+
+/// p2c's load estimate: (latency + floor) × (in-flight + 1) ÷ weight.
 fn cost<L: Load>(b: &L) -> f64 {
-    (b.latency_ms() + 0.05) * (b.in_flight() as f64 + 1.0) / b.weight().max(1) as f64
+    (b.latency_ms() + P2C_LATENCY_FLOOR_MS) * (b.in_flight() as f64 + 1.0)
+        / b.weight().max(1) as f64
 }
 
 #[cfg(test)]

@@ -80,7 +80,18 @@ pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// `/health` answers 200 while true, 503 while false.
+    pub healthy: Arc<std::sync::atomic::AtomicBool>,
     task: JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct Opts {
+    name: Arc<str>,
+    hits: Arc<AtomicUsize>,
+    healthy: Arc<std::sync::atomic::AtomicBool>,
+    /// Added to every request.
+    delay: Duration,
 }
 
 impl Drop for Backend {
@@ -100,12 +111,19 @@ fn query_num(req: &Request<Incoming>, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn backend_handle(
-    name: Arc<str>,
-    hits: Arc<AtomicUsize>,
-    req: Request<Incoming>,
-) -> Result<Response<BoxBody>, Infallible> {
-    hits.fetch_add(1, Ordering::SeqCst);
+async fn backend_handle(o: Opts, req: Request<Incoming>) -> Result<Response<BoxBody>, Infallible> {
+    let name = &o.name;
+    if req.uri().path() == "/health" {
+        let mut r = Response::new(full(""));
+        if !o.healthy.load(Ordering::SeqCst) {
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        return Ok(r);
+    }
+    o.hits.fetch_add(1, Ordering::SeqCst);
+    if !o.delay.is_zero() {
+        tokio::time::sleep(o.delay).await;
+    }
     let path = req.uri().path().to_owned();
     let mut resp = match path.as_str() {
         "/slow" => {
@@ -153,19 +171,33 @@ async fn backend_handle(
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_with(name, 0, Duration::ZERO).await
+    }
+
+    /// A backend that waits `delay` before every answer.
+    pub async fn start_slow(name: &str, delay: Duration) -> Backend {
+        Self::start_with(name, 0, delay).await
+    }
+
+    /// On a given port (0: any).
+    pub async fn start_with(name: &str, port: u16, delay: Duration) -> Backend {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let name: Arc<str> = name.into();
-        let (n2, h2) = (name.clone(), hits.clone());
+        let opts = Opts {
+            name: name.into(),
+            hits: Arc::new(AtomicUsize::new(0)),
+            healthy: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            delay,
+        };
+        let o2 = opts.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (n, h) = (n2.clone(), h2.clone());
+                let o = o2.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| backend_handle(n.clone(), h.clone(), req));
+                    let svc = service_fn(move |req| backend_handle(o.clone(), req));
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
@@ -175,7 +207,8 @@ impl Backend {
         Backend {
             name: name.to_string(),
             addr,
-            hits,
+            hits: opts.hits,
+            healthy: opts.healthy,
             task,
         }
     }
