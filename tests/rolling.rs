@@ -1,0 +1,109 @@
+//! Zero-error deploys: every container of a service is replaced in turn under steady load,
+//! first with `docker stop`, then with `docker kill`, with backends that exit on SIGTERM and
+//! backends that ignore it. No request may fail.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::docker::{Scope, docker, eventually};
+use common::{Http, Quayside, test_config};
+use http::StatusCode;
+use serde_json::Value;
+
+async fn routed(http: &Http, q: &Quayside, name: &str) -> bool {
+    let d: Value =
+        serde_json::from_str(&http.get(&q.admin_url("/api/v1/discovery")).await.body).unwrap();
+    d["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == name && c["routed"] == true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_replacement_under_load_fails_no_request() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scope::new();
+    let mut c = test_config();
+    c.docker.enabled = true;
+    c.docker.label_prefix = s.prefix().to_owned();
+    let q = Quayside::start_with(c).await;
+    let http = Http::new();
+    let labels = [s.label("service", "roll"), s.label("host", "roll.test")];
+    let mut generation = 0;
+    // Every other container ignores SIGTERM, so `docker stop` has to wait and SIGKILL it.
+    let start = |generation: usize, i: usize| {
+        let mut extra = vec![];
+        if i % 2 == 0 {
+            extra.extend(["-e", "WHOAMI_IGNORE_SIGTERM=1"]);
+        }
+        let name = format!("g{generation}-{i}");
+        let id = s.run(&name, &labels, &extra);
+        (s.name(&name), id)
+    };
+    let mut live: Vec<(String, String)> = (0..3).map(|i| start(generation, i)).collect();
+    for (name, _) in &live {
+        eventually(10, "initial containers routed", || async {
+            routed(&http, &q, name).await.then_some(())
+        })
+        .await;
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let total = Arc::new(AtomicUsize::new(0));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (http, url) = (Http::new(), q.proxy_url("/"));
+        let (stop, failures, total) = (stop.clone(), failures.clone(), total.clone());
+        clients.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let r = http.get_host(&url, "roll.test").await;
+                total.fetch_add(1, Ordering::SeqCst);
+                if r.status != StatusCode::OK {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                    eprintln!("failed: {} {}", r.status, r.body.trim());
+                }
+            }
+        }));
+    }
+
+    for how in ["stop", "kill"] {
+        generation += 1;
+        for i in 0..3 {
+            // New one first, routed before the old one goes.
+            let (name, id) = start(generation, i);
+            eventually(10, "replacement routed", || async {
+                routed(&http, &q, &name).await.then_some(())
+            })
+            .await;
+            let (_, old) = std::mem::replace(&mut live[i], (name, id));
+            let before = total.load(Ordering::SeqCst);
+            tokio::task::spawn_blocking(move || match how {
+                "stop" => docker(&["stop", "-t", "2", &old]),
+                _ => docker(&["kill", &old]),
+            })
+            .await
+            .unwrap();
+            // Keep the load on for a moment after each removal.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert!(total.load(Ordering::SeqCst) > before, "the load stalled");
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let (failures, total) = (
+        failures.load(Ordering::SeqCst),
+        total.load(Ordering::SeqCst),
+    );
+    eprintln!("rolling replacement: {total} requests, {failures} failed");
+    assert!(total > 500, "too little load to mean anything: {total}");
+    assert_eq!(failures, 0, "{failures} of {total} requests failed");
+}
