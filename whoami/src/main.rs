@@ -6,7 +6,8 @@
 //! - `GET /slow?ms=N`: waits N ms first.
 //!
 //! Settings (env): `PORT` (default 80), `WHOAMI_NAME` (default the host name),
-//! `WHOAMI_IGNORE_SIGTERM=1` (keep serving on SIGTERM, like a server that never stops cleanly).
+//! `WHOAMI_IGNORE_SIGTERM=1` (keep serving on SIGTERM, like a server that never stops cleanly),
+//! `WHOAMI_DELAY_MS` (wait this long before every answer: a slow backend).
 //! `whoami check [PORT]` is a HEALTHCHECK client: exits 0 if `/health` answers 200.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -55,11 +56,17 @@ fn main() {
         eprintln!("whoami: cannot listen on port {port}: {e}");
         std::process::exit(1)
     });
+    let delay = Duration::from_millis(
+        std::env::var("WHOAMI_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+    );
     eprintln!("whoami {name} listening on port {port}");
     for stream in listener.incoming().flatten() {
         let name = name.clone();
         std::thread::spawn(move || {
-            let _ = serve(stream, &name);
+            let _ = serve(stream, &name, delay);
         });
     }
 }
@@ -78,7 +85,7 @@ fn check(port: u16) -> bool {
     s.read_exact(&mut buf).is_ok() && &buf[9..12] == b"200"
 }
 
-fn serve(stream: TcpStream, name: &str) -> std::io::Result<()> {
+fn serve(stream: TcpStream, name: &str, delay: Duration) -> std::io::Result<()> {
     let _ = stream.set_nodelay(true);
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
@@ -115,6 +122,9 @@ fn serve(stream: TcpStream, name: &str) -> std::io::Result<()> {
             &mut std::io::sink(),
         )?;
         let target = request_line.split_whitespace().nth(1).unwrap_or("/");
+        if !delay.is_zero() && !target.starts_with("/health") {
+            std::thread::sleep(delay);
+        }
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let mut status = "200 OK";
         match path {
