@@ -54,8 +54,16 @@ impl Load for Upstream {
             return 1.0;
         }
         let age = now_ms().saturating_sub(self.stats.since_ms.load(Ordering::Relaxed));
-        (age as f64 / self.slow_start_ms as f64).clamp(0.05, 1.0)
+        slow_start_ramp(age, self.slow_start_ms)
     }
+}
+
+/// Share of a backend `age_ms` into a `slow_start_ms` ramp: linear, from 5 % to 100 %.
+pub fn slow_start_ramp(age_ms: u64, slow_start_ms: u64) -> f64 {
+    if slow_start_ms == 0 {
+        return 1.0;
+    }
+    (age_ms as f64 / slow_start_ms as f64).clamp(0.05, 1.0)
 }
 
 /// What the hash strategy hashes.
@@ -307,6 +315,30 @@ mod tests {
         add(&mut r, "a", 9, "default", 1); // moved: a new backend
         let t3 = RoutingTable::build(&r, Some(&t2));
         assert_eq!(t3.stats("a").unwrap().requests.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn slow_start_ramps_the_share_up() {
+        let mut r = Registry::new();
+        add(&mut r, "a", 1, "default", 1);
+        r.apply(Command::PutService {
+            name: "default".into(),
+            config: ServiceConfig {
+                slow_start: Some(crate::registry::Dur(std::time::Duration::from_secs(100))),
+                ..Default::default()
+            },
+        })
+        .unwrap();
+        let t = RoutingTable::build(&r, None);
+        let a = &t.route("x", "/").backends[0];
+        assert_eq!(a.slow_start_ms, 100_000);
+        assert!(a.ramp() < 0.1, "{}", a.ramp());
+        assert_eq!(slow_start_ramp(0, 1000), 0.05);
+        assert_eq!(slow_start_ramp(500, 1000), 0.5);
+        assert_eq!(slow_start_ramp(5000, 1000), 1.0);
+        assert_eq!(slow_start_ramp(0, 0), 1.0);
+        // A lone backend ramping up still gets every request (nothing else to send to).
+        assert!((0..20).all(|_| t.route("x", "/").pick(0).is_some()));
     }
 
     #[test]
