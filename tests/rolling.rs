@@ -39,7 +39,7 @@ async fn rolling_replacement_under_load_fails_no_request() {
     // Every other container ignores SIGTERM, so `docker stop` has to wait and SIGKILL it.
     let start = |generation: usize, i: usize| {
         let mut extra = vec![];
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             extra.extend(["-e", "WHOAMI_IGNORE_SIGTERM=1"]);
         }
         let name = format!("g{generation}-{i}");
@@ -75,14 +75,14 @@ async fn rolling_replacement_under_load_fails_no_request() {
 
     for how in ["stop", "kill"] {
         generation += 1;
-        for i in 0..3 {
+        for (i, slot) in live.iter_mut().enumerate() {
             // New one first, routed before the old one goes.
             let (name, id) = start(generation, i);
             eventually(10, "replacement routed", || async {
                 routed(&http, &q, &name).await.then_some(())
             })
             .await;
-            let (_, old) = std::mem::replace(&mut live[i], (name, id));
+            let (_, old) = std::mem::replace(slot, (name, id));
             let before = total.load(Ordering::SeqCst);
             tokio::task::spawn_blocking(move || match how {
                 "stop" => docker(&["stop", "-t", "2", &old]),
