@@ -138,18 +138,33 @@ async fn upstream_connections_are_kept_alive() {
     for _ in 0..50 {
         assert_eq!(http.get(&q.proxy_url("/")).await.status, StatusCode::OK);
     }
-    let established = std::fs::read_to_string("/proc/net/tcp")
-        .unwrap()
-        .lines()
-        .filter(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            f.len() > 3 && f[3] == "01" && f[2].ends_with(&format!(":{:04X}", b.port()))
-        })
-        .count();
+    let established = established_to(b.port());
     assert_eq!(
         established, 1,
         "50 sequential requests used {established} backend connections"
     );
+
+    // Draining the backend closes its idle pooled connection.
+    let r = http
+        .method("POST", &q.admin_url("/api/v1/backends/b/drain"), "")
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    common::docker::eventually(5, "idle pooled connection closed after drain", || async {
+        (established_to(b.port()) == 0).then_some(())
+    })
+    .await;
+}
+
+/// ESTABLISHED TCP sockets (IPv4) whose local port is `port`: the backend's side.
+fn established_to(port: u16) -> usize {
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[3] == "01" && f[1].ends_with(&format!(":{port:04X}"))
+        })
+        .count()
 }
 
 #[tokio::test]

@@ -34,11 +34,15 @@ pub struct Client {
     pub ip_header: HeaderValue,
 }
 /// The client's body, or an empty one for a retried bodiless request.
-type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
+/// One backend's keepalive pool.
+pub type UpstreamClient = HttpClient<HttpConnector, UpstreamBody>;
 
 pub struct Forwarder {
     shared: Arc<Shared>,
-    client: HttpClient<HttpConnector, UpstreamBody>,
+    connect_timeout: Duration,
+    pool_idle_timeout: Duration,
     budget: RetryBudget,
     response_header_timeout: Duration,
     proto: HeaderValue,
@@ -46,21 +50,28 @@ pub struct Forwarder {
 
 impl Forwarder {
     pub fn new(shared: Arc<Shared>, config: &ProxyConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        let client = HttpClient::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(config.pool_idle_timeout)
-            .build(connector);
         Forwarder {
             shared,
-            client,
+            connect_timeout: config.connect_timeout,
+            pool_idle_timeout: config.pool_idle_timeout,
             response_header_timeout: config.response_header_timeout,
             budget: RetryBudget::default(),
             proto: HeaderValue::from_static("http"),
         }
+    }
+
+    /// The backend's pool, created on its first request.
+    fn pool<'a>(&self, upstream: &'a Upstream) -> &'a UpstreamClient {
+        upstream.pool.get_or_init(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(self.connect_timeout));
+            HttpClient::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(self.pool_idle_timeout)
+                .build(connector)
+        })
     }
 
     pub async fn handle(&self, req: Request<Incoming>, client: &Client) -> Response<Body> {
@@ -206,7 +217,7 @@ impl Forwarder {
         req: Request<UpstreamBody>,
         upstream: &Upstream,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let sent = self.client.request(req);
+        let sent = self.pool(upstream).request(req);
         match tokio::time::timeout(self.response_header_timeout, sent).await {
             Err(_) => Err(ProxyError::ResponseTimeout {
                 no: upstream.no.clone(),

@@ -8,6 +8,7 @@ pub mod headers;
 mod retry;
 
 pub use error::ProxyError;
+pub use forward::{UpstreamBody, UpstreamClient};
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -32,7 +32,14 @@ pub struct Upstream {
     pub stats: Arc<BackendStats>,
     /// Slow-start ramp time of its service (0: off).
     pub slow_start_ms: u64,
+    /// This backend's keepalive pool, created on first use. It is carried over to the next
+    /// table while the backend stays routed; once the backend is drained or removed the last
+    /// reference goes with its last in-flight request, and its idle connections are closed.
+    pub pool: Arc<PoolSlot>,
 }
+
+/// A lazily created connection pool for one backend.
+pub type PoolSlot = std::sync::OnceLock<crate::proxy::UpstreamClient>;
 
 impl Load for Upstream {
     #[inline]
@@ -134,6 +141,8 @@ pub struct RoutingTable {
     default: usize,
     /// Runtime records of every registered backend, routed or not (draining ones too).
     stats: HashMap<String, (SocketAddr, Arc<BackendStats>)>,
+    /// Connection pools of the routed backends.
+    pools: HashMap<String, (SocketAddr, Arc<PoolSlot>)>,
 }
 
 impl RoutingTable {
@@ -153,6 +162,7 @@ impl RoutingTable {
         let configs: Vec<_> = names.iter().map(|n| reg.service_config(n)).collect();
         let mut members: Vec<Vec<Arc<Upstream>>> = vec![Vec::new(); names.len()];
         let mut stats = HashMap::new();
+        let mut pools = HashMap::new();
         for e in reg.entries() {
             let addr = e.spec.socket_addr();
             // Same backend (no and address) as before: keep its counters and health.
@@ -168,6 +178,12 @@ impl RoutingTable {
             let Some(&i) = index.get(e.spec.service.as_str()) else {
                 continue;
             };
+            let pool = prev
+                .and_then(|p| p.pools.get(&e.spec.no))
+                .filter(|(a, _)| *a == addr)
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default();
+            pools.insert(e.spec.no.clone(), (addr, pool.clone()));
             let slow_start_ms = configs[i]
                 .0
                 .slow_start
@@ -183,6 +199,7 @@ impl RoutingTable {
                 weight: e.spec.weight,
                 stats: st,
                 slow_start_ms,
+                pool,
             }));
         }
         let mut rules = Vec::new();
@@ -225,6 +242,7 @@ impl RoutingTable {
             matcher: Matcher::new(rules),
             default,
             stats,
+            pools,
         }
     }
 
@@ -315,6 +333,31 @@ mod tests {
         add(&mut r, "a", 9, "default", 1); // moved: a new backend
         let t3 = RoutingTable::build(&r, Some(&t2));
         assert_eq!(t3.stats("a").unwrap().requests.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn pools_survive_rebuilds_but_not_a_drain() {
+        let mut r = Registry::new();
+        add(&mut r, "a", 1, "default", 1);
+        let t1 = RoutingTable::build(&r, None);
+        let pool = |t: &RoutingTable| t.route("x", "/").backends.first().map(|u| u.pool.clone());
+        add(&mut r, "b", 2, "other", 1);
+        let t2 = RoutingTable::build(&r, Some(&t1));
+        assert!(Arc::ptr_eq(&pool(&t1).unwrap(), &pool(&t2).unwrap()));
+        r.apply(Command::SetState {
+            no: "a".into(),
+            state: AdminState::Draining,
+        })
+        .unwrap();
+        let t3 = RoutingTable::build(&r, Some(&t2));
+        assert!(pool(&t3).is_none());
+        r.apply(Command::SetState {
+            no: "a".into(),
+            state: AdminState::Active,
+        })
+        .unwrap();
+        let t4 = RoutingTable::build(&r, Some(&t3));
+        assert!(!Arc::ptr_eq(&pool(&t1).unwrap(), &pool(&t4).unwrap()));
     }
 
     #[test]
