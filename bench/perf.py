@@ -1,0 +1,261 @@
+#!/usr/bin/env python3
+"""quayside against nginx and HAProxy on loopback, in one run (issue 5's benchmark).
+
+Targets, all forwarding to the same two nginx `return 200` backends (1 worker each) and each
+proxy given two workers/threads:
+  direct        the backend itself (the ceiling)
+  quayside      release build, tokio with 2 worker threads
+  nginx-static  upstream block + keepalive (bench/conf/nginx-static.conf)
+  haproxy       nbthread 2, http-reuse always (bench/conf/haproxy.cfg)
+  seed          the seed's nginx+Lua config verbatim (bench/seed-nginx.conf; 2 workers)
+  openresty-fair  balancer_by_lua + keepalive (bench/conf/openresty-fair.conf)
+
+Rounds are interleaved; medians are reported. Per target: requests/s (wrk -t1 -c64), ratio
+to direct and to nginx-static, proxy CPU per request ((utime+stime of the proxy's processes
+over the run) / requests) and peak RSS. Then quayside alone: with 10,000 backends in 1,000
+services with host rules; under 1,000 admin changes per second; idle RSS and the RSS added
+by 10,000 idle keepalive client connections; 10,000 /add calls with persistence on.
+
+Needs: wrk, nginx-extras, haproxy, lua-resty-core (apt-get install -y wrk nginx-extras
+haproxy lua-resty-core) and `cargo build --release`. Run: python3 bench/perf.py
+"""
+import http.client
+import json
+import os
+import re
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+DURATION = os.environ.get("DURATION", "5s")
+CONNS = int(os.environ.get("CONNS", "64"))
+QUAYSIDE = os.path.join(ROOT, "target/release/quayside")
+Q_PROXY, Q_ADMIN = 18380, 18381
+HZ = os.sysconf("SC_CLK_TCK")
+work = tempfile.mkdtemp(prefix="quayside-perf-")
+os.makedirs(os.path.join(work, "logs"), exist_ok=True)
+procs = []
+
+
+def spawn(args, **kw):
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+    procs.append(p)
+    return p
+
+
+def tree(pid):
+    out = [pid]
+    try:
+        kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    except OSError:
+        kids = []
+    for k in kids:
+        out += tree(int(k))
+    return out
+
+
+def cpu_ticks(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+            total += int(f[11]) + int(f[12])
+        except OSError:
+            pass
+    return total
+
+
+def rss_kb(pid, field="VmHWM"):
+    total = 0
+    for p in tree(pid):
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith(field + ":"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def http_get(port, path):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", path)
+    r = c.getresponse()
+    body = r.read()
+    c.close()
+    return r.status, body
+
+
+def wrk(port, duration=DURATION, conns=CONNS, host=None):
+    args = ["wrk", "-t1", f"-c{conns}", f"-d{duration}", f"http://127.0.0.1:{port}/"]
+    if host:
+        args[1:1] = ["-H", f"Host: {host}"]
+    out = subprocess.run(args, capture_output=True, text=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    n = int(re.search(r"(\d+) requests in", out).group(1))
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = (int(bad.group(1)) if bad else 0) + (sum(map(int, sock.groups())) if sock else 0)
+    return rps, n, errors
+
+
+def start_quayside(state=None):
+    args = [QUAYSIDE, "--no-docker", "--listen", f"127.0.0.1:{Q_PROXY}", "--admin-listen",
+            f"127.0.0.1:{Q_ADMIN}", "--state", state or os.path.join(work, "q-state.json")]
+    p = spawn(args)
+    time.sleep(0.8)
+    for i, port in ((1, 18081), (2, 18082)):
+        assert http_get(Q_ADMIN, f"/add?no={i}&ip=127.0.0.1&port={port}")[0] == 200
+    return p
+
+
+def main():
+    resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    spawn(["nginx", "-c", os.path.join(ROOT, "bench/nginx-backend.conf"), "-p", work + "/"])
+    seed_conf = os.path.join(work, "seed.conf")
+    with open(os.path.join(ROOT, "bench/seed-nginx.conf")) as f:
+        open(seed_conf, "w").write(f.read().replace(
+            "worker_processes  4;", "worker_processes  2;  # two workers, like every proxy here"))
+    targets = {
+        "direct": (None, 18081),
+        "quayside": (start_quayside(), Q_PROXY),
+        "nginx-static": (spawn(["nginx", "-c", os.path.join(ROOT, "bench/conf/nginx-static.conf"), "-p", work + "/"]), 18580),
+        "haproxy": (spawn(["haproxy", "-f", os.path.join(ROOT, "bench/conf/haproxy.cfg")]), 18680),
+        "seed": (spawn(["nginx", "-c", seed_conf, "-p", work + "/"]), 18480),
+        "openresty-fair": (spawn(["nginx", "-c", os.path.join(ROOT, "bench/conf/openresty-fair.conf"), "-p", work + "/"]), 18780),
+    }
+    time.sleep(1)
+    for port in (18480, 18780):
+        for i, bport in ((1, 18081), (2, 18082)):
+            assert http_get(port, f"/add?no={i}&ip=127.0.0.1&port={bport}")[0] == 200
+    for name, (_, port) in targets.items():
+        assert http_get(port, "/")[0] == 200, name
+
+    results = {name: [] for name in targets}
+    for r in range(ROUNDS):
+        for name, (p, port) in targets.items():
+            t0 = cpu_ticks(p.pid) if p else 0
+            rps, n, errors = wrk(port)
+            t1 = cpu_ticks(p.pid) if p else 0
+            cpu_us = (t1 - t0) / HZ * 1e6 / n if p else float("nan")
+            results[name].append((rps, cpu_us, errors))
+            print(f"round {r + 1} {name:15} {rps:9.0f} req/s  {cpu_us:5.1f} us CPU/req  errors {errors}", file=sys.stderr)
+
+    med = {n: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v), sum(x[2] for x in v))
+           for n, v in results.items()}
+    d, s = med["direct"][0], med["nginx-static"][0]
+    print(f"\n| target | req/s (median of {ROUNDS}) | ÷ direct | ÷ nginx-static | proxy CPU per request | peak RSS | errors |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (rps, cpu, errs) in med.items():
+        p = targets[name][0]
+        rss = f"{rss_kb(p.pid) / 1024:.1f} MB" if p else "-"
+        cpu_s = f"{cpu:.1f} µs" if p else "-"
+        print(f"| {name} | {rps:,.0f} | {rps / d:.2f} | {rps / s:.2f} | {cpu_s} | {rss} | {errs} |")
+
+    # quayside alone from here.
+    for name, (p, _) in targets.items():
+        if p and name != "quayside":
+            p.terminate()
+    q = targets["quayside"][0]
+    print()
+
+    # Table changes under load: 1,000 admin changes per second during a throughput run.
+    base = statistics.median(wrk(Q_PROXY)[0] for _ in range(2))
+    stop = threading.Event()
+    changes = [0, 0]
+
+    def churn():
+        c = http.client.HTTPConnection("127.0.0.1", Q_ADMIN, timeout=10)
+        i = 0
+        t = time.monotonic()
+        while not stop.is_set():
+            i += 1
+            path = f"/add?no=churn{i % 50}&ip=127.0.0.1&port=18081&service=churn" if i % 2 else f"/delete?no=churn{(i - 1) % 50}"
+            c.request("GET", path)
+            r = c.getresponse()
+            r.read()
+            changes[0] += 1
+            changes[1] += r.status >= 500
+            t += 0.001
+            delay = t - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+
+    th = threading.Thread(target=churn)
+    th.start()
+    t0 = time.monotonic()
+    rps, n, errors = wrk(Q_PROXY)
+    elapsed = time.monotonic() - t0
+    stop.set()
+    th.join()
+    print(f"- 1,000 changes/s under load: {rps:,.0f} req/s vs {base:,.0f} without ({rps / base:.2f}×), "
+          f"{changes[0] / elapsed:,.0f} changes/s applied, {errors} failed requests, {changes[1]} failed changes")
+
+    # 10,000 /add calls with persistence on (16 concurrent clients).
+    def adds(k, per):
+        c = http.client.HTTPConnection("127.0.0.1", Q_ADMIN, timeout=30)
+        for i in range(per):
+            c.request("GET", f"/add?no=s{k}x{i}&ip=127.0.0.{1 + (i % 200)}&port={1000 + i % 50000}&service=svc{(k * per + i) % 1000}")
+            r = c.getresponse()
+            r.read()
+            assert r.status == 200
+    t0 = time.monotonic()
+    ths = [threading.Thread(target=adds, args=(k, 625)) for k in range(16)]
+    [t.start() for t in ths]
+    [t.join() for t in ths]
+    add_s = time.monotonic() - t0
+    print(f"- 10,000 /add calls with the state file on (16 clients): {add_s:.2f} s ({10000 / add_s:,.0f}/s)")
+
+    # Host rules for the 1,000 services, then throughput with 10,000 backends registered.
+    def rules(k):
+        c = http.client.HTTPConnection("127.0.0.1", Q_ADMIN, timeout=30)
+        for i in range(k, 1000, 8):
+            c.request("PUT", f"/api/v1/services/svc{i}", body=json.dumps({"hosts": [f"svc{i}.bench"]}))
+            r = c.getresponse()
+            r.read()
+    ths = [threading.Thread(target=rules, args=(k,)) for k in range(8)]
+    [t.start() for t in ths]
+    [t.join() for t in ths]
+    big = statistics.median(wrk(Q_PROXY)[0] for _ in range(2))
+    print(f"- with 10,000 backends in 1,000 host-routed services: {big:,.0f} req/s vs {base:,.0f} ({big / base:.2f}×)")
+
+    # Memory: idle RSS of a fresh quayside, then 10,000 idle keepalive client connections.
+    q.terminate()
+    q.wait()
+    q = start_quayside(os.path.join(work, "q2.json"))
+    time.sleep(0.5)
+    idle = rss_kb(q.pid, "VmRSS")
+    socks = []
+    req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    for i in range(10000):
+        s = socket.create_connection(("127.0.0.1", Q_PROXY))
+        s.sendall(req)
+        socks.append(s)
+    for s in socks:
+        s.recv(65536)
+    time.sleep(1)
+    loaded = rss_kb(q.pid, "VmRSS")
+    print(f"- idle RSS {idle / 1024:.1f} MB; with 10,000 idle keepalive client connections {loaded / 1024:.1f} MB "
+          f"(+{(loaded - idle) / 1024:.1f} MB)")
+    for s in socks:
+        s.close()
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
