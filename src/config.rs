@@ -77,6 +77,10 @@ pub struct Cli {
     #[arg(long, env = "QUAYSIDE_POOL_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub pool_idle_timeout: Option<Duration>,
 
+    /// Proxy worker threads [default: the number of CPUs]
+    #[arg(long, env = "QUAYSIDE_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
+
     /// On SIGTERM/SIGINT, time given to in-flight requests [default: 30s]
     #[arg(long, env = "QUAYSIDE_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
@@ -97,6 +101,7 @@ pub struct FileConfig {
     pub client_header_timeout: Option<FileDuration>,
     pub pool_idle_timeout: Option<FileDuration>,
     pub shutdown_timeout: Option<FileDuration>,
+    pub workers: Option<u16>,
 }
 
 /// A duration in the file: `"5s"` or a number of seconds.
@@ -234,6 +239,16 @@ impl Config {
                     "shutdown_timeout",
                     d.shutdown_timeout,
                 )?,
+                workers: match cli.workers.or(file.workers) {
+                    Some(0) => {
+                        return Err(ConfigError::Value {
+                            key: "workers".into(),
+                            reason: "must be at least 1".into(),
+                        });
+                    }
+                    Some(n) => n as usize,
+                    None => d.workers,
+                },
             },
         })
     }

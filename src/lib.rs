@@ -99,7 +99,7 @@ pub async fn run(
         registry.shared().clone(),
         stop_rx.clone(),
     ));
-    let proxy = tokio::spawn(proxy::serve(
+    let proxy = tokio::spawn(proxy::serve_workers(
         listeners.proxy,
         registry.shared().clone(),
         config.proxy.clone(),

@@ -62,16 +62,19 @@ impl Forwarder {
 
     /// The backend's pool, created on its first request.
     fn pool<'a>(&self, upstream: &'a Upstream) -> &'a UpstreamClient {
-        upstream.pool.get_or_init(|| {
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
-            connector.set_connect_timeout(Some(self.connect_timeout));
-            HttpClient::builder(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(self.pool_idle_timeout)
-                .build(connector)
-        })
+        upstream
+            .pool
+            .for_worker(super::worker_index())
+            .get_or_init(|| {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(self.connect_timeout));
+                HttpClient::builder(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    .pool_timer(TokioTimer::new())
+                    .pool_idle_timeout(self.pool_idle_timeout)
+                    .build(connector)
+            })
     }
 
     pub async fn handle(&self, req: Request<Incoming>, client: &Client) -> Response<Body> {

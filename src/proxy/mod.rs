@@ -38,6 +38,9 @@ pub struct ProxyConfig {
     pub pool_idle_timeout: Duration,
     /// In-flight requests get this long to finish on shutdown.
     pub shutdown_timeout: Duration,
+    /// Proxy worker threads, each with its own single-threaded runtime, accept loop and
+    /// backend pools (like nginx's worker processes).
+    pub workers: usize,
 }
 
 impl Default for ProxyConfig {
@@ -48,8 +51,73 @@ impl Default for ProxyConfig {
             client_header_timeout: Duration::from_secs(30),
             pool_idle_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
+            workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
+}
+
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The proxy worker this thread is (0 outside the workers).
+pub fn worker_index() -> usize {
+    WORKER.with(|w| w.get())
+}
+
+/// Serve the proxy on `config.workers` threads, each running its own current-thread runtime
+/// and accepting from the same socket, until `stop` turns true; then each finishes its
+/// in-flight requests (bounded by `shutdown_timeout`). Resolves when all workers are done.
+pub async fn serve_workers(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    config: ProxyConfig,
+    stop: watch::Receiver<bool>,
+) {
+    let std_listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot hand the proxy socket to the workers");
+            return;
+        }
+    };
+    let mut threads = Vec::new();
+    for i in 0..config.workers.max(1) {
+        let listener = match std_listener.try_clone() {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, worker = i, "cannot share the proxy socket with a worker");
+                break;
+            }
+        };
+        let (shared, config, stop) = (shared.clone(), config.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("quayside-proxy-{i}"))
+            .spawn(move || {
+                WORKER.with(|w| w.set(i));
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a proxy worker runtime");
+                rt.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => serve(l, shared, config, stop).await,
+                        Err(e) => tracing::error!(error = %e, "proxy worker cannot use the socket"),
+                    }
+                });
+            });
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => tracing::error!(error = %e, "cannot start a proxy worker thread"),
+        }
+    }
+    drop(std_listener);
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
 }
 
 /// Serve the proxy on `listener` until `stop` turns true, then finish in-flight requests

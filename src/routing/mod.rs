@@ -38,8 +38,26 @@ pub struct Upstream {
     pub pool: Arc<PoolSlot>,
 }
 
-/// A lazily created connection pool for one backend.
-pub type PoolSlot = std::sync::OnceLock<crate::proxy::UpstreamClient>;
+/// Lazily created connection pools for one backend: one per proxy worker thread, so a request
+/// and the connection it uses are driven by the same thread.
+#[derive(Default)]
+pub struct PoolSlot([std::sync::OnceLock<crate::proxy::UpstreamClient>; MAX_WORKERS]);
+
+/// Most proxy worker threads with a pool of their own (more share pools round the ring).
+pub const MAX_WORKERS: usize = 16;
+
+impl PoolSlot {
+    pub fn for_worker(&self, worker: usize) -> &std::sync::OnceLock<crate::proxy::UpstreamClient> {
+        &self.0[worker % MAX_WORKERS]
+    }
+}
+
+impl std::fmt::Debug for PoolSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let open = self.0.iter().filter(|s| s.get().is_some()).count();
+        write!(f, "PoolSlot({open} open)")
+    }
+}
 
 impl Load for Upstream {
     #[inline]
