@@ -87,7 +87,8 @@ async fn run(
             .drain(..)
             .map(|(cmd, reply)| (next.apply(cmd), reply))
             .collect();
-        let changed = next != *current;
+        // Any accepted command counts as a change (a no-op re-add costs one write).
+        let changed = results.iter().any(|(r, _)| r.is_ok());
         let bytes = if changed {
             persist::encode(&next)
         } else {

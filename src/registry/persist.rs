@@ -109,7 +109,8 @@ pub fn encode(reg: &Registry) -> Vec<u8> {
             })
             .collect(),
     };
-    let mut out = serde_json::to_vec_pretty(&file).expect("state serialises");
+    // Compact: with thousands of entries, bytes written per change matter.
+    let mut out = serde_json::to_vec(&file).expect("state serialises");
     out.push(b'\n');
     out
 }

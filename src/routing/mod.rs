@@ -161,6 +161,8 @@ pub struct RoutingTable {
     stats: HashMap<String, (SocketAddr, Arc<BackendStats>)>,
     /// Connection pools of the routed backends.
     pools: HashMap<String, (SocketAddr, Arc<PoolSlot>)>,
+    /// The routed backends by `no`, reused by the next build when unchanged.
+    upstreams: HashMap<String, Arc<Upstream>>,
 }
 
 impl RoutingTable {
@@ -181,6 +183,7 @@ impl RoutingTable {
         let mut members: Vec<Vec<Arc<Upstream>>> = vec![Vec::new(); names.len()];
         let mut stats = HashMap::new();
         let mut pools = HashMap::new();
+        let mut upstreams = HashMap::new();
         for e in reg.entries() {
             let addr = e.spec.socket_addr();
             // Same backend (no and address) as before: keep its counters and health.
@@ -207,18 +210,33 @@ impl RoutingTable {
                 .slow_start
                 .map(|d| d.0.as_millis() as u64)
                 .unwrap_or(0);
-            members[i].push(Arc::new(Upstream {
-                no: e.spec.no.clone(),
-                addr,
-                authority: addr
-                    .to_string()
-                    .parse()
-                    .expect("a socket address is a valid authority"),
-                weight: e.spec.weight,
-                stats: st,
-                slow_start_ms,
-                pool,
-            }));
+            // Unchanged since the last table: share the same record (no allocation).
+            let same = prev
+                .and_then(|p| p.upstreams.get(&e.spec.no))
+                .filter(|u| {
+                    u.addr == addr
+                        && u.weight == e.spec.weight
+                        && u.slow_start_ms == slow_start_ms
+                        && Arc::ptr_eq(&u.pool, &pool)
+                        && Arc::ptr_eq(&u.stats, &st)
+                })
+                .cloned();
+            let up = same.unwrap_or_else(|| {
+                Arc::new(Upstream {
+                    no: e.spec.no.clone(),
+                    addr,
+                    authority: addr
+                        .to_string()
+                        .parse()
+                        .expect("a socket address is a valid authority"),
+                    weight: e.spec.weight,
+                    stats: st,
+                    slow_start_ms,
+                    pool,
+                })
+            });
+            upstreams.insert(e.spec.no.clone(), up.clone());
+            members[i].push(up);
         }
         let mut rules = Vec::new();
         let services: Vec<Arc<ServiceRoute>> = names
@@ -261,6 +279,7 @@ impl RoutingTable {
             default,
             stats,
             pools,
+            upstreams,
         }
     }
 
