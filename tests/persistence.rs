@@ -44,7 +44,7 @@ async fn state_survives_a_restart() {
     q.shutdown().await.unwrap();
 
     let text = std::fs::read_to_string(&state).unwrap();
-    assert!(text.contains("\"version\": 1"), "{text}");
+    assert!(text.contains("\"version\":1"), "{text}");
 
     let q = Quayside::start_with_state(state.clone()).await;
     let r = http.get(&q.admin_url("/get?no=1")).await;
