@@ -14,7 +14,7 @@ use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::{InFlight, Tracked};
 use super::retry::RetryBudget;
@@ -96,9 +96,13 @@ impl Forwarder {
 
     async fn forward(
         &self,
-        req: Request<Incoming>,
+        mut req: Request<Incoming>,
         client: &Client,
     ) -> Result<Response<Body>, ProxyError> {
+        // `Connection: upgrade` + `Upgrade: X` (WebSocket and any other protocol): forward the
+        // handshake, and on 101 join the two upgraded connections.
+        let upgrade = headers::upgrade_protocol(req.headers())
+            .map(|proto| (proto, hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
         let (service, first, key) = {
             let table = self.shared.table.load();
@@ -145,6 +149,12 @@ impl Forwarder {
             .and_then(|c| headers::cookie(&parts.headers, c))
             .map(str::to_owned);
         headers::strip_hop_by_hop(&mut parts.headers);
+        if let Some((proto, _)) = &upgrade {
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            parts.headers.insert(header::UPGRADE, proto.clone());
+        }
         headers::set_forwarded(&mut parts.headers, &client.ip_header, &self.proto);
         // A request without a body can be sent again elsewhere if the first backend never saw
         // it (or, for idempotent methods, dropped the connection before answering).
@@ -170,6 +180,11 @@ impl Forwarder {
                     upstream
                         .stats
                         .on_success(started.elapsed().as_secs_f64() * 1000.0, now_ms());
+                    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                        && let Some((_, client_side)) = upgrade
+                    {
+                        return Ok(tunnel(resp, client_side, slot, &upstream.no));
+                    }
                     let (mut head, incoming) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut head.headers);
                     if let Some(cookie) = &service.sticky_cookie
@@ -230,6 +245,33 @@ impl Forwarder {
             Ok(Ok(resp)) => Ok(resp),
         }
     }
+}
+
+/// Answer the client's upgrade with the backend's 101 and copy bytes both ways until either side
+/// closes. The tunnel keeps its in-flight slot, and lives on whatever the routing table does.
+fn tunnel(
+    mut resp: Response<Incoming>,
+    client_side: hyper::upgrade::OnUpgrade,
+    slot: InFlight,
+    no: &str,
+) -> Response<Body> {
+    let backend_side = hyper::upgrade::on(&mut resp);
+    let no = no.to_owned();
+    tokio::spawn(async move {
+        let _slot = slot;
+        match tokio::try_join!(client_side, backend_side) {
+            Ok((c, b)) => {
+                let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
+                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
+                    tracing::debug!(backend = %no, error = %e, "upgraded connection ended");
+                }
+            }
+            Err(e) => tracing::debug!(backend = %no, error = %e, "upgrade did not complete"),
+        }
+    });
+    // Keep Upgrade/Connection: they are the point of a 101.
+    let (head, _) = resp.into_parts();
+    Response::from_parts(head, Either::Right(Full::new(Bytes::new())))
 }
 
 /// The request's hash for the `hash` strategy.

@@ -18,7 +18,6 @@ use http::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -129,7 +128,8 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let forwarder = Arc::new(forward::Forwarder::new(shared, &config));
-    let graceful = GracefulShutdown::new();
+    // Open connections; each holds a sender clone, so `closed()` fires when the last ends.
+    let (open_tx, open_rx) = watch::channel(());
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.client_header_timeout)
@@ -158,20 +158,33 @@ pub async fn serve(
             let client = client.clone();
             async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, &client).await) }
         });
-        let conn = http.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let conn = http
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let (mut stop, open) = (stop.clone(), open_rx.clone());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let _open = open;
+            let mut conn = std::pin::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+                    // Finish the request in flight (if any), then close.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
         });
     }
     drop(listener);
+    drop(open_rx);
     tracing::info!(
         timeout = ?config.shutdown_timeout,
         "proxy stopped accepting; waiting for in-flight requests"
     );
-    if tokio::time::timeout(config.shutdown_timeout, graceful.shutdown())
+    if tokio::time::timeout(config.shutdown_timeout, open_tx.closed())
         .await
         .is_err()
     {

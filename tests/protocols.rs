@@ -1,0 +1,126 @@
+//! Protocol handling through the proxy: upgrades (WebSocket and others) tunnelled both ways.
+
+mod common;
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use common::{Backend, BoxBody, Http, Quayside, full};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A backend that accepts `Upgrade: echo` and then echoes every byte.
+async fn echo_upgrade_backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(|mut req: Request<Incoming>| async move {
+                    let wants = req.headers().get("upgrade").is_some_and(|v| v == "echo")
+                        && req
+                            .headers()
+                            .get("connection")
+                            .and_then(|v| v.to_str().ok())
+                            .is_some_and(|v| v.to_ascii_lowercase().contains("upgrade"));
+                    if !wants {
+                        return Ok::<_, Infallible>(Response::new(full("no upgrade asked\n")));
+                    }
+                    let on = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        if let Ok(up) = on.await {
+                            let mut io = TokioIo::new(up);
+                            let mut buf = [0u8; 1024];
+                            while let Ok(n) = io.read(&mut buf).await {
+                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    });
+                    let resp: Response<BoxBody> = Response::builder()
+                        .status(StatusCode::SWITCHING_PROTOCOLS)
+                        .header("upgrade", "echo")
+                        .header("connection", "upgrade")
+                        .body(full(""))
+                        .unwrap();
+                    Ok(resp)
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+async fn echo(s: &mut TcpStream, msg: &[u8]) {
+    s.write_all(msg).await.unwrap();
+    let mut got = vec![0u8; msg.len()];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got))
+        .await
+        .expect("echo timed out")
+        .unwrap();
+    assert_eq!(got, msg);
+}
+
+async fn read_head(s: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+            .await
+            .expect("head timed out")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before the head: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+#[tokio::test]
+async fn upgrades_are_tunnelled_and_survive_table_changes() {
+    let port = echo_upgrade_backend().await;
+    let q = Quayside::start().await;
+    let http = Http::new();
+    http.get(&q.admin_url(&format!("/add?no=ws&ip=127.0.0.1&port={port}")))
+        .await;
+
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("upgrade: echo"),
+        "{head}"
+    );
+
+    echo(&mut s, b"hello through the tunnel").await;
+    // The routing table changes (even the tunnel's own entry is replaced): the tunnel stays.
+    let other = Backend::start("other").await;
+    http.get(&q.admin_url(&format!("/add?no=other&ip=127.0.0.1&port={}", other.port())))
+        .await;
+    http.get(&q.admin_url("/delete?no=ws")).await;
+    echo(&mut s, b"still here").await;
+
+    // A plain request without the upgrade headers is just a request.
+    let r = http.get(&q.proxy_url("/x")).await;
+    assert_eq!(r.body, "other\n");
+}
