@@ -124,3 +124,32 @@ async fn upgrades_are_tunnelled_and_survive_table_changes() {
     let r = http.get(&q.proxy_url("/x")).await;
     assert_eq!(r.body, "other\n");
 }
+
+#[tokio::test]
+async fn http2_clients_with_prior_knowledge_reach_http1_backends() {
+    let b = Backend::start("b").await;
+    let q = Quayside::start().await;
+    Http::new()
+        .get(&q.admin_url(&format!("/add?no=b&ip=127.0.0.1&port={}", b.port())))
+        .await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<BoxBody>();
+    for _ in 0..3 {
+        // HTTP/2 carries the authority as `:authority`; there is no Host header.
+        let req = Request::get(format!("http://{}/h2", q.proxy))
+            .body(full(""))
+            .unwrap();
+        let resp = client.request(req).await.unwrap();
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        assert_eq!(resp.status(), StatusCode::OK);
+        // The backend saw the client's authority as Host, not its own address.
+        let host = resp.headers()["x-seen-host"].to_str().unwrap().to_owned();
+        assert_eq!(host, q.proxy.to_string());
+        assert!(!resp.headers().contains_key("connection"));
+        assert!(!resp.headers().contains_key("keep-alive"));
+        use http_body_util::BodyExt;
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"b\n");
+    }
+}

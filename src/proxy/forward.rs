@@ -104,6 +104,14 @@ impl Forwarder {
         let upgrade = headers::upgrade_protocol(req.headers())
             .map(|proto| (proto, hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
+        // HTTP/2 clients send `:authority`, not `Host`: keep it as the Host the backend sees
+        // (otherwise the client would put the backend's address there).
+        if !parts.headers.contains_key(header::HOST)
+            && let Some(a) = parts.uri.authority()
+            && let Ok(v) = HeaderValue::from_str(a.as_str())
+        {
+            parts.headers.insert(header::HOST, v);
+        }
         let (service, first, key) = {
             let table = self.shared.table.load();
             let host = parts

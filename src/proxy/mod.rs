@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -130,10 +130,14 @@ pub async fn serve(
     let forwarder = Arc::new(forward::Forwarder::new(shared, &config));
     // Open connections; each holds a sender clone, so `closed()` fires when the last ends.
     let (open_tx, open_rx) = watch::channel(());
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
+    // HTTP/1.1, and HTTP/2 with prior knowledge (h2c), told apart by the connection preface.
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
         .header_read_timeout(config.client_header_timeout)
         .keep_alive(true);
+    http.http2().timer(TokioTimer::new());
+    let http = Arc::new(http);
     loop {
         let (stream, peer) = tokio::select! {
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
@@ -158,12 +162,10 @@ pub async fn serve(
             let client = client.clone();
             async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, &client).await) }
         });
-        let conn = http
-            .serve_connection(TokioIo::new(stream), service)
-            .with_upgrades();
-        let (mut stop, open) = (stop.clone(), open_rx.clone());
+        let (mut stop, open, http) = (stop.clone(), open_rx.clone(), http.clone());
         tokio::spawn(async move {
             let _open = open;
+            let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
             let mut conn = std::pin::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
