@@ -14,6 +14,7 @@ use crate::proxy::ProxyConfig;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8001";
 pub const DEFAULT_STATE: &str = "quayside-state.json";
+pub const DEFAULT_TLS_LISTEN: &str = "0.0.0.0:8443";
 
 const AFTER_HELP: &str = "\
 Precedence: flag > QUAYSIDE_* environment variable > --config file > default.
@@ -77,6 +78,29 @@ pub struct Cli {
     #[arg(long, env = "QUAYSIDE_POOL_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub pool_idle_timeout: Option<Duration>,
 
+    /// TLS certificate chain (PEM); repeat with --tls-key for several, chosen by SNI
+    #[arg(
+        long,
+        env = "QUAYSIDE_TLS_CERT",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub tls_cert: Vec<PathBuf>,
+
+    /// TLS private key (PEM), one per --tls-cert, in the same order
+    #[arg(
+        long,
+        env = "QUAYSIDE_TLS_KEY",
+        value_name = "FILE",
+        value_delimiter = ','
+    )]
+    pub tls_key: Vec<PathBuf>,
+
+    /// Address of the TLS (HTTPS) listener, used when certificates are given
+    /// [default: 0.0.0.0:8443]. Certificates are re-read on SIGHUP.
+    #[arg(long, env = "QUAYSIDE_TLS_LISTEN", value_name = "ADDR")]
+    pub tls_listen: Option<SocketAddr>,
+
     /// Proxy worker threads [default: the number of CPUs]
     #[arg(long, env = "QUAYSIDE_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
@@ -102,6 +126,11 @@ pub struct FileConfig {
     pub pool_idle_timeout: Option<FileDuration>,
     pub shutdown_timeout: Option<FileDuration>,
     pub workers: Option<u16>,
+    #[serde(default)]
+    pub tls_cert: Vec<PathBuf>,
+    #[serde(default)]
+    pub tls_key: Vec<PathBuf>,
+    pub tls_listen: Option<SocketAddr>,
 }
 
 /// A duration in the file: `"5s"` or a number of seconds.
@@ -156,6 +185,15 @@ pub struct Config {
     pub state: Option<PathBuf>,
     pub docker: DockerConfig,
     pub proxy: ProxyConfig,
+    pub tls: TlsConfig,
+}
+
+/// TLS termination settings: off when `certs` is empty.
+#[derive(Clone, Debug)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    pub certs: Vec<PathBuf>,
+    pub keys: Vec<PathBuf>,
 }
 
 impl Default for Config {
@@ -189,7 +227,34 @@ impl Config {
                 (None, None) => Ok(default),
             }
         };
+        let tls = TlsConfig {
+            listen: cli
+                .tls_listen
+                .or(file.tls_listen)
+                .unwrap_or_else(|| DEFAULT_TLS_LISTEN.parse().unwrap()),
+            certs: if cli.tls_cert.is_empty() {
+                file.tls_cert
+            } else {
+                cli.tls_cert
+            },
+            keys: if cli.tls_key.is_empty() {
+                file.tls_key
+            } else {
+                cli.tls_key
+            },
+        };
+        if tls.certs.len() != tls.keys.len() {
+            return Err(ConfigError::Value {
+                key: "tls_cert".into(),
+                reason: format!(
+                    "--tls-cert and --tls-key must come in pairs (got {} certificates, {} keys)",
+                    tls.certs.len(),
+                    tls.keys.len()
+                ),
+            });
+        }
         Ok(Config {
+            tls,
             listen: cli
                 .listen
                 .or(file.listen)

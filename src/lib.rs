@@ -35,6 +35,7 @@ pub mod registry;
 pub mod routing;
 
 use std::future::Future;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -46,6 +47,8 @@ use registry::persist::{self, StateError};
 pub struct Listeners {
     pub proxy: TcpListener,
     pub admin: TcpListener,
+    /// The HTTPS listener; needed when `config.tls` has certificates.
+    pub tls: Option<TcpListener>,
 }
 
 /// Why quayside could not start.
@@ -53,6 +56,10 @@ pub struct Listeners {
 pub enum StartError {
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Tls(#[from] proxy::tls::TlsError),
+    #[error("TLS certificates are configured but no TLS listener was given")]
+    NoTlsListener,
 }
 
 /// Load the state file, start the registry, serve the proxy and the admin API until `shutdown`
@@ -75,6 +82,15 @@ pub async fn run(
             }
         },
         None => registry::Registry::new(),
+    };
+    let tls = if config.tls.certs.is_empty() {
+        None
+    } else {
+        let tls = Arc::new(proxy::tls::Tls::new(&config.tls.certs, &config.tls.keys)?);
+        if listeners.tls.is_none() {
+            return Err(StartError::NoTlsListener);
+        }
+        Some(tls)
     };
     let registry = registry::Handle::spawn(initial, config.state.clone());
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -104,12 +120,27 @@ pub async fn run(
         registry.shared().clone(),
         config.proxy.clone(),
         stop_rx.clone(),
+        None,
     ));
+    let tls_proxy = match (listeners.tls, &tls) {
+        (Some(l), Some(t)) => {
+            tokio::spawn(reload_on_sighup(t.clone(), stop_rx.clone()));
+            Some(tokio::spawn(proxy::serve_workers(
+                l,
+                registry.shared().clone(),
+                config.proxy.clone(),
+                stop_rx.clone(),
+                Some(t.clone()),
+            )))
+        }
+        _ => None,
+    };
     let admin = tokio::spawn(admin::serve(
         listeners.admin,
         admin::Ctx {
             registry,
             discovery: discovery_status,
+            tls,
         },
         stop_rx,
     ));
@@ -122,6 +153,29 @@ pub async fn run(
     }
     let _ = checker.await;
     let _ = proxy.await;
+    if let Some(t) = tls_proxy {
+        let _ = t.await;
+    }
     let _ = tokio::time::timeout(config.proxy.shutdown_timeout, admin).await;
     Ok(())
+}
+
+/// Re-read the TLS certificates on every SIGHUP until `stop`.
+async fn reload_on_sighup(tls: Arc<proxy::tls::Tls>, mut stop: watch::Receiver<bool>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!(
+            "cannot listen for SIGHUP; reload certificates with POST /api/v1/tls/reload"
+        );
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => match tls.reload() {
+                Ok(n) => tracing::info!(pairs = n, "SIGHUP: TLS certificates reloaded"),
+                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; still serving the previous certificates"),
+            },
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+        }
+    }
 }

@@ -28,13 +28,27 @@ async fn main() -> anyhow::Result<()> {
                 config.admin_listen
             )
         })?;
+    let tls = if config.tls.certs.is_empty() {
+        None
+    } else {
+        let l = TcpListener::bind(config.tls.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} for HTTPS; pick another address with --tls-listen",
+                    config.tls.listen
+                )
+            })?;
+        tracing::info!(addr = %l.local_addr()?, "HTTPS proxy listening");
+        Some(l)
+    };
     tracing::info!(addr = %proxy.local_addr()?, "proxy listening");
     tracing::info!(addr = %admin.local_addr()?, "admin API listening");
     if let Some(state) = &config.state {
         tracing::info!(path = %state.display(), "state file");
     }
 
-    quayside::run(Listeners { proxy, admin }, config, shutdown_signal()).await?;
+    quayside::run(Listeners { proxy, admin, tls }, config, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
 }

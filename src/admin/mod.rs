@@ -27,6 +27,7 @@ use crate::routing::RoutingTable;
 pub struct Ctx {
     pub registry: Handle,
     pub discovery: SharedStatus,
+    pub tls: Option<std::sync::Arc<crate::proxy::tls::Tls>>,
 }
 
 impl FromRef<Ctx> for Handle {

@@ -19,6 +19,7 @@ use crate::registry::{AdminState, Command, Handle, RegistryError, ServiceConfig}
 pub fn routes() -> Router<super::Ctx> {
     Router::new()
         .route("/api/v1/discovery", get(discovery))
+        .route("/api/v1/tls/reload", post(tls_reload))
         .route("/api/v1/backends", get(list_backends))
         .route(
             "/api/v1/backends/{no}",
@@ -158,6 +159,22 @@ async fn drain(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
 
 async fn enable(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
     set_state(reg, no, AdminState::Active).await
+}
+
+async fn tls_reload(State(ctx): State<super::Ctx>) -> ApiResult {
+    let Some(tls) = &ctx.tls else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "TLS is not enabled; start quayside with --tls-cert and --tls-key".into(),
+        ));
+    };
+    match tls.reload() {
+        Ok(n) => Ok(axum::Json(json!({ "reloaded": n })).into_response()),
+        Err(e) => Err(ApiError(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{e}; still serving the previous certificates"),
+        )),
+    }
 }
 
 async fn discovery(State(status): State<SharedStatus>) -> Response {

@@ -32,6 +32,8 @@ pub struct Client {
     pub ip: IpAddr,
     /// The IP as a header value, for `X-Forwarded-For`.
     pub ip_header: HeaderValue,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: HeaderValue,
 }
 /// The client's body, or an empty one for a retried bodiless request.
 pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
@@ -45,7 +47,6 @@ pub struct Forwarder {
     pool_idle_timeout: Duration,
     budget: RetryBudget,
     response_header_timeout: Duration,
-    proto: HeaderValue,
 }
 
 impl Forwarder {
@@ -56,7 +57,6 @@ impl Forwarder {
             pool_idle_timeout: config.pool_idle_timeout,
             response_header_timeout: config.response_header_timeout,
             budget: RetryBudget::default(),
-            proto: HeaderValue::from_static("http"),
         }
     }
 
@@ -163,7 +163,7 @@ impl Forwarder {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
-        headers::set_forwarded(&mut parts.headers, &client.ip_header, &self.proto);
+        headers::set_forwarded(&mut parts.headers, &client.ip_header, &client.proto);
         // A request without a body can be sent again elsewhere if the first backend never saw
         // it (or, for idempotent methods, dropped the connection before answering).
         let replay =

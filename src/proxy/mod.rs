@@ -6,6 +6,7 @@ mod error;
 mod forward;
 pub mod headers;
 mod retry;
+pub mod tls;
 
 pub use error::ProxyError;
 pub use forward::{UpstreamBody, UpstreamClient};
@@ -72,6 +73,7 @@ pub async fn serve_workers(
     shared: Arc<Shared>,
     config: ProxyConfig,
     stop: watch::Receiver<bool>,
+    tls: Option<Arc<tls::Tls>>,
 ) {
     let std_listener = match listener.into_std() {
         Ok(l) => l,
@@ -89,7 +91,8 @@ pub async fn serve_workers(
                 break;
             }
         };
-        let (shared, config, stop) = (shared.clone(), config.clone(), stop.clone());
+        let (shared, config, stop, tls) =
+            (shared.clone(), config.clone(), stop.clone(), tls.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("quayside-proxy-{i}"))
             .spawn(move || {
@@ -100,7 +103,7 @@ pub async fn serve_workers(
                     .expect("a proxy worker runtime");
                 rt.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(l) => serve(l, shared, config, stop).await,
+                        Ok(l) => serve(l, shared, config, stop, tls).await,
                         Err(e) => tracing::error!(error = %e, "proxy worker cannot use the socket"),
                     }
                 });
@@ -126,11 +129,13 @@ pub async fn serve(
     shared: Arc<Shared>,
     config: ProxyConfig,
     mut stop: watch::Receiver<bool>,
+    tls: Option<Arc<tls::Tls>>,
 ) {
     let forwarder = Arc::new(forward::Forwarder::new(shared, &config));
     // Open connections; each holds a sender clone, so `closed()` fires when the last ends.
     let (open_tx, open_rx) = watch::channel(());
-    // HTTP/1.1, and HTTP/2 with prior knowledge (h2c), told apart by the connection preface.
+    // HTTP/1.1, and HTTP/2 (h2c with prior knowledge, or ALPN h2 over TLS), told apart by the
+    // connection preface.
     let mut http = auto::Builder::new(TokioExecutor::new());
     http.http1()
         .timer(TokioTimer::new())
@@ -138,6 +143,7 @@ pub async fn serve(
         .keep_alive(true);
     http.http2().timer(TokioTimer::new());
     let http = Arc::new(http);
+    let proto = HeaderValue::from_static(if tls.is_some() { "https" } else { "http" });
     loop {
         let (stream, peer) = tokio::select! {
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
@@ -156,27 +162,28 @@ pub async fn serve(
         let client = forward::Client {
             ip: peer.ip().to_canonical(),
             ip_header: client_ip_value(peer),
+            proto: proto.clone(),
         };
         let service = service_fn(move |req| {
             let fwd = fwd.clone();
             let client = client.clone();
             async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, &client).await) }
         });
-        let (mut stop, open, http) = (stop.clone(), open_rx.clone(), http.clone());
+        let (stop, open, http, tls) = (stop.clone(), open_rx.clone(), http.clone(), tls.clone());
+        let handshake_timeout = config.client_header_timeout;
         tokio::spawn(async move {
             let _open = open;
-            let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    // Finish the request in flight (if any), then close.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            match tls {
+                None => drive(&http, TokioIo::new(stream), service, stop, peer).await,
+                Some(tls) => {
+                    let accepted =
+                        tokio::time::timeout(handshake_timeout, tls.acceptor.accept(stream)).await;
+                    match accepted {
+                        Ok(Ok(s)) => drive(&http, TokioIo::new(s), service, stop, peer).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "client connection ended with an error");
             }
         });
     }
@@ -191,6 +198,38 @@ pub async fn serve(
         .is_err()
     {
         tracing::warn!("shutdown timeout reached; closing the remaining client connections");
+    }
+}
+
+/// Serve one client connection until it ends; on shutdown, finish the request in flight (if
+/// any) and close.
+async fn drive<I, S>(
+    http: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    mut stop: watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<forward::Body>,
+            Error = std::convert::Infallible,
+        > + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let conn = http.serve_connection_with_upgrades(io, service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        _ = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "client connection ended with an error");
     }
 }
 

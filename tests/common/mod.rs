@@ -261,7 +261,11 @@ impl Quayside {
         let (proxy_addr, admin_addr) = (proxy.local_addr().unwrap(), admin.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel();
         let task = tokio::spawn(quayside::run(
-            Listeners { proxy, admin },
+            Listeners {
+                proxy,
+                admin,
+                tls: None,
+            },
             config,
             async move {
                 let _ = stopped.await;

@@ -1,0 +1,184 @@
+//! TLS termination: certificates chosen by SNI, HTTP/1.1 and ALPN h2 over TLS, reload without
+//! dropping open connections.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use common::{Backend, Http, test_config};
+use http_body_util::BodyExt;
+use hyper_util::rt::TokioIo;
+use quayside::Listeners;
+use rustls_pki_types::{CertificateDer, ServerName};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+
+fn write_cert(dir: &Path, stem: &str, name: &str) -> CertificateDer<'static> {
+    let c = rcgen::generate_simple_self_signed(vec![name.to_owned()]).unwrap();
+    std::fs::write(dir.join(format!("{stem}.crt")), c.cert.pem()).unwrap();
+    std::fs::write(
+        dir.join(format!("{stem}.key")),
+        c.signing_key.serialize_pem(),
+    )
+    .unwrap();
+    c.cert.der().clone()
+}
+
+fn connector(roots: &[&CertificateDer<'static>], alpn: &[&[u8]]) -> TlsConnector {
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add((*r).clone()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(store)
+    .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(cfg))
+}
+
+async fn get_over(
+    sender: &mut hyper::client::conn::http1::SendRequest<common::BoxBody>,
+    host: &str,
+) -> (http::HeaderMap, String) {
+    let req = http::Request::get("/tls")
+        .header("host", host)
+        .body(common::full(""))
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (headers, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn tls_by_sni_with_h2_and_reload_without_dropping_connections() {
+    let dir = std::env::temp_dir().join(format!("quayside-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let a1 = write_cert(&dir, "a", "a.test");
+    let b = write_cert(&dir, "b", "b.test");
+
+    let backend = Backend::start("tls-backend").await;
+    let mut config = test_config();
+    config.tls.certs = vec![dir.join("a.crt"), dir.join("b.crt")];
+    config.tls.keys = vec![dir.join("a.key"), dir.join("b.key")];
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (admin_addr, tls_addr) = (admin.local_addr().unwrap(), tls.local_addr().unwrap());
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(quayside::run(
+        Listeners {
+            proxy,
+            admin,
+            tls: Some(tls),
+        },
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let http = Http::new();
+    http.get(&format!(
+        "http://{admin_addr}/add?no=1&ip=127.0.0.1&port={}",
+        backend.port()
+    ))
+    .await;
+
+    // SNI picks the certificate: each name verifies only against its own root.
+    for (name, root) in [("a.test", &a1), ("b.test", &b)] {
+        let tcp = TcpStream::connect(tls_addr).await.unwrap();
+        let s = connector(&[root], &[b"http/1.1"])
+            .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let (headers, body) = get_over(&mut send, name).await;
+        assert_eq!(body, "tls-backend\n");
+        assert_eq!(headers["x-seen-xfp"], "https");
+        assert_eq!(headers["x-seen-host"], name);
+    }
+
+    // ALPN h2 over TLS.
+    let tcp = TcpStream::connect(tls_addr).await.unwrap();
+    let s = connector(&[&a1], &[b"h2"])
+        .connect(ServerName::try_from("a.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("https://a.test/h2")
+        .body(common::full(""))
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-seen-host"], "a.test");
+
+    // An open HTTP/1.1 connection on the old certificate...
+    let tcp = TcpStream::connect(tls_addr).await.unwrap();
+    let s = connector(&[&a1], &[b"http/1.1"])
+        .connect(ServerName::try_from("a.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut old, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    assert_eq!(get_over(&mut old, "a.test").await.1, "tls-backend\n");
+
+    // ...survives a reload that replaces a.test's certificate; new handshakes get the new one.
+    let a2 = write_cert(&dir, "a", "a.test");
+    let r = http
+        .method(
+            "POST",
+            &format!("http://{admin_addr}/api/v1/tls/reload"),
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(get_over(&mut old, "a.test").await.1, "tls-backend\n");
+    let tcp = TcpStream::connect(tls_addr).await.unwrap();
+    assert!(
+        connector(&[&a1], &[b"http/1.1"])
+            .connect(ServerName::try_from("a.test").unwrap(), tcp)
+            .await
+            .is_err(),
+        "still serving the old certificate after reload"
+    );
+    let tcp = TcpStream::connect(tls_addr).await.unwrap();
+    connector(&[&a2], &[b"http/1.1"])
+        .connect(ServerName::try_from("a.test").unwrap(), tcp)
+        .await
+        .unwrap();
+
+    // A broken file: reload refuses, the current certificates stay.
+    std::fs::write(dir.join("b.key"), "not a key").unwrap();
+    let r = http
+        .method(
+            "POST",
+            &format!("http://{admin_addr}/api/v1/tls/reload"),
+            "",
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("b.key"), "{}", r.body);
+    let tcp = TcpStream::connect(tls_addr).await.unwrap();
+    connector(&[&b], &[b"http/1.1"])
+        .connect(ServerName::try_from("b.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
