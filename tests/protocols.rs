@@ -153,3 +153,79 @@ async fn http2_clients_with_prior_knowledge_reach_http1_backends() {
         assert_eq!(&body[..], b"b\n");
     }
 }
+
+/// An h2c-only backend answering like a gRPC server: a body, then `grpc-status` trailers.
+async fn h2c_backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = service_fn(|req: Request<Incoming>| async move {
+                    let te = req
+                        .headers()
+                        .get("te")
+                        .map(|v| v.to_str().unwrap_or("").to_owned())
+                        .unwrap_or_default();
+                    let version = format!("{:?}", req.version());
+                    let mut trailers = http::HeaderMap::new();
+                    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                    let frames: Vec<Result<hyper::body::Frame<bytes::Bytes>, std::io::Error>> = vec![
+                        Ok(hyper::body::Frame::data(bytes::Bytes::from(format!(
+                            "{version} te={te}"
+                        )))),
+                        Ok(hyper::body::Frame::trailers(trailers)),
+                    ];
+                    let body = http_body_util::StreamBody::new(futures_util::stream::iter(frames));
+                    Ok::<_, Infallible>(Response::new(http_body_util::BodyExt::boxed(body)))
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test]
+async fn h2c_backends_get_http2_with_trailers_end_to_end() {
+    let port = h2c_backend().await;
+    let q = Quayside::start().await;
+    let http = Http::new();
+    http.get(&q.admin_url(&format!(
+        "/add?no=grpc&ip=127.0.0.1&port={port}&service=grpc"
+    )))
+    .await;
+    let r = http
+        .method(
+            "PUT",
+            &q.admin_url("/api/v1/services/grpc"),
+            r#"{"path_prefix":"/helloworld.Greeter/","protocol":"h2c"}"#,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<BoxBody>();
+    let req = Request::post(format!("http://{}/helloworld.Greeter/SayHello", q.proxy))
+        .header("te", "trailers")
+        .header("content-type", "application/grpc")
+        .body(full("\0\0\0\0\0"))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    use http_body_util::BodyExt;
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected
+        .trailers()
+        .cloned()
+        .expect("trailers reach the client");
+    assert_eq!(trailers["grpc-status"], "0");
+    let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
+    assert_eq!(body, "HTTP/2.0 te=trailers");
+}

@@ -226,7 +226,8 @@ pub fn evaluate(
     })
 }
 
-const SERVICE_LABELS: [&str; 13] = [
+const SERVICE_LABELS: [&str; 14] = [
+    "protocol",
     "host",
     "path",
     "strip_prefix",
@@ -313,6 +314,19 @@ fn service_labels(c: &ContainerInfo, prefix: &str) -> Result<Option<ServiceConfi
             _ => {
                 validate::cookie_name("sticky", v.trim()).map_err(|e| bad(key("sticky"), v, e))?;
                 Some(v.trim().to_owned())
+            }
+        };
+    }
+    if let Some(v) = label("protocol") {
+        cfg.protocol = match v.trim() {
+            "http1" | "http" => crate::registry::Protocol::Http1,
+            "h2c" => crate::registry::Protocol::H2c,
+            _ => {
+                return Err(bad(
+                    key("protocol"),
+                    v,
+                    FieldError::new("protocol", "must be http1 or h2c"),
+                ));
             }
         };
     }
@@ -437,6 +451,7 @@ mod tests {
                 "needs quayside.health.path",
             ),
             ("quayside.slow_start", "later", "duration"),
+            ("quayside.protocol", "h3", "http1 or h2c"),
             ("quayside.no", "a/b", "may only contain"),
         ] {
             match evaluate(&container(&[(k, v)]), "quayside", &[]) {

@@ -73,6 +73,7 @@ impl Forwarder {
                     .timer(TokioTimer::new())
                     .pool_timer(TokioTimer::new())
                     .pool_idle_timeout(self.pool_idle_timeout)
+                    .http2_only(upstream.h2c)
                     .build(connector)
             })
     }
@@ -156,7 +157,17 @@ impl Forwarder {
             .as_deref()
             .and_then(|c| headers::cookie(&parts.headers, c))
             .map(str::to_owned);
+        // gRPC needs `TE: trailers` end to end; it is the one TE value HTTP/2 allows.
+        let te_trailers = parts
+            .headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
         headers::strip_hop_by_hop(&mut parts.headers);
+        if te_trailers {
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if let Some((proto, _)) = &upgrade {
             parts
                 .headers
@@ -176,7 +187,11 @@ impl Forwarder {
             let mut req = Request::new(body.take().unwrap_or(Either::Right(Empty::new())));
             *req.method_mut() = parts.method.clone();
             *req.uri_mut() = upstream_uri(&pq, &upstream)?;
-            *req.version_mut() = Version::HTTP_11;
+            *req.version_mut() = if upstream.h2c {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            };
             *req.headers_mut() = match &replay {
                 Some(h) if !tried.is_empty() => h.clone(),
                 _ => std::mem::take(&mut parts.headers),

@@ -118,6 +118,23 @@ impl Strategy {
     }
 }
 
+/// How quayside talks to a service's backends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    /// HTTP/1.1 with keepalive.
+    #[default]
+    Http1,
+    /// HTTP/2 without TLS, prior knowledge (gRPC backends).
+    H2c,
+}
+
+impl Protocol {
+    pub fn is_default(&self) -> bool {
+        *self == Protocol::Http1
+    }
+}
+
 /// A duration written as `500ms`, `5s`, `2m` (or a number of seconds) in JSON and labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dur(pub std::time::Duration);
@@ -221,6 +238,9 @@ pub struct ServiceConfig {
     /// A backend that just became available ramps up its share over this time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slow_start: Option<Dur>,
+    /// `http1` (default) or `h2c` to the backends.
+    #[serde(default, skip_serializing_if = "Protocol::is_default")]
+    pub protocol: Protocol,
 }
 
 impl ServiceConfig {

@@ -32,6 +32,8 @@ pub struct Upstream {
     pub stats: Arc<BackendStats>,
     /// Slow-start ramp time of its service (0: off).
     pub slow_start_ms: u64,
+    /// Speak HTTP/2 (h2c) to it.
+    pub h2c: bool,
     /// This backend's keepalive pool, created on first use. It is carried over to the next
     /// table while the backend stays routed; once the backend is drained or removed the last
     /// reference goes with its last in-flight request, and its idle connections are closed.
@@ -160,7 +162,7 @@ pub struct RoutingTable {
     /// Runtime records of every registered backend, routed or not (draining ones too).
     stats: HashMap<String, (SocketAddr, Arc<BackendStats>)>,
     /// Connection pools of the routed backends.
-    pools: HashMap<String, (SocketAddr, Arc<PoolSlot>)>,
+    pools: HashMap<String, (SocketAddr, bool, Arc<PoolSlot>)>,
     /// The routed backends by `no`, reused by the next build when unchanged.
     upstreams: HashMap<String, Arc<Upstream>>,
 }
@@ -199,12 +201,14 @@ impl RoutingTable {
             let Some(&i) = index.get(e.spec.service.as_str()) else {
                 continue;
             };
+            let h2c = configs[i].0.protocol == crate::registry::Protocol::H2c;
+            // Same address and protocol: keep the open connections.
             let pool = prev
                 .and_then(|p| p.pools.get(&e.spec.no))
-                .filter(|(a, _)| *a == addr)
-                .map(|(_, p)| p.clone())
+                .filter(|(a, h, _)| *a == addr && *h == h2c)
+                .map(|(_, _, p)| p.clone())
                 .unwrap_or_default();
-            pools.insert(e.spec.no.clone(), (addr, pool.clone()));
+            pools.insert(e.spec.no.clone(), (addr, h2c, pool.clone()));
             let slow_start_ms = configs[i]
                 .0
                 .slow_start
@@ -217,6 +221,7 @@ impl RoutingTable {
                     u.addr == addr
                         && u.weight == e.spec.weight
                         && u.slow_start_ms == slow_start_ms
+                        && u.h2c == h2c
                         && Arc::ptr_eq(&u.pool, &pool)
                         && Arc::ptr_eq(&u.stats, &st)
                 })
@@ -232,6 +237,7 @@ impl RoutingTable {
                     weight: e.spec.weight,
                     stats: st,
                     slow_start_ms,
+                    h2c,
                     pool,
                 })
             });
