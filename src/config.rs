@@ -101,6 +101,14 @@ pub struct Cli {
     #[arg(long, env = "QUAYSIDE_TLS_LISTEN", value_name = "ADDR")]
     pub tls_listen: Option<SocketAddr>,
 
+    /// Request bodies larger than this many bytes get 413 [default: no limit]
+    #[arg(long, env = "QUAYSIDE_MAX_BODY_SIZE", value_name = "BYTES")]
+    pub max_body_size: Option<u64>,
+
+    /// Client connections open at once; more wait to be accepted [default: 50000]
+    #[arg(long, env = "QUAYSIDE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+
     /// Proxy worker threads [default: the number of CPUs]
     #[arg(long, env = "QUAYSIDE_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
@@ -126,6 +134,8 @@ pub struct FileConfig {
     pub pool_idle_timeout: Option<FileDuration>,
     pub shutdown_timeout: Option<FileDuration>,
     pub workers: Option<u16>,
+    pub max_body_size: Option<u64>,
+    pub max_connections: Option<usize>,
     #[serde(default)]
     pub tls_cert: Vec<PathBuf>,
     #[serde(default)]
@@ -313,6 +323,17 @@ impl Config {
                     }
                     Some(n) => n as usize,
                     None => d.workers,
+                },
+                max_body_size: cli.max_body_size.or(file.max_body_size),
+                max_connections: match cli.max_connections.or(file.max_connections) {
+                    Some(0) => {
+                        return Err(ConfigError::Value {
+                            key: "max_connections".into(),
+                            reason: "must be at least 1".into(),
+                        });
+                    }
+                    Some(n) => n,
+                    None => d.max_connections,
                 },
             },
         })

@@ -57,3 +57,60 @@ impl Body for Tracked {
         self.inner.size_hint()
     }
 }
+
+/// The client's request body on its way upstream, cut off (with an error, so the backend sees an
+/// incomplete request) once it exceeds the configured limit; `tripped` tells the proxy to answer
+/// 413 rather than 502.
+pub struct Capped {
+    inner: Incoming,
+    left: u64,
+    pub tripped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than the configured limit")]
+pub struct TooLarge;
+
+impl Capped {
+    pub fn new(inner: Incoming, limit: u64) -> Self {
+        Capped {
+            inner,
+            left: limit,
+            tripped: Arc::default(),
+        }
+    }
+}
+
+impl Body for Capped {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    let n = d.len() as u64;
+                    if n > self.left {
+                        self.tripped.store(true, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err(Box::new(TooLarge))));
+                    }
+                    self.left -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            other => other.map(|o| o.map(|r| r.map_err(|e| Box::new(e) as Self::Error))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -26,6 +26,9 @@ pub enum ProxyError {
     /// The connection failed after the request was (maybe partly) sent.
     #[error("backend {no} closed the connection or sent an invalid response")]
     Upstream { no: String },
+    /// The request body is over `--max-body-size`.
+    #[error("request body over the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
     /// The request could not be turned into an upstream request.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
@@ -42,6 +45,7 @@ impl ProxyError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
         }
     }
 

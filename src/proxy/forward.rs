@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::body::{InFlight, Tracked};
+use super::body::{Capped, InFlight, Tracked};
 use super::retry::RetryBudget;
 use super::{ProxyConfig, ProxyError, headers};
 use crate::balance::hash::hash_bytes;
@@ -36,7 +36,7 @@ pub struct Client {
     pub proto: HeaderValue,
 }
 /// The client's body, or an empty one for a retried bodiless request.
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+pub type UpstreamBody = Either<Capped, Empty<Bytes>>;
 
 /// One backend's keepalive pool.
 pub type UpstreamClient = HttpClient<HttpConnector, UpstreamBody>;
@@ -47,6 +47,7 @@ pub struct Forwarder {
     pool_idle_timeout: Duration,
     budget: RetryBudget,
     response_header_timeout: Duration,
+    max_body: u64,
 }
 
 impl Forwarder {
@@ -57,6 +58,7 @@ impl Forwarder {
             pool_idle_timeout: config.pool_idle_timeout,
             response_header_timeout: config.response_header_timeout,
             budget: RetryBudget::default(),
+            max_body: config.max_body_size.unwrap_or(u64::MAX),
         }
     }
 
@@ -179,7 +181,17 @@ impl Forwarder {
         // it (or, for idempotent methods, dropped the connection before answering).
         let replay =
             (body.is_end_stream() && service.backends.len() > 1).then(|| parts.headers.clone());
-        let mut body = Some(Either::Left(body));
+        // Too large by its declared length: refuse before any backend sees it.
+        if let Some(len) = body.size_hint().exact()
+            && len > self.max_body
+        {
+            return Err(ProxyError::TooLarge {
+                limit: self.max_body,
+            });
+        }
+        let capped = Capped::new(body, self.max_body);
+        let tripped = capped.tripped.clone();
+        let mut body = Some(Either::Left(capped));
         let mut tried: Vec<Arc<Upstream>> = Vec::new();
         let mut upstream = first;
         self.budget.deposit();
@@ -224,6 +236,11 @@ impl Forwarder {
                 Err(e) => e,
             };
             drop(slot);
+            if tripped.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(ProxyError::TooLarge {
+                    limit: self.max_body,
+                });
+            }
             if err.is_backend_failure() && upstream.stats.on_failure(now_ms()) {
                 let p = upstream.stats.passive();
                 tracing::warn!(

@@ -41,6 +41,10 @@ pub struct ProxyConfig {
     /// Proxy worker threads, each with its own single-threaded runtime, accept loop and
     /// backend pools (like nginx's worker processes).
     pub workers: usize,
+    /// Request bodies over this many bytes get 413 (none: no limit).
+    pub max_body_size: Option<u64>,
+    /// Client connections open at once, over all workers; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for ProxyConfig {
@@ -52,6 +56,8 @@ impl Default for ProxyConfig {
             pool_idle_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_body_size: None,
+            max_connections: 50_000,
         }
     }
 }
@@ -83,6 +89,7 @@ pub async fn serve_workers(
         }
     };
     let mut threads = Vec::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
     for i in 0..config.workers.max(1) {
         let listener = match std_listener.try_clone() {
             Ok(l) => l,
@@ -91,8 +98,13 @@ pub async fn serve_workers(
                 break;
             }
         };
-        let (shared, config, stop, tls) =
-            (shared.clone(), config.clone(), stop.clone(), tls.clone());
+        let (shared, config, stop, tls, slots) = (
+            shared.clone(),
+            config.clone(),
+            stop.clone(),
+            tls.clone(),
+            slots.clone(),
+        );
         let spawned = std::thread::Builder::new()
             .name(format!("quayside-proxy-{i}"))
             .spawn(move || {
@@ -103,7 +115,7 @@ pub async fn serve_workers(
                     .expect("a proxy worker runtime");
                 rt.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(l) => serve(l, shared, config, stop, tls).await,
+                        Ok(l) => serve(l, shared, config, stop, tls, slots).await,
                         Err(e) => tracing::error!(error = %e, "proxy worker cannot use the socket"),
                     }
                 });
@@ -130,6 +142,7 @@ pub async fn serve(
     config: ProxyConfig,
     mut stop: watch::Receiver<bool>,
     tls: Option<Arc<tls::Tls>>,
+    slots: Arc<tokio::sync::Semaphore>,
 ) {
     let forwarder = Arc::new(forward::Forwarder::new(shared, &config));
     // Open connections; each holds a sender clone, so `closed()` fires when the last ends.
@@ -145,6 +158,15 @@ pub async fn serve(
     let http = Arc::new(http);
     let proto = HeaderValue::from_static(if tls.is_some() { "https" } else { "http" });
     loop {
+        // At the connection limit, stop accepting until one closes (the kernel's backlog
+        // holds the rest), as nginx does at worker_connections.
+        let permit = tokio::select! {
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            p = slots.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
             accepted = listener.accept() => match accepted {
@@ -173,6 +195,7 @@ pub async fn serve(
         let handshake_timeout = config.client_header_timeout;
         tokio::spawn(async move {
             let _open = open;
+            let _permit = permit;
             match tls {
                 None => drive(&http, TokioIo::new(stream), service, stop, peer).await,
                 Some(tls) => {

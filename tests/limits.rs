@@ -1,0 +1,132 @@
+//! Limits with clear status codes: body size (413), header size (431), connection count;
+//! pipelined requests on one connection.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, Http, Quayside, streaming_body, test_config};
+use http::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn add(http: &Http, q: &Quayside, b: &Backend) {
+    http.get(&q.admin_url(&format!(
+        "/add?no={}&ip=127.0.0.1&port={}",
+        b.name,
+        b.port()
+    )))
+    .await;
+}
+
+/// Read from `s` until `n` HTTP responses' heads have been seen (bodies are short).
+async fn read_responses(s: &mut TcpStream, n: usize) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while String::from_utf8_lossy(&buf).matches("HTTP/1.1 ").count() < n
+        || !String::from_utf8_lossy(&buf).ends_with('\n')
+    {
+        let k = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("response timed out")
+            .unwrap();
+        if k == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..k]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_get_413() {
+    let b = Backend::start("b").await;
+    let mut c = test_config();
+    c.proxy.max_body_size = Some(1000);
+    let q = Quayside::start_with(c).await;
+    let http = Http::new();
+    add(&http, &q, &b).await;
+    // Declared length over the limit: refused before any backend sees it.
+    let r = http
+        .method("POST", &q.proxy_url("/upload"), &"x".repeat(2000))
+        .await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    assert!(r.body.contains("limit of 1000 bytes"), "{}", r.body);
+    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Chunked, no length: cut off when it passes the limit.
+    let req = http::Request::post(q.proxy_url("/upload"))
+        .body(streaming_body(5000))
+        .unwrap();
+    let r = http.send(req).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", r.body);
+    // Under the limit: fine.
+    let r = http
+        .method("POST", &q.proxy_url("/upload"), &"x".repeat(900))
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "900\n"));
+}
+
+#[tokio::test]
+async fn huge_headers_get_431() {
+    let b = Backend::start("b").await;
+    let q = Quayside::start().await;
+    add(&Http::new(), &q, &b).await;
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    let big = "y".repeat(600 * 1024);
+    let req = format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n");
+    let _ = s.write_all(req.as_bytes()).await;
+    let text = read_responses(&mut s, 1).await;
+    assert!(
+        text.starts_with("HTTP/1.1 431"),
+        "{}",
+        &text[..text.len().min(200)]
+    );
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let b = Backend::start("b").await;
+    let q = Quayside::start().await;
+    add(&Http::new(), &q, &b).await;
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(
+        b"GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\nGET /third HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let text = read_responses(&mut s, 3).await;
+    let order: Vec<usize> = ["/first", "/second", "/third"]
+        .iter()
+        .map(|p| {
+            text.find(&format!("x-seen-path: {p}"))
+                .unwrap_or(usize::MAX)
+        })
+        .collect();
+    assert!(order[0] < order[1] && order[1] < order[2], "{text}");
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_to_be_accepted() {
+    let b = Backend::start("b").await;
+    let mut c = test_config();
+    c.proxy.max_connections = 2;
+    c.proxy.workers = 1;
+    let q = Quayside::start_with(c).await;
+    add(&Http::new(), &q, &b).await;
+    let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut first = TcpStream::connect(q.proxy).await.unwrap();
+    first.write_all(req).await.unwrap();
+    read_responses(&mut first, 1).await;
+    let mut second = TcpStream::connect(q.proxy).await.unwrap();
+    second.write_all(req).await.unwrap();
+    read_responses(&mut second, 1).await;
+    // The third is in the backlog: not served while two are open.
+    let mut third = TcpStream::connect(q.proxy).await.unwrap();
+    third.write_all(req).await.unwrap();
+    let mut buf = [0u8; 64];
+    let early = tokio::time::timeout(Duration::from_millis(400), third.read(&mut buf)).await;
+    assert!(early.is_err(), "served beyond the connection limit");
+    drop(first);
+    let text = read_responses(&mut third, 1).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+}
