@@ -16,9 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::HeaderValue;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -149,13 +149,13 @@ pub async fn serve(
     let (open_tx, open_rx) = watch::channel(());
     // HTTP/1.1, and HTTP/2 (h2c with prior knowledge, or ALPN h2 over TLS), told apart by the
     // connection preface.
-    let mut http = auto::Builder::new(TokioExecutor::new());
-    http.http1()
-        .timer(TokioTimer::new())
+    let mut h1 = http1::Builder::new();
+    h1.timer(TokioTimer::new())
         .header_read_timeout(config.client_header_timeout)
         .keep_alive(true);
-    http.http2().timer(TokioTimer::new());
-    let http = Arc::new(http);
+    let mut h2 = http2::Builder::new(TokioExecutor::new());
+    h2.timer(TokioTimer::new());
+    let http = Arc::new(Builders { h1, h2 });
     let proto = HeaderValue::from_static(if tls.is_some() { "https" } else { "http" });
     loop {
         // At the connection limit, stop accepting until one closes (the kernel's backlog
@@ -193,22 +193,59 @@ pub async fn serve(
         });
         let (stop, open, http, tls) = (stop.clone(), open_rx.clone(), http.clone(), tls.clone());
         let handshake_timeout = config.client_header_timeout;
-        tokio::spawn(async move {
-            let _open = open;
-            let _permit = permit;
-            match tls {
-                None => drive(&http, TokioIo::new(stream), service, stop, peer).await,
-                Some(tls) => {
+        // Two separate tasks: a plain connection's task must not be as large as a TLS one
+        // (rustls state), which would cost every idle connection the difference.
+        match tls {
+            None => {
+                // Sniff in a short task, then run the connection in a task of its own type,
+                // so an idle HTTP/1.1 connection holds no HTTP/2 state.
+                tokio::spawn(async move {
+                    match sniff_h2(&stream, handshake_timeout).await {
+                        Some(true) => {
+                            let conn = http.h2.serve_connection(TokioIo::new(stream), service);
+                            tokio::spawn(async move {
+                                let (_open, _permit) = (open, permit);
+                                drive(conn, stop, peer).await
+                            });
+                        }
+                        Some(false) => {
+                            let conn = http
+                                .h1
+                                .serve_connection(TokioIo::new(stream), service)
+                                .with_upgrades();
+                            tokio::spawn(async move {
+                                let (_open, _permit) = (open, permit);
+                                drive(conn, stop, peer).await
+                            });
+                        }
+                        None => drop((open, permit)),
+                    }
+                });
+            }
+            Some(tls) => {
+                tokio::spawn(async move {
+                    let (_open, _permit) = (open, permit);
                     let accepted =
                         tokio::time::timeout(handshake_timeout, tls.acceptor.accept(stream)).await;
                     match accepted {
-                        Ok(Ok(s)) => drive(&http, TokioIo::new(s), service, stop, peer).await,
+                        Ok(Ok(s)) => {
+                            if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                let conn = http.h2.serve_connection(TokioIo::new(s), service);
+                                drive(conn, stop, peer).await
+                            } else {
+                                let conn = http
+                                    .h1
+                                    .serve_connection(TokioIo::new(s), service)
+                                    .with_upgrades();
+                                drive(conn, stop, peer).await
+                            }
+                        }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
-                }
+                });
             }
-        });
+        }
     }
     drop(listener);
     drop(open_rx);
@@ -224,30 +261,72 @@ pub async fn serve(
     }
 }
 
+/// The two server builders; a connection gets one or the other, so an HTTP/1.1 connection's
+/// task carries no HTTP/2 state (and vice versa).
+struct Builders {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+/// Whether a plain connection starts with the HTTP/2 preface (`PRI * HTTP/2.0`, h2c with prior
+/// knowledge). `None` if the client sends nothing in time or goes away.
+async fn sniff_h2(stream: &tokio::net::TcpStream, wait: Duration) -> Option<bool> {
+    let mut buf = [0u8; 3];
+    let peek = async {
+        loop {
+            let n = stream.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            // Decide as soon as the bytes so far rule the preface in or out.
+            if !b"PRI".starts_with(&buf[..n]) {
+                return Some(false);
+            }
+            if n == 3 {
+                return Some(true);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(wait, peek).await.ok().flatten()
+}
+
+/// A connection that can be asked to finish what it is doing and close.
+trait Graceful: std::future::Future<Output = Result<(), hyper::Error>> {
+    fn shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for http1::UpgradeableConnection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = forward::Body>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown()
+    }
+}
+
+impl<I, S> Graceful for http2::Connection<I, S, TokioExecutor>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = forward::Body>,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn shutdown(self: std::pin::Pin<&mut Self>) {
+        self.graceful_shutdown()
+    }
+}
+
 /// Serve one client connection until it ends; on shutdown, finish the request in flight (if
 /// any) and close.
-async fn drive<I, S>(
-    http: &auto::Builder<TokioExecutor>,
-    io: I,
-    service: S,
-    mut stop: watch::Receiver<bool>,
-    peer: SocketAddr,
-) where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    S: hyper::service::Service<
-            http::Request<hyper::body::Incoming>,
-            Response = http::Response<forward::Body>,
-            Error = std::convert::Infallible,
-        > + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
-    let conn = http.serve_connection_with_upgrades(io, service);
+async fn drive(conn: impl Graceful, mut stop: watch::Receiver<bool>, peer: SocketAddr) {
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         r = conn.as_mut() => r,
         _ = async { let _ = stop.wait_for(|s| *s).await; } => {
-            conn.as_mut().graceful_shutdown();
+            conn.as_mut().shutdown();
             conn.await
         }
     };
