@@ -64,7 +64,8 @@ impl Body for Tracked {
 pub struct Capped {
     inner: Incoming,
     left: u64,
-    pub tripped: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when the limit was hit; `None` (no allocation) when there is no limit.
+    pub tripped: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +77,7 @@ impl Capped {
         Capped {
             inner,
             left: limit,
-            tripped: Arc::default(),
+            tripped: (limit != u64::MAX).then(Arc::default),
         }
     }
 }
@@ -94,7 +95,9 @@ impl Body for Capped {
                 if let Some(d) = frame.data_ref() {
                     let n = d.len() as u64;
                     if n > self.left {
-                        self.tripped.store(true, Ordering::Relaxed);
+                        if let Some(t) = &self.tripped {
+                            t.store(true, Ordering::Relaxed);
+                        }
                         return Poll::Ready(Some(Err(Box::new(TooLarge))));
                     }
                     self.left -= n;

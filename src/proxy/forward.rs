@@ -236,7 +236,10 @@ impl Forwarder {
                 Err(e) => e,
             };
             drop(slot);
-            if tripped.load(std::sync::atomic::Ordering::Relaxed) {
+            if tripped
+                .as_ref()
+                .is_some_and(|t| t.load(std::sync::atomic::Ordering::Relaxed))
+            {
                 return Err(ProxyError::TooLarge {
                     limit: self.max_body,
                 });
