@@ -16,8 +16,11 @@ over the run) / requests) and peak RSS. Then quayside alone: with 10,000 backend
 services with host rules; under 1,000 admin changes per second; idle RSS and the RSS added
 by 10,000 idle keepalive client connections; 10,000 /add calls with persistence on.
 
+Latency at 5,000 and 10,000 req/s (p50/p99/p99.9 from each request's scheduled send time)
+comes from bench/latency, a small open-loop client in this workspace.
+
 Needs: wrk, nginx-extras, haproxy, lua-resty-core (apt-get install -y wrk nginx-extras
-haproxy lua-resty-core) and `cargo build --release`. Run: python3 bench/perf.py
+haproxy lua-resty-core) and `cargo build --release --workspace`. Run: python3 bench/perf.py
 """
 import http.client
 import json
@@ -171,6 +174,22 @@ def main():
         rss = f"{rss_kb(p.pid) / 1024:.1f} MB" if p else "-"
         cpu_s = f"{cpu:.1f} µs" if p else "-"
         print(f"| {name} | {rps:,.0f} | {rps / d:.2f} | {rps / s:.2f} | {cpu_s} | {rss} | {errs} |")
+
+    # Latency at fixed rates (open loop, from scheduled send times: coordinated omission
+    # accounted for), interleaved.
+    lat_bin = os.path.join(ROOT, "target/release/latency")
+    if os.path.exists(lat_bin):
+        print("\n| target | rate | p50 | p99 | p99.9 | max | errors |")
+        print("|---|---|---|---|---|---|---|")
+        for rate in (5000, 10000):
+            for name in [n for n in ("quayside", "nginx-static", "haproxy") if n in targets]:
+                out = subprocess.run([lat_bin, f"127.0.0.1:{targets[name][1]}", str(rate), "5", "64"],
+                                     capture_output=True, text=True).stdout
+                m = re.search(r"rate (\d+)/s p50 ([\d.]+) ms p99 ([\d.]+) ms p99.9 ([\d.]+) ms max ([\d.]+) ms errors (\d+)", out)
+                if m:
+                    print(f"| {name} | {rate:,}/s | {m.group(2)} ms | {m.group(3)} ms | {m.group(4)} ms | {m.group(5)} ms | {m.group(6)} |")
+    else:
+        print("\n(no latency figures: build bench/latency with cargo build --release -p latency)")
 
     # quayside alone from here.
     for name, (p, _) in targets.items():
