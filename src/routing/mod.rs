@@ -159,6 +159,8 @@ pub struct RoutingTable {
     services: Vec<Arc<ServiceRoute>>,
     matcher: Matcher,
     default: usize,
+    /// Service index by name (the next build looks up each service's previous balancer).
+    by_name: HashMap<String, usize>,
     /// Runtime records of every registered backend, routed or not (draining ones too).
     stats: HashMap<String, (SocketAddr, Arc<BackendStats>)>,
     /// Connection pools of the routed backends.
@@ -279,10 +281,12 @@ impl RoutingTable {
         rules.sort_by_key(|(from_labels, _)| *from_labels);
         let rules = rules.into_iter().map(|(_, r)| r).collect();
         let default = index[DEFAULT_SERVICE];
+        let by_name = index.iter().map(|(n, i)| (n.to_string(), *i)).collect();
         RoutingTable {
             services,
             matcher: Matcher::new(rules),
             default,
+            by_name,
             stats,
             pools,
             upstreams,
@@ -297,7 +301,7 @@ impl RoutingTable {
     }
 
     pub fn service(&self, name: &str) -> Option<&Arc<ServiceRoute>> {
-        self.services.iter().find(|s| s.name == name)
+        self.by_name.get(name).map(|&i| &self.services[i])
     }
 
     pub fn services(&self) -> &[Arc<ServiceRoute>] {
