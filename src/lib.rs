@@ -124,7 +124,20 @@ pub async fn run(
     ));
     let tls_proxy = match (listeners.tls, &tls) {
         (Some(l), Some(t)) => {
-            tokio::spawn(reload_on_sighup(t.clone(), stop_rx.clone()));
+            // Installed before anything is served, so a SIGHUP never kills the process.
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::hangup()) {
+                Ok(hup) => {
+                    tokio::spawn(reload_on_sighup(t.clone(), hup, stop_rx.clone()));
+                    tracing::info!(
+                        pairs = config.tls.certs.len(),
+                        "TLS certificates loaded; SIGHUP reloads them"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGHUP; reload certificates with POST /api/v1/tls/reload")
+                }
+            }
             Some(tokio::spawn(proxy::serve_workers(
                 l,
                 registry.shared().clone(),
@@ -161,14 +174,11 @@ pub async fn run(
 }
 
 /// Re-read the TLS certificates on every SIGHUP until `stop`.
-async fn reload_on_sighup(tls: Arc<proxy::tls::Tls>, mut stop: watch::Receiver<bool>) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut hup) = signal(SignalKind::hangup()) else {
-        tracing::warn!(
-            "cannot listen for SIGHUP; reload certificates with POST /api/v1/tls/reload"
-        );
-        return;
-    };
+async fn reload_on_sighup(
+    tls: Arc<proxy::tls::Tls>,
+    mut hup: tokio::signal::unix::Signal,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
             _ = hup.recv() => match tls.reload() {
