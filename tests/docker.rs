@@ -266,13 +266,17 @@ async fn healthcheck_gates_routing() {
         seen(&http, &q, &name).await
     })
     .await;
-    if v["routed"] == false {
-        assert_eq!(v["detail"]["status"], "starting", "{v}");
-        assert_eq!(
-            http.get(&q.proxy_url("/")).await.status,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-    }
+    // The first probe runs a second after start, so the start event (handled in
+    // milliseconds) must show it unrouted first.
+    assert_eq!(
+        v["routed"], false,
+        "routed before its first health check: {v}"
+    );
+    assert_eq!(v["detail"]["status"], "starting", "{v}");
+    assert_eq!(
+        http.get(&q.proxy_url("/")).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
     wait_routed(&http, &q, "x", &id).await;
     // Make it unhealthy: it is removed from routing.
     let ip = docker(&[

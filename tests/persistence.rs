@@ -2,8 +2,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::{Backend, Http, Quayside};
@@ -92,80 +91,20 @@ async fn a_corrupt_state_file_is_refused_and_left_alone() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// The real binary, on port 0; reads the bound addresses from its log.
+/// The binary, with its proxy and admin addresses.
 struct Proc {
-    child: Child,
+    p: common::binary::Proc,
     proxy: String,
     admin: String,
 }
 
 impl Proc {
     fn spawn(args: &[&str]) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quayside"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--no-docker",
-            ])
-            .args(args)
-            .env("QUAYSIDE_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let (mut proxy, mut admin) = (None, None);
-        while proxy.is_none() || admin.is_none() {
-            let line = lines
-                .next()
-                .expect("quayside exited before listening")
-                .unwrap();
-            let line = strip_ansi(&line);
-            let addr = line
-                .split("addr=")
-                .nth(1)
-                .map(|s| s.split_whitespace().next().unwrap().to_owned());
-            if line.contains("proxy listening") {
-                proxy = addr;
-            } else if line.contains("admin API listening") {
-                admin = addr;
-            }
-        }
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Proc {
-            child,
-            proxy: proxy.unwrap(),
-            admin: admin.unwrap(),
-        }
+        let p = common::binary::Proc::spawn(args);
+        let proxy = p.addr(": proxy listening");
+        let admin = p.addr("admin API listening");
+        Proc { p, proxy, admin }
     }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 #[tokio::test]
@@ -187,8 +126,8 @@ async fn ok_means_durable_even_after_kill_9() {
     }
     // SIGKILL right after the last OK.
     let mut p = p;
-    p.child.kill().unwrap();
-    p.child.wait().unwrap();
+    p.p.child.kill().unwrap();
+    p.p.child.wait().unwrap();
     drop(p);
 
     let p = Proc::spawn(&["--state", state_arg]);
@@ -220,10 +159,10 @@ async fn binary_exits_0_on_sigterm_and_refuses_corrupt_state() {
     unsafe extern "C" {
         fn kill(pid: i32, sig: i32) -> i32;
     }
-    unsafe { kill(p.child.id() as i32, 15) };
+    unsafe { kill(p.p.child.id() as i32, 15) };
     let mut status = None;
     for _ in 0..100 {
-        if let Some(s) = p.child.try_wait().unwrap() {
+        if let Some(s) = p.p.child.try_wait().unwrap() {
             status = Some(s);
             break;
         }

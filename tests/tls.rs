@@ -185,53 +185,23 @@ async fn tls_by_sni_with_h2_and_reload_without_dropping_connections() {
 
 #[tokio::test]
 async fn the_binary_reloads_certificates_on_sighup() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
     let dir = std::env::temp_dir().join(format!("quayside-tls-hup-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let old = write_cert(&dir, "a", "a.test");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_quayside"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--no-docker",
-        ])
-        .args(["--tls-listen", "127.0.0.1:0"])
-        .arg("--tls-cert")
-        .arg(dir.join("a.crt"))
-        .arg("--tls-key")
-        .arg(dir.join("a.key"))
-        .arg("--state")
-        .arg(dir.join("state.json"))
-        .env("QUAYSIDE_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let tls_addr = loop {
-        let line = lines.next().expect("quayside exited").unwrap();
-        if line.contains("HTTPS proxy listening") {
-            let addr = line
-                .split("addr=")
-                .nth(1)
-                .unwrap()
-                .split_whitespace()
-                .next()
-                .unwrap();
-            break addr
-                .trim_matches(|c: char| !c.is_ascii_graphic())
-                .to_owned();
-        }
-    };
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    std::thread::spawn(move || {
-        for l in lines.map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
+    let (cert, key, state) = (dir.join("a.crt"), dir.join("a.key"), dir.join("state.json"));
+    let p = common::binary::Proc::spawn(&[
+        "--tls-listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+        "--tls-cert".as_ref(),
+        cert.as_os_str(),
+        "--tls-key".as_ref(),
+        key.as_os_str(),
+        "--state".as_ref(),
+        state.as_os_str(),
+    ] as &[&std::ffi::OsStr]);
+    let tls_addr = p.addr("HTTPS proxy listening");
+    // Only signal once the SIGHUP handler is in place.
+    p.wait_for("SIGHUP reloads them", std::time::Duration::from_secs(10));
     let handshake = |root: CertificateDer<'static>| {
         let addr = tls_addr.clone();
         async move {
@@ -247,21 +217,14 @@ async fn the_binary_reloads_certificates_on_sighup() {
     unsafe extern "C" {
         fn kill(pid: i32, sig: i32) -> i32;
     }
-    unsafe { kill(child.id() as i32, 1) };
-    // Wait for the reload to be logged, then new handshakes get the new certificate.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let line = tokio::time::timeout_at(deadline, rx.recv())
-            .await
-            .expect("no reload logged within 5 s")
-            .expect("quayside exited");
-        if line.contains("TLS certificates reloaded") {
-            break;
-        }
-    }
+    unsafe { kill(p.child.id() as i32, 1) };
+    // Once the reload is logged, new handshakes get the new certificate.
+    p.wait_for(
+        "TLS certificates reloaded",
+        std::time::Duration::from_secs(5),
+    );
     assert!(handshake(new).await);
     assert!(!handshake(old).await);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(p);
     let _ = std::fs::remove_dir_all(dir);
 }

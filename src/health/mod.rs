@@ -100,10 +100,13 @@ impl BackendStats {
     /// A request got a response (any status) after `latency_ms`.
     pub fn on_success(&self, latency_ms: f64, now: u64) {
         let before = self.passive();
-        let after = self.update_passive(passive::on_success);
-        if before.ejections > 0 && after.ejections == 0 {
-            // Back from an ejection: ramp up again under slow start.
-            self.since_ms.store(now, Ordering::Relaxed);
+        // The common case, a healthy backend: nothing to reset, so no read-modify-write.
+        if before != passive::State::default() {
+            let after = self.update_passive(passive::on_success);
+            if before.ejections > 0 && after.ejections == 0 {
+                // Back from an ejection: ramp up again under slow start.
+                self.since_ms.store(now, Ordering::Relaxed);
+            }
         }
         let prev = f64::from_bits(self.ewma_bits.load(Ordering::Relaxed));
         let at = self.ewma_at_ms.swap(now, Ordering::Relaxed);

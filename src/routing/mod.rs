@@ -163,9 +163,8 @@ pub struct RoutingTable {
     by_name: HashMap<String, usize>,
     /// Runtime records of every registered backend, routed or not (draining ones too).
     stats: HashMap<String, (SocketAddr, Arc<BackendStats>)>,
-    /// Connection pools of the routed backends.
-    pools: HashMap<String, (SocketAddr, bool, Arc<PoolSlot>)>,
-    /// The routed backends by `no`, reused by the next build when unchanged.
+    /// The routed backends by `no`: the next build reuses them (or just their pools) when
+    /// unchanged.
     upstreams: HashMap<String, Arc<Upstream>>,
 }
 
@@ -186,7 +185,6 @@ impl RoutingTable {
         let configs: Vec<_> = names.iter().map(|n| reg.service_config(n)).collect();
         let mut members: Vec<Vec<Arc<Upstream>>> = vec![Vec::new(); names.len()];
         let mut stats = HashMap::new();
-        let mut pools = HashMap::new();
         let mut upstreams = HashMap::new();
         for e in reg.entries() {
             let addr = e.spec.socket_addr();
@@ -204,21 +202,19 @@ impl RoutingTable {
                 continue;
             };
             let h2c = configs[i].0.protocol == crate::registry::Protocol::H2c;
-            // Same address and protocol: keep the open connections.
-            let pool = prev
-                .and_then(|p| p.pools.get(&e.spec.no))
-                .filter(|(a, h, _)| *a == addr && *h == h2c)
-                .map(|(_, _, p)| p.clone())
+            let before = prev.and_then(|p| p.upstreams.get(&e.spec.no));
+            // Same address and protocol as when it was last routed: keep its open connections.
+            let pool = before
+                .filter(|u| u.addr == addr && u.h2c == h2c)
+                .map(|u| u.pool.clone())
                 .unwrap_or_default();
-            pools.insert(e.spec.no.clone(), (addr, h2c, pool.clone()));
             let slow_start_ms = configs[i]
                 .0
                 .slow_start
                 .map(|d| d.0.as_millis() as u64)
                 .unwrap_or(0);
             // Unchanged since the last table: share the same record (no allocation).
-            let same = prev
-                .and_then(|p| p.upstreams.get(&e.spec.no))
+            let same = before
                 .filter(|u| {
                     u.addr == addr
                         && u.weight == e.spec.weight
@@ -288,7 +284,6 @@ impl RoutingTable {
             default,
             by_name,
             stats,
-            pools,
             upstreams,
         }
     }

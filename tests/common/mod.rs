@@ -1,6 +1,7 @@
 //! Test harness: real backend HTTP servers and a real quayside, all on loopback port 0.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod docker;
 
 use std::convert::Infallible;

@@ -1,0 +1,76 @@
+//! The real `quayside` binary as a child process, for what only a process can show (SIGKILL,
+//! SIGTERM, SIGHUP, exit codes). Its log is read line by line to learn the bound addresses.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub struct Proc {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Start it on port 0 without Docker, plus `args`.
+    pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_quayside"))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--no-docker",
+            ])
+            .args(args)
+            .env("QUAYSIDE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        // Also keeps the pipe drained so the child never blocks on it.
+        std::thread::spawn(move || {
+            for l in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Proc { child, lines }
+    }
+
+    /// The next log line containing `needle` (earlier lines are skipped).
+    pub fn wait_for(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.contains(needle) => return l,
+                Ok(_) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("no log line with {needle:?} within {within:?}")
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("quayside exited before logging {needle:?}")
+                }
+            }
+        }
+    }
+
+    /// The `addr=` field of the next line containing `needle`.
+    pub fn addr(&self, needle: &str) -> String {
+        let line = self.wait_for(needle, Duration::from_secs(10));
+        line.split("addr=")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no addr= in {line:?}"))
+            .to_owned()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
