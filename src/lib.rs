@@ -70,18 +70,18 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let initial = match &config.state {
-        Some(path) => match persist::load(path)? {
-            Some(r) => {
+    let (initial, store) = match &config.state {
+        Some(path) => match persist::Store::open(path)? {
+            (Some(r), store) => {
                 tracing::info!(path = %path.display(), backends = r.entries().count(), "loaded state file");
-                r
+                (r, Some(store))
             }
-            None => {
+            (None, store) => {
                 tracing::info!(path = %path.display(), "no state file yet; it will be created on the first change");
-                registry::Registry::new()
+                (registry::Registry::new(), Some(store))
             }
         },
-        None => registry::Registry::new(),
+        None => (registry::Registry::new(), None),
     };
     let tls = if config.tls.certs.is_empty() {
         None
@@ -92,7 +92,8 @@ pub async fn run(
         }
         Some(tls)
     };
-    let registry = registry::Handle::spawn(initial, config.state.clone());
+    let registry = registry::Handle::spawn(initial, store);
+    let saver = registry.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let discovery_status = discovery::docker::disabled_status();
@@ -170,6 +171,7 @@ pub async fn run(
         let _ = t.await;
     }
     let _ = tokio::time::timeout(config.proxy.shutdown_timeout, admin).await;
+    saver.compact().await;
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! The registry task: the single writer. Sources send [`Command`]s through a [`Handle`]; the task
-//! applies them in batches (whatever has queued up), saves the state file once per batch, and only
-//! then publishes the new registry and routing table and answers the senders. So an OK is never
-//! sent before the change is durable, and a burst of changes costs one fsync, not one each.
+//! applies them in batches (whatever has queued up), appends what they changed to the state
+//! journal once per batch, and only then publishes the new registry and routing table (updated
+//! for the touched entries and services only) and answers the senders. So an OK is never sent
+//! before the change is durable, a burst of changes costs one fsync, not one each, and the cost
+//! of a change does not grow with the number of backends.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Command, Registry, RegistryError, persist};
+use super::{Changes, Command, Registry, RegistryError, persist};
 use crate::routing::RoutingTable;
 
 /// Most commands applied (and saved) together.
@@ -33,22 +35,29 @@ pub enum ApplyError {
 
 type Reply = oneshot::Sender<Result<(), ApplyError>>;
 
+#[allow(clippy::large_enum_variant)] // nearly every message is an `Apply`
+enum Msg {
+    Apply(Command, Reply),
+    /// Fold the journal into the state file (clean shutdown).
+    Compact(oneshot::Sender<()>),
+}
+
 /// A cheap, cloneable way to change and read the registry.
 #[derive(Clone)]
 pub struct Handle {
-    tx: mpsc::Sender<(Command, Reply)>,
+    tx: mpsc::Sender<Msg>,
     shared: Arc<Shared>,
 }
 
 impl Handle {
-    /// Start the registry task with `initial` state; `state_path` is where changes are saved.
-    pub fn spawn(initial: Registry, state_path: Option<PathBuf>) -> Handle {
+    /// Start the registry task with `initial` state; `store` is where changes are saved.
+    pub fn spawn(initial: Registry, store: Option<persist::Store>) -> Handle {
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(RoutingTable::build(&initial, None)),
             registry: ArcSwap::from_pointee(initial),
         });
         let (tx, rx) = mpsc::channel(MAX_BATCH);
-        tokio::spawn(run(rx, shared.clone(), state_path));
+        tokio::spawn(run(rx, shared.clone(), store));
         Handle { tx, shared }
     }
 
@@ -56,10 +65,19 @@ impl Handle {
     pub async fn apply(&self, cmd: Command) -> Result<(), ApplyError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send((cmd, reply))
+            .send(Msg::Apply(cmd, reply))
             .await
             .map_err(|_| ApplyError::Closed)?;
         rx.await.map_err(|_| ApplyError::Closed)?
+    }
+
+    /// Rewrite the state file from the registry and empty its journal (on a clean shutdown,
+    /// so the state file alone is complete).
+    pub async fn compact(&self) {
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Msg::Compact(done)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     /// The registry as of the last published change.
@@ -72,54 +90,59 @@ impl Handle {
     }
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<(Command, Reply)>,
-    shared: Arc<Shared>,
-    state_path: Option<PathBuf>,
-) {
+async fn run(mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>, store: Option<persist::Store>) {
     let mut batch = Vec::new();
-    // What the state file holds now; discovery churn that leaves it unchanged costs no write.
-    let mut saved_bytes = persist::encode(&shared.registry.load());
+    // Shared with the blocking thread that writes; only one write is ever in progress.
+    let store = store.map(|s| Arc::new(std::sync::Mutex::new(s)));
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let current = shared.registry.load_full();
         let mut next = Registry::clone(&current);
-        let results: Vec<(Result<(), RegistryError>, Reply)> = batch
-            .drain(..)
-            .map(|(cmd, reply)| (next.apply(cmd), reply))
-            .collect();
-        // Any accepted command counts as a change (a no-op re-add costs one write).
-        let changed = results.iter().any(|(r, _)| r.is_ok());
-        let bytes = if changed {
-            persist::encode(&next)
-        } else {
-            Vec::new()
-        };
-        let saved = match &state_path {
-            Some(path) if changed && bytes != saved_bytes => {
-                let path = path.clone();
-                let to_write = bytes.clone();
-                let r = tokio::task::spawn_blocking(move || persist::save(&path, &to_write))
-                    .await
-                    .unwrap_or_else(|e| {
-                        Err(persist::StateError::Write {
-                            path: PathBuf::new(),
-                            source: std::io::Error::other(e.to_string()),
-                        })
-                    });
-                if r.is_ok() {
-                    saved_bytes = bytes;
+        let mut changes = Changes::default();
+        let mut results: Vec<(Result<(), RegistryError>, Reply)> = Vec::with_capacity(batch.len());
+        let mut compact = Vec::new();
+        for msg in batch.drain(..) {
+            match msg {
+                Msg::Apply(cmd, reply) => {
+                    results.push((next.apply_tracked(cmd, &mut changes), reply))
                 }
-                r
+                Msg::Compact(done) => compact.push(done),
+            }
+        }
+        let next = Arc::new(next);
+        let saved = match &store {
+            Some(store) if !changes.is_empty() || !compact.is_empty() => {
+                let (store, before, after, ch) = (
+                    store.clone(),
+                    current.clone(),
+                    next.clone(),
+                    changes.clone(),
+                );
+                let compact = !compact.is_empty();
+                tokio::task::spawn_blocking(move || {
+                    let mut store = store.lock().unwrap_or_else(|e| e.into_inner());
+                    store.save(&before, &after, &ch)?;
+                    if compact {
+                        store.compact(&after)?;
+                    }
+                    Ok(())
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(persist::StateError::Write {
+                        path: PathBuf::new(),
+                        source: std::io::Error::other(e.to_string()),
+                    })
+                })
             }
             _ => Ok(()),
         };
         match saved {
             Ok(()) => {
-                if changed {
+                if !changes.is_empty() {
                     let prev = shared.table.load();
-                    let table = RoutingTable::build(&next, Some(&prev));
+                    let table = RoutingTable::update(&next, &prev, &changes);
                     shared.table.store(Arc::new(table));
-                    shared.registry.store(Arc::new(next));
+                    shared.registry.store(next);
                 }
                 for (r, reply) in results {
                     let _ = reply.send(r.map_err(ApplyError::from));
@@ -135,6 +158,9 @@ async fn run(
                     });
                 }
             }
+        }
+        for done in compact {
+            let _ = done.send(());
         }
     }
 }

@@ -350,6 +350,22 @@ pub struct Entry {
     pub pinned: bool,
 }
 
+/// The keys a batch of commands touched: what the state file journal and the incremental
+/// routing-table update look at, so neither has to walk the whole registry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Entries (`no`) whose manual spec, discovered spec or override may have changed.
+    pub nos: BTreeSet<String>,
+    /// Services whose settings (operator's or from labels) may have changed.
+    pub services: BTreeSet<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.nos.is_empty() && self.services.is_empty()
+    }
+}
+
 /// The registry's state. Cheap to query, pure to change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Registry {
@@ -441,6 +457,93 @@ impl Registry {
         Ok(())
     }
 
+    /// Apply one command and record what it touched in `changes` (nothing when refused).
+    pub fn apply_tracked(
+        &mut self,
+        cmd: Command,
+        changes: &mut Changes,
+    ) -> Result<(), RegistryError> {
+        let mut touched = Changes::default();
+        match &cmd {
+            Command::Upsert(spec) => {
+                touched.nos.insert(spec.no.clone());
+            }
+            Command::Remove { no } | Command::SetState { no, .. } => {
+                touched.nos.insert(no.clone());
+            }
+            Command::PutService { name, .. } | Command::DeleteService { name } => {
+                touched.services.insert(name.clone());
+            }
+            Command::SyncDiscovered { backends, services } => {
+                let new: BTreeMap<&str, &Discovered> =
+                    backends.iter().map(|d| (d.spec.no.as_str(), d)).collect();
+                for (no, d) in &self.discovered {
+                    if new.get(no.as_str()) != Some(&d) {
+                        touched.nos.insert(no.clone());
+                    }
+                }
+                for (no, d) in &new {
+                    if self.discovered.get(*no) != Some(*d) {
+                        touched.nos.insert((*no).to_owned());
+                    }
+                }
+                let new: BTreeMap<&str, &ServiceConfig> =
+                    services.iter().map(|(n, c)| (n.as_str(), c)).collect();
+                for (name, c) in &self.discovered_services {
+                    if new.get(name.as_str()) != Some(&c) {
+                        touched.services.insert(name.clone());
+                    }
+                }
+                for (name, c) in &new {
+                    if self.discovered_services.get(*name) != Some(*c) {
+                        touched.services.insert((*name).to_owned());
+                    }
+                }
+            }
+        }
+        self.apply(cmd)?;
+        changes.nos.extend(touched.nos);
+        changes.services.extend(touched.services);
+        Ok(())
+    }
+
+    /// Set (or with `None` remove) a manual entry as saved, without the API's checks
+    /// (replaying the state file journal, whose records were checked when first applied).
+    pub fn restore_manual(&mut self, no: &str, spec: Option<BackendSpec>) {
+        match spec {
+            Some(s) => {
+                self.manual.insert(no.to_owned(), s);
+            }
+            None => {
+                self.manual.remove(no);
+            }
+        }
+    }
+
+    /// Set or remove an override as saved (journal replay).
+    pub fn restore_override(&mut self, no: &str, state: Option<AdminState>) {
+        match state {
+            Some(s) => {
+                self.overrides.insert(no.to_owned(), s);
+            }
+            None => {
+                self.overrides.remove(no);
+            }
+        }
+    }
+
+    /// Set or remove a service's operator settings as saved (journal replay).
+    pub fn restore_service(&mut self, name: &str, config: Option<ServiceConfig>) {
+        match config {
+            Some(c) => {
+                self.services.insert(name.to_owned(), c);
+            }
+            None => {
+                self.services.remove(name);
+            }
+        }
+    }
+
     /// The merged entry for `no`, if any.
     pub fn get(&self, no: &str) -> Option<Entry> {
         if let Some(m) = self.manual.get(no) {
@@ -518,6 +621,20 @@ impl Registry {
                 false,
             ),
         }
+    }
+
+    /// Whether `name` has settings of its own (from an operator or from labels).
+    pub fn has_settings(&self, name: &str) -> bool {
+        self.services.contains_key(name) || self.discovered_services.contains_key(name)
+    }
+
+    /// Every `no` with a manual or a discovered entry.
+    pub fn nos(&self) -> impl Iterator<Item = &String> + '_ {
+        self.manual.keys().chain(
+            self.discovered
+                .keys()
+                .filter(|k| !self.manual.contains_key(*k)),
+        )
     }
 
     pub fn manual(&self) -> &BTreeMap<String, BackendSpec> {

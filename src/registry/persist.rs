@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{AdminState, BackendSpec, Registry, ServiceConfig, validate};
+use super::{AdminState, BackendSpec, Changes, Registry, ServiceConfig, validate};
 
 pub const VERSION: u32 = 1;
 
@@ -80,18 +80,7 @@ struct StateFile {
 pub fn encode(reg: &Registry) -> Vec<u8> {
     let file = StateFile {
         version: VERSION,
-        backends: reg
-            .manual()
-            .values()
-            .map(|b| FileBackend {
-                no: b.no.clone(),
-                address: b.addr.to_string(),
-                port: b.port as u64,
-                weight: b.weight as u64,
-                service: b.service.clone(),
-                state: b.state,
-            })
-            .collect(),
+        backends: reg.manual().values().map(file_backend).collect(),
         overrides: reg
             .overrides()
             .iter()
@@ -126,17 +115,7 @@ pub fn decode(bytes: &[u8]) -> Result<Registry, String> {
     }
     let mut manual = Vec::with_capacity(file.backends.len());
     for (i, b) in file.backends.into_iter().enumerate() {
-        let spec = (|| {
-            Ok::<_, validate::FieldError>(BackendSpec {
-                no: validate::no(&b.no)?,
-                addr: validate::ip(&b.address)?,
-                port: validate::port_number(b.port)?,
-                weight: validate::weight(&b.weight.to_string())?,
-                service: validate::service(&b.service)?,
-                state: b.state,
-            })
-        })()
-        .map_err(|e| format!("backends[{i}]: {e}"))?;
+        let spec = backend_spec(b).map_err(|e| format!("backends[{i}]: {e}"))?;
         manual.push(spec);
     }
     let overrides = file
@@ -153,24 +132,254 @@ pub fn decode(bytes: &[u8]) -> Result<Registry, String> {
     Registry::from_parts(manual, overrides, services).map_err(|e| e.to_string())
 }
 
-/// Load the registry from `path`. A missing file is an empty registry.
-pub fn load(path: &Path) -> Result<Option<Registry>, StateError> {
-    let bytes = match fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(StateError::Read {
-                path: path.to_owned(),
-                source,
+/// One saved change in the journal: the new value of one key of the state file, or its removal.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum Record {
+    Backend(FileBackend),
+    RemoveBackend(String),
+    Override(FileOverride),
+    RemoveOverride(String),
+    Service(FileService),
+    RemoveService(String),
+}
+
+fn file_backend(b: &BackendSpec) -> FileBackend {
+    FileBackend {
+        no: b.no.clone(),
+        address: b.addr.to_string(),
+        port: b.port as u64,
+        weight: b.weight as u64,
+        service: b.service.clone(),
+        state: b.state,
+    }
+}
+
+fn backend_spec(b: FileBackend) -> Result<BackendSpec, validate::FieldError> {
+    Ok(BackendSpec {
+        no: validate::no(&b.no)?,
+        addr: validate::ip(&b.address)?,
+        port: validate::port_number(b.port)?,
+        weight: validate::weight(&b.weight.to_string())?,
+        service: validate::service(&b.service)?,
+        state: b.state,
+    })
+}
+
+/// The journal's records for what `changes` touched between `before` and `after`.
+fn records(before: &Registry, after: &Registry, changes: &Changes) -> Vec<Record> {
+    let mut out = Vec::new();
+    for no in &changes.nos {
+        let (b, a) = (before.manual().get(no), after.manual().get(no));
+        if b != a {
+            out.push(match a {
+                Some(spec) => Record::Backend(file_backend(spec)),
+                None => Record::RemoveBackend(no.clone()),
             });
         }
-    };
-    decode(&bytes)
-        .map(Some)
-        .map_err(|reason| StateError::Corrupt {
+        let (b, a) = (before.overrides().get(no), after.overrides().get(no));
+        if b != a {
+            out.push(match a {
+                Some(state) => Record::Override(FileOverride {
+                    no: no.clone(),
+                    state: *state,
+                }),
+                None => Record::RemoveOverride(no.clone()),
+            });
+        }
+    }
+    for name in &changes.services {
+        let (b, a) = (before.services().get(name), after.services().get(name));
+        if b != a {
+            out.push(match a {
+                Some(config) => Record::Service(FileService {
+                    name: name.clone(),
+                    config: config.clone(),
+                }),
+                None => Record::RemoveService(name.clone()),
+            });
+        }
+    }
+    out
+}
+
+fn replay(reg: &mut Registry, rec: Record) -> Result<(), String> {
+    match rec {
+        Record::Backend(b) => {
+            let spec = backend_spec(b).map_err(|e| e.to_string())?;
+            reg.restore_manual(&spec.no.clone(), Some(spec));
+        }
+        Record::RemoveBackend(no) => reg.restore_manual(&no, None),
+        Record::Override(o) => {
+            let no = validate::no(&o.no).map_err(|e| e.to_string())?;
+            reg.restore_override(&no, Some(o.state));
+        }
+        Record::RemoveOverride(no) => reg.restore_override(&no, None),
+        Record::Service(s) => {
+            let config = s
+                .config
+                .validated(&s.name)
+                .map_err(|e| format!("service {}: {e}", s.name))?;
+            reg.restore_service(&s.name, Some(config));
+        }
+        Record::RemoveService(name) => reg.restore_service(&name, None),
+    }
+    Ok(())
+}
+
+/// The journal beside a state file: `<state>.journal`.
+pub fn journal_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".journal");
+    PathBuf::from(p)
+}
+
+/// Smallest journal that triggers compaction into the state file.
+const MIN_COMPACT_BYTES: u64 = 1 << 20;
+
+/// The state file plus its journal, as the registry task keeps them.
+///
+/// A change is one line appended to the journal (a JSON array of records, each the new value
+/// of one key) and fsynced: its cost does not grow with the registry. When the journal grows
+/// past the state file's size (and at least 1 MiB), the state file is rewritten atomically
+/// from the registry and the journal emptied. Replaying a journal over a newer state file
+/// gives the same result (each record sets a value), so a crash between the two steps is safe.
+pub struct Store {
+    path: PathBuf,
+    journal: File,
+    journal_len: u64,
+    snapshot_len: u64,
+}
+
+impl Store {
+    /// Load the registry from the state file and its journal (both may be missing) and open
+    /// the journal for appending. A torn last line (a crash in the middle of a write, never
+    /// acknowledged) is cut off; anything else unreadable refuses to start.
+    pub fn open(path: &Path) -> Result<(Option<Registry>, Store), StateError> {
+        let snapshot = match fs::read(path) {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        let corrupt = |path: &Path, reason| StateError::Corrupt {
             path: path.to_owned(),
             reason,
-        })
+        };
+        let mut reg = match &snapshot {
+            Some(bytes) => Some(decode(bytes).map_err(|r| corrupt(path, r))?),
+            None => None,
+        };
+        let jpath = journal_path(path);
+        let journal_bytes = match fs::read(&jpath) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: jpath,
+                    source,
+                });
+            }
+        };
+        let complete = journal_bytes
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        for (i, line) in journal_bytes[..complete]
+            .split(|&b| b == b'\n')
+            .enumerate()
+            .filter(|(_, l)| !l.is_empty())
+        {
+            let recs: Vec<Record> = serde_json::from_slice(line)
+                .map_err(|e| corrupt(&jpath, format!("line {}: {e}", i + 1)))?;
+            let r = reg.get_or_insert_with(Registry::new);
+            for rec in recs {
+                replay(r, rec).map_err(|e| corrupt(&jpath, format!("line {}: {e}", i + 1)))?;
+            }
+        }
+        let write = |source| StateError::Write {
+            path: jpath.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(write)?;
+        }
+        let journal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&jpath)
+            .map_err(write)?;
+        if complete < journal_bytes.len() {
+            tracing::warn!(path = %jpath.display(), bytes = journal_bytes.len() - complete, "cut off an unfinished last line of the state journal (a crash during a write that was never acknowledged)");
+            journal.set_len(complete as u64).map_err(write)?;
+            journal.sync_all().map_err(write)?;
+        }
+        let mut store = Store {
+            path: path.to_owned(),
+            journal,
+            journal_len: complete as u64,
+            snapshot_len: snapshot.map_or(0, |b| b.len() as u64),
+        };
+        if let Some(r) = reg.as_ref().filter(|_| store.journal_len > 0) {
+            // Start from a complete state file again.
+            store.compact(r)?;
+        }
+        Ok((reg, store))
+    }
+
+    /// Make the changes between `before` and `after` durable. Returns once they are.
+    pub fn save(
+        &mut self,
+        before: &Registry,
+        after: &Registry,
+        changes: &Changes,
+    ) -> Result<(), StateError> {
+        let recs = records(before, after, changes);
+        if recs.is_empty() {
+            return Ok(());
+        }
+        let mut line = serde_json::to_vec(&recs).expect("records serialise");
+        line.push(b'\n');
+        let write = |source| StateError::Write {
+            path: journal_path(&self.path),
+            source,
+        };
+        if self.journal_len + line.len() as u64 > self.snapshot_len.max(MIN_COMPACT_BYTES) {
+            return self.compact(after);
+        }
+        let appended = self
+            .journal
+            .write_all(&line)
+            .and_then(|()| self.journal.sync_data());
+        if let Err(e) = appended {
+            // Never leave half a line for the next append to follow.
+            let _ = self.journal.set_len(self.journal_len);
+            return Err(write(e));
+        }
+        self.journal_len += line.len() as u64;
+        Ok(())
+    }
+
+    /// Rewrite the state file from `reg` (atomically) and empty the journal.
+    pub fn compact(&mut self, reg: &Registry) -> Result<(), StateError> {
+        let bytes = encode(reg);
+        save(&self.path, &bytes)?;
+        self.snapshot_len = bytes.len() as u64;
+        if self.journal_len > 0 {
+            let write = |source| StateError::Write {
+                path: journal_path(&self.path),
+                source,
+            };
+            self.journal.set_len(0).map_err(write)?;
+            self.journal.sync_all().map_err(write)?;
+            self.journal_len = 0;
+        }
+        Ok(())
+    }
 }
 
 /// Write `bytes` to `path` atomically and durably.
@@ -233,6 +442,106 @@ mod tests {
         })
         .unwrap();
         assert_eq!(decode(&encode(&r)).unwrap(), r);
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("quayside-persist-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d.join("state.json")
+    }
+
+    fn upsert(no: &str, port: u16) -> Command {
+        Command::Upsert(BackendSpec {
+            no: no.into(),
+            addr: "127.0.0.1".parse().unwrap(),
+            port,
+            weight: 1,
+            service: "default".into(),
+            state: AdminState::Active,
+        })
+    }
+
+    /// Apply `cmds` as one batch and save it; returns the new registry.
+    fn step(store: &mut Store, reg: &Registry, cmds: Vec<Command>) -> Registry {
+        let mut next = reg.clone();
+        let mut ch = Changes::default();
+        for c in cmds {
+            next.apply_tracked(c, &mut ch).unwrap();
+        }
+        store.save(reg, &next, &ch).unwrap();
+        next
+    }
+
+    #[test]
+    fn journal_round_trip_and_torn_tail() {
+        let path = tmp("journal");
+        let (r0, mut store) = Store::open(&path).unwrap();
+        assert!(r0.is_none());
+        let mut r = Registry::new();
+        r = step(&mut store, &r, vec![upsert("a", 1), upsert("b", 2)]);
+        r = step(&mut store, &r, vec![Command::Remove { no: "a".into() }]);
+        r = step(
+            &mut store,
+            &r,
+            vec![Command::SetState {
+                no: "b".into(),
+                state: AdminState::Draining,
+            }],
+        );
+        // Nothing but the journal so far: each change was one appended line.
+        assert!(!path.exists());
+        let journal = fs::read_to_string(journal_path(&path)).unwrap();
+        assert_eq!(journal.lines().count(), 3, "{journal}");
+        drop(store);
+        // A crash in the middle of the next append leaves half a line.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(journal_path(&path))
+            .unwrap();
+        f.write_all(br#"[{"backend":{"no":"c","#).unwrap();
+        drop(f);
+        let (loaded, store) = Store::open(&path).unwrap();
+        assert_eq!(loaded.unwrap(), r);
+        // Opening folded the journal into the state file.
+        assert_eq!(store.journal_len, 0);
+        assert_eq!(decode(&fs::read(&path).unwrap()).unwrap(), r);
+        assert_eq!(fs::read(journal_path(&path)).unwrap().len(), 0);
+        let _ = fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn replaying_a_journal_over_a_newer_state_file_changes_nothing() {
+        // A crash after the state file was rewritten but before the journal was emptied.
+        let path = tmp("replay");
+        let (_, mut store) = Store::open(&path).unwrap();
+        let mut r = Registry::new();
+        r = step(&mut store, &r, vec![upsert("a", 1)]);
+        r = step(
+            &mut store,
+            &r,
+            vec![Command::Remove { no: "a".into() }, upsert("b", 2)],
+        );
+        r = step(&mut store, &r, vec![upsert("a", 3)]);
+        let journal = fs::read(journal_path(&path)).unwrap();
+        save(&path, &encode(&r)).unwrap();
+        fs::write(journal_path(&path), &journal).unwrap();
+        drop(store);
+        assert_eq!(Store::open(&path).unwrap().0.unwrap(), r);
+        let _ = fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_bad_journal_line_is_named() {
+        let path = tmp("badline");
+        fs::write(journal_path(&path), "[]\n[{\"backend\":{\"no\":\"a\"}}]\n").unwrap();
+        let e = Store::open(&path).err().unwrap().to_string();
+        assert!(
+            e.contains("state.json.journal") && e.contains("line 2"),
+            "{e}"
+        );
+        let _ = fs::remove_dir_all(path.parent().unwrap());
     }
 
     #[test]

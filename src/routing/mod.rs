@@ -10,7 +10,7 @@ mod matcher;
 
 pub use matcher::Matcher;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -19,7 +19,7 @@ use http::uri::Authority;
 
 use crate::balance::{Balancer, Load, rng};
 use crate::health::{BackendStats, now_ms};
-use crate::registry::{AdminState, DEFAULT_SERVICE, HealthCheck, Registry};
+use crate::registry::{AdminState, Changes, DEFAULT_SERVICE, HealthCheck, Registry};
 
 /// A backend as the data plane sees it.
 #[derive(Debug)]
@@ -154,18 +154,29 @@ impl ServiceRoute {
     }
 }
 
+/// A registered backend (any state): what the next table carries over for it.
+#[derive(Clone, Debug)]
+struct Registered {
+    addr: SocketAddr,
+    stats: Arc<BackendStats>,
+    service: String,
+}
+
 #[derive(Debug)]
 pub struct RoutingTable {
     services: Vec<Arc<ServiceRoute>>,
-    matcher: Matcher,
+    matcher: Arc<Matcher>,
     default: usize,
-    /// Service index by name (the next build looks up each service's previous balancer).
-    by_name: HashMap<String, usize>,
+    /// Service index by name.
+    by_name: Arc<HashMap<String, usize>>,
     /// Runtime records of every registered backend, routed or not (draining ones too).
-    stats: HashMap<String, (SocketAddr, Arc<BackendStats>)>,
-    /// The routed backends by `no`: the next build reuses them (or just their pools) when
+    /// Persistent maps: the next table clones them in O(1) and changes only what moved.
+    registered: imbl::HashMap<String, Registered>,
+    /// The routed backends by `no`: the next table reuses them (or just their pools) when
     /// unchanged.
-    upstreams: HashMap<String, Arc<Upstream>>,
+    upstreams: imbl::HashMap<String, Arc<Upstream>>,
+    /// Registered backends per service (a service with any, even draining, exists).
+    counts: imbl::HashMap<String, usize>,
 }
 
 impl RoutingTable {
@@ -174,117 +185,180 @@ impl RoutingTable {
         Self::build(&Registry::new(), None)
     }
 
-    /// Build from the registry, carrying runtime state over from `prev`.
+    /// Build from the whole registry, carrying runtime state over from `prev`.
     pub fn build(reg: &Registry, prev: Option<&RoutingTable>) -> Self {
-        let names = reg.service_names();
-        let index: HashMap<&str, usize> = names
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i))
-            .collect();
-        let configs: Vec<_> = names.iter().map(|n| reg.service_config(n)).collect();
-        let mut members: Vec<Vec<Arc<Upstream>>> = vec![Vec::new(); names.len()];
-        let mut stats = HashMap::new();
-        let mut upstreams = HashMap::new();
-        for e in reg.entries() {
-            let addr = e.spec.socket_addr();
-            // Same backend (no and address) as before: keep its counters and health.
-            let st = prev
-                .and_then(|p| p.stats.get(&e.spec.no))
-                .filter(|(a, _)| *a == addr)
-                .map(|(_, s)| s.clone())
-                .unwrap_or_default();
-            stats.insert(e.spec.no.clone(), (addr, st.clone()));
-            if e.spec.state != AdminState::Active {
-                continue;
+        let blank;
+        let prev = match prev {
+            Some(p) => p,
+            None => {
+                blank = RoutingTable {
+                    services: Vec::new(),
+                    matcher: Arc::default(),
+                    default: 0,
+                    by_name: Arc::default(),
+                    registered: imbl::HashMap::new(),
+                    upstreams: imbl::HashMap::new(),
+                    counts: imbl::HashMap::new(),
+                };
+                &blank
             }
-            let Some(&i) = index.get(e.spec.service.as_str()) else {
+        };
+        let mut all = Changes::default();
+        all.nos.extend(reg.nos().cloned());
+        all.nos.extend(prev.registered.keys().cloned());
+        all.services.extend(reg.service_names());
+        all.services.extend(prev.by_name.keys().cloned());
+        Self::update(reg, prev, &all)
+    }
+
+    /// The table for `reg`, given the previous table `prev` (built from the registry before
+    /// `changes`) and what changed. Work is proportional to the touched entries and the
+    /// members of the touched services, not to the whole registry; the result is the same as
+    /// [`RoutingTable::build`]'s.
+    pub fn update(reg: &Registry, prev: &RoutingTable, changes: &Changes) -> Self {
+        let mut registered = prev.registered.clone();
+        let mut upstreams = prev.upstreams.clone();
+        let mut counts = prev.counts.clone();
+        // Services whose member list must be redone.
+        let mut dirty: BTreeSet<String> = changes.services.clone();
+        if !prev.by_name.contains_key(DEFAULT_SERVICE) {
+            dirty.insert(DEFAULT_SERVICE.to_owned());
+        }
+        // The touched entries that are routed now, by service.
+        let mut routed: HashMap<String, Vec<crate::registry::Entry>> = HashMap::new();
+        for no in &changes.nos {
+            let old = registered.remove(no);
+            // Re-added below, with its service's members, if it is still routed.
+            upstreams.remove(no);
+            if let Some(o) = &old {
+                if let Some(c) = counts.get_mut(&o.service) {
+                    *c -= 1;
+                }
+                dirty.insert(o.service.clone());
+            }
+            let Some(e) = reg.get(no) else {
                 continue;
             };
-            let h2c = configs[i].0.protocol == crate::registry::Protocol::H2c;
-            let before = prev.and_then(|p| p.upstreams.get(&e.spec.no));
-            // Same address and protocol as when it was last routed: keep its open connections.
-            let pool = before
-                .filter(|u| u.addr == addr && u.h2c == h2c)
-                .map(|u| u.pool.clone())
+            let addr = e.spec.socket_addr();
+            // Same backend (no and address) as before: keep its counters and health.
+            let stats = old
+                .filter(|o| o.addr == addr)
+                .map(|o| o.stats)
                 .unwrap_or_default();
-            let slow_start_ms = configs[i]
-                .0
-                .slow_start
-                .map(|d| d.0.as_millis() as u64)
-                .unwrap_or(0);
-            // Unchanged since the last table: share the same record (no allocation).
-            let same = before
-                .filter(|u| {
-                    u.addr == addr
-                        && u.weight == e.spec.weight
-                        && u.slow_start_ms == slow_start_ms
-                        && u.h2c == h2c
-                        && Arc::ptr_eq(&u.pool, &pool)
-                        && Arc::ptr_eq(&u.stats, &st)
-                })
-                .cloned();
-            let up = same.unwrap_or_else(|| {
-                Arc::new(Upstream {
-                    no: e.spec.no.clone(),
+            registered.insert(
+                no.clone(),
+                Registered {
                     addr,
-                    authority: addr
-                        .to_string()
-                        .parse()
-                        .expect("a socket address is a valid authority"),
-                    weight: e.spec.weight,
-                    stats: st,
-                    slow_start_ms,
-                    h2c,
-                    pool,
-                })
-            });
-            upstreams.insert(e.spec.no.clone(), up.clone());
-            members[i].push(up);
+                    stats,
+                    service: e.spec.service.clone(),
+                },
+            );
+            *counts.entry(e.spec.service.clone()).or_insert(0) += 1;
+            dirty.insert(e.spec.service.clone());
+            if e.spec.state == AdminState::Active {
+                routed.entry(e.spec.service.clone()).or_default().push(e);
+            }
         }
-        let mut rules = Vec::new();
-        let services: Vec<Arc<ServiceRoute>> = names
-            .iter()
-            .zip(members)
-            .zip(configs)
-            .enumerate()
-            .map(|(i, ((name, backends), (cfg, by_operator)))| {
-                for h in cfg.hosts.iter().map(Some).chain(
-                    cfg.hosts
-                        .is_empty()
-                        .then_some(None)
-                        .filter(|_| cfg.path_prefix.is_some()),
-                ) {
-                    let rule = (h.cloned(), cfg.path_prefix.clone().unwrap_or_default(), i);
-                    rules.push((!by_operator, rule));
+
+        let mut names_changed = false;
+        let mut fresh: HashMap<String, Option<Arc<ServiceRoute>>> = HashMap::new();
+        for name in &dirty {
+            let exists = name == DEFAULT_SERVICE
+                || reg.has_settings(name)
+                || counts.get(name).is_some_and(|&c| c > 0);
+            if !exists {
+                counts.remove(name);
+                names_changed |= prev.by_name.contains_key(name);
+                fresh.insert(name.clone(), None);
+                continue;
+            }
+            names_changed |= !prev.by_name.contains_key(name);
+            let (cfg, _) = reg.service_config(name);
+            let before = prev.service(name);
+            let config_changed = changes.services.contains(name);
+            let h2c = cfg.protocol == crate::registry::Protocol::H2c;
+            let slow_start_ms = cfg.slow_start.map(|d| d.0.as_millis() as u64).unwrap_or(0);
+            let mut members: Vec<Arc<Upstream>> = Vec::new();
+            // Untouched members stay (re-derived if the service's settings changed).
+            for u in before.iter().flat_map(|s| s.backends.iter()) {
+                if changes.nos.contains(&u.no) {
+                    continue;
                 }
-                let weights: Vec<u32> = backends.iter().map(|u| u.weight).collect();
-                let keys: Vec<&str> = backends.iter().map(|u| u.no.as_str()).collect();
-                let prev_balancer = prev.and_then(|p| p.service(name)).map(|s| &s.balancer);
-                Arc::new(ServiceRoute {
-                    name: name.clone(),
-                    strip_prefix: cfg.path_prefix.clone().filter(|_| cfg.strip_prefix),
-                    balancer: Balancer::build(cfg.lb, &weights, &keys, prev_balancer),
-                    backends,
-                    hash_key: (cfg.lb == crate::registry::Strategy::Hash)
-                        .then(|| HashKey::parse(cfg.hash_key.as_deref())),
-                    sticky_cookie: cfg.sticky_cookie.clone(),
-                    health: cfg.health.clone(),
+                if config_changed && (u.h2c != h2c || u.slow_start_ms != slow_start_ms) {
+                    let st = &registered[&u.no];
+                    members.push(upstream(&u.no, st, u.weight, slow_start_ms, h2c, Some(u)));
+                } else {
+                    members.push(u.clone());
+                }
+            }
+            for e in routed.get(name).into_iter().flatten() {
+                let no = &e.spec.no;
+                let st = &registered[no];
+                let was = prev.upstreams.get(no);
+                members.push(upstream(no, st, e.spec.weight, slow_start_ms, h2c, was));
+            }
+            members.sort_by(|a, b| a.no.cmp(&b.no));
+            for u in &members {
+                upstreams.insert(u.no.clone(), u.clone());
+            }
+            let weights: Vec<u32> = members.iter().map(|u| u.weight).collect();
+            let keys: Vec<&str> = members.iter().map(|u| u.no.as_str()).collect();
+            let route = ServiceRoute {
+                name: name.clone(),
+                strip_prefix: cfg.path_prefix.clone().filter(|_| cfg.strip_prefix),
+                balancer: Balancer::build(cfg.lb, &weights, &keys, before.map(|s| &s.balancer)),
+                backends: members,
+                hash_key: (cfg.lb == crate::registry::Strategy::Hash)
+                    .then(|| HashKey::parse(cfg.hash_key.as_deref())),
+                sticky_cookie: cfg.sticky_cookie.clone(),
+                health: cfg.health.clone(),
+            };
+            fresh.insert(name.clone(), Some(Arc::new(route)));
+        }
+        let (services, by_name) = if names_changed {
+            let mut names: BTreeSet<&str> = prev.by_name.keys().map(String::as_str).collect();
+            for (n, r) in &fresh {
+                if r.is_some() {
+                    names.insert(n);
+                } else {
+                    names.remove(n.as_str());
+                }
+            }
+            let services: Vec<Arc<ServiceRoute>> = names
+                .iter()
+                .map(|n| match fresh.get(*n) {
+                    Some(r) => r.clone().expect("only existing names are kept"),
+                    None => prev.service(n).expect("an untouched service").clone(),
                 })
-            })
-            .collect();
-        // Operators' rules first: on an identical rule the matcher keeps the first.
-        rules.sort_by_key(|(from_labels, _)| *from_labels);
-        let rules = rules.into_iter().map(|(_, r)| r).collect();
-        let default = index[DEFAULT_SERVICE];
-        let by_name = index.iter().map(|(n, i)| (n.to_string(), *i)).collect();
+                .collect();
+            let by_name: HashMap<String, usize> = names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| ((*n).to_owned(), i))
+                .collect();
+            (services, Arc::new(by_name))
+        } else {
+            let mut services = prev.services.clone();
+            for (n, r) in fresh {
+                if let Some(r) = r {
+                    services[prev.by_name[&n]] = r;
+                }
+            }
+            (services, prev.by_name.clone())
+        };
+        let matcher = if names_changed || !changes.services.is_empty() {
+            Arc::new(matcher_for(reg, &services))
+        } else {
+            prev.matcher.clone()
+        };
         RoutingTable {
+            default: by_name[DEFAULT_SERVICE],
             services,
-            matcher: Matcher::new(rules),
-            default,
+            matcher,
             by_name,
-            stats,
+            registered,
             upstreams,
+            counts,
         }
     }
 
@@ -305,8 +379,63 @@ impl RoutingTable {
 
     /// Runtime record of the backend `no`, routed or not.
     pub fn stats(&self, no: &str) -> Option<&Arc<BackendStats>> {
-        self.stats.get(no).map(|(_, s)| s)
+        self.registered.get(no).map(|r| &r.stats)
     }
+}
+
+/// An upstream record for `no`, sharing `was` (or at least its pool) when nothing about it
+/// changed.
+fn upstream(
+    no: &str,
+    reg: &Registered,
+    weight: u32,
+    slow_start_ms: u64,
+    h2c: bool,
+    was: Option<&Arc<Upstream>>,
+) -> Arc<Upstream> {
+    // Same address and protocol as when it was last routed: keep its open connections.
+    let was = was.filter(|u| u.addr == reg.addr && u.h2c == h2c);
+    if let Some(u) = was.filter(|u| {
+        u.weight == weight && u.slow_start_ms == slow_start_ms && Arc::ptr_eq(&u.stats, &reg.stats)
+    }) {
+        return u.clone();
+    }
+    Arc::new(Upstream {
+        no: no.to_owned(),
+        addr: reg.addr,
+        authority: reg
+            .addr
+            .to_string()
+            .parse()
+            .expect("a socket address is a valid authority"),
+        weight,
+        stats: reg.stats.clone(),
+        slow_start_ms,
+        h2c,
+        pool: was.map(|u| u.pool.clone()).unwrap_or_default(),
+    })
+}
+
+/// The host/path rules of every service; an operator's rule beats an identical one from labels.
+fn matcher_for(reg: &Registry, services: &[Arc<ServiceRoute>]) -> Matcher {
+    let mut rules = Vec::new();
+    for (i, s) in services.iter().enumerate() {
+        let (cfg, by_operator) = reg.service_config(&s.name);
+        if !cfg.has_rules() {
+            continue;
+        }
+        let prefix = cfg.path_prefix.clone().unwrap_or_default();
+        if cfg.hosts.is_empty() {
+            rules.push((!by_operator, (None, prefix, i)));
+        } else {
+            for h in &cfg.hosts {
+                rules.push((!by_operator, (Some(h.clone()), prefix.clone(), i)));
+            }
+        }
+    }
+    // Operators' rules first: on an identical rule the matcher keeps the first.
+    rules.sort_by_key(|(from_labels, _)| *from_labels);
+    Matcher::new(rules.into_iter().map(|(_, r)| r).collect())
 }
 
 #[cfg(test)]
@@ -424,6 +553,167 @@ mod tests {
         assert_eq!(slow_start_ramp(0, 0), 1.0);
         // A lone backend ramping up still gets every request (nothing else to send to).
         assert!((0..20).all(|_| t.route("x", "/").pick(0).is_some()));
+    }
+
+    /// What a table routes, for comparing two tables.
+    fn shape(t: &RoutingTable) -> Vec<String> {
+        let mut out: Vec<String> = t
+            .services
+            .iter()
+            .map(|s| {
+                let b: Vec<String> = s
+                    .backends
+                    .iter()
+                    .map(|u| {
+                        format!(
+                            "{}@{}w{}h{}s{}",
+                            u.no, u.addr, u.weight, u.h2c, u.slow_start_ms
+                        )
+                    })
+                    .collect();
+                format!(
+                    "{} {:?} {:?} {:?}",
+                    s.name,
+                    b,
+                    s.strip_prefix,
+                    s.hash_key.is_some()
+                )
+            })
+            .collect();
+        out.push(format!("default={}", t.services[t.default].name));
+        for host in ["a.test", "b.test", "x.b.test", "other"] {
+            for path in ["/", "/p/x", "/q"] {
+                out.push(format!("{host}{path}->{}", t.route(host, path).name));
+            }
+        }
+        let mut reg: Vec<String> = t
+            .registered
+            .iter()
+            .map(|(no, r)| format!("{no}:{}:{}", r.addr, r.service))
+            .collect();
+        reg.sort();
+        out.extend(reg);
+        let mut ups: Vec<&String> = t.upstreams.keys().collect();
+        ups.sort();
+        out.push(format!("{ups:?}"));
+        out
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Upsert(u8, u16, u8, u32),
+        Remove(u8),
+        State(u8, u8),
+        Service(u8, u8, bool, bool),
+        DeleteService(u8),
+        Sync(Vec<(u8, u16, u8)>, Option<(u8, u8)>),
+    }
+
+    const SERVICES: [&str; 3] = ["default", "api", "web"];
+    const HOSTS: [&str; 3] = ["a.test", "*.b.test", ""];
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0u8..8, 1u16..4, 0u8..3, 1u32..3).prop_map(|(n, p, s, w)| Op::Upsert(n, p, s, w)),
+            1 => (0u8..8).prop_map(Op::Remove),
+            2 => (0u8..8, 0u8..3).prop_map(|(n, s)| Op::State(n, s)),
+            2 => (0u8..3, 0u8..3, any::<bool>(), any::<bool>())
+                .prop_map(|(s, h, p, h2)| Op::Service(s, h, p, h2)),
+            1 => (0u8..3).prop_map(Op::DeleteService),
+            2 => (
+                proptest::collection::vec((0u8..8, 1u16..3, 0u8..3), 0..5),
+                proptest::option::of((0u8..3, 0u8..3)),
+            )
+                .prop_map(|(l, s)| Op::Sync(l, s)),
+        ]
+    }
+
+    fn config(host: u8, prefix: bool, h2c: bool) -> ServiceConfig {
+        let h = HOSTS[host as usize];
+        ServiceConfig {
+            hosts: if h.is_empty() { vec![] } else { vec![h.into()] },
+            path_prefix: prefix.then(|| "/p".into()),
+            strip_prefix: prefix,
+            protocol: if h2c {
+                crate::registry::Protocol::H2c
+            } else {
+                Default::default()
+            },
+            slow_start: h2c.then(|| crate::registry::Dur(std::time::Duration::from_secs(5))),
+            ..Default::default()
+        }
+    }
+
+    fn command(o: Op) -> Command {
+        let spec = |n: u8, p: u16, s: u8, w: u32| BackendSpec {
+            no: format!("n{n}"),
+            addr: "127.0.0.1".parse().unwrap(),
+            port: p,
+            weight: w,
+            service: SERVICES[s as usize].into(),
+            state: AdminState::Active,
+        };
+        match o {
+            Op::Upsert(n, p, s, w) => Command::Upsert(spec(n, p, s, w)),
+            Op::Remove(n) => Command::Remove {
+                no: format!("n{n}"),
+            },
+            Op::State(n, s) => Command::SetState {
+                no: format!("n{n}"),
+                state: [
+                    AdminState::Active,
+                    AdminState::Draining,
+                    AdminState::Disabled,
+                ][s as usize],
+            },
+            Op::Service(s, h, p, h2) => Command::PutService {
+                name: SERVICES[s as usize].into(),
+                config: config(h, p, h2),
+            },
+            Op::DeleteService(s) => Command::DeleteService {
+                name: SERVICES[s as usize].into(),
+            },
+            Op::Sync(list, svc) => Command::SyncDiscovered {
+                backends: list
+                    .into_iter()
+                    .map(|(n, p, s)| crate::registry::Discovered {
+                        spec: spec(n, p + 100, s, 1),
+                        container_id: format!("c{n}"),
+                    })
+                    .collect(),
+                services: svc
+                    .into_iter()
+                    .map(|(s, h)| (SERVICES[s as usize].to_owned(), config(h, false, false)))
+                    .collect(),
+            },
+        }
+    }
+
+    proptest::proptest! {
+        /// Updating the previous table with what a batch touched gives the same table as a
+        /// full build, and keeps the runtime records of what it did not touch.
+        #[test]
+        fn update_equals_full_build(
+            batches in proptest::collection::vec(proptest::collection::vec(op(), 1..4), 1..25)
+        ) {
+            let mut r = Registry::new();
+            let mut t = RoutingTable::build(&r, None);
+            for batch in batches {
+                let mut ch = Changes::default();
+                for o in batch {
+                    let _ = r.apply_tracked(command(o), &mut ch);
+                }
+                let next = RoutingTable::update(&r, &t, &ch);
+                proptest::prop_assert_eq!(shape(&next), shape(&RoutingTable::build(&r, None)));
+                for (no, reg) in t.registered.iter() {
+                    if !ch.nos.contains(no) {
+                        proptest::prop_assert!(Arc::ptr_eq(&reg.stats, next.stats(no).unwrap()));
+                    }
+                }
+                t = next;
+            }
+        }
     }
 
     #[test]
