@@ -3,7 +3,9 @@ use quayside::{Config, Listeners};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
+// The control plane (admin API, registry, Docker watcher, health checks) is light and runs on
+// one thread; the proxy runs on its own worker threads (`--workers`).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(

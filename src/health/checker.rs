@@ -1,7 +1,7 @@
 //! Active health checks: probes the backends of every service that asks for them, on the
 //! service's interval, and feeds the results to each backend's [`BackendStats`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,13 +34,13 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
         }
         let table = shared.table.load_full();
         let now = now_ms();
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         for service in table.services() {
             let Some(hc) = &service.health else { continue };
             for up in &service.backends {
                 let key = (service.name.clone(), up.no.clone());
                 let next = due.get(&key).copied().unwrap_or(0);
-                seen.push(key.clone());
+                seen.insert(key.clone());
                 if now < next {
                     continue;
                 }

@@ -15,6 +15,8 @@ pub mod persist;
 pub mod validate;
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use imbl::OrdMap;
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
@@ -369,12 +371,14 @@ impl Changes {
 /// The registry's state. Cheap to query, pure to change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Registry {
-    manual: BTreeMap<String, BackendSpec>,
-    discovered: BTreeMap<String, Discovered>,
+    // Persistent maps (structural sharing): the registry task clones the registry for every
+    // batch of changes, and that must not cost O(entries).
+    manual: OrdMap<String, BackendSpec>,
+    discovered: OrdMap<String, Discovered>,
     overrides: BTreeMap<String, AdminState>,
-    services: BTreeMap<String, ServiceConfig>,
+    services: OrdMap<String, ServiceConfig>,
     /// Service settings from discovery labels; an operator's `services` entry wins.
-    discovered_services: BTreeMap<String, ServiceConfig>,
+    discovered_services: OrdMap<String, ServiceConfig>,
 }
 
 impl Registry {
@@ -604,7 +608,7 @@ impl Registry {
     }
 
     /// Service settings set by operators (API, state file).
-    pub fn services(&self) -> &BTreeMap<String, ServiceConfig> {
+    pub fn services(&self) -> &OrdMap<String, ServiceConfig> {
         &self.services
     }
 
@@ -637,7 +641,7 @@ impl Registry {
         )
     }
 
-    pub fn manual(&self) -> &BTreeMap<String, BackendSpec> {
+    pub fn manual(&self) -> &OrdMap<String, BackendSpec> {
         &self.manual
     }
 
