@@ -112,6 +112,7 @@ pub async fn run(
         None
     };
 
+    let trimmer = tokio::spawn(proxy::trim_freed_memory(stop_rx.clone()));
     let checker = tokio::spawn(health::checker::run(
         registry.shared().clone(),
         stop_rx.clone(),
@@ -166,6 +167,7 @@ pub async fn run(
         let _ = w.await;
     }
     let _ = checker.await;
+    let _ = trimmer.await;
     let _ = proxy.await;
     if let Some(t) = tls_proxy {
         let _ = t.await;

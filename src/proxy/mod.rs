@@ -2,12 +2,14 @@
 //! current routing table, over a keepalive connection pool.
 
 mod body;
+mod conn;
 mod error;
 mod forward;
 pub mod headers;
 mod retry;
 pub mod tls;
 
+pub use conn::{parked_connections, trim_freed_memory};
 pub use error::ProxyError;
 pub use forward::{UpstreamBody, UpstreamClient};
 
@@ -186,6 +188,7 @@ pub async fn serve(
             ip_header: client_ip_value(peer),
             proto: proto.clone(),
         };
+        let (fwd_h1, client_h1) = (fwd.clone(), client.clone());
         let service = service_fn(move |req| {
             let fwd = fwd.clone();
             let client = client.clone();
@@ -209,13 +212,30 @@ pub async fn serve(
                             });
                         }
                         Some(false) => {
-                            let conn = http
-                                .h1
-                                .serve_connection(TokioIo::new(stream), service)
-                                .with_upgrades();
+                            drop(service);
                             tokio::spawn(async move {
                                 let (_open, _permit) = (open, permit);
-                                drive(conn, stop, peer).await
+                                let make_service = |st: Arc<conn::ConnState>| {
+                                    service_fn(move |req| {
+                                        st.on_request(&req);
+                                        let fwd = fwd_h1.clone();
+                                        let client = client_h1.clone();
+                                        async move {
+                                            Ok::<_, std::convert::Infallible>(
+                                                fwd.handle(req, &client).await,
+                                            )
+                                        }
+                                    })
+                                };
+                                conn::drive_h1(
+                                    stream,
+                                    &http.h1,
+                                    make_service,
+                                    stop,
+                                    peer,
+                                    handshake_timeout,
+                                )
+                                .await
                             });
                         }
                         None => drop((open, permit)),

@@ -1,0 +1,343 @@
+//! Plain HTTP/1.1 client connections: hyper's connection wrapped so that an idle keepalive
+//! connection holds no hyper buffers, and a client that stalls in the middle of a request head
+//! gets `408 Request Timeout` (hyper itself closes such a connection without a word).
+//!
+//! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for as long as a connection is
+//! open, idle or not: 10,000 idle keepalive clients would pin 160 MiB. So once a connection has
+//! been quiet for [`PARK_AFTER`] between requests, the driver asks hyper to close it
+//! gracefully, takes the socket back when hyper shuts its side down (see [`ConnIo`]), drops
+//! hyper's state and waits for the socket to become readable; the next request gets a fresh
+//! hyper connection. To the client it is one keepalive connection throughout.
+//!
+//! A connection is parked only when nothing was read since the last response bytes were
+//! written (no request in progress) and the client spoke HTTP/1.1 without `Connection: close`
+//! (its responses are self-delimiting, so a response still streaming when the park begins
+//! ends normally and the socket stays open). Limitation: a client that pipelines a request
+//! together with the *start* of the next one, then stalls for [`PARK_AFTER`], loses that
+//! start (it sat in hyper's buffer); it then gets 400 for the rest. No common client does this.
+//! For the same reason such a pipelined head that stalls past the header timeout is closed
+//! without the 408 (the I/O layer saw it arrive before the previous response went out).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::rt::{Read, ReadBufCursor, Write};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Quiet time between requests after which a connection gives its hyper buffers back (checked
+/// once per this interval, so a connection parks 1–2 intervals after its last byte).
+pub const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// Connections parked right now, in this process.
+static PARKED: AtomicU64 = AtomicU64::new(0);
+
+/// Parks and closes so far, in this process (the trimmer looks at how many happened since it
+/// last ran).
+static PARKS: AtomicU64 = AtomicU64::new(0);
+
+/// How many client connections are parked (idle, holding no hyper buffers) right now.
+pub fn parked_connections() -> u64 {
+    PARKED.load(Ordering::Relaxed)
+}
+
+/// Parks and closes between two trims that make a trim worth its cost.
+const TRIM_AFTER_PARKS: u64 = 1000;
+
+/// Give memory freed by parked connections back to the OS. glibc's allocator keeps freed
+/// chunks in its arenas (a burst of 10,000 connections leaves ~150 MiB resident after they
+/// all went idle); `malloc_trim` returns the free pages. Checked every few seconds, and run
+/// only after many connections parked since the last run, so a steady load never pays for it.
+pub async fn trim_freed_memory(mut stop: watch::Receiver<bool>) {
+    let mut last = PARKS.load(Ordering::Relaxed);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = PARKS.load(Ordering::Relaxed);
+        if now - last >= TRIM_AFTER_PARKS {
+            last = now;
+            let _ = tokio::task::spawn_blocking(trim).await;
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() {
+    // SAFETY: malloc_trim has no preconditions; it only walks the allocator's own state.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() {}
+
+const RESPONSE_408: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
+/// What the driver, the I/O wrapper and the service share about one client connection.
+#[derive(Default)]
+pub struct ConnState {
+    /// Reads and writes so far (the driver compares it to tell a quiet connection).
+    activity: AtomicU64,
+    /// Bytes were read after the last write: a request is in progress.
+    pending_read: AtomicBool,
+    /// The client may not be parked (HTTP/1.0, or it asked to close).
+    no_park: AtomicBool,
+    /// The driver asked hyper to close so the socket can be parked.
+    parking: AtomicBool,
+    /// hyper's header read timeout fired; with `pending_read` (part of a head arrived after
+    /// the last response) the client gets 408, otherwise the idle connection just closes.
+    timed_out: AtomicBool,
+    /// Where [`ConnIo`] leaves the socket when hyper shuts down a parking connection.
+    parked: std::sync::Mutex<Option<TcpStream>>,
+}
+
+impl ConnState {
+    /// Called by the service for each request head.
+    pub fn on_request<B>(&self, req: &http::Request<B>) {
+        let close = req.version() < http::Version::HTTP_11
+            || req
+                .headers()
+                .get_all(http::header::CONNECTION)
+                .iter()
+                .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if close {
+            self.no_park.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The client socket as hyper sees it: counts activity, and on a parking shutdown hands the
+/// socket to [`ConnState::parked`] instead of shutting it down.
+pub struct ConnIo {
+    stream: Option<TcpStream>,
+    state: Arc<ConnState>,
+}
+
+impl ConnIo {
+    fn stream(&mut self) -> io::Result<&mut TcpStream> {
+        self.stream
+            .as_mut()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "connection parked"))
+    }
+}
+
+impl Drop for ConnIo {
+    fn drop(&mut self) {
+        if self.state.timed_out.load(Ordering::Relaxed)
+            && self.state.pending_read.load(Ordering::Relaxed)
+            && let Some(s) = &self.stream
+        {
+            // Best effort, non-blocking: a few bytes into an empty send buffer.
+            let _ = s.try_write(RESPONSE_408);
+        }
+    }
+}
+
+impl Read for ConnIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        mut buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = {
+            // SAFETY: the tokio ReadBuf only ever writes initialised bytes into `dst`, and we
+            // advance `buf` by exactly what it reports as filled.
+            let dst = unsafe { buf.as_mut() };
+            let mut tbuf = tokio::io::ReadBuf::uninit(dst);
+            let stream = match self.stream() {
+                Ok(s) => s,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            match Pin::new(stream).poll_read(cx, &mut tbuf) {
+                Poll::Ready(Ok(())) => tbuf.filled().len(),
+                other => return other,
+            }
+        };
+        // SAFETY: `n` bytes were just initialised by the read above.
+        unsafe { buf.advance(n) };
+        if n > 0 {
+            self.state.activity.fetch_add(1, Ordering::Relaxed);
+            self.state.pending_read.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Write for ConnIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let stream = match self.stream() {
+            Ok(s) => s,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let r = Pin::new(stream).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            self.wrote();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let stream = match self.stream() {
+            Ok(s) => s,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let r = Pin::new(stream).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            self.wrote();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_flush(cx),
+            Err(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.state.parking.load(Ordering::Relaxed) {
+            if let Some(s) = self.stream.take() {
+                *self.state.parked.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+            }
+            return Poll::Ready(Ok(()));
+        }
+        match self.stream() {
+            Ok(s) => Pin::new(s).poll_shutdown(cx),
+            Err(_) => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl ConnIo {
+    fn wrote(&mut self) {
+        self.state.activity.fetch_add(1, Ordering::Relaxed);
+        self.state.pending_read.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Counts a connection's end for the trimmer.
+struct CountClose;
+
+impl Drop for CountClose {
+    fn drop(&mut self) {
+        PARKS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Serve one plain HTTP/1.1 client connection until it ends: park it while idle, answer 408
+/// to a stalled request head, and on `stop` finish the request in flight and close.
+pub async fn drive_h1<S>(
+    stream: TcpStream,
+    builder: &hyper::server::conn::http1::Builder,
+    make_service: impl FnOnce(Arc<ConnState>) -> S,
+    mut stop: watch::Receiver<bool>,
+    peer: SocketAddr,
+    keepalive: Duration,
+) where
+    S: hyper::service::Service<
+            http::Request<hyper::body::Incoming>,
+            Response = http::Response<super::forward::Body>,
+        >,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let _closed = CountClose;
+    let state = Arc::new(ConnState::default());
+    let service = make_service(state.clone());
+    let mut stream = stream;
+    loop {
+        state.parking.store(false, Ordering::Relaxed);
+        let io = ConnIo {
+            stream: Some(stream),
+            state: state.clone(),
+        };
+        // On the heap, so a parked connection's task does not keep hyper's state inline.
+        let mut conn = Box::pin(builder.serve_connection(io, &service).with_upgrades());
+        let quiet = tokio::time::sleep(PARK_AFTER);
+        let mut quiet = std::pin::pin!(quiet);
+        let mut seen = state.activity.load(Ordering::Relaxed);
+        let mut stopping = false;
+        let result = loop {
+            tokio::select! {
+                r = conn.as_mut() => break r,
+                _ = async { let _ = stop.wait_for(|s| *s).await; }, if !stopping => {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                _ = quiet.as_mut(), if !stopping && !state.parking.load(Ordering::Relaxed) => {
+                    let now = state.activity.load(Ordering::Relaxed);
+                    if now != seen
+                        || state.pending_read.load(Ordering::Relaxed)
+                        || state.no_park.load(Ordering::Relaxed)
+                    {
+                        seen = now;
+                        quiet.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
+                    } else {
+                        state.parking.store(true, Ordering::Relaxed);
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+        };
+        if result.as_ref().is_err_and(|e| e.is_timeout()) {
+            // The ConnIo answers 408 as it is dropped, if part of a request head had arrived.
+            state.timed_out.store(true, Ordering::Relaxed);
+        }
+        // Frees hyper's state and buffers (and, unless parked, closes the socket).
+        drop(conn);
+        match result {
+            Ok(()) if state.parking.load(Ordering::Relaxed) && !stopping => {
+                let parked = state
+                    .parked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take();
+                let Some(s) = parked else { return };
+                let wait = keepalive.saturating_sub(PARK_AFTER);
+                PARKED.fetch_add(1, Ordering::Relaxed);
+                PARKS.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(%peer, "idle client connection parked");
+                let readable = tokio::select! {
+                    r = tokio::time::timeout(wait, s.readable()) => matches!(r, Ok(Ok(()))),
+                    _ = async { let _ = stop.wait_for(|s| *s).await; } => false,
+                };
+                PARKED.fetch_sub(1, Ordering::Relaxed);
+                if !readable {
+                    return;
+                }
+                stream = s;
+            }
+            Ok(()) => return,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Idle keepalive client connections give hyper's buffers back ("parking") and still serve
+//! the next request on the same socket. A test binary of its own: the parked-connection
+//! count is per process.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Backend, Http, Quayside};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn exchange(s: &mut TcpStream, path: &str) -> String {
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // The test backend answers with a short fixed body; wait for the end of it.
+    while !String::from_utf8_lossy(&buf).ends_with("b\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("response timed out")
+            .unwrap();
+        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
+    let b = Backend::start("b").await;
+    let q = Quayside::start().await;
+    let http = Http::new();
+    http.get(&q.admin_url(&format!("/add?no=b&ip=127.0.0.1&port={}", b.port())))
+        .await;
+    assert_eq!(quayside::proxy::parked_connections(), 0);
+
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(q.proxy).await.unwrap();
+        assert!(
+            exchange(&mut s, "/first")
+                .await
+                .starts_with("HTTP/1.1 200 ")
+        );
+        conns.push(s);
+    }
+    // A connection that asked to close is never parked (and is closed).
+    let mut closing = TcpStream::connect(q.proxy).await.unwrap();
+    closing
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    closing.read_to_end(&mut rest).await.unwrap();
+
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(quayside::proxy::parked_connections(), 3);
+    // Each parked connection wakes up for its next request, on the same socket.
+    for s in &mut conns {
+        let text = exchange(s, "/second").await;
+        assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
+        assert!(!text.contains("connection: close"), "{text}");
+    }
+    assert_eq!(quayside::proxy::parked_connections(), 0);
+    // And parks again.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(quayside::proxy::parked_connections(), 3);
+    drop(conns);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(quayside::proxy::parked_connections(), 0);
+    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 7);
+}
