@@ -130,3 +130,97 @@ async fn connections_over_the_limit_wait_to_be_accepted() {
     let text = read_responses(&mut third, 1).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }
+
+/// Read until the peer closes (or 5 s pass); returns what came.
+async fn read_to_close(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn a_stalled_request_head_gets_408_and_an_idle_connection_just_closes() {
+    let b = Backend::start("b").await;
+    let mut c = test_config();
+    c.proxy.client_header_timeout = Duration::from_millis(400);
+    let q = Quayside::start_with(c).await;
+    add(&Http::new(), &q, &b).await;
+
+    // Half a request head, then nothing: 408, then the connection closes.
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let text = read_to_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text:?}");
+    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // The same after an answered request on a keepalive connection.
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_responses(&mut s, 1).await.starts_with("HTTP/1.1 200 "));
+    s.write_all(b"GET /two HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let text = read_to_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text:?}");
+
+    // A keepalive connection that stays quiet between requests is closed without a word.
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_to_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
+    assert!(!text.contains("408"), "{text:?}");
+}
+
+#[tokio::test]
+async fn ambiguous_framing_is_refused_or_made_harmless() {
+    let b = Backend::start("b").await;
+    let q = Quayside::start().await;
+    add(&Http::new(), &q, &b).await;
+    let hits = || b.hits.load(std::sync::atomic::Ordering::SeqCst);
+
+    // Each of these gets 400 and reaches no backend.
+    for req in [
+        // two different lengths
+        &b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nhello"
+            [..],
+        // a length that is not a plain number
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
+        // chunked is not the last coding
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        // Transfer-Encoding in HTTP/1.0
+        b"POST /upload HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        // whitespace before the colon
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello",
+    ] {
+        let mut s = TcpStream::connect(q.proxy).await.unwrap();
+        s.write_all(req).await.unwrap();
+        let text = read_to_close(&mut s).await;
+        assert!(
+            text.starts_with("HTTP/1.1 400 "),
+            "{:?} → {text:?}",
+            String::from_utf8_lossy(req)
+        );
+    }
+    assert_eq!(hits(), 0);
+
+    // Content-Length and chunked together: read as chunked (the length is dropped), and the
+    // connection closes after the answer, so the bytes after the chunked body are never
+    // taken for a second request.
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let text = read_to_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
+    assert!(text.ends_with("\r\n\r\n5\n"), "{text:?}");
+    assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text:?}");
+    assert_eq!(hits(), 1);
+}

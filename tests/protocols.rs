@@ -229,3 +229,42 @@ async fn h2c_backends_get_http2_with_trailers_end_to_end() {
     let body = String::from_utf8_lossy(&collected.to_bytes()).into_owned();
     assert_eq!(body, "HTTP/2.0 te=trailers");
 }
+
+#[tokio::test]
+async fn expect_100_continue_waits_for_the_backend() {
+    let b = Backend::start("b").await;
+    let q = Quayside::start().await;
+    Http::new()
+        .get(&q.admin_url(&format!("/add?no=b&ip=127.0.0.1&port={}", b.port())))
+        .await;
+
+    // A backend that reads the body: its 100 Continue comes through, then the answer.
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 100 Continue"), "{head}");
+    s.write_all(b"hello").await.unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    let mut body = [0u8; 2];
+    s.read_exact(&mut body).await.unwrap();
+    assert_eq!(&body, b"5\n");
+
+    // A backend that answers without reading the body: the client is never told to send it.
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(
+        b"POST /status?code=401 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut s).await;
+    assert!(head.starts_with("HTTP/1.1 401 "), "{head}");
+
+    // The next request still works (a fresh upstream connection if need be).
+    let r = Http::new().get(&q.proxy_url("/")).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "b\n"));
+}

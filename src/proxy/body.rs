@@ -1,5 +1,6 @@
 //! The response body, counted as in flight at its backend until it ends or is dropped.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,13 +31,68 @@ impl Drop for InFlight {
 pub struct Tracked {
     inner: Incoming,
     _slot: InFlight,
+    /// The request body's `Expect: 100-continue` gate, if the backend answered without asking
+    /// for the body: abandoned once this response is done with.
+    _gate: Option<GateGuard>,
 }
 
 impl Tracked {
-    pub fn new(inner: Incoming, slot: InFlight) -> Self {
-        Tracked { inner, _slot: slot }
+    pub fn new(inner: Incoming, slot: InFlight, gate: Option<Arc<Gate>>) -> Self {
+        Tracked {
+            inner,
+            _slot: slot,
+            _gate: gate.map(GateGuard),
+        }
     }
 }
+
+/// Holds a request body back until the backend asks for it (`Expect: 100-continue`).
+///
+/// hyper's server answers `100 Continue` to the client as soon as the request body is first
+/// polled, and hyper's client polls it as soon as the request head is sent; so without this
+/// the client would be told to send a body the backend may refuse. The gate opens when the
+/// backend sends `100 Continue`, or after [`EXPECT_WAIT`] (as a client would, RFC 9110
+/// §10.1.1). If the backend answers with a final status first, the body is never sent: the gate
+/// is abandoned when that response is done, which ends the upstream connection.
+#[derive(Default)]
+pub struct Gate {
+    /// 0 closed, 1 open, 2 abandoned.
+    state: std::sync::atomic::AtomicU8,
+    waker: std::sync::Mutex<Option<std::task::Waker>>,
+}
+
+/// How long to hold a body back while the backend says nothing.
+pub const EXPECT_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Gate {
+    pub fn open(&self) {
+        self.set(1);
+    }
+
+    fn set(&self, to: u8) {
+        if self
+            .state
+            .compare_exchange(0, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+            && let Some(w) = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take()
+        {
+            w.wake();
+        }
+    }
+}
+
+/// Abandons the gate (if still closed) on drop.
+struct GateGuard(Arc<Gate>);
+
+impl Drop for GateGuard {
+    fn drop(&mut self) {
+        self.0.set(2);
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the backend answered without asking for the request body")]
+struct NotWanted;
 
 impl Body for Tracked {
     type Data = Bytes;
@@ -66,6 +122,8 @@ pub struct Capped {
     left: u64,
     /// Set when the limit was hit; `None` (no allocation) when there is no limit.
     pub tripped: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// `Expect: 100-continue`: the gate and the time to give up waiting for the backend.
+    gate: Option<(Arc<Gate>, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +136,14 @@ impl Capped {
             inner,
             left: limit,
             tripped: (limit != u64::MAX).then(Arc::default),
+            gate: None,
         }
+    }
+
+    /// Hold the body back behind `gate` (see [`Gate`]).
+    pub fn gated(mut self, gate: Arc<Gate>) -> Self {
+        self.gate = Some((gate, Box::pin(tokio::time::sleep(EXPECT_WAIT))));
+        self
     }
 }
 
@@ -90,6 +155,21 @@ impl Body for Capped {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if let Some((gate, wait)) = &mut self.gate {
+            let mut state = gate.state.load(Ordering::Acquire);
+            if state == 0 {
+                *gate.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+                if wait.as_mut().poll(cx).is_ready() {
+                    gate.open();
+                }
+                state = gate.state.load(Ordering::Acquire);
+            }
+            match state {
+                0 => return Poll::Pending,
+                1 => self.gate = None,
+                _ => return Poll::Ready(Some(Err(Box::new(NotWanted)))),
+            }
+        }
         match Pin::new(&mut self.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {

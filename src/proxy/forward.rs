@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::body::{Capped, InFlight, Tracked};
+use super::body::{Capped, Gate, InFlight, Tracked};
 use super::retry::RetryBudget;
 use super::{ProxyConfig, ProxyError, headers};
 use crate::balance::hash::hash_bytes;
@@ -25,6 +25,12 @@ use crate::registry::Shared;
 use crate::routing::{HashKey, Upstream};
 
 pub type Body = Either<Tracked, Full<Bytes>>;
+
+/// Idle keepalive connections kept per backend and proxy worker (nginx's `keepalive N`); each
+/// holds hyper's buffers (~16 KiB), so a burst of 10,000 concurrent requests must not leave
+/// 10,000 of them behind. More connections than this are opened when a burst needs them and
+/// closed when they come back to the pool.
+const UPSTREAM_IDLE_PER_WORKER: usize = 64;
 
 /// The client side of a connection, worked out once per connection.
 #[derive(Clone)]
@@ -75,6 +81,7 @@ impl Forwarder {
                     .timer(TokioTimer::new())
                     .pool_timer(TokioTimer::new())
                     .pool_idle_timeout(self.pool_idle_timeout)
+                    .pool_max_idle_per_host(UPSTREAM_IDLE_PER_WORKER)
                     .http2_only(upstream.h2c)
                     .build(connector)
             })
@@ -189,7 +196,17 @@ impl Forwarder {
                 limit: self.max_body,
             });
         }
-        let capped = Capped::new(body, self.max_body);
+        let mut capped = Capped::new(body, self.max_body);
+        // `Expect: 100-continue` to an HTTP/1.1 backend: forwarded, and the body held back
+        // until the backend asks for it (an h2c backend gets the body at once).
+        let expect =
+            (!first.h2c && !capped.is_end_stream() && headers::expects_continue(&parts.headers))
+                .then(|| Arc::new(Gate::default()));
+        if let Some(g) = &expect {
+            capped = capped.gated(g.clone());
+        } else {
+            parts.headers.remove(header::EXPECT);
+        }
         let tripped = capped.tripped.clone();
         let mut body = Some(Either::Left(capped));
         let mut tried: Vec<Arc<Upstream>> = Vec::new();
@@ -208,6 +225,16 @@ impl Forwarder {
                 Some(h) if !tried.is_empty() => h.clone(),
                 _ => std::mem::take(&mut parts.headers),
             };
+            if tried.is_empty()
+                && let Some(g) = &expect
+            {
+                let g = g.clone();
+                hyper::ext::on_informational(&mut req, move |res| {
+                    if res.status() == http::StatusCode::CONTINUE {
+                        g.open();
+                    }
+                });
+            }
             let slot = InFlight::start(&upstream.stats);
             let started = Instant::now();
             let err = match self.send(req, &upstream).await {
@@ -230,7 +257,12 @@ impl Forwarder {
                             headers::sticky_cookie(cookie, &upstream.no),
                         );
                     }
-                    let body = Either::Left(Tracked::new(incoming, slot));
+                    let gate = if tried.is_empty() {
+                        expect.clone()
+                    } else {
+                        None
+                    };
+                    let body = Either::Left(Tracked::new(incoming, slot, gate));
                     return Ok(Response::from_parts(head, body));
                 }
                 Err(e) => e,
