@@ -97,13 +97,22 @@ pub struct ConnState {
     /// hyper's header read timeout fired; with `pending_read` (part of a head arrived after
     /// the last response) the client gets 408, otherwise the idle connection just closes.
     timed_out: AtomicBool,
+    /// The request head just read carries both `Content-Length` and `Transfer-Encoding`.
+    conflicting_framing: AtomicBool,
     /// Where [`ConnIo`] leaves the socket when hyper shuts down a parking connection.
     parked: std::sync::Mutex<Option<TcpStream>>,
 }
 
 impl ConnState {
-    /// Called by the service for each request head.
-    pub fn on_request<B>(&self, req: &http::Request<B>) {
+    /// Called by the service for each request head; `false` if it must be refused with 400
+    /// (both `Content-Length` and `Transfer-Encoding`: hyper would read it as chunked, drop
+    /// the length and close afterwards, which is safe, but such a request is a smuggling
+    /// attempt or a broken client and is refused outright).
+    pub fn on_request<B>(&self, req: &http::Request<B>) -> bool {
+        if self.conflicting_framing.swap(false, Ordering::Relaxed) {
+            self.no_park.store(true, Ordering::Relaxed);
+            return false;
+        }
         let close = req.version() < http::Version::HTTP_11
             || req
                 .headers()
@@ -113,7 +122,26 @@ impl ConnState {
         if close {
             self.no_park.store(true, Ordering::Relaxed);
         }
+        true
     }
+}
+
+/// Whether a request head (the bytes up to the blank line; the part that arrived, if it is
+/// not complete) has both a `Content-Length` and a `Transfer-Encoding` header line.
+pub fn conflicting_framing(bytes: &[u8]) -> bool {
+    let (mut cl, mut te) = (false, false);
+    // Skip the request line; stop at the blank line.
+    for line in bytes.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        let starts =
+            |name: &[u8]| line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name);
+        cl |= starts(b"content-length:");
+        te |= starts(b"transfer-encoding:");
+    }
+    cl && te
 }
 
 /// The client socket as hyper sees it: counts activity, and on a parking shutdown hands the
@@ -163,12 +191,24 @@ impl Read for ConnIo {
                 other => return other,
             }
         };
-        // SAFETY: `n` bytes were just initialised by the read above.
-        unsafe { buf.advance(n) };
         if n > 0 {
             self.state.activity.fetch_add(1, Ordering::Relaxed);
-            self.state.pending_read.store(true, Ordering::Relaxed);
+            // The first bytes after a response (or on a new connection) start a request head:
+            // check its framing headers. (A head split over reads, or pipelined behind
+            // another request, is left to hyper, which reads it as chunked and then closes.)
+            if !self.state.pending_read.swap(true, Ordering::Relaxed) {
+                // SAFETY: the read above initialised the first `n` bytes of `buf`.
+                let head =
+                    unsafe { std::slice::from_raw_parts(buf.as_mut().as_ptr().cast::<u8>(), n) };
+                if conflicting_framing(head) {
+                    self.state
+                        .conflicting_framing
+                        .store(true, Ordering::Relaxed);
+                }
+            }
         }
+        // SAFETY: `n` bytes were just initialised by the read above.
+        unsafe { buf.advance(n) };
         Poll::Ready(Ok(()))
     }
 }
@@ -339,5 +379,37 @@ pub async fn drive_h1<S>(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conflicting_framing;
+
+    #[test]
+    fn framing_headers_are_found_only_in_the_head() {
+        let both = b"POST / HTTP/1.1\r\nHost: x\r\ncontent-length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(conflicting_framing(both));
+        assert!(conflicting_framing(
+            b"POST / HTTP/1.1\nTRANSFER-ENCODING: chunked\nContent-Length: 1\n"
+        ));
+        assert!(!conflicting_framing(
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n"
+        ));
+        assert!(!conflicting_framing(
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
+        // In the body, not the head.
+        assert!(!conflicting_framing(
+            b"POST / HTTP/1.1\r\nContent-Length: 30\r\n\r\nTransfer-Encoding: chunked\r\n"
+        ));
+        // A header merely named like them.
+        assert!(!conflicting_framing(
+            b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\nTransfer-Encodings: x\r\n\r\n"
+        ));
+        // The request line is not a header.
+        assert!(!conflicting_framing(
+            b"content-length: / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ));
     }
 }

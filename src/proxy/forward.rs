@@ -32,6 +32,17 @@ pub type Body = Either<Tracked, Full<Bytes>>;
 /// closed when they come back to the pool.
 const UPSTREAM_IDLE_PER_WORKER: usize = 64;
 
+/// 400 for a request with both `Content-Length` and `Transfer-Encoding`; the connection is
+/// closed after it.
+pub fn refuse_conflicting_framing() -> Response<Body> {
+    let mut resp = ProxyError::BadRequest("both Content-Length and Transfer-Encoding")
+        .into_response()
+        .map(Either::Right);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
 /// The client side of a connection, worked out once per connection.
 #[derive(Clone)]
 pub struct Client {

@@ -217,13 +217,15 @@ pub async fn serve(
                                 let (_open, _permit) = (open, permit);
                                 let make_service = |st: Arc<conn::ConnState>| {
                                     service_fn(move |req| {
-                                        st.on_request(&req);
+                                        let ok = st.on_request(&req);
                                         let fwd = fwd_h1.clone();
                                         let client = client_h1.clone();
                                         async move {
-                                            Ok::<_, std::convert::Infallible>(
-                                                fwd.handle(req, &client).await,
-                                            )
+                                            Ok::<_, std::convert::Infallible>(if ok {
+                                                fwd.handle(req, &client).await
+                                            } else {
+                                                forward::refuse_conflicting_framing()
+                                            })
                                         }
                                     })
                                 };
