@@ -104,6 +104,14 @@ pub struct ConnState {
 }
 
 impl ConnState {
+    /// Count a read or write. Only the connection's own task writes these fields (atomics
+    /// only because hyper wants a `Send` I/O type), so a plain load and store will do: no
+    /// locked read-modify-write per read or write.
+    fn bump(&self) {
+        let n = self.activity.load(Ordering::Relaxed);
+        self.activity.store(n.wrapping_add(1), Ordering::Relaxed);
+    }
+
     /// Called by the service for each request head; `false` if it must be refused with 400
     /// (both `Content-Length` and `Transfer-Encoding`: hyper would read it as chunked, drop
     /// the length and close afterwards, which is safe, but such a request is a smuggling
@@ -192,11 +200,12 @@ impl Read for ConnIo {
             }
         };
         if n > 0 {
-            self.state.activity.fetch_add(1, Ordering::Relaxed);
+            self.state.bump();
             // The first bytes after a response (or on a new connection) start a request head:
             // check its framing headers. (A head split over reads, or pipelined behind
             // another request, is left to hyper, which reads it as chunked and then closes.)
-            if !self.state.pending_read.swap(true, Ordering::Relaxed) {
+            if !self.state.pending_read.load(Ordering::Relaxed) {
+                self.state.pending_read.store(true, Ordering::Relaxed);
                 // SAFETY: the read above initialised the first `n` bytes of `buf`.
                 let head =
                     unsafe { std::slice::from_raw_parts(buf.as_mut().as_ptr().cast::<u8>(), n) };
@@ -277,7 +286,7 @@ impl Write for ConnIo {
 
 impl ConnIo {
     fn wrote(&mut self) {
-        self.state.activity.fetch_add(1, Ordering::Relaxed);
+        self.state.bump();
         self.state.pending_read.store(false, Ordering::Relaxed);
     }
 }

@@ -210,14 +210,22 @@ impl Forwarder {
         let mut capped = Capped::new(body, self.max_body);
         // `Expect: 100-continue` to an HTTP/1.1 backend: forwarded, and the body held back
         // until the backend asks for it (an h2c backend gets the body at once).
-        let expect =
-            (!first.h2c && !capped.is_end_stream() && headers::expects_continue(&parts.headers))
-                .then(|| Arc::new(Gate::default()));
-        if let Some(g) = &expect {
-            capped = capped.gated(g.clone());
-        } else {
-            parts.headers.remove(header::EXPECT);
-        }
+        let expect = match parts.headers.get(header::EXPECT) {
+            None => None,
+            Some(_)
+                if !first.h2c
+                    && !capped.is_end_stream()
+                    && headers::expects_continue(&parts.headers) =>
+            {
+                let g = Arc::new(Gate::default());
+                capped = capped.gated(g.clone());
+                Some(g)
+            }
+            Some(_) => {
+                parts.headers.remove(header::EXPECT);
+                None
+            }
+        };
         let tripped = capped.tripped.clone();
         let mut body = Some(Either::Left(capped));
         let mut tried: Vec<Arc<Upstream>> = Vec::new();

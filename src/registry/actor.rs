@@ -89,9 +89,8 @@ impl Handle {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>, store: Option<persist::Store>) {
+async fn run(mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>, mut store: Option<persist::Store>) {
     let mut batch = Vec::new();
-    let mut store = store;
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let current = shared.registry.load_full();
         let mut next = Registry::clone(&current);
