@@ -56,7 +56,7 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
     let mut rest = Vec::new();
     closing.read_to_end(&mut rest).await.unwrap();
 
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(quayside::proxy::parked_connections(), 3);
     // Each parked connection wakes up for its next request, on the same socket.
     for s in &mut conns {
@@ -66,7 +66,7 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
     }
     assert_eq!(quayside::proxy::parked_connections(), 0);
     // And parks again.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     assert_eq!(quayside::proxy::parked_connections(), 3);
     drop(conns);
     tokio::time::sleep(Duration::from_millis(200)).await;
