@@ -12,11 +12,11 @@
 //! A connection is parked only when nothing was read since the last response bytes were
 //! written (no request in progress) and the client spoke HTTP/1.1 without `Connection: close`
 //! (its responses are self-delimiting, so a response still streaming when the park begins
-//! ends normally and the socket stays open). Limitation: a client that pipelines a request
-//! together with the *start* of the next one, then stalls for [`PARK_AFTER`], loses that
-//! start (it sat in hyper's buffer); it then gets 400 for the rest. No common client does this.
-//! For the same reason such a pipelined head that stalls past the header timeout is closed
-//! without the 408 (the I/O layer saw it arrive before the previous response went out).
+//! ends normally and the socket stays open). A client seen pipelining (a second request
+//! served with no read in between) is never parked: the start of its next request may sit in
+//! hyper's buffer, which parking drops. What remains: a client whose *first* pipelined batch
+//! ends in the middle of a request head and then stalls for [`PARK_AFTER`] loses that start
+//! and gets 400 for the rest; and such a stalled head is closed without the 408.
 
 use std::io;
 use std::net::SocketAddr;
@@ -97,8 +97,15 @@ pub struct ConnState {
     /// hyper's header read timeout fired; with `pending_read` (part of a head arrived after
     /// the last response) the client gets 408, otherwise the idle connection just closes.
     timed_out: AtomicBool,
-    /// The request head just read carries both `Content-Length` and `Transfer-Encoding`.
+    /// A request head just read carries both `Content-Length` and `Transfer-Encoding`; its
+    /// request line is in `conflict_line` (checked against the next request the service sees,
+    /// so bytes that only looked like a head, in a body, refuse nothing).
     conflicting_framing: AtomicBool,
+    conflict_line: std::sync::Mutex<Option<Vec<u8>>>,
+    /// Requests the service saw since the last read that started a request: a second one
+    /// means the client pipelines, and a pipelining client is never parked (the start of its
+    /// next request may sit in hyper's buffer, which parking would drop).
+    heads: std::sync::atomic::AtomicU32,
     /// Where [`ConnIo`] leaves the socket when hyper shuts down a parking connection.
     parked: std::sync::Mutex<Option<TcpStream>>,
 }
@@ -117,9 +124,25 @@ impl ConnState {
     /// the length and close afterwards, which is safe, but such a request is a smuggling
     /// attempt or a broken client and is refused outright).
     pub fn on_request<B>(&self, req: &http::Request<B>) -> bool {
-        if self.conflicting_framing.swap(false, Ordering::Relaxed) {
+        let heads = self.heads.load(Ordering::Relaxed);
+        self.heads.store(heads.saturating_add(1), Ordering::Relaxed);
+        if heads >= 1 {
             self.no_park.store(true, Ordering::Relaxed);
-            return false;
+        }
+        if self.conflicting_framing.load(Ordering::Relaxed) {
+            self.conflicting_framing.store(false, Ordering::Relaxed);
+            let line = self
+                .conflict_line
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            let mut parts = line.as_deref().unwrap_or_default().split(|&b| b == b' ');
+            if parts.next() == Some(req.method().as_str().as_bytes())
+                && parts.next() == Some(req.uri().to_string().as_bytes())
+            {
+                self.no_park.store(true, Ordering::Relaxed);
+                return false;
+            }
         }
         let close = req.version() < http::Version::HTTP_11
             || req
@@ -134,12 +157,16 @@ impl ConnState {
     }
 }
 
-/// Whether a request head (the bytes up to the blank line; the part that arrived, if it is
-/// not complete) has both a `Content-Length` and a `Transfer-Encoding` header line.
-pub fn conflicting_framing(bytes: &[u8]) -> bool {
+/// If a request head (the bytes up to the blank line; the part that arrived, if it is not
+/// complete) has both a `Content-Length` and a `Transfer-Encoding` header line: its request
+/// line.
+pub fn conflicting_framing(bytes: &[u8]) -> Option<&[u8]> {
     let (mut cl, mut te) = (false, false);
-    // Skip the request line; stop at the blank line.
-    for line in bytes.split(|&b| b == b'\n').skip(1) {
+    let mut lines = bytes.split(|&b| b == b'\n');
+    let request_line = lines.next()?;
+    let request_line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
+    // Stop at the blank line.
+    for line in lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             break;
@@ -149,7 +176,7 @@ pub fn conflicting_framing(bytes: &[u8]) -> bool {
         cl |= starts(b"content-length:");
         te |= starts(b"transfer-encoding:");
     }
-    cl && te
+    (cl && te).then_some(request_line)
 }
 
 /// The client socket as hyper sees it: counts activity, and on a parking shutdown hands the
@@ -206,10 +233,16 @@ impl Read for ConnIo {
             // another request, is left to hyper, which reads it as chunked and then closes.)
             if !self.state.pending_read.load(Ordering::Relaxed) {
                 self.state.pending_read.store(true, Ordering::Relaxed);
+                self.state.heads.store(0, Ordering::Relaxed);
                 // SAFETY: the read above initialised the first `n` bytes of `buf`.
                 let head =
                     unsafe { std::slice::from_raw_parts(buf.as_mut().as_ptr().cast::<u8>(), n) };
-                if conflicting_framing(head) {
+                if let Some(line) = conflicting_framing(head) {
+                    *self
+                        .state
+                        .conflict_line
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = Some(line.to_vec());
                     self.state
                         .conflicting_framing
                         .store(true, Ordering::Relaxed);
@@ -397,28 +430,60 @@ mod tests {
 
     #[test]
     fn framing_headers_are_found_only_in_the_head() {
-        let both = b"POST / HTTP/1.1\r\nHost: x\r\ncontent-length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert!(conflicting_framing(both));
-        assert!(conflicting_framing(
-            b"POST / HTTP/1.1\nTRANSFER-ENCODING: chunked\nContent-Length: 1\n"
-        ));
-        assert!(!conflicting_framing(
-            b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n"
-        ));
-        assert!(!conflicting_framing(
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-        ));
+        let both = b"POST /a?b HTTP/1.1\r\nHost: x\r\ncontent-length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(conflicting_framing(both), Some(&b"POST /a?b HTTP/1.1"[..]));
+        assert!(
+            conflicting_framing(
+                b"POST / HTTP/1.1\nTRANSFER-ENCODING: chunked\nContent-Length: 1\n"
+            )
+            .is_some()
+        );
+        assert!(conflicting_framing(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n").is_none());
+        assert!(
+            conflicting_framing(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").is_none()
+        );
         // In the body, not the head.
-        assert!(!conflicting_framing(
-            b"POST / HTTP/1.1\r\nContent-Length: 30\r\n\r\nTransfer-Encoding: chunked\r\n"
-        ));
+        assert!(
+            conflicting_framing(
+                b"POST / HTTP/1.1\r\nContent-Length: 30\r\n\r\nTransfer-Encoding: chunked\r\n"
+            )
+            .is_none()
+        );
         // A header merely named like them.
-        assert!(!conflicting_framing(
-            b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\nTransfer-Encodings: x\r\n\r\n"
-        ));
+        assert!(
+            conflicting_framing(
+                b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\nTransfer-Encodings: x\r\n\r\n"
+            )
+            .is_none()
+        );
         // The request line is not a header.
-        assert!(!conflicting_framing(
-            b"content-length: / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-        ));
+        assert!(
+            conflicting_framing(
+                b"content-length: / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            .is_none()
+        );
+    }
+
+    #[test]
+    fn only_the_request_the_head_belongs_to_is_refused() {
+        use super::ConnState;
+        use std::sync::atomic::Ordering;
+        let st = ConnState::default();
+        // Body bytes after a 100 Continue that merely look like such a head.
+        *st.conflict_line.lock().unwrap() = Some(b"POST /other HTTP/1.1".to_vec());
+        st.conflicting_framing.store(true, Ordering::Relaxed);
+        let req = http::Request::post("/upload").body(()).unwrap();
+        assert!(st.on_request(&req));
+        // The real thing.
+        *st.conflict_line.lock().unwrap() = Some(b"POST /upload HTTP/1.1".to_vec());
+        st.conflicting_framing.store(true, Ordering::Relaxed);
+        assert!(!st.on_request(&req));
+        // Two requests with no request-starting read between them: pipelining, never parked.
+        let st = ConnState::default();
+        assert!(st.on_request(&req));
+        assert!(!st.no_park.load(Ordering::Relaxed));
+        assert!(st.on_request(&req));
+        assert!(st.no_park.load(Ordering::Relaxed));
     }
 }
