@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# User-space instructions per proxied request, by callgrind: repeatable whatever else the
+# machine is doing (unlike req/s on this noisy 2-core box). One worker, one keepalive client
+# sending N requests in sequence to the two nginx backends of bench/nginx-backend.conf; the
+# per-request figure is (total at 2,500 requests - total at 500) / 2,000, which cancels
+# start-up. Also for nginx with bench/conf/nginx-static.conf (one worker, no master).
+#
+# Needs: valgrind, nginx (apt-get install -y valgrind nginx-extras), python3, curl, and
+# `cargo build --release`. Run: bash bench/instructions.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+work=$(mktemp -d /tmp/quayside-instr-XXXX)
+mkdir -p "$work/logs"
+nginx -c "$PWD/bench/nginx-backend.conf" -p "$work/" >/dev/null 2>&1 &
+backends=$!
+trap 'kill $backends 2>/dev/null; pkill -f "$work" 2>/dev/null; true' EXIT
+sleep 0.5
+
+requests() { # PORT N
+  python3 - "$1" "$2" <<'PY'
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
+for _ in range(int(sys.argv[2])):
+    c.request("GET", "/"); r = c.getresponse(); r.read()
+PY
+}
+wait_port() { for _ in $(seq 1 100); do curl -s -o /dev/null "127.0.0.1:$1/" && return; sleep 0.3; done; }
+
+quayside() { # N -> total instructions
+  local out="$work/q.$1"
+  valgrind --tool=callgrind --callgrind-out-file="$out" target/release/quayside --no-docker \
+    --workers 1 --listen 127.0.0.1:18900 --admin-listen 127.0.0.1:18901 \
+    --state "$work/q$1.json" >/dev/null 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 100); do curl -s -o /dev/null 127.0.0.1:18901/healthz && break; sleep 0.3; done
+  curl -s -o /dev/null "127.0.0.1:18901/add?no=1&ip=127.0.0.1&port=18081"
+  curl -s -o /dev/null "127.0.0.1:18901/add?no=2&ip=127.0.0.1&port=18082"
+  requests 18900 "$1"
+  kill -INT $pid; wait $pid || true
+  grep '^summary' "$out" | awk '{print $2}'
+}
+
+nginx_static() { # N -> total instructions
+  local out="$work/n.$1"
+  sed 's/worker_processes 2;/worker_processes 1;\nmaster_process off;/; s/18580/18910/; s/nginx-static.pid/instr.pid/' \
+    bench/conf/nginx-static.conf > "$work/n.conf"
+  valgrind --tool=callgrind --callgrind-out-file="$out" nginx -c "$work/n.conf" -p "$work/" >/dev/null 2>&1 &
+  local pid=$!
+  wait_port 18910
+  requests 18910 "$1"
+  kill -QUIT $pid; wait $pid || true
+  grep '^summary' "$out" | awk '{print $2}'
+}
+
+q1=$(quayside 500); q2=$(quayside 2500)
+n1=$(nginx_static 500); n2=$(nginx_static 2500)
+echo "quayside: $(( (q2 - q1) / 2000 )) instructions per request (user space)"
+echo "nginx-static: $(( (n2 - n1) / 2000 )) instructions per request (user space)"
