@@ -352,6 +352,17 @@ pub struct Entry {
     pub pinned: bool,
 }
 
+fn set_or_remove<V: Clone>(map: &mut OrdMap<String, V>, key: &str, value: Option<V>) {
+    match value {
+        Some(v) => {
+            map.insert(key.to_owned(), v);
+        }
+        None => {
+            map.remove(key);
+        }
+    }
+}
+
 /// The keys a batch of commands touched: what the state file journal and the incremental
 /// routing-table update look at, so neither has to walk the whole registry.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -375,7 +386,7 @@ pub struct Registry {
     // batch of changes, and that must not cost O(entries).
     manual: OrdMap<String, BackendSpec>,
     discovered: OrdMap<String, Discovered>,
-    overrides: BTreeMap<String, AdminState>,
+    overrides: OrdMap<String, AdminState>,
     services: OrdMap<String, ServiceConfig>,
     /// Service settings from discovery labels; an operator's `services` entry wins.
     discovered_services: OrdMap<String, ServiceConfig>,
@@ -453,7 +464,15 @@ impl Registry {
                     .filter(|d| old_ids.get(d.spec.no.as_str()) == Some(&d.container_id.as_str()))
                     .map(|d| d.spec.no.clone())
                     .collect();
-                self.overrides.retain(|no, _| keep.contains(no));
+                let stale: Vec<String> = self
+                    .overrides
+                    .keys()
+                    .filter(|no| !keep.contains(*no))
+                    .cloned()
+                    .collect();
+                for no in stale {
+                    self.overrides.remove(&no);
+                }
                 self.discovered = list.into_iter().map(|d| (d.spec.no.clone(), d)).collect();
                 self.discovered_services = services.into_iter().collect();
             }
@@ -514,38 +533,17 @@ impl Registry {
     /// Set (or with `None` remove) a manual entry as saved, without the API's checks
     /// (replaying the state file journal, whose records were checked when first applied).
     pub fn restore_manual(&mut self, no: &str, spec: Option<BackendSpec>) {
-        match spec {
-            Some(s) => {
-                self.manual.insert(no.to_owned(), s);
-            }
-            None => {
-                self.manual.remove(no);
-            }
-        }
+        set_or_remove(&mut self.manual, no, spec);
     }
 
     /// Set or remove an override as saved (journal replay).
     pub fn restore_override(&mut self, no: &str, state: Option<AdminState>) {
-        match state {
-            Some(s) => {
-                self.overrides.insert(no.to_owned(), s);
-            }
-            None => {
-                self.overrides.remove(no);
-            }
-        }
+        set_or_remove(&mut self.overrides, no, state);
     }
 
     /// Set or remove a service's operator settings as saved (journal replay).
     pub fn restore_service(&mut self, name: &str, config: Option<ServiceConfig>) {
-        match config {
-            Some(c) => {
-                self.services.insert(name.to_owned(), c);
-            }
-            None => {
-                self.services.remove(name);
-            }
-        }
+        set_or_remove(&mut self.services, name, config);
     }
 
     /// The merged entry for `no`, if any.
@@ -645,7 +643,7 @@ impl Registry {
         &self.manual
     }
 
-    pub fn overrides(&self) -> &BTreeMap<String, AdminState> {
+    pub fn overrides(&self) -> &OrdMap<String, AdminState> {
         &self.overrides
     }
 
