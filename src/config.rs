@@ -113,7 +113,8 @@ pub struct Cli {
     #[arg(long, env = "QUAYSIDE_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
 
-    /// On SIGTERM/SIGINT, time given to in-flight requests [default: 30s]
+    /// On SIGTERM/SIGINT, time given to in-flight requests; also how long an upgraded
+    /// connection (WebSocket) outlives the drain or removal of its backend [default: 30s]
     #[arg(long, env = "QUAYSIDE_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
 }

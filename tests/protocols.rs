@@ -268,3 +268,39 @@ async fn expect_100_continue_waits_for_the_backend() {
     let r = Http::new().get(&q.proxy_url("/")).await;
     assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "b\n"));
 }
+
+#[tokio::test]
+async fn a_tunnel_outlives_its_backend_s_drain_by_the_grace_period_only() {
+    let port = echo_upgrade_backend().await;
+    let mut c = common::test_config();
+    c.proxy.shutdown_timeout = Duration::from_millis(600);
+    let q = Quayside::start_with(c).await;
+    let http = Http::new();
+    http.get(&q.admin_url(&format!("/add?no=ws&ip=127.0.0.1&port={port}")))
+        .await;
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_head(&mut s).await.starts_with("HTTP/1.1 101"));
+    // Unrelated table changes, for longer than the grace period: the tunnel stays.
+    for i in 0..4 {
+        http.get(&q.admin_url(&format!("/add?no=other{i}&ip=127.0.0.1&port=9")))
+            .await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        echo(&mut s, b"still open").await;
+    }
+    // Its backend is drained: still open within the grace period, closed after it.
+    let r = http
+        .method("POST", &q.admin_url("/api/v1/backends/ws/drain"), "")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    echo(&mut s, b"in the grace period").await;
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the tunnel should have been closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "tunnel still open after the grace period");
+}

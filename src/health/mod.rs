@@ -37,6 +37,10 @@ pub struct BackendStats {
     ewma_at_ms: AtomicU64,
     /// When it (re)entered service, for slow start.
     pub since_ms: AtomicU64,
+    /// No longer routed (drained, disabled, removed or moved): its upgraded connections
+    /// (WebSocket tunnels) close after the grace period.
+    retired: std::sync::atomic::AtomicBool,
+    retired_notify: tokio::sync::Notify,
 }
 
 impl Default for BackendStats {
@@ -50,6 +54,38 @@ impl Default for BackendStats {
             ewma_bits: AtomicU64::new(0f64.to_bits()),
             ewma_at_ms: AtomicU64::new(0),
             since_ms: AtomicU64::new(now_ms()),
+            retired: std::sync::atomic::AtomicBool::new(false),
+            retired_notify: tokio::sync::Notify::new(),
+        }
+    }
+}
+
+impl BackendStats {
+    /// Mark the backend as routed (`false`) or not (`true`) any more.
+    pub fn set_retired(&self, retired: bool) {
+        let was = self.retired.swap(retired, Ordering::AcqRel);
+        if retired && !was {
+            self.retired_notify.notify_waiters();
+        }
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the backend is no longer routed and has stayed so for `grace`.
+    pub async fn retired_for(&self, grace: std::time::Duration) {
+        loop {
+            let notified = self.retired_notify.notified();
+            let mut notified = std::pin::pin!(notified);
+            notified.as_mut().enable();
+            if !self.is_retired() {
+                notified.await;
+            }
+            tokio::time::sleep(grace).await;
+            if self.is_retired() {
+                return;
+            }
         }
     }
 }

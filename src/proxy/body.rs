@@ -20,6 +20,10 @@ impl InFlight {
         stats.requests.fetch_add(1, Ordering::Relaxed);
         InFlight(stats.clone())
     }
+
+    pub fn stats(&self) -> &Arc<BackendStats> {
+        &self.0
+    }
 }
 
 impl Drop for InFlight {

@@ -62,6 +62,8 @@ pub struct Forwarder {
     shared: Arc<Shared>,
     connect_timeout: Duration,
     pool_idle_timeout: Duration,
+    /// How long an upgraded connection outlives the routing of its backend.
+    tunnel_grace: Duration,
     budget: RetryBudget,
     response_header_timeout: Duration,
     max_body: u64,
@@ -73,6 +75,7 @@ impl Forwarder {
             shared,
             connect_timeout: config.connect_timeout,
             pool_idle_timeout: config.pool_idle_timeout,
+            tunnel_grace: config.shutdown_timeout,
             response_header_timeout: config.response_header_timeout,
             budget: RetryBudget::default(),
             max_body: config.max_body_size.unwrap_or(u64::MAX),
@@ -264,7 +267,13 @@ impl Forwarder {
                     if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
                         && let Some((_, client_side)) = upgrade
                     {
-                        return Ok(tunnel(resp, client_side, slot, &upstream.no));
+                        return Ok(tunnel(
+                            resp,
+                            client_side,
+                            slot,
+                            &upstream.no,
+                            self.tunnel_grace,
+                        ));
                     }
                     let (mut head, incoming) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut head.headers);
@@ -348,20 +357,28 @@ fn tunnel(
     client_side: hyper::upgrade::OnUpgrade,
     slot: InFlight,
     no: &str,
+    grace: Duration,
 ) -> Response<Body> {
     let backend_side = hyper::upgrade::on(&mut resp);
     let no = no.to_owned();
     tokio::spawn(async move {
-        let _slot = slot;
         match tokio::try_join!(client_side, backend_side) {
             Ok((c, b)) => {
                 let (mut c, mut b) = (TokioIo::new(c), TokioIo::new(b));
-                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
-                    tracing::debug!(backend = %no, error = %e, "upgraded connection ended");
+                // A routing-table change leaves the tunnel alone; once its backend is no longer
+                // routed (drained, removed, moved), the tunnel gets `grace` and is then closed.
+                tokio::select! {
+                    r = tokio::io::copy_bidirectional(&mut c, &mut b) => if let Err(e) = r {
+                        tracing::debug!(backend = %no, error = %e, "upgraded connection ended");
+                    },
+                    _ = slot.stats().retired_for(grace) => {
+                        tracing::info!(backend = %no, ?grace, "closed an upgraded connection: its backend is no longer routed and the grace period is over");
+                    }
                 }
             }
             Err(e) => tracing::debug!(backend = %no, error = %e, "upgrade did not complete"),
         }
+        drop(slot);
     });
     // Keep Upgrade/Connection: they are the point of a 101.
     let (head, _) = resp.into_parts();

@@ -38,7 +38,8 @@ pub struct ProxyConfig {
     /// Idle pooled backend connections are closed after this; keep it below the backends'
     /// own keepalive timeout.
     pub pool_idle_timeout: Duration,
-    /// In-flight requests get this long to finish on shutdown.
+    /// In-flight requests get this long to finish on shutdown, and upgraded connections this
+    /// long after their backend stops being routed.
     pub shutdown_timeout: Duration,
     /// Proxy worker threads, each with its own single-threaded runtime, accept loop and
     /// backend pools (like nginx's worker processes).

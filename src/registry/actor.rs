@@ -122,9 +122,10 @@ async fn run(mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>, mut store: Option
         match saved {
             Ok(()) => {
                 if !changes.is_empty() {
-                    let prev = shared.table.load();
-                    let table = RoutingTable::update(&next, &prev, &changes);
-                    shared.table.store(Arc::new(table));
+                    let prev = shared.table.load_full();
+                    let table = Arc::new(RoutingTable::update(&next, &prev, &changes));
+                    shared.table.store(table.clone());
+                    table.mark_retired(&prev, &changes);
                     shared.registry.store(next);
                 }
                 for (r, reply) in results {

@@ -377,6 +377,22 @@ impl RoutingTable {
         &self.services
     }
 
+    /// Tell the touched backends whether they are still routed (an upgraded connection to
+    /// one that is not closes after its grace period; see `BackendStats::retired_for`).
+    pub fn mark_retired(&self, prev: &RoutingTable, changes: &Changes) {
+        for no in &changes.nos {
+            let now = self.upstreams.get(no);
+            if let Some(was) = prev.upstreams.get(no)
+                && now.is_none_or(|u| !Arc::ptr_eq(&u.stats, &was.stats))
+            {
+                was.stats.set_retired(true);
+            }
+            if let Some(u) = now {
+                u.stats.set_retired(false);
+            }
+        }
+    }
+
     /// Runtime record of the backend `no`, routed or not.
     pub fn stats(&self, no: &str) -> Option<&Arc<BackendStats>> {
         self.registered.get(no).map(|r| &r.stats)
