@@ -110,7 +110,7 @@ async fn run(mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>, mut store: Option
         // CPU than the write. Requests that arrive meanwhile form the next batch.
         let saved = match &mut store {
             Some(store) => store.save(&current, &next, &changes).and_then(|()| {
-                if compact.is_empty() {
+                if compact.is_empty() || !store.has_journal() {
                     Ok(())
                 } else {
                     store.compact(&next)

@@ -364,6 +364,11 @@ impl Store {
         Ok(())
     }
 
+    /// Whether changes are waiting in the journal (not yet folded into the state file).
+    pub fn has_journal(&self) -> bool {
+        self.journal_len > 0
+    }
+
     /// Rewrite the state file from `reg` (atomically) and empty the journal.
     pub fn compact(&mut self, reg: &Registry) -> Result<(), StateError> {
         let bytes = encode(reg);
