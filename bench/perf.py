@@ -109,14 +109,14 @@ def wrk(port, duration=DURATION, conns=CONNS, host=None):
     return rps, n, errors
 
 
-def start_quayside(state=None):
-    args = [QUAYSIDE, "--no-docker", "--listen", f"127.0.0.1:{Q_PROXY}", "--admin-listen",
-            f"127.0.0.1:{Q_ADMIN}", "--state", state or os.path.join(work, "q-state.json")]
+def start_quayside(state=None, proxy=Q_PROXY, admin=Q_ADMIN):
+    args = [QUAYSIDE, "--no-docker", "--listen", f"127.0.0.1:{proxy}", "--admin-listen",
+            f"127.0.0.1:{admin}", "--state", state or os.path.join(work, "q-state.json")]
     p = spawn(args, preexec_fn=lambda: resource.setrlimit(
         resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2))
     time.sleep(0.8)
     for i, port in ((1, 18081), (2, 18082)):
-        assert http_get(Q_ADMIN, f"/add?no={i}&ip=127.0.0.1&port={port}")[0] == 200
+        assert http_get(admin, f"/add?no={i}&ip=127.0.0.1&port={port}")[0] == 200
     return p
 
 
@@ -239,8 +239,18 @@ def main():
     ths = [threading.Thread(target=rules, args=(k,)) for k in range(8)]
     [t.start() for t in ths]
     [t.join() for t in ths]
-    big = statistics.median(wrk(Q_PROXY)[0] for _ in range(2))
-    print(f"- with 10,000 backends in 1,000 host-routed services: {big:,.0f} req/s vs {base:,.0f} ({big / base:.2f}×)")
+    # Against a second instance with only the two backends, interleaved in both orders.
+    small = start_quayside(os.path.join(work, "q-small.json"), Q_PROXY + 10, Q_ADMIN + 10)
+    big_runs, small_runs = [], []
+    for r in range(4):
+        pair = [(big_runs, Q_PROXY), (small_runs, Q_PROXY + 10)]
+        for runs, port in (pair if r % 2 == 0 else pair[::-1]):
+            runs.append(wrk(port)[0])
+    small.terminate()
+    small.wait()
+    big, two = statistics.median(big_runs), statistics.median(small_runs)
+    print(f"- with 10,000 backends in 1,000 host-routed services: {big:,.0f} req/s vs {two:,.0f} "
+          f"for a second instance with two ({big / two:.2f}×; 4 interleaved rounds each, medians)")
 
     # Memory: idle RSS of a fresh quayside, then 10,000 idle keepalive client connections.
     q.terminate()
