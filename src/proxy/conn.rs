@@ -261,17 +261,7 @@ impl Write for ConnIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let stream = match self.stream() {
-            Ok(s) => s,
-            Err(e) => return Poll::Ready(Err(e)),
-        };
-        let r = Pin::new(stream).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r
-            && n > 0
-        {
-            self.wrote();
-        }
-        r
+        self.counted_write(|s| s.poll_write(cx, buf))
     }
 
     fn poll_write_vectored(
@@ -279,17 +269,7 @@ impl Write for ConnIo {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let stream = match self.stream() {
-            Ok(s) => s,
-            Err(e) => return Poll::Ready(Err(e)),
-        };
-        let r = Pin::new(stream).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = r
-            && n > 0
-        {
-            self.wrote();
-        }
-        r
+        self.counted_write(|s| s.poll_write_vectored(cx, bufs))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -318,9 +298,23 @@ impl Write for ConnIo {
 }
 
 impl ConnIo {
-    fn wrote(&mut self) {
-        self.state.bump();
-        self.state.pending_read.store(false, Ordering::Relaxed);
+    /// A write to the socket, counted as activity; written bytes end the request in progress.
+    fn counted_write(
+        &mut self,
+        write: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let stream = match self.stream() {
+            Ok(s) => s,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let r = write(Pin::new(stream));
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            self.state.bump();
+            self.state.pending_read.store(false, Ordering::Relaxed);
+        }
+        r
     }
 }
 

@@ -215,10 +215,10 @@ impl Forwarder {
         // until the backend asks for it (an h2c backend gets the body at once).
         let expect = match parts.headers.get(header::EXPECT) {
             None => None,
-            Some(_)
-                if !first.h2c
-                    && !capped.is_end_stream()
-                    && headers::expects_continue(&parts.headers) =>
+            Some(v)
+                if v.as_bytes().eq_ignore_ascii_case(b"100-continue")
+                    && !first.h2c
+                    && !capped.is_end_stream() =>
             {
                 let g = Arc::new(Gate::default());
                 capped = capped.gated(g.clone());

@@ -46,13 +46,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Whether the request carries `Expect: 100-continue`.
-pub fn expects_continue(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-}
-
 /// Set `X-Forwarded-For` (appending the client to any existing list), `-Proto` and `-Host`.
 pub fn set_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &HeaderValue) {
     let xff = match headers.get(&X_FORWARDED_FOR) {
