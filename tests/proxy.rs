@@ -275,3 +275,77 @@ async fn requests_that_never_reached_a_backend_are_retried_elsewhere() {
         "{v}"
     );
 }
+
+/// A backend that answers the first request on each connection (keep-alive) and closes the
+/// connection without a word when a second one arrives on it: what a backend whose keepalive
+/// timeout fires just as a pooled connection is reused looks like. Counts its connections.
+async fn closes_reused_connections() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let mut seen = Vec::new();
+                // Read the first head (and a small body, if one is announced).
+                while !String::from_utf8_lossy(&seen).contains("\r\n\r\n") {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nfresh\n")
+                    .await;
+                // The next request on this connection: closed on.
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    (port, conns)
+}
+
+#[tokio::test]
+async fn a_request_lost_to_the_idle_close_race_goes_out_again_if_it_is_safe() {
+    let (port, conns) = closes_reused_connections().await;
+    let q = Quayside::start().await;
+    let http = Http::new();
+    add(&http, &q, "racy", port).await;
+    let r = http.get(&q.proxy_url("/")).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "fresh\n"));
+    // The pooled connection has now been idle a while; the backend closes it when reused.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = http.get(&q.proxy_url("/")).await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (StatusCode::OK, "fresh\n"),
+        "a GET lost on a reused connection was not sent again"
+    );
+    assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // A POST may have been acted on: it is not sent again, the client gets a 502.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = http.method("POST", &q.proxy_url("/"), "once").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.body);
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_close_after_the_pool_idle_timeout() {
+    let b = Backend::start("b").await;
+    let mut cfg = test_config();
+    cfg.proxy.pool_idle_timeout = Duration::from_millis(400);
+    let q = Quayside::start_with(cfg).await;
+    let http = Http::new();
+    add(&http, &q, "b", b.port()).await;
+    assert_eq!(http.get(&q.proxy_url("/")).await.status, StatusCode::OK);
+    assert_eq!(established_to(b.port()), 1);
+    common::docker::eventually(5, "idle pooled connection closed by the sweep", || async {
+        (established_to(b.port()) == 0).then_some(())
+    })
+    .await;
+    // And the next request opens a new one.
+    assert_eq!(http.get(&q.proxy_url("/")).await.status, StatusCode::OK);
+}

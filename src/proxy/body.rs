@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::pool::Checkin;
 use crate::health::BackendStats;
 
 /// Holds one in-flight slot of a backend; releases it on drop.
@@ -38,14 +39,36 @@ pub struct Tracked {
     /// The request body's `Expect: 100-continue` gate, if the backend answered without asking
     /// for the body: abandoned once this response is done with.
     _gate: Option<GateGuard>,
+    /// The pooled connection this body arrives on: back to its pool if the body was read to
+    /// the end, closed if not.
+    checkin: Option<Checkin>,
+    /// The body said it was over.
+    ended: bool,
 }
 
 impl Tracked {
-    pub fn new(inner: Incoming, slot: InFlight, gate: Option<Arc<Gate>>) -> Self {
+    pub fn new(
+        inner: Incoming,
+        slot: InFlight,
+        gate: Option<Arc<Gate>>,
+        checkin: Option<Checkin>,
+    ) -> Self {
         Tracked {
             inner,
             _slot: slot,
             _gate: gate.map(GateGuard),
+            checkin,
+            ended: false,
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if let Some(c) = self.checkin.take()
+            && (self.ended || self.inner.is_end_stream())
+        {
+            c.complete();
         }
     }
 }
@@ -106,7 +129,11 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -17,6 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::{Capped, Gate, InFlight, Tracked};
+use super::pool::{self, Checkin, ConnectError, WorkerPool};
 use super::retry::RetryBudget;
 use super::{ProxyConfig, ProxyError, headers};
 use crate::balance::hash::hash_bytes;
@@ -26,11 +27,10 @@ use crate::routing::{HashKey, Upstream};
 
 pub type Body = Either<Tracked, Full<Bytes>>;
 
-/// Idle keepalive connections kept per backend and proxy worker (nginx's `keepalive N`); each
-/// holds hyper's buffers (~16 KiB), so a burst of 10,000 concurrent requests must not leave
-/// 10,000 of them behind. More connections than this are opened when a burst needs them and
-/// closed when they come back to the pool.
-const UPSTREAM_IDLE_PER_WORKER: usize = 64;
+/// A pooled connection idle this long may be closed by the backend just as a request goes out
+/// on it (the idle-close race); a bodyless idempotent request sent on one is kept so it can be
+/// sent again on a new connection.
+const RACE_IDLE: Duration = Duration::from_millis(100);
 
 /// 400 for a request with both `Content-Length` and `Transfer-Encoding`; the connection is
 /// closed after it.
@@ -55,7 +55,7 @@ pub struct Client {
 /// The client's body, or an empty one for a retried bodiless request.
 pub type UpstreamBody = Either<Capped, Empty<Bytes>>;
 
-/// One backend's keepalive pool.
+/// An h2c backend's client.
 pub type UpstreamClient = HttpClient<HttpConnector, UpstreamBody>;
 
 pub struct Forwarder {
@@ -82,23 +82,27 @@ impl Forwarder {
         }
     }
 
-    /// The backend's pool, created on its first request.
-    fn pool<'a>(&self, upstream: &'a Upstream) -> &'a UpstreamClient {
+    /// This worker's pool for the backend, created on its first request.
+    fn pool<'a>(&self, upstream: &'a Upstream) -> &'a Arc<WorkerPool> {
         upstream
             .pool
             .for_worker(super::worker_index())
-            .get_or_init(|| {
-                let mut connector = HttpConnector::new();
-                connector.set_nodelay(true);
-                connector.set_connect_timeout(Some(self.connect_timeout));
-                HttpClient::builder(TokioExecutor::new())
-                    .timer(TokioTimer::new())
-                    .pool_timer(TokioTimer::new())
-                    .pool_idle_timeout(self.pool_idle_timeout)
-                    .pool_max_idle_per_host(UPSTREAM_IDLE_PER_WORKER)
-                    .http2_only(upstream.h2c)
-                    .build(connector)
-            })
+            .get_or_init(|| pool::new_pool(self.pool_idle_timeout))
+    }
+
+    /// The h2c client of a backend that speaks HTTP/2: one multiplexed connection.
+    fn h2_client<'a>(&self, pool: &'a WorkerPool) -> &'a UpstreamClient {
+        pool.h2.get_or_init(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(self.connect_timeout));
+            HttpClient::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(self.pool_idle_timeout)
+                .http2_only(true)
+                .build(connector)
+        })
     }
 
     pub async fn handle(&self, req: Request<Incoming>, client: &Client) -> Response<Body> {
@@ -237,12 +241,14 @@ impl Forwarder {
         loop {
             let mut req = Request::new(body.take().unwrap_or(Either::Right(Empty::new())));
             *req.method_mut() = parts.method.clone();
-            *req.uri_mut() = upstream_uri(&pq, &upstream)?;
-            *req.version_mut() = if upstream.h2c {
-                Version::HTTP_2
+            if upstream.h2c {
+                *req.uri_mut() = upstream_uri(&pq, &upstream)?;
+                *req.version_mut() = Version::HTTP_2;
             } else {
-                Version::HTTP_11
-            };
+                // Origin form on a connection of our own.
+                *req.uri_mut() = Uri::from(pq.clone());
+                *req.version_mut() = Version::HTTP_11;
+            }
             *req.headers_mut() = match &replay {
                 Some(h) if !tried.is_empty() => h.clone(),
                 _ => std::mem::take(&mut parts.headers),
@@ -260,7 +266,7 @@ impl Forwarder {
             let slot = InFlight::start(&upstream.stats);
             let started = Instant::now();
             let err = match self.send(req, &upstream).await {
-                Ok(resp) => {
+                Ok((resp, checkin)) => {
                     upstream
                         .stats
                         .on_success(started.elapsed().as_secs_f64() * 1000.0, now_ms());
@@ -290,7 +296,10 @@ impl Forwarder {
                     } else {
                         None
                     };
-                    let body = Either::Left(Tracked::new(incoming, slot, gate));
+                    // The connection goes back to the pool when the body has been read, unless a
+                    // held-back request body may still be on its way.
+                    let checkin = checkin.filter(|_| gate.is_none());
+                    let body = Either::Left(Tracked::new(incoming, slot, gate, checkin));
                     return Ok(Response::from_parts(head, body));
                 }
                 Err(e) => e,
@@ -337,16 +346,104 @@ impl Forwarder {
         &self,
         req: Request<UpstreamBody>,
         upstream: &Upstream,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        let sent = self.pool(upstream).request(req);
-        match tokio::time::timeout(self.response_header_timeout, sent).await {
+    ) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
+        let pool = self.pool(upstream);
+        let exchange = async {
+            if upstream.h2c {
+                match self.h2_client(pool).request(req).await {
+                    Ok(resp) => Ok((resp, None)),
+                    Err(e) => Err(classify(&e, upstream)),
+                }
+            } else {
+                self.send_h1(req, pool, upstream)
+                    .await
+                    .map(|(r, c)| (r, Some(c)))
+            }
+        };
+        match tokio::time::timeout(self.response_header_timeout, exchange).await {
             Err(_) => Err(ProxyError::ResponseTimeout {
                 no: upstream.no.clone(),
                 timeout: self.response_header_timeout,
             }),
-            Ok(Err(e)) => Err(classify(&e, upstream)),
-            Ok(Ok(resp)) => Ok(resp),
+            Ok(r) => r,
         }
+    }
+
+    /// Send on a pooled HTTP/1.1 connection, or a new one. A request a pooled connection did
+    /// not take (it was closing) goes out again on the next; one lost to the idle-close race
+    /// (see [`RACE_IDLE`]) goes out again if it can be.
+    async fn send_h1(
+        &self,
+        mut req: Request<UpstreamBody>,
+        pool: &Arc<WorkerPool>,
+        upstream: &Upstream,
+    ) -> Result<(Response<Incoming>, Checkin), ProxyError> {
+        if !req.headers().contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(upstream.authority.as_str())
+        {
+            req.headers_mut().insert(header::HOST, v);
+        }
+        loop {
+            let (mut tx, idle_for) = match pool.take(self.pool_idle_timeout) {
+                Some(t) => (t.tx, Some(t.idle_for)),
+                None => {
+                    let tx = pool::connect(upstream.addr, self.connect_timeout)
+                        .await
+                        .map_err(|e| connect_error(e, upstream))?;
+                    (tx, None)
+                }
+            };
+            let copy = idle_for
+                .filter(|d| {
+                    *d >= RACE_IDLE && req.body().is_end_stream() && is_idempotent(req.method())
+                })
+                .map(|_| copy_request(&req));
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    return Ok((
+                        resp,
+                        Checkin {
+                            pool: pool.clone(),
+                            tx,
+                        },
+                    ));
+                }
+                Err(mut e) => {
+                    let not_taken = e.take_message();
+                    tracing::debug!(error = %e.error(), backend = %upstream.no, pooled = idle_for.is_some(), "upstream exchange failed");
+                    match (idle_for, not_taken, copy) {
+                        (Some(_), Some(r), _) | (Some(_), None, Some(r)) => req = r,
+                        _ => {
+                            return Err(ProxyError::Upstream {
+                                no: upstream.no.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A bodyless request again, for a second attempt.
+fn copy_request(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
+    let mut copy = Request::new(Either::Right(Empty::new()));
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
+fn connect_error(e: ConnectError, upstream: &Upstream) -> ProxyError {
+    let no = upstream.no.clone();
+    tracing::debug!(error = %e, addr = %upstream.addr, "connect failed");
+    match e {
+        ConnectError::TimedOut => ProxyError::ConnectTimeout { no },
+        ConnectError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            ProxyError::ConnectTimeout { no }
+        }
+        _ => ProxyError::Connect { no },
     }
 }
 

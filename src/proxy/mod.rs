@@ -6,12 +6,14 @@ mod conn;
 mod error;
 mod forward;
 pub mod headers;
+mod pool;
 mod retry;
 pub mod tls;
 
 pub use conn::{parked_connections, trim_freed_memory};
 pub use error::ProxyError;
 pub use forward::{UpstreamBody, UpstreamClient};
+pub use pool::WorkerPool;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -43,13 +43,13 @@ pub struct Upstream {
 /// Lazily created connection pools for one backend: one per proxy worker thread, so a request
 /// and the connection it uses are driven by the same thread.
 #[derive(Default)]
-pub struct PoolSlot([std::sync::OnceLock<crate::proxy::UpstreamClient>; MAX_WORKERS]);
+pub struct PoolSlot([std::sync::OnceLock<Arc<crate::proxy::WorkerPool>>; MAX_WORKERS]);
 
 /// Most proxy worker threads with a pool of their own (more share pools round the ring).
 pub const MAX_WORKERS: usize = 16;
 
 impl PoolSlot {
-    pub fn for_worker(&self, worker: usize) -> &std::sync::OnceLock<crate::proxy::UpstreamClient> {
+    pub fn for_worker(&self, worker: usize) -> &std::sync::OnceLock<Arc<crate::proxy::WorkerPool>> {
         &self.0[worker % MAX_WORKERS]
     }
 }

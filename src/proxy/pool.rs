@@ -1,0 +1,177 @@
+//! Keepalive connections to one backend, one small pool per proxy worker thread.
+//!
+//! HTTP/1.1 backends get this pool over hyper's low-level client connections: a checkout is a
+//! pop from a short per-worker stack (an uncontended mutex, no hashing of a pool key, no
+//! task spawned per request), and a connection goes back when its response body has been read
+//! to the end ([`Checkin`], dropped by the response body). A connection that is not ready at
+//! checkout (closed by the backend, or still busy with an unfinished request body) is closed
+//! and the next one tried. h2c backends share one multiplexed connection through hyper-util's
+//! client, which this pool also holds.
+//!
+//! Idle connections are closed after the pool's idle timeout (by a sweep on each worker
+//! thread), and at most [`MAX_IDLE`] are kept per backend and worker (nginx's `keepalive N`):
+//! more are opened when a burst needs them and closed when they come back.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+
+use super::forward::{UpstreamBody, UpstreamClient};
+
+/// Idle keepalive connections kept per backend and proxy worker. Each holds hyper's buffers
+/// (~16 KiB), so a burst of 10,000 concurrent requests must not leave 10,000 behind.
+pub const MAX_IDLE: usize = 64;
+
+pub type H1Sender = http1::SendRequest<UpstreamBody>;
+
+/// One backend's connections on one proxy worker.
+#[derive(Default)]
+pub struct WorkerPool {
+    /// Idle HTTP/1.1 connections, the most recently used last.
+    idle: Mutex<Vec<Idle>>,
+    /// The h2c client, for a backend that speaks HTTP/2.
+    pub h2: OnceLock<UpstreamClient>,
+}
+
+struct Idle {
+    tx: H1Sender,
+    since: Instant,
+}
+
+/// A connection taken from the pool, and how long it had been idle.
+pub struct Taken {
+    pub tx: H1Sender,
+    pub idle_for: Duration,
+}
+
+impl WorkerPool {
+    /// The most recently used idle connection that can take a request now. Closed, busy or
+    /// stale ones met on the way are dropped (which closes them).
+    pub fn take(&self, max_idle: Duration) -> Option<Taken> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(c) = idle.pop() {
+            let idle_for = c.since.elapsed();
+            if idle_for >= max_idle {
+                // Everything below is older still.
+                idle.clear();
+                return None;
+            }
+            if c.tx.is_ready() {
+                return Some(Taken { tx: c.tx, idle_for });
+            }
+        }
+        None
+    }
+
+    /// Return a connection whose exchange is complete. Over [`MAX_IDLE`], the oldest idle one
+    /// is closed.
+    pub fn put(&self, tx: H1Sender) {
+        if tx.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push(Idle {
+            tx,
+            since: Instant::now(),
+        });
+    }
+
+    /// Close the connections idle for `max_idle` or more, and closed ones; the count left.
+    pub fn sweep(&self, max_idle: Duration) -> usize {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.retain(|c| c.since.elapsed() < max_idle && !c.tx.is_closed());
+        idle.len()
+    }
+
+    /// Idle HTTP/1.1 connections held now.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Why a new backend connection could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect timed out")]
+    TimedOut,
+    #[error("connect failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("HTTP/1.1 handshake failed: {0}")]
+    Handshake(#[from] hyper::Error),
+}
+
+/// Open a new HTTP/1.1 connection to `addr` (TCP_NODELAY set), driven by a task on this
+/// thread's runtime until the backend or the last sender closes it. Upgrades (101) hand the
+/// socket over to [`hyper::upgrade::on`].
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<H1Sender, ConnectError> {
+    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| ConnectError::TimedOut)??;
+    stream.set_nodelay(true)?;
+    let (tx, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(backend = %addr, error = %e, "backend connection ended with an error");
+        }
+    });
+    Ok(tx)
+}
+
+/// A connection on loan to one response: back to its pool once the response body has been
+/// read to the end; closed if the response is abandoned half-read.
+pub struct Checkin {
+    pub pool: Arc<WorkerPool>,
+    pub tx: H1Sender,
+}
+
+impl Checkin {
+    pub fn complete(self) {
+        self.pool.put(self.tx);
+    }
+}
+
+thread_local! {
+    /// The pools this worker thread has created, for the idle sweep.
+    static SWEEP: OnceLock<Arc<Mutex<Vec<Weak<WorkerPool>>>>> = const { OnceLock::new() };
+}
+
+/// A new pool, swept of idle connections by a task on this thread's runtime (started with
+/// the first pool) every quarter of `max_idle`.
+pub fn new_pool(max_idle: Duration) -> Arc<WorkerPool> {
+    let pool = Arc::new(WorkerPool::default());
+    SWEEP.with(|s| {
+        let list = s.get_or_init(|| {
+            let list: Arc<Mutex<Vec<Weak<WorkerPool>>>> = Arc::default();
+            let swept = list.clone();
+            let every = (max_idle / 4).max(Duration::from_millis(100));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let pools: Vec<Arc<WorkerPool>> = {
+                        let mut l = swept.lock().unwrap_or_else(|e| e.into_inner());
+                        l.retain(|w| w.strong_count() > 0);
+                        l.iter().filter_map(Weak::upgrade).collect()
+                    };
+                    for p in pools {
+                        p.sweep(max_idle);
+                    }
+                }
+            });
+            list
+        });
+        list.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&pool));
+    });
+    pool
+}
