@@ -6,7 +6,7 @@
 # start-up. Also for nginx with bench/conf/nginx-static.conf (one worker, no master).
 #
 # Needs: valgrind, nginx (apt-get install -y valgrind nginx-extras), python3, curl, and
-# `cargo build --release`. Run: bash bench/instructions.sh
+# `cargo build --release`. Run: bash bench/instructions.sh (QUAYSIDE_BIN=path measures another build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d /tmp/quayside-instr-XXXX)
@@ -28,7 +28,7 @@ wait_port() { for _ in $(seq 1 100); do curl -s -o /dev/null "127.0.0.1:$1/" && 
 
 quayside() { # N -> total instructions
   local out="$work/q.$1"
-  valgrind --tool=callgrind --callgrind-out-file="$out" target/release/quayside --no-docker \
+  valgrind --tool=callgrind --callgrind-out-file="$out" "${QUAYSIDE_BIN:-target/release/quayside}" --no-docker \
     --workers 1 --listen 127.0.0.1:18900 --admin-listen 127.0.0.1:18901 \
     --state "$work/q$1.json" >/dev/null 2>&1 &
   local pid=$!

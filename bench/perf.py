@@ -21,6 +21,9 @@ comes from bench/latency, a small open-loop client in this workspace.
 
 Needs: wrk, nginx-extras, haproxy, lua-resty-core (apt-get install -y wrk nginx-extras
 haproxy lua-resty-core) and `cargo build --release --workspace`. Run: python3 bench/perf.py
+Settings by environment: ROUNDS, DURATION, CONNS; TARGETS=a,b (only these, with direct and
+nginx-static); QUICK=1 (stop after the side-by-side tables); QUAYSIDE_BASE=path (another
+quayside build as target `quayside-base`, for before/after comparisons in one run).
 """
 import http.client
 import json
@@ -109,8 +112,8 @@ def wrk(port, duration=DURATION, conns=CONNS, host=None):
     return rps, n, errors
 
 
-def start_quayside(state=None, proxy=Q_PROXY, admin=Q_ADMIN):
-    args = [QUAYSIDE, "--no-docker", "--listen", f"127.0.0.1:{proxy}", "--admin-listen",
+def start_quayside(state=None, proxy=Q_PROXY, admin=Q_ADMIN, binary=QUAYSIDE):
+    args = [binary, "--no-docker", "--listen", f"127.0.0.1:{proxy}", "--admin-listen",
             f"127.0.0.1:{admin}", "--state", state or os.path.join(work, "q-state.json")]
     p = spawn(args, preexec_fn=lambda: resource.setrlimit(
         resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2))
@@ -136,6 +139,10 @@ def main():
         "seed": (spawn(["nginx", "-c", seed_conf, "-p", work + "/"]), 18480),
         "openresty-fair": (spawn(["nginx", "-c", os.path.join(ROOT, "bench/conf/openresty-fair.conf"), "-p", work + "/"]), 18780),
     }
+    # QUAYSIDE_BASE=path/to/quayside: another build side by side, for an A/B comparison.
+    if os.environ.get("QUAYSIDE_BASE"):
+        targets["quayside-base"] = (start_quayside(os.path.join(work, "base-state.json"), 18390, 18391,
+                                                   os.environ["QUAYSIDE_BASE"]), 18390)
     only = os.environ.get("TARGETS")
     if only:
         keep = set(only.split(",")) | {"direct", "nginx-static"}
