@@ -304,3 +304,55 @@ async fn a_tunnel_outlives_its_backend_s_drain_by_the_grace_period_only() {
         .unwrap_or(0);
     assert_eq!(n, 0, "tunnel still open after the grace period");
 }
+
+/// Read until `count` responses of the test backend (each ending in its body `b\n`) are in.
+async fn read_responses(s: &mut TcpStream, count: usize) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while String::from_utf8_lossy(&buf).matches("HTTP/1.1 ").count() < count
+        || !String::from_utf8_lossy(&buf).ends_with("b\n")
+    {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("responses timed out")
+            .unwrap();
+        assert!(n > 0, "closed after: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn a_pipelined_batch_ending_mid_head_survives_a_pause() {
+    let b = Backend::start("b").await;
+    let q = Quayside::start().await;
+    Http::new()
+        .get(&q.admin_url(&format!("/add?no=b&ip=127.0.0.1&port={}", b.port())))
+        .await;
+    // Two cases: the start of the second request in the same packet as the first, and in
+    // a packet of its own before the first response.
+    for split in [false, true] {
+        let mut s = TcpStream::connect(q.proxy).await.unwrap();
+        if split {
+            s.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            s.write_all(b"GET /two HTTP/1.1\r\nHo").await.unwrap();
+        } else {
+            s.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\nGET /two HTTP/1.1\r\nHo")
+                .await
+                .unwrap();
+        }
+        let first = read_responses(&mut s, 1).await;
+        assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
+        // Longer than an idle connection waits before it is parked (0.25-0.5 s).
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        s.write_all(b"st: x\r\n\r\n").await.unwrap();
+        let second = read_responses(&mut s, 1).await;
+        assert!(
+            second.starts_with("HTTP/1.1 200 "),
+            "split={split}: the second request lost its start: {second}"
+        );
+    }
+    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 4);
+}

@@ -12,11 +12,13 @@
 //! A connection is parked only when nothing was read since the last response bytes were
 //! written (no request in progress) and the client spoke HTTP/1.1 without `Connection: close`
 //! (its responses are self-delimiting, so a response still streaming when the park begins
-//! ends normally and the socket stays open). A client seen pipelining (a second request
-//! served with no read in between) is never parked: the start of its next request may sit in
-//! hyper's buffer, which parking drops. What remains: a client whose *first* pipelined batch
-//! ends in the middle of a request head and then stalls for [`PARK_AFTER`] loses that start
-//! and gets 400 for the rest; and such a stalled head is closed without the 408.
+//! ends normally and the socket stays open). A client seen pipelining is never parked: the
+//! start of its next request may sit in hyper's buffer, which parking would drop. Pipelining
+//! is seen two ways: a second request served with no read in between, or more bytes read
+//! before a response than its request had (head plus `Content-Length`, found by a look at the
+//! head in the I/O layer; a chunked request body, whose end only hyper finds, makes the
+//! connection unparkable too). A head stalled behind a pipelined request is closed without
+//! the 408.
 
 use std::io;
 use std::net::SocketAddr;
@@ -106,6 +108,16 @@ pub struct ConnState {
     /// means the client pipelines, and a pipelining client is never parked (the start of its
     /// next request may sit in hyper's buffer, which parking would drop).
     heads: std::sync::atomic::AtomicU32,
+    /// Bytes read since the read that started the request in progress (that read included).
+    read_in_request: AtomicU64,
+    /// How many of those bytes the request in progress is (head plus `Content-Length`), once
+    /// its head has been read; [`HEAD_PENDING`] until then. If more were read before its
+    /// response, the client pipelines: the start of its next request may sit in hyper's
+    /// buffer, so the connection is never parked.
+    expected: AtomicU64,
+    /// The start of a head that did not arrive in one read, kept to find its end.
+    partial_head: std::sync::Mutex<Vec<u8>>,
+    has_partial: AtomicBool,
     /// Where [`ConnIo`] leaves the socket when hyper shuts down a parking connection.
     parked: std::sync::Mutex<Option<TcpStream>>,
 }
@@ -157,26 +169,175 @@ impl ConnState {
     }
 }
 
-/// If a request head (the bytes up to the blank line; the part that arrived, if it is not
-/// complete) has both a `Content-Length` and a `Transfer-Encoding` header line: its request
-/// line.
-pub fn conflicting_framing(bytes: &[u8]) -> Option<&[u8]> {
-    let (mut cl, mut te) = (false, false);
+/// [`ConnState::expected`] while the head of the request in progress is still incomplete.
+const HEAD_PENDING: u64 = u64::MAX;
+
+/// Longest head kept in [`ConnState::partial_head`]; a longer split head makes the connection
+/// unparkable instead.
+const PARTIAL_HEAD_MAX: usize = 64 << 10;
+
+/// What a look at the start of a request head finds.
+#[derive(Debug, Default, PartialEq)]
+pub struct HeadScan<'a> {
+    pub request_line: &'a [u8],
+    /// Bytes up to and including the blank line, if it arrived.
+    pub len: Option<usize>,
+    /// A `Content-Length` line, and its value if it is one plain number.
+    pub has_content_length: bool,
+    pub content_length: Option<u64>,
+    /// A `Transfer-Encoding` line.
+    pub transfer_encoding: bool,
+}
+
+/// Look at the header lines of a request head (the part that arrived, if it is not complete):
+/// its length and framing headers.
+pub fn scan_head(bytes: &[u8]) -> Option<HeadScan<'_>> {
     let mut lines = bytes.split(|&b| b == b'\n');
     let request_line = lines.next()?;
-    let request_line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
-    // Stop at the blank line.
+    let mut pos = request_line.len() + 1;
+    let mut scan = HeadScan {
+        request_line: request_line.strip_suffix(b"\r").unwrap_or(request_line),
+        ..HeadScan::default()
+    };
     for line in lines {
+        pos += line.len() + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
+            // The blank line ends the head, if its newline arrived.
+            scan.len = (pos <= bytes.len()).then_some(pos);
             break;
         }
-        let starts =
-            |name: &[u8]| line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name);
-        cl |= starts(b"content-length:");
-        te |= starts(b"transfer-encoding:");
+        let value = |name: &[u8]| {
+            (line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name))
+                .then(|| line[name.len()..].trim_ascii())
+        };
+        if let Some(v) = value(b"content-length:") {
+            let n = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok());
+            scan.content_length = if scan.has_content_length && scan.content_length != n {
+                None
+            } else {
+                n
+            };
+            scan.has_content_length = true;
+        }
+        scan.transfer_encoding |= value(b"transfer-encoding:").is_some();
     }
-    (cl && te).then_some(request_line)
+    Some(scan)
+}
+
+/// If a request head (the bytes up to the blank line; the part that arrived, if it is not
+/// complete) has both a `Content-Length` and a `Transfer-Encoding` header line: its request
+/// line. (What [`ConnState::on_read`] checks, as a function for the tests.)
+#[cfg(test)]
+pub fn conflicting_framing(bytes: &[u8]) -> Option<&[u8]> {
+    scan_head(bytes)
+        .filter(|h| h.has_content_length && h.transfer_encoding)
+        .map(|h| h.request_line)
+}
+
+impl ConnState {
+    /// Note where the request whose head starts (or continues, with `continued`) in `bytes`
+    /// ends. A head with `Transfer-Encoding` (a chunked body, whose end only hyper finds) or
+    /// over [`PARTIAL_HEAD_MAX`] split over reads makes the connection unparkable.
+    fn note_head(&self, bytes: &[u8], scan: Option<&HeadScan<'_>>, continued: bool) {
+        if !continued && !self.has_partial.load(Ordering::Relaxed) {
+            // The common case: a whole head in one read, nothing kept from before.
+            if let Some(e) = self.expected_of(scan, bytes.len()) {
+                self.expected.store(e, Ordering::Relaxed);
+                return;
+            }
+        }
+        let mut kept = self.partial_head.lock().unwrap_or_else(|e| e.into_inner());
+        if !continued {
+            kept.clear();
+        }
+        kept.extend_from_slice(bytes);
+        match self.expected_of(scan_head(&kept).as_ref(), kept.len()) {
+            Some(e) => {
+                self.expected.store(e, Ordering::Relaxed);
+                *kept = Vec::new();
+                self.has_partial.store(false, Ordering::Relaxed);
+            }
+            None => {
+                self.expected.store(HEAD_PENDING, Ordering::Relaxed);
+                self.has_partial.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The request's length if its head (`scan` of `len` bytes) tells it, `Some(0)` (after
+    /// marking the connection unparkable) if it never will, `None` while the head is
+    /// incomplete.
+    fn expected_of(&self, scan: Option<&HeadScan<'_>>, len: usize) -> Option<u64> {
+        let unparkable = || {
+            self.no_park.store(true, Ordering::Relaxed);
+            Some(0)
+        };
+        match scan {
+            Some(h)
+                if h.transfer_encoding || (h.has_content_length && h.content_length.is_none()) =>
+            {
+                unparkable()
+            }
+            Some(HeadScan {
+                len: Some(head),
+                content_length,
+                ..
+            }) => Some(*head as u64 + content_length.unwrap_or(0)),
+            _ if len > PARTIAL_HEAD_MAX => unparkable(),
+            _ => None,
+        }
+    }
+
+    /// Bytes read from the client.
+    fn on_read(&self, read: &[u8]) {
+        self.bump();
+        if self.pending_read.load(Ordering::Relaxed) {
+            let so_far = self.read_in_request.load(Ordering::Relaxed);
+            self.read_in_request
+                .store(so_far + read.len() as u64, Ordering::Relaxed);
+            if self.expected.load(Ordering::Relaxed) == HEAD_PENDING {
+                self.note_head(read, None, true);
+            }
+            return;
+        }
+        // The first bytes after a response (or on a new connection) start a request head:
+        // note where the request ends and check its framing headers. (A CL+TE head split over
+        // reads, or pipelined behind another request, is left to hyper, which reads it as
+        // chunked and then closes.)
+        self.pending_read.store(true, Ordering::Relaxed);
+        self.heads.store(0, Ordering::Relaxed);
+        self.read_in_request
+            .store(read.len() as u64, Ordering::Relaxed);
+        let scan = scan_head(read);
+        if let Some(h) = &scan
+            && h.has_content_length
+            && h.transfer_encoding
+        {
+            *self.conflict_line.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(h.request_line.to_vec());
+            self.conflicting_framing.store(true, Ordering::Relaxed);
+        }
+        self.note_head(read, scan.as_ref(), false);
+    }
+
+    /// Bytes written to the client: the first of them end the request in progress.
+    fn on_write(&self) {
+        self.bump();
+        if self.pending_read.load(Ordering::Relaxed) {
+            self.on_response_start();
+            self.pending_read.store(false, Ordering::Relaxed);
+        }
+    }
+
+    /// The first response bytes of a request: if more was read than the request itself, the
+    /// rest is the start of the next one (pipelining), and the connection is never parked.
+    fn on_response_start(&self) {
+        let expected = self.expected.load(Ordering::Relaxed);
+        if expected != HEAD_PENDING && self.read_in_request.load(Ordering::Relaxed) > expected {
+            self.no_park.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// The client socket as hyper sees it: counts activity, and on a parking shutdown hands the
@@ -227,27 +388,9 @@ impl Read for ConnIo {
             }
         };
         if n > 0 {
-            self.state.bump();
-            // The first bytes after a response (or on a new connection) start a request head:
-            // check its framing headers. (A head split over reads, or pipelined behind
-            // another request, is left to hyper, which reads it as chunked and then closes.)
-            if !self.state.pending_read.load(Ordering::Relaxed) {
-                self.state.pending_read.store(true, Ordering::Relaxed);
-                self.state.heads.store(0, Ordering::Relaxed);
-                // SAFETY: the read above initialised the first `n` bytes of `buf`.
-                let head =
-                    unsafe { std::slice::from_raw_parts(buf.as_mut().as_ptr().cast::<u8>(), n) };
-                if let Some(line) = conflicting_framing(head) {
-                    *self
-                        .state
-                        .conflict_line
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner()) = Some(line.to_vec());
-                    self.state
-                        .conflicting_framing
-                        .store(true, Ordering::Relaxed);
-                }
-            }
+            // SAFETY: the read above initialised the first `n` bytes of `buf`.
+            let read = unsafe { std::slice::from_raw_parts(buf.as_mut().as_ptr().cast::<u8>(), n) };
+            self.state.on_read(read);
         }
         // SAFETY: `n` bytes were just initialised by the read above.
         unsafe { buf.advance(n) };
@@ -311,8 +454,7 @@ impl ConnIo {
         if let Poll::Ready(Ok(n)) = r
             && n > 0
         {
-            self.state.bump();
-            self.state.pending_read.store(false, Ordering::Relaxed);
+            self.state.on_write();
         }
         r
     }
@@ -420,6 +562,80 @@ pub async fn drive_h1<S>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_head_is_measured() {
+        use super::{HeadScan, scan_head};
+        let h = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET";
+        assert_eq!(
+            scan_head(h),
+            Some(HeadScan {
+                request_line: b"POST /a HTTP/1.1",
+                len: Some(h.len() - 8),
+                has_content_length: true,
+                content_length: Some(5),
+                transfer_encoding: false,
+            })
+        );
+        // Incomplete: no length yet, even with the blank line's \r in.
+        assert_eq!(
+            scan_head(b"GET / HTTP/1.1\r\nHost: x\r\n\r").unwrap().len,
+            None
+        );
+        assert_eq!(scan_head(b"GET / HTTP/1.1\r\nHo").unwrap().len, None);
+        // Bare LF line ends count as hyper counts them.
+        assert_eq!(
+            scan_head(b"GET / HTTP/1.1\nHost: x\n\n").unwrap().len,
+            Some(24)
+        );
+        // Two different lengths: no length.
+        let two = scan_head(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(two.unwrap().content_length, None);
+    }
+
+    #[test]
+    fn more_bytes_than_the_request_before_its_response_is_pipelining() {
+        use super::ConnState;
+        use std::sync::atomic::Ordering;
+        let parkable = |reads: &[&[u8]]| {
+            let st = ConnState::default();
+            for r in reads {
+                st.on_read(r);
+            }
+            st.on_write();
+            !st.no_park.load(Ordering::Relaxed)
+        };
+        let get = &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..];
+        assert!(parkable(&[get]));
+        // A head split over reads, and a body after its head.
+        assert!(parkable(&[b"GET / HTTP/1.1\r\nHo", b"st: x\r\n", b"\r\n"]));
+        assert!(parkable(&[
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n",
+            b"ab",
+            b"cd"
+        ]));
+        // The start of a second request in the same read, or in a later one before the
+        // response.
+        assert!(!parkable(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HT"]));
+        assert!(!parkable(&[get, b"GET / HT"]));
+        assert!(!parkable(&[
+            b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n",
+            b"abG"
+        ]));
+        // A chunked body: its end is hyper's to find.
+        assert!(!parkable(&[
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+        ]));
+        // After a request that was not pipelined, the next is judged afresh.
+        let st = ConnState::default();
+        st.on_read(b"GET / HTTP/1.1\r\nHo");
+        st.on_read(b"st: x\r\n\r\n");
+        st.on_write();
+        st.on_read(get);
+        st.on_write();
+        assert!(!st.no_park.load(Ordering::Relaxed));
+        assert!(st.partial_head.lock().unwrap().capacity() == 0);
+    }
+
     use super::conflicting_framing;
 
     #[test]
