@@ -14,18 +14,7 @@ async fn exchange(s: &mut TcpStream, path: &str) -> String {
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await
         .unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    // The test backend answers with a short fixed body; wait for the end of it.
-    while !String::from_utf8_lossy(&buf).ends_with("b\n") {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
-            .await
-            .expect("response timed out")
-            .unwrap();
-        assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&buf));
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    String::from_utf8_lossy(&buf).into_owned()
+    common::read_responses(s, 1, "b\n").await
 }
 
 #[tokio::test]

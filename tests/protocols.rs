@@ -305,23 +305,6 @@ async fn a_tunnel_outlives_its_backend_s_drain_by_the_grace_period_only() {
     assert_eq!(n, 0, "tunnel still open after the grace period");
 }
 
-/// Read until `count` responses of the test backend (each ending in its body `b\n`) are in.
-async fn read_responses(s: &mut TcpStream, count: usize) -> String {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    while String::from_utf8_lossy(&buf).matches("HTTP/1.1 ").count() < count
-        || !String::from_utf8_lossy(&buf).ends_with("b\n")
-    {
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
-            .await
-            .expect("responses timed out")
-            .unwrap();
-        assert!(n > 0, "closed after: {:?}", String::from_utf8_lossy(&buf));
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 #[tokio::test]
 async fn a_pipelined_batch_ending_mid_head_survives_a_pause() {
     let b = Backend::start("b").await;
@@ -343,12 +326,12 @@ async fn a_pipelined_batch_ending_mid_head_survives_a_pause() {
                 .await
                 .unwrap();
         }
-        let first = read_responses(&mut s, 1).await;
+        let first = common::read_responses(&mut s, 1, "b\n").await;
         assert!(first.starts_with("HTTP/1.1 200 "), "{first}");
         // Longer than an idle connection waits before it is parked (0.25-0.5 s).
         tokio::time::sleep(Duration::from_millis(800)).await;
         s.write_all(b"st: x\r\n\r\n").await.unwrap();
-        let second = read_responses(&mut s, 1).await;
+        let second = common::read_responses(&mut s, 1, "b\n").await;
         assert!(
             second.starts_with("HTTP/1.1 200 "),
             "split={split}: the second request lost its start: {second}"

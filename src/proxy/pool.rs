@@ -82,16 +82,10 @@ impl WorkerPool {
         });
     }
 
-    /// Close the connections idle for `max_idle` or more, and closed ones; the count left.
-    pub fn sweep(&self, max_idle: Duration) -> usize {
+    /// Close the connections idle for `max_idle` or more, and closed ones.
+    pub fn sweep(&self, max_idle: Duration) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain(|c| c.since.elapsed() < max_idle && !c.tx.is_closed());
-        idle.len()
-    }
-
-    /// Idle HTTP/1.1 connections held now.
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
 

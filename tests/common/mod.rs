@@ -26,6 +26,26 @@ use tokio::task::JoinHandle;
 
 pub type BoxBody = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
+/// Read raw HTTP/1.1 from `s` until `count` responses are in and the last one's body ends
+/// with `body_end` (the test backends answer with a short fixed body).
+pub async fn read_responses(s: &mut tokio::net::TcpStream, count: usize, body_end: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf);
+        if text.matches("HTTP/1.1 ").count() >= count && text.ends_with(body_end) {
+            return text.into_owned();
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("response timed out")
+            .unwrap();
+        assert!(n > 0, "closed after: {:?}", String::from_utf8_lossy(&buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
 pub fn full(b: impl Into<Bytes>) -> BoxBody {
     Full::new(b.into()).map_err(|e| match e {}).boxed()
 }
