@@ -352,6 +352,25 @@ pub struct Entry {
     pub pinned: bool,
 }
 
+/// Add to `out` every key whose value differs between `old` and `new` (added, removed or
+/// changed).
+fn changed_keys<V: PartialEq + Clone>(
+    old: &OrdMap<String, V>,
+    new: &BTreeMap<&str, &V>,
+    out: &mut BTreeSet<String>,
+) {
+    for (k, v) in old {
+        if new.get(k.as_str()) != Some(&v) {
+            out.insert(k.clone());
+        }
+    }
+    for (k, v) in new {
+        if old.get(*k) != Some(*v) {
+            out.insert((*k).to_owned());
+        }
+    }
+}
+
 fn set_or_remove<V: Clone>(map: &mut OrdMap<String, V>, key: &str, value: Option<V>) {
     match value {
         Some(v) => {
@@ -500,28 +519,10 @@ impl Registry {
             Command::SyncDiscovered { backends, services } => {
                 let new: BTreeMap<&str, &Discovered> =
                     backends.iter().map(|d| (d.spec.no.as_str(), d)).collect();
-                for (no, d) in &self.discovered {
-                    if new.get(no.as_str()) != Some(&d) {
-                        touched.nos.insert(no.clone());
-                    }
-                }
-                for (no, d) in &new {
-                    if self.discovered.get(*no) != Some(*d) {
-                        touched.nos.insert((*no).to_owned());
-                    }
-                }
+                changed_keys(&self.discovered, &new, &mut touched.nos);
                 let new: BTreeMap<&str, &ServiceConfig> =
                     services.iter().map(|(n, c)| (n.as_str(), c)).collect();
-                for (name, c) in &self.discovered_services {
-                    if new.get(name.as_str()) != Some(&c) {
-                        touched.services.insert(name.clone());
-                    }
-                }
-                for (name, c) in &new {
-                    if self.discovered_services.get(*name) != Some(*c) {
-                        touched.services.insert((*name).to_owned());
-                    }
-                }
+                changed_keys(&self.discovered_services, &new, &mut touched.services);
             }
         }
         self.apply(cmd)?;
