@@ -26,6 +26,7 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
         .await;
     assert_eq!(quayside::proxy::parked_connections(), 0);
 
+    // Plain requests (the fast path): the connection holds nothing once it is idle.
     let mut conns = Vec::new();
     for _ in 0..3 {
         let mut s = TcpStream::connect(q.proxy).await.unwrap();
@@ -44,21 +45,36 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
         .unwrap();
     let mut rest = Vec::new();
     closing.read_to_end(&mut rest).await.unwrap();
-
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(quayside::proxy::parked_connections(), 3);
-    // Each parked connection wakes up for its next request, on the same socket.
+
+    // A request hyper serves (one with `TE: trailers`): parked once quiet for 0.25-0.5 s.
+    let mut slow = TcpStream::connect(q.proxy).await.unwrap();
+    slow.write_all(b"GET /te HTTP/1.1\r\nHost: x\r\nTE: trailers\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        common::read_responses(&mut slow, 1, "b\n")
+            .await
+            .starts_with("HTTP/1.1 200 ")
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(quayside::proxy::parked_connections(), 3);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(quayside::proxy::parked_connections(), 4);
+    conns.push(slow);
+
+    // Each parked connection wakes up for its next request, on the same socket, and parks
+    // again.
     for s in &mut conns {
         let text = exchange(s, "/second").await;
         assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
         assert!(!text.contains("connection: close"), "{text}");
     }
-    assert_eq!(quayside::proxy::parked_connections(), 0);
-    // And parks again.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(quayside::proxy::parked_connections(), 3);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(quayside::proxy::parked_connections(), 4);
     drop(conns);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(quayside::proxy::parked_connections(), 0);
-    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 7);
+    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 9);
 }

@@ -44,9 +44,10 @@ static PARKED: AtomicU64 = AtomicU64::new(0);
 /// last ran).
 static PARKS: AtomicU64 = AtomicU64::new(0);
 
-/// How many client connections are parked (idle, holding no hyper buffers) right now.
+/// How many client connections are parked (idle, holding no buffers) right now: those hyper
+/// served, once quiet, and those idle on the fast path.
 pub fn parked_connections() -> u64 {
-    PARKED.load(Ordering::Relaxed)
+    PARKED.load(Ordering::Relaxed) + super::fast::idle_connections()
 }
 
 /// Parks and closes between two trims that make a trim worth its cost.
@@ -345,6 +346,9 @@ impl ConnState {
 pub struct ConnIo {
     stream: Option<TcpStream>,
     state: Arc<ConnState>,
+    /// Bytes the fast path read and left to hyper, served before the socket's.
+    prefix: Vec<u8>,
+    prefix_at: usize,
 }
 
 impl ConnIo {
@@ -373,6 +377,19 @@ impl Read for ConnIo {
         cx: &mut Context<'_>,
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.prefix_at < self.prefix.len() {
+            let n = buf.remaining().min(self.prefix.len() - self.prefix_at);
+            let this = &mut *self;
+            let bytes = &this.prefix[this.prefix_at..this.prefix_at + n];
+            buf.put_slice(bytes);
+            this.state.on_read(bytes);
+            this.prefix_at += n;
+            if this.prefix_at == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.prefix_at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
         let n = {
             // SAFETY: the tokio ReadBuf only ever writes initialised bytes into `dst`, and we
             // advance `buf` by exactly what it reports as filled.
@@ -469,8 +486,9 @@ impl Drop for CountClose {
     }
 }
 
-/// Serve one plain HTTP/1.1 client connection until it ends: park it while idle, answer 408
-/// to a stalled request head, and on `stop` finish the request in flight and close.
+/// Serve one plain HTTP/1.1 client connection until it ends: on the fast path while it takes
+/// the requests (`fast`), else with hyper; park it while idle, answer 408 to a stalled request
+/// head, and on `stop` finish the request in flight and close.
 pub async fn drive_h1<S>(
     stream: TcpStream,
     builder: &hyper::server::conn::http1::Builder,
@@ -478,6 +496,7 @@ pub async fn drive_h1<S>(
     mut stop: watch::Receiver<bool>,
     peer: SocketAddr,
     keepalive: Duration,
+    fast: Option<(&super::forward::Forwarder, &super::forward::Client)>,
 ) where
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
@@ -490,10 +509,19 @@ pub async fn drive_h1<S>(
     let service = make_service(state.clone());
     let mut stream = stream;
     loop {
+        let mut prefix = Vec::new();
+        if let Some((fwd, client)) = fast {
+            match super::fast::serve(&mut stream, fwd, client, &mut stop, keepalive).await {
+                super::fast::End::Closed => return,
+                super::fast::End::Slow(bytes) => prefix = bytes,
+            }
+        }
         state.parking.store(false, Ordering::Relaxed);
         let io = ConnIo {
             stream: Some(stream),
             state: state.clone(),
+            prefix,
+            prefix_at: 0,
         };
         // On the heap, so a parked connection's task does not keep hyper's state inline.
         let mut conn = Box::pin(builder.serve_connection(io, &service).with_upgrades());
@@ -537,6 +565,11 @@ pub async fn drive_h1<S>(
                     .unwrap_or_else(|e| e.into_inner())
                     .take();
                 let Some(s) = parked else { return };
+                if fast.is_some() {
+                    // Back to the fast path, which waits for the next request holding nothing.
+                    stream = s;
+                    continue;
+                }
                 let wait = keepalive.saturating_sub(PARK_AFTER);
                 PARKED.fetch_add(1, Ordering::Relaxed);
                 PARKS.fetch_add(1, Ordering::Relaxed);

@@ -68,14 +68,45 @@ impl ProxyError {
         )
     }
 
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    /// 503 for a service with no backend to pick: none routable, or all down.
+    pub fn unavailable(service: &crate::routing::ServiceRoute) -> ProxyError {
+        let name = service.name.clone();
+        if service.backends.is_empty() {
+            ProxyError::NoBackend { service: name }
+        } else {
+            ProxyError::AllDown { service: name }
+        }
+    }
+
+    /// The short text body of the error's response.
+    fn body(&self) -> String {
         let status = self.status();
-        let body = format!(
+        format!(
             "{} {}: {}\n",
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
             self
-        );
+        )
+    }
+
+    /// The whole HTTP/1.1 response, for the fast path (with `Connection: close` if `close`).
+    pub fn to_http1(&self, close: bool) -> Vec<u8> {
+        let status = self.status();
+        let body = self.body();
+        format!(
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}date: {}\r\n\r\n{body}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            body.len(),
+            if close { "connection: close\r\n" } else { "" },
+            httpdate::fmt_http_date(std::time::SystemTime::now()),
+        )
+        .into_bytes()
+    }
+
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let body = self.body();
         let mut resp = Response::new(Full::new(Bytes::from(body)));
         *resp.status_mut() = status;
         resp.headers_mut().insert(

@@ -17,20 +17,15 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::{Capped, Gate, InFlight, Tracked};
-use super::pool::{self, Checkin, ConnectError, WorkerPool};
+use super::pool::{self, Checkin, ConnectError, RACE_IDLE, WorkerPool};
 use super::retry::RetryBudget;
 use super::{ProxyConfig, ProxyError, headers};
 use crate::balance::hash::hash_bytes;
 use crate::health::now_ms;
 use crate::registry::Shared;
-use crate::routing::{HashKey, Upstream};
+use crate::routing::{HashKey, ServiceRoute, Upstream};
 
 pub type Body = Either<Tracked, Full<Bytes>>;
-
-/// A pooled connection idle this long may be closed by the backend just as a request goes out
-/// on it (the idle-close race); a bodyless idempotent request sent on one is kept so it can be
-/// sent again on a new connection.
-const RACE_IDLE: Duration = Duration::from_millis(100);
 
 /// 400 for a request with both `Content-Length` and `Transfer-Encoding`; the connection is
 /// closed after it.
@@ -59,14 +54,14 @@ pub type UpstreamBody = Either<Capped, Empty<Bytes>>;
 pub type UpstreamClient = HttpClient<HttpConnector, UpstreamBody>;
 
 pub struct Forwarder {
-    shared: Arc<Shared>,
-    connect_timeout: Duration,
-    pool_idle_timeout: Duration,
+    pub(super) shared: Arc<Shared>,
+    pub(super) connect_timeout: Duration,
+    pub(super) pool_idle_timeout: Duration,
     /// How long an upgraded connection outlives the routing of its backend.
     tunnel_grace: Duration,
-    budget: RetryBudget,
-    response_header_timeout: Duration,
-    max_body: u64,
+    pub(super) budget: RetryBudget,
+    pub(super) response_header_timeout: Duration,
+    pub(super) max_body: u64,
 }
 
 impl Forwarder {
@@ -83,7 +78,7 @@ impl Forwarder {
     }
 
     /// This worker's pool for the backend, created on its first request.
-    fn pool<'a>(&self, upstream: &'a Upstream) -> &'a Arc<WorkerPool> {
+    pub(super) fn pool<'a>(&self, upstream: &'a Upstream) -> &'a Arc<WorkerPool> {
         upstream
             .pool
             .for_worker(super::worker_index())
@@ -109,16 +104,50 @@ impl Forwarder {
         match self.forward(req, client).await {
             Ok(resp) => resp,
             Err(e) => {
-                match &e {
-                    ProxyError::NoBackend { .. }
-                    | ProxyError::AllDown { .. }
-                    | ProxyError::BadRequest(_) => {
-                        tracing::debug!(error = %e, "request not forwarded")
-                    }
-                    _ => tracing::warn!(error = %e, "request failed"),
-                }
+                log_failure(&e);
                 e.into_response().map(Either::Right)
             }
+        }
+    }
+
+    /// Count a failed attempt against its backend's passive health (and say so when that
+    /// ejects it).
+    pub(super) fn note_failure(&self, err: &ProxyError, upstream: &Upstream) {
+        if err.is_backend_failure() && upstream.stats.on_failure(now_ms()) {
+            let p = upstream.stats.passive();
+            tracing::warn!(
+                backend = %upstream.no,
+                error = %err,
+                cooldown_ms = p.ejected_until.saturating_sub(now_ms()),
+                "backend keeps failing; ejected from rotation for a cooldown, then tried again"
+            );
+        }
+    }
+
+    /// The backend to send a request to after `err`, if that is safe and allowed: the request
+    /// can be sent again (`replayable`), the backend never saw it (or the method is
+    /// idempotent and the connection failed), attempts and the retry budget are left.
+    pub(super) fn retry_on(
+        &self,
+        err: &ProxyError,
+        service: &ServiceRoute,
+        key: u64,
+        tried: &[Arc<Upstream>],
+        replayable: bool,
+        idempotent: bool,
+    ) -> Option<Arc<Upstream>> {
+        let retryable = err.never_reached_backend()
+            || (idempotent && matches!(err, ProxyError::Upstream { .. }));
+        if !(replayable && retryable && tried.len() < MAX_ATTEMPTS) {
+            return None;
+        }
+        let next = service.pick_other(key, tried)?;
+        if self.budget.withdraw() {
+            tracing::debug!(error = %err, retry_on = %next.no, "retrying on another backend");
+            Some(next.clone())
+        } else {
+            tracing::debug!(error = %err, "retry budget spent; not retrying");
+            None
         }
     }
 
@@ -165,15 +194,7 @@ impl Forwarder {
                 .and_then(|c| headers::cookie(&parts.headers, c))
                 .and_then(|no| service.by_no(no));
             let Some(first) = sticky.or_else(|| service.pick(key)) else {
-                return Err(if service.backends.is_empty() {
-                    ProxyError::NoBackend {
-                        service: service.name.clone(),
-                    }
-                } else {
-                    ProxyError::AllDown {
-                        service: service.name.clone(),
-                    }
-                });
+                return Err(ProxyError::unavailable(service));
             };
             (service.clone(), first.clone(), key)
         };
@@ -313,30 +334,18 @@ impl Forwarder {
                     limit: self.max_body,
                 });
             }
-            if err.is_backend_failure() && upstream.stats.on_failure(now_ms()) {
-                let p = upstream.stats.passive();
-                tracing::warn!(
-                    backend = %upstream.no,
-                    error = %err,
-                    cooldown_ms = p.ejected_until.saturating_sub(now_ms()),
-                    "backend keeps failing; ejected from rotation for a cooldown, then tried again"
-                );
-            }
-            let retryable = err.never_reached_backend()
-                || (is_idempotent(&parts.method) && matches!(err, ProxyError::Upstream { .. }));
+            self.note_failure(&err, &upstream);
             tried.push(upstream);
-            let next = (replay.is_some() && retryable && tried.len() < MAX_ATTEMPTS)
-                .then(|| service.pick_other(key, &tried))
-                .flatten();
-            match next {
-                Some(n) if self.budget.withdraw() => {
-                    tracing::debug!(error = %err, retry_on = %n.no, "retrying on another backend");
-                    upstream = n.clone();
-                }
-                Some(_) => {
-                    tracing::debug!(error = %err, "retry budget spent; not retrying");
-                    return Err(err);
-                }
+            let replayable = replay.is_some();
+            match self.retry_on(
+                &err,
+                &service,
+                key,
+                &tried,
+                replayable,
+                is_idempotent(&parts.method),
+            ) {
+                Some(n) => upstream = n,
                 None => return Err(err),
             }
         }
@@ -435,7 +444,7 @@ fn copy_request(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
     copy
 }
 
-fn connect_error(e: ConnectError, upstream: &Upstream) -> ProxyError {
+pub(super) fn connect_error(e: ConnectError, upstream: &Upstream) -> ProxyError {
     let no = upstream.no.clone();
     tracing::debug!(error = %e, addr = %upstream.addr, "connect failed");
     match e {
@@ -482,6 +491,25 @@ fn tunnel(
     Response::from_parts(head, Either::Right(Full::new(Bytes::new())))
 }
 
+/// Log a request that was not forwarded: a warning for a backend's failure, a debug line for
+/// what the client or the table made of it.
+pub(super) fn log_failure(e: &ProxyError) {
+    match e {
+        ProxyError::NoBackend { .. } | ProxyError::AllDown { .. } | ProxyError::BadRequest(_) => {
+            tracing::debug!(error = %e, "request not forwarded")
+        }
+        _ => tracing::warn!(error = %e, "request failed"),
+    }
+}
+
+/// The client IP's hash for the `hash` strategy.
+pub(super) fn hash_of_ip(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => hash_bytes(2, &v4.octets()),
+        IpAddr::V6(v6) => hash_bytes(2, &v6.octets()),
+    }
+}
+
 /// The request's hash for the `hash` strategy.
 fn hash_of(key: &HashKey, headers: &http::HeaderMap, ip: IpAddr) -> u64 {
     let bytes: Option<&[u8]> = match key {
@@ -491,10 +519,7 @@ fn hash_of(key: &HashKey, headers: &http::HeaderMap, ip: IpAddr) -> u64 {
     };
     match bytes {
         Some(b) => hash_bytes(1, b),
-        None => match ip {
-            IpAddr::V4(v4) => hash_bytes(2, &v4.octets()),
-            IpAddr::V6(v6) => hash_bytes(2, &v6.octets()),
-        },
+        None => hash_of_ip(ip),
     }
 }
 

@@ -4,6 +4,7 @@
 mod body;
 mod conn;
 mod error;
+mod fast;
 mod forward;
 pub mod headers;
 mod pool;
@@ -216,6 +217,7 @@ pub async fn serve(
                         }
                         Some(false) => {
                             drop(service);
+                            let (fast_fwd, fast_client) = (fwd_h1.clone(), client_h1.clone());
                             tokio::spawn(async move {
                                 let (_open, _permit) = (open, permit);
                                 let make_service = |st: Arc<conn::ConnState>| {
@@ -239,6 +241,7 @@ pub async fn serve(
                                     stop,
                                     peer,
                                     handshake_timeout,
+                                    Some((&fast_fwd, &fast_client)),
                                 )
                                 .await
                             });

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use super::forward::{UpstreamBody, UpstreamClient};
 
@@ -27,17 +28,29 @@ pub const MAX_IDLE: usize = 64;
 
 pub type H1Sender = http1::SendRequest<UpstreamBody>;
 
+/// A pooled connection idle this long may be closed by the backend just as a request goes out
+/// on it (the idle-close race): one is checked before use on the fast path, and an idempotent
+/// request lost on one is sent again on a new connection.
+pub const RACE_IDLE: Duration = Duration::from_millis(100);
+
 /// One backend's connections on one proxy worker.
 #[derive(Default)]
 pub struct WorkerPool {
     /// Idle HTTP/1.1 connections, the most recently used last.
     idle: Mutex<Vec<Idle>>,
+    /// Idle raw HTTP/1.1 connections of the fast path, the most recently used last.
+    raw: Mutex<Vec<RawIdle>>,
     /// The h2c client, for a backend that speaks HTTP/2.
     pub h2: OnceLock<UpstreamClient>,
 }
 
 struct Idle {
     tx: H1Sender,
+    since: Instant,
+}
+
+struct RawIdle {
+    stream: TcpStream,
     since: Instant,
 }
 
@@ -86,6 +99,39 @@ impl WorkerPool {
     pub fn sweep(&self, max_idle: Duration) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         idle.retain(|c| c.since.elapsed() < max_idle && !c.tx.is_closed());
+        drop(idle);
+        let mut raw = self.raw.lock().unwrap_or_else(|e| e.into_inner());
+        raw.retain(|c| c.since.elapsed() < max_idle);
+    }
+
+    /// The most recently used raw connection, and how long it was idle. One idle for
+    /// [`RACE_IDLE`] or more is checked first (a non-blocking read): one the backend has
+    /// closed, or that has unexpected bytes waiting, is dropped and the next tried.
+    pub fn take_raw(&self, max_idle: Duration) -> Option<(TcpStream, Duration)> {
+        let mut raw = self.raw.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(c) = raw.pop() {
+            let idle_for = c.since.elapsed();
+            if idle_for >= max_idle {
+                raw.clear();
+                return None;
+            }
+            if idle_for < RACE_IDLE || open_and_quiet(&c.stream) {
+                return Some((c.stream, idle_for));
+            }
+        }
+        None
+    }
+
+    /// Return a raw connection whose exchange is complete.
+    pub fn put_raw(&self, stream: TcpStream) {
+        let mut raw = self.raw.lock().unwrap_or_else(|e| e.into_inner());
+        if raw.len() >= MAX_IDLE {
+            raw.remove(0);
+        }
+        raw.push(RawIdle {
+            stream,
+            since: Instant::now(),
+        });
     }
 }
 
@@ -100,14 +146,26 @@ pub enum ConnectError {
     Handshake(#[from] hyper::Error),
 }
 
+/// An idle connection with nothing to read and no end of stream: still open.
+fn open_and_quiet(stream: &TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    matches!(stream.try_read(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+}
+
+/// Open a new TCP connection to `addr`, with TCP_NODELAY set.
+pub async fn connect_raw(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+        .await
+        .map_err(|_| ConnectError::TimedOut)??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
 /// Open a new HTTP/1.1 connection to `addr` (TCP_NODELAY set), driven by a task on this
 /// thread's runtime until the backend or the last sender closes it. Upgrades (101) hand the
 /// socket over to [`hyper::upgrade::on`].
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<H1Sender, ConnectError> {
-    let stream = tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| ConnectError::TimedOut)??;
-    stream.set_nodelay(true)?;
+    let stream = connect_raw(addr, timeout).await?;
     let (tx, conn) = http1::Builder::new()
         .handshake(TokioIo::new(stream))
         .await?;

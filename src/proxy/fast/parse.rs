@@ -1,0 +1,764 @@
+//! The fast path's pure part: which requests it takes, the heads it writes on each leg, how a
+//! response is framed, and where a chunked body ends. No I/O.
+//!
+//! The fast path is deliberately narrow. Anything it does not take in full is left to hyper,
+//! unchanged: a request without exactly one `Host`, with `Transfer-Encoding`, `Expect`,
+//! `Upgrade`, `TE` or `Trailer`, a `Connection` that names anything but `keep-alive`/`close`,
+//! several or odd `Content-Length`s, a body over [`MAX_FAST_BODY`] or not yet all read, a
+//! request target that is not a plain origin-form path, HTTP/1.0, `CONNECT`, more than
+//! [`MAX_HEADERS`] headers, or any head that does not parse (hyper then answers 400/431/408
+//! as it always did).
+
+use std::borrow::Cow;
+use std::mem::MaybeUninit;
+
+use httparse::Header;
+
+/// Headers the fast path parses; a request with more goes to hyper.
+pub const MAX_HEADERS: usize = 64;
+
+/// The longest request body the fast path carries: it must have arrived with its head.
+pub const MAX_FAST_BODY: usize = 64 << 10;
+
+/// Longest response head read from a backend.
+pub const MAX_RESPONSE_HEAD: usize = 64 << 10;
+
+/// Room for the headers of one head.
+pub type HeaderSlots<'b> = [MaybeUninit<Header<'b>>; MAX_HEADERS];
+
+pub fn header_slots<'b>() -> HeaderSlots<'b> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
+/// A request the fast path takes.
+#[derive(Debug, PartialEq)]
+pub struct Request<'h, 'b> {
+    pub method: &'b str,
+    /// Path and query, as sent.
+    pub target: &'b str,
+    /// The path alone (for routing).
+    pub path: &'b str,
+    /// The `Host` value, as sent.
+    pub host: &'b str,
+    pub head_len: usize,
+    pub body_len: usize,
+    /// The client sent `Connection: close`.
+    pub close: bool,
+    pub headers: &'h [Header<'b>],
+}
+
+impl Request<'_, '_> {
+    /// Head and body: where the next request starts.
+    pub fn len(&self) -> usize {
+        self.head_len + self.body_len
+    }
+
+    pub fn is_idempotent(&self) -> bool {
+        matches!(
+            self.method,
+            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+        )
+    }
+}
+
+/// What to do with the bytes at the start of a client's buffer.
+#[derive(Debug, PartialEq)]
+pub enum Verdict<'h, 'b> {
+    Fast(Request<'h, 'b>),
+    /// Leave this request (and the connection, until it goes quiet) to hyper.
+    Slow,
+}
+
+/// The headers the fast path looks at, by name.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Host,
+    ContentLength,
+    Connection,
+    /// Hop-by-hop headers dropped on the way (`Keep-Alive`, `Proxy-*`).
+    Dropped,
+    /// Headers that need hyper (`Transfer-Encoding`, `Expect`, `Upgrade`, `TE`, `Trailer`).
+    NeedsHyper,
+    TransferEncoding,
+    XForwardedFor,
+    /// `X-Forwarded-Proto` and `-Host`, replaced.
+    XForwardedOther,
+    Other,
+}
+
+fn kind(name: &str) -> Kind {
+    let is = |lower: &str| name.eq_ignore_ascii_case(lower);
+    match name.len() {
+        2 if is("te") => Kind::NeedsHyper,
+        4 if is("host") => Kind::Host,
+        6 if is("expect") => Kind::NeedsHyper,
+        7 if is("upgrade") || is("trailer") => Kind::NeedsHyper,
+        10 if is("connection") => Kind::Connection,
+        10 if is("keep-alive") => Kind::Dropped,
+        14 if is("content-length") => Kind::ContentLength,
+        15 if is("x-forwarded-for") => Kind::XForwardedFor,
+        16 if is("proxy-connection") => Kind::Dropped,
+        16 if is("x-forwarded-host") => Kind::XForwardedOther,
+        17 if is("transfer-encoding") => Kind::TransferEncoding,
+        17 if is("x-forwarded-proto") => Kind::XForwardedOther,
+        18 if is("proxy-authenticate") => Kind::Dropped,
+        19 if is("proxy-authorization") => Kind::Dropped,
+        _ => Kind::Other,
+    }
+}
+
+/// The comma-separated tokens of a header value.
+fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// A `Content-Length` value: one to nineteen digits, nothing else.
+fn content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// A path and query the http crate also accepts unchanged, with nothing to decode: RFC 3986's
+/// unreserved and reserved characters and `%` (no fragment).
+fn plain_target(t: &str) -> bool {
+    t.starts_with('/')
+        && t.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b':'
+                        | b'/'
+                        | b'?'
+                        | b'['
+                        | b']'
+                        | b'@'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b'%'
+                )
+        })
+}
+
+/// Visible ASCII and spaces: what `HeaderValue::to_str` accepts.
+fn visible(v: &[u8]) -> bool {
+    v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+/// Look at the request at the start of `buf`: the fast path's if it takes it (head and body
+/// all here), hyper's otherwise.
+pub fn request<'h, 'b>(buf: &'b [u8], slots: &'h mut HeaderSlots<'b>) -> Verdict<'h, 'b> {
+    let mut req = httparse::Request::new(&mut []);
+    let head_len = match req.parse_with_uninit_headers(buf, slots) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return Verdict::Slow,
+    };
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Verdict::Slow;
+    };
+    if method == "CONNECT" || !plain_target(target) {
+        return Verdict::Slow;
+    }
+    let headers: &'h [Header<'b>] = req.headers;
+    let mut host = None;
+    let mut length = None;
+    let mut close = false;
+    for h in headers {
+        match kind(h.name) {
+            Kind::Host if host.is_none() && visible(h.value) => host = Some(h.value),
+            Kind::ContentLength if length.is_none() => match content_length(h.value) {
+                Some(n) => length = Some(n),
+                None => return Verdict::Slow,
+            },
+            Kind::Connection => {
+                for t in tokens(h.value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if !t.eq_ignore_ascii_case(b"keep-alive") {
+                        return Verdict::Slow;
+                    }
+                }
+            }
+            Kind::Host | Kind::ContentLength | Kind::NeedsHyper | Kind::TransferEncoding => {
+                return Verdict::Slow;
+            }
+            Kind::Dropped | Kind::XForwardedFor | Kind::XForwardedOther | Kind::Other => {}
+        }
+    }
+    let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
+        return Verdict::Slow;
+    };
+    let body_len = match length {
+        Some(n) if n > MAX_FAST_BODY as u64 => return Verdict::Slow,
+        Some(n) => n as usize,
+        None => 0,
+    };
+    if buf.len() < head_len + body_len {
+        return Verdict::Slow;
+    }
+    Verdict::Fast(Request {
+        method,
+        target,
+        path: target.split_once('?').map_or(target, |(p, _)| p),
+        host,
+        head_len,
+        body_len,
+        close,
+        headers,
+    })
+}
+
+/// The target to send upstream: with the service's prefix stripped if it says so (the rest
+/// always starts with `/`).
+pub fn upstream_target<'b>(target: &'b str, strip: Option<&str>) -> Cow<'b, str> {
+    let Some(prefix) = strip else {
+        return Cow::Borrowed(target);
+    };
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let rest = path.strip_prefix(prefix).unwrap_or(path);
+    let mut s = String::with_capacity(target.len() + 1);
+    if !rest.starts_with('/') {
+        s.push('/');
+    }
+    s.push_str(rest);
+    if let Some(q) = query {
+        s.push('?');
+        s.push_str(q);
+    }
+    Cow::Owned(s)
+}
+
+/// Write the request head for the backend into `out`: the client's headers without the
+/// hop-by-hop ones, with `X-Forwarded-For` (appended to the client's first one),
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` set, as the hyper path does.
+pub fn write_upstream_head(
+    out: &mut Vec<u8>,
+    req: &Request<'_, '_>,
+    target: &str,
+    client_ip: &[u8],
+    proto: &[u8],
+) {
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut xff: Option<&[u8]> = None;
+    for h in req.headers {
+        match kind(h.name) {
+            Kind::XForwardedFor => {
+                xff.get_or_insert(h.value);
+            }
+            Kind::Connection | Kind::Dropped | Kind::XForwardedOther => {}
+            _ => {
+                out.extend_from_slice(h.name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(h.value);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    out.extend_from_slice(b"x-forwarded-for: ");
+    if let Some(prev) = xff {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    out.extend_from_slice(client_ip);
+    out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+    out.extend_from_slice(proto);
+    out.extend_from_slice(b"\r\nx-forwarded-host: ");
+    out.extend_from_slice(req.host.as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// How a response body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Framing {
+    /// No body (a 1xx, 204 or 304, or the answer to HEAD).
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the backend closes; the client's connection closes after it too.
+    UntilClose,
+}
+
+/// A backend's response head.
+#[derive(Debug, PartialEq)]
+pub struct Response<'h, 'b> {
+    pub status: u16,
+    pub reason: &'b str,
+    pub head_len: usize,
+    pub framing: Framing,
+    /// The backend keeps the connection open after this response.
+    pub reusable: bool,
+    /// `Connection` names other headers, to be dropped as hop-by-hop.
+    pub names_others: bool,
+    pub headers: &'h [Header<'b>],
+}
+
+impl Response<'_, '_> {
+    /// A 1xx other than 101: another head follows.
+    pub fn is_informational(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+}
+
+#[derive(Debug, PartialEq)]
+pub enum ResponseVerdict<'h, 'b> {
+    Ready(Response<'h, 'b>),
+    Incomplete,
+    Invalid,
+}
+
+/// Parse the response head at the start of `buf` (the answer to a HEAD request if `head`).
+pub fn response<'h, 'b>(
+    buf: &'b [u8],
+    slots: &'h mut HeaderSlots<'b>,
+    head: bool,
+) -> ResponseVerdict<'h, 'b> {
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed =
+        httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, slots);
+    let head_len = match parsed {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_RESPONSE_HEAD => {
+            return ResponseVerdict::Incomplete;
+        }
+        _ => return ResponseVerdict::Invalid,
+    };
+    let (Some(version), Some(status)) = (resp.version, resp.code) else {
+        return ResponseVerdict::Invalid;
+    };
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let (mut close, mut keep_alive, mut names_others) = (false, false, false);
+    for h in resp.headers.iter() {
+        match kind(h.name) {
+            Kind::ContentLength => match content_length(h.value) {
+                Some(n) if length.is_none_or(|l| l == n) => length = Some(n),
+                _ => return ResponseVerdict::Invalid,
+            },
+            Kind::TransferEncoding => {
+                // The last coding of the last header is what delimits the body.
+                chunked = tokens(h.value)
+                    .last()
+                    .map(|t| t.eq_ignore_ascii_case(b"chunked"));
+            }
+            Kind::Connection => {
+                for t in tokens(h.value) {
+                    if t.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                        keep_alive = true;
+                    } else {
+                        names_others = true;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // HTTP/1.0 keeps the connection only when it says keep-alive.
+    let mut reusable = !close && (version == 1 || keep_alive);
+    let no_body = head || (100..200).contains(&status) || status == 204 || status == 304;
+    let framing = match (no_body, chunked, length) {
+        (true, _, _) => Framing::Empty,
+        (false, Some(true), _) => Framing::Chunked,
+        (false, Some(false), _) | (false, None, None) => Framing::UntilClose,
+        (false, None, Some(n)) => Framing::Length(n),
+    };
+    if framing == Framing::UntilClose {
+        reusable = false;
+    }
+    ResponseVerdict::Ready(Response {
+        status,
+        reason: resp.reason.unwrap_or(""),
+        head_len,
+        framing,
+        reusable,
+        names_others,
+        headers: resp.headers,
+    })
+}
+
+/// Write the response head for the client: the backend's headers without the hop-by-hop ones
+/// (`Transfer-Encoding` kept for a chunked body, which is relayed as it is), and
+/// `Connection: close` if the client's connection ends after it.
+pub fn write_client_head(out: &mut Vec<u8>, resp: &Response<'_, '_>, close: bool) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    let code = resp.status.min(999);
+    out.extend_from_slice(&[
+        b'0' + (code / 100) as u8,
+        b'0' + (code / 10 % 10) as u8,
+        b'0' + (code % 10) as u8,
+        b' ',
+    ]);
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let named = |name: &str| {
+        resp.names_others
+            && resp.headers.iter().any(|h| {
+                kind(h.name) == Kind::Connection
+                    && tokens(h.value).any(|t| t.eq_ignore_ascii_case(name.as_bytes()))
+            })
+    };
+    for h in resp.headers {
+        let keep = match kind(h.name) {
+            Kind::Connection | Kind::Dropped | Kind::NeedsHyper => false,
+            Kind::TransferEncoding => resp.framing == Framing::Chunked,
+            // A chunked body's length is the chunks'; a stray Content-Length goes.
+            Kind::ContentLength => resp.framing != Framing::Chunked,
+            _ => !named(h.name),
+        };
+        if keep {
+            out.extend_from_slice(h.name.as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(h.value);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    if close || resp.framing == Framing::UntilClose {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Finds the end of a chunked body fed to it piece by piece (the bytes themselves are relayed
+/// as they are). Bare LF line ends are accepted, as hyper accepts them.
+#[derive(Clone, Debug, Default)]
+pub struct Chunks {
+    state: ChunkState,
+    /// The size being read, then the data left in the chunk.
+    size: u64,
+    digits: u8,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+enum ChunkState {
+    #[default]
+    Size,
+    /// Extensions after `;`, up to the line end.
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    /// At the start of a trailer line (or the final blank line).
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+    Done,
+}
+
+/// A chunked body that is not one.
+#[derive(Debug, PartialEq)]
+pub struct BadChunk;
+
+impl Chunks {
+    /// Feed the next bytes: `Some(n)` if the body ends after the first `n` of them.
+    pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, BadChunk> {
+        use ChunkState::*;
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            match self.state {
+                Size => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' => {
+                        if self.digits == 15 {
+                            return Err(BadChunk);
+                        }
+                        self.digits += 1;
+                        self.size =
+                            self.size * 16 + u64::from((b as char).to_digit(16).unwrap_or(0));
+                    }
+                    b';' | b' ' | b'\t' if self.digits > 0 => self.state = Extension,
+                    b'\r' if self.digits > 0 => self.state = SizeLf,
+                    b'\n' if self.digits > 0 => self.end_size_line(),
+                    _ => return Err(BadChunk),
+                },
+                Extension => match b {
+                    b'\r' => self.state = SizeLf,
+                    b'\n' => self.end_size_line(),
+                    _ => {}
+                },
+                SizeLf if b == b'\n' => self.end_size_line(),
+                Data => {
+                    let take =
+                        (bytes.len() - i).min(usize::try_from(self.size).unwrap_or(usize::MAX));
+                    self.size -= take as u64;
+                    i += take;
+                    if self.size == 0 {
+                        self.state = DataCr;
+                    }
+                    continue;
+                }
+                DataCr if b == b'\r' => self.state = DataLf,
+                DataCr | DataLf if b == b'\n' => self.state = Size,
+                TrailerStart => match b {
+                    b'\r' => self.state = EndLf,
+                    b'\n' => {
+                        self.state = Done;
+                        return Ok(Some(i + 1));
+                    }
+                    _ => self.state = TrailerLine,
+                },
+                TrailerLine => match b {
+                    b'\r' => self.state = TrailerLf,
+                    b'\n' => self.state = TrailerStart,
+                    _ => {}
+                },
+                TrailerLf if b == b'\n' => self.state = TrailerStart,
+                EndLf if b == b'\n' => {
+                    self.state = Done;
+                    return Ok(Some(i + 1));
+                }
+                _ => return Err(BadChunk),
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    fn end_size_line(&mut self) {
+        self.digits = 0;
+        self.state = if self.size == 0 {
+            ChunkState::TrailerStart
+        } else {
+            ChunkState::Data
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(bytes: &[u8]) -> Option<(usize, usize, bool, String, String)> {
+        let mut slots = header_slots();
+        match request(bytes, &mut slots) {
+            Verdict::Fast(r) => Some((
+                r.head_len,
+                r.body_len,
+                r.close,
+                r.host.to_owned(),
+                r.path.to_owned(),
+            )),
+            Verdict::Slow => None,
+        }
+    }
+
+    #[test]
+    fn plain_requests_are_taken() {
+        let get = b"GET /a/b?c=d HTTP/1.1\r\nHost: x.test\r\nUser-Agent: t\r\n\r\n";
+        assert_eq!(
+            req(get),
+            Some((get.len(), 0, false, "x.test".into(), "/a/b".into()))
+        );
+        let post = b"POST /p HTTP/1.1\r\nhost: h\r\ncontent-length: 5\r\nConnection: close\r\n\r\nhelloGET";
+        assert_eq!(
+            req(post),
+            Some((post.len() - 8, 5, true, "h".into(), "/p".into()))
+        );
+        // Bare LF line ends, as hyper reads them.
+        assert!(req(b"GET / HTTP/1.1\nHost: h\n\n").is_some());
+    }
+
+    #[test]
+    fn everything_else_is_left_to_hyper() {
+        for bytes in [
+            // Incomplete head, or body not all here.
+            &b"GET / HTTP/1.1\r\nHost: h\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhell",
+            // HTTP/1.0, CONNECT, absolute form, asterisk, odd characters.
+            b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+            b"CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /a\"b HTTP/1.1\r\nHost: h\r\n\r\n",
+            b"GET /a#f HTTP/1.1\r\nHost: h\r\n\r\n",
+            // No Host, two Hosts.
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            // Framing hyper must judge.
+            b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\nx",
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +1\r\n\r\nx",
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 1\r\n\r\nx",
+            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 99999999\r\n\r\n",
+            // Protocol switches and hop-by-hop headers named in Connection.
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nConnection: x-secret\r\nX-Secret: 1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nTE: trailers\r\n\r\n",
+            // Does not parse (space before the colon, obs-fold).
+            b"GET / HTTP/1.1\r\nHost : h\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n",
+        ] {
+            assert_eq!(req(bytes), None, "{}", String::from_utf8_lossy(bytes));
+        }
+        let mut many = b"GET / HTTP/1.1\r\nHost: h\r\n".to_vec();
+        for i in 0..MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: 1\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert_eq!(req(&many), None);
+    }
+
+    #[test]
+    fn the_upstream_head_drops_hop_by_hop_and_sets_forwarded() {
+        let bytes = b"GET /x?y HTTP/1.1\r\nHost: app.test:8080\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\nProxy-Authorization: x\r\n\r\n";
+        let mut slots = header_slots();
+        let Verdict::Fast(r) = request(bytes, &mut slots) else {
+            panic!("taken")
+        };
+        let mut out = Vec::new();
+        write_upstream_head(&mut out, &r, "/x?y", b"10.0.0.1", b"http");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET /x?y HTTP/1.1\r\nHost: app.test:8080\r\nAccept: */*\r\n\
+             x-forwarded-for: 1.1.1.1, 10.0.0.1\r\nx-forwarded-proto: http\r\n\
+             x-forwarded-host: app.test:8080\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_prefix_is_stripped_as_the_hyper_path_strips_it() {
+        assert_eq!(upstream_target("/api/v1?q=1", Some("/api")), "/v1?q=1");
+        assert_eq!(upstream_target("/api", Some("/api")), "/");
+        assert_eq!(upstream_target("/apix", Some("/api")), "/x");
+        assert_eq!(upstream_target("/other", Some("/api")), "/other");
+        assert_eq!(upstream_target("/a?b", None), "/a?b");
+    }
+
+    fn resp(bytes: &[u8], head: bool) -> Option<(u16, Framing, bool, String)> {
+        let mut slots = header_slots();
+        match response(bytes, &mut slots, head) {
+            ResponseVerdict::Ready(r) => {
+                let mut out = Vec::new();
+                write_client_head(&mut out, &r, false);
+                Some((
+                    r.status,
+                    r.framing,
+                    r.reusable,
+                    String::from_utf8(out).unwrap(),
+                ))
+            }
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn responses_are_framed_as_rfc_9112_says() {
+        let r = resp(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhi", false).unwrap();
+        assert_eq!((r.0, r.1, r.2), (200, Framing::Length(2), true));
+        assert_eq!(r.3, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n");
+        let r = resp(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(r.1, Framing::Chunked);
+        assert_eq!(r.3, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        let r = resp(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", true).unwrap();
+        assert_eq!(r.1, Framing::Empty);
+        assert_eq!(
+            resp(b"HTTP/1.1 204 No Content\r\n\r\n", false).unwrap().1,
+            Framing::Empty
+        );
+        assert_eq!(
+            resp(b"HTTP/1.1 304 Not Modified\r\n\r\n", false).unwrap().1,
+            Framing::Empty
+        );
+        // Until close: the client's connection closes too; the backend's is not reused.
+        let r = resp(b"HTTP/1.1 200 OK\r\n\r\n", false).unwrap();
+        assert_eq!((r.1, r.2), (Framing::UntilClose, false));
+        assert!(r.3.ends_with("connection: close\r\n\r\n"));
+        let r = resp(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false).unwrap();
+        assert_eq!(r.1, Framing::UntilClose);
+        // Connection: close, and HTTP/1.0 without keep-alive.
+        assert!(
+            !resp(
+                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
+                false
+            )
+            .unwrap()
+            .2
+        );
+        assert!(
+            !resp(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false)
+                .unwrap()
+                .2
+        );
+        assert!(
+            resp(
+                b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+                false
+            )
+            .unwrap()
+            .2
+        );
+        // Two different lengths, or a bad one: invalid.
+        assert_eq!(
+            resp(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false
+            ),
+            None
+        );
+        assert_eq!(
+            resp(b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", false),
+            None
+        );
+        // Hop-by-hop headers go, with those Connection names.
+        let r = resp(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nX-Hop: 1\r\nX-Kept: 2\r\nContent-Length: 0\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert_eq!(
+            r.3,
+            "HTTP/1.1 200 OK\r\nX-Kept: 2\r\nContent-Length: 0\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn a_chunked_body_ends_where_its_last_chunk_and_trailers_end() {
+        let body = b"5\r\nhello\r\n3;ext=1\r\nabc\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let mut c = Chunks::default();
+        assert_eq!(c.feed(body), Ok(Some(body.len() - 4)));
+        // Fed a byte at a time, it ends at the same place.
+        let mut c = Chunks::default();
+        let ends: Vec<usize> = (0..body.len())
+            .filter(|&i| c.feed(&body[i..i + 1]) == Ok(Some(1)))
+            .collect();
+        assert_eq!(ends, vec![body.len() - 5]);
+        assert_eq!(Chunks::default().feed(b"0\n\n"), Ok(Some(3)));
+        assert_eq!(Chunks::default().feed(b"2\r\nab\r\n"), Ok(None));
+        assert_eq!(Chunks::default().feed(b"x\r\n"), Err(BadChunk));
+        assert_eq!(Chunks::default().feed(b"2\r\nabX"), Err(BadChunk));
+        assert_eq!(Chunks::default().feed(b"\r\n"), Err(BadChunk));
+        assert_eq!(
+            Chunks::default().feed(b"ffffffffffffffff\r\n"),
+            Err(BadChunk)
+        );
+    }
+}
