@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -30,14 +30,11 @@ use super::forward::{Client, Forwarder};
 use super::pool::{self, RACE_IDLE};
 use super::{ProxyError, headers};
 use crate::health::now_ms;
-use crate::routing::{HashKey, Upstream};
+use crate::routing::{HashKey, ServiceRoute, Upstream};
 use parse::{Framing, ResponseVerdict, Verdict};
 
-/// The first read from a client, and the most a head the fast path takes may span.
-const CLIENT_READ: usize = 8 << 10;
-
-/// Reads from a backend.
-const UPSTREAM_READ: usize = 16 << 10;
+/// The most one read takes in.
+const READ_SIZE: usize = 16 << 10;
 
 /// How a client connection left the fast path.
 pub enum End {
@@ -46,34 +43,52 @@ pub enum End {
     Slow(Vec<u8>),
 }
 
-/// Idle client connections waiting here, per proxy worker (each worker counts its own, on a
-/// cache line of its own).
+/// Idle client connections waiting here, and how many times one went idle, per proxy worker
+/// (each worker counts its own, on a cache line of its own).
 #[repr(align(64))]
-struct Counter(AtomicU64);
+struct Counter {
+    idle: AtomicU64,
+    entries: AtomicU64,
+}
 
-static IDLE: [Counter; 64] = [const { Counter(AtomicU64::new(0)) }; 64];
+static IDLE: [Counter; 64] = [const {
+    Counter {
+        idle: AtomicU64::new(0),
+        entries: AtomicU64::new(0),
+    }
+}; 64];
 
 /// Idle connections holding no buffers in the fast path, over all workers.
 pub fn idle_connections() -> u64 {
-    IDLE.iter().map(|c| c.0.load(Ordering::Relaxed)).sum()
+    IDLE.iter().map(|c| c.idle.load(Ordering::Relaxed)).sum()
+}
+
+/// How many times a fast-path connection went idle (freeing its buffers), over all workers.
+pub fn idle_entries() -> u64 {
+    IDLE.iter().map(|c| c.entries.load(Ordering::Relaxed)).sum()
+}
+
+/// Only this worker's thread writes its counters: no locked read-modify-write.
+fn bump(c: &AtomicU64, up: bool) {
+    let n = c.load(Ordering::Relaxed);
+    c.store(if up { n + 1 } else { n - 1 }, Ordering::Relaxed);
 }
 
 /// Counts one idle connection while it lives.
-struct Idle(&'static AtomicU64);
+struct Idle(&'static Counter);
 
 impl Idle {
     fn start() -> Idle {
-        let c = &IDLE[super::worker_index() % IDLE.len()].0;
-        // Only this worker's thread writes its counter: no locked read-modify-write.
-        c.store(c.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let c = &IDLE[super::worker_index() % IDLE.len()];
+        bump(&c.idle, true);
+        bump(&c.entries, true);
         Idle(c)
     }
 }
 
 impl Drop for Idle {
     fn drop(&mut self) {
-        self.0
-            .store(self.0.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+        bump(&self.0.idle, false);
     }
 }
 
@@ -103,14 +118,12 @@ pub async fn serve(
             if !ready {
                 return End::Closed;
             }
-            inb.reserve_exact(CLIENT_READ);
-            match stream.read_buf(&mut inb).await {
+            match read_append(stream, &mut inb).await {
                 Ok(0) | Err(_) => return End::Closed,
                 Ok(_) => {}
             }
         }
-        // Boxed: a request's state (header slots, buffers) is not kept in an idle
-        // connection's task.
+        // Boxed: a request's state is not kept in an idle connection's task.
         match Box::pin(one(stream, fwd, client, &inb, stop)).await {
             Step::Next(n) => {
                 inb.drain(..n);
@@ -138,19 +151,29 @@ struct Info {
     close: bool,
 }
 
-/// Serve the request at the start of `inb`, if the fast path takes it.
-async fn one(
-    stream: &mut TcpStream,
+/// A request the fast path takes, ready to go out.
+struct Prepared {
+    /// Head and body, as the backend gets them.
+    out: Vec<u8>,
+    info: Info,
+    service: Arc<ServiceRoute>,
+    first: Arc<Upstream>,
+    key: u64,
+}
+
+/// Parse, route and rewrite the request at the start of `inb` (no I/O, and nothing of the
+/// parse kept: the header slots never live across an await). `Ok(None)`: not the fast
+/// path's. `Err`: no backend to send it to.
+fn prepare(
     fwd: &Forwarder,
     client: &Client,
     inb: &[u8],
-    stop: &watch::Receiver<bool>,
-) -> Step {
+) -> Result<Option<Prepared>, (ProxyError, Info)> {
     let mut slots = parse::header_slots();
     let req = match parse::request(inb, &mut slots) {
         // Over `--max-body-size`: hyper answers 413.
         Verdict::Fast(r) if r.body_len as u64 <= fwd.max_body => r,
-        _ => return Step::Slow,
+        _ => return Ok(None),
     };
     let info = Info {
         len: req.len(),
@@ -158,26 +181,21 @@ async fn one(
         idempotent: req.is_idempotent(),
         close: req.close,
     };
-    let (service, first, key) = {
-        let table = fwd.shared.table.load();
-        let service = table.route(headers::host_only(req.host), req.path);
-        let key = match &service.hash_key {
-            None => 0,
-            Some(HashKey::ClientIp) => super::forward::hash_of_ip(client.ip),
-            // A header, a cookie or a sticky session: hyper's headers are needed.
-            Some(_) => return Step::Slow,
-        };
-        if service.sticky_cookie.is_some() {
-            return Step::Slow;
-        }
-        match service.pick(key) {
-            Some(u) if u.h2c => return Step::Slow,
-            Some(u) => (service.clone(), u.clone(), key),
-            None => {
-                let e = ProxyError::unavailable(service);
-                return respond_error(stream, e, &info).await;
-            }
-        }
+    let table = fwd.shared.table.load();
+    let service = table.route(headers::host_only(req.host), req.path);
+    let key = match &service.hash_key {
+        None => 0,
+        Some(HashKey::ClientIp) => super::forward::hash_of_ip(client.ip),
+        // A header, a cookie or a sticky session: hyper's headers are needed.
+        Some(_) => return Ok(None),
+    };
+    if service.sticky_cookie.is_some() {
+        return Ok(None);
+    }
+    let first = match service.pick(key) {
+        Some(u) if u.h2c => return Ok(None),
+        Some(u) => u.clone(),
+        None => return Err((ProxyError::unavailable(service), info)),
     };
     let target = parse::upstream_target(req.target, service.strip_prefix.as_deref());
     let mut out = Vec::with_capacity(req.head_len + 160 + req.body_len);
@@ -189,20 +207,113 @@ async fn one(
         client.proto.as_bytes(),
     );
     out.extend_from_slice(&inb[req.head_len..info.len]);
+    Ok(Some(Prepared {
+        out,
+        info,
+        service: service.clone(),
+        first,
+        key,
+    }))
+}
+
+/// Serve the request at the start of `inb`, if the fast path takes it.
+async fn one(
+    stream: &mut TcpStream,
+    fwd: &Forwarder,
+    client: &Client,
+    inb: &[u8],
+    stop: &watch::Receiver<bool>,
+) -> Step {
+    let p = match prepare(fwd, client, inb) {
+        Ok(Some(p)) => p,
+        Ok(None) => return Step::Slow,
+        Err((e, info)) => return respond_error(stream, e, &info).await,
+    };
     fwd.budget.deposit();
     let mut tried: Vec<Arc<Upstream>> = Vec::new();
-    let mut upstream = first;
+    let mut upstream = p.first;
     loop {
-        let err = match attempt(stream, fwd, &upstream, &out, &info, stop).await {
+        let err = match attempt(stream, fwd, &upstream, &p.out, &p.info, stop).await {
             Ok(step) => return step,
             Err(e) => e,
         };
         fwd.note_failure(&err, &upstream);
         // The whole request is in `out`: it can always be sent again where that is safe.
         tried.push(upstream);
-        match fwd.retry_on(&err, &service, key, &tried, true, info.idempotent) {
+        match fwd.retry_on(&err, &p.service, p.key, &tried, true, p.info.idempotent) {
             Some(n) if !n.h2c => upstream = n,
-            _ => return respond_error(stream, err, &info).await,
+            _ => return respond_error(stream, err, &p.info).await,
+        }
+    }
+}
+
+thread_local! {
+    /// Every read of the fast path lands here first, one buffer per worker thread; a
+    /// connection keeps only the bytes it got (a waiting connection holds no read buffer).
+    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
+        std::cell::RefCell::new(vec![0; READ_SIZE].into_boxed_slice());
+}
+
+/// Wait for bytes on `s` and append what arrived to `buf`: 0 at the end of the stream.
+async fn read_append(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    std::future::poll_fn(|cx| {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut rb = tokio::io::ReadBuf::new(scratch);
+            std::task::ready!(std::pin::Pin::new(&mut *s).poll_read(cx, &mut rb))?;
+            buf.extend_from_slice(rb.filled());
+            std::task::Poll::Ready(Ok(rb.filled().len()))
+        })
+    })
+    .await
+}
+
+/// A backend's response head, as the client gets it.
+enum Head {
+    Incomplete,
+    Invalid,
+    /// A 101 nobody asked for.
+    Switching,
+    /// A 1xx: relayed, and another head follows.
+    Informational {
+        bytes: Vec<u8>,
+        len: usize,
+    },
+    Final {
+        bytes: Vec<u8>,
+        len: usize,
+        framing: Framing,
+        reusable: bool,
+        close: bool,
+    },
+}
+
+/// Parse the response head at the start of `up` and write the client's (no I/O; the slots
+/// never live across an await). `close`: the client's connection ends after this response.
+fn client_head(up: &[u8], info: &Info, close: bool) -> Head {
+    let mut slots = parse::header_slots();
+    match parse::response(up, &mut slots, info.head) {
+        ResponseVerdict::Incomplete => Head::Incomplete,
+        ResponseVerdict::Invalid => Head::Invalid,
+        ResponseVerdict::Ready(r) if r.status == 101 => Head::Switching,
+        ResponseVerdict::Ready(r) if r.is_informational() => {
+            let mut bytes = Vec::with_capacity(r.head_len + 32);
+            parse::write_client_head(&mut bytes, &r, false);
+            Head::Informational {
+                bytes,
+                len: r.head_len,
+            }
+        }
+        ResponseVerdict::Ready(r) => {
+            let close = close || r.framing == Framing::UntilClose;
+            let mut bytes = Vec::with_capacity(r.head_len + 64 + (up.len() - r.head_len));
+            parse::write_client_head(&mut bytes, &r, close);
+            Head::Final {
+                bytes,
+                len: r.head_len,
+                framing: r.framing,
+                reusable: r.reusable,
+                close,
+            }
         }
     }
 }
@@ -245,8 +356,8 @@ async fn attempt(
             }
             return Err(failed());
         }
-        let mut up = Vec::with_capacity(UPSTREAM_READ);
-        match tokio::time::timeout_at(deadline, conn.read_buf(&mut up)).await {
+        let mut up = Vec::new();
+        match tokio::time::timeout_at(deadline, read_append(&mut conn, &mut up)).await {
             Err(_) => return Err(timed_out()),
             Ok(Ok(n)) if n > 0 => break (conn, up),
             // Closed before answering: on a connection that had been idle a while, the
@@ -258,63 +369,47 @@ async fn attempt(
     let mut wrote_any = false;
     // Read the head (after any 1xx heads, which are relayed).
     loop {
-        let mut slots = parse::header_slots();
-        match parse::response(&up, &mut slots, info.head) {
-            ResponseVerdict::Ready(r) if r.status == 101 => {
-                return if wrote_any {
-                    Ok(Step::Close)
-                } else {
-                    Err(failed())
-                };
-            }
-            ResponseVerdict::Ready(r) if r.is_informational() => {
-                let mut o = Vec::with_capacity(r.head_len + 32);
-                parse::write_client_head(&mut o, &r, false);
-                let n = r.head_len;
-                if stream.write_all(&o).await.is_err() {
+        let close = info.close || stop.has_changed().unwrap_or(true);
+        match client_head(&up, info, close) {
+            Head::Switching | Head::Invalid if wrote_any => return Ok(Step::Close),
+            Head::Switching | Head::Invalid => return Err(failed()),
+            Head::Informational { bytes, len } => {
+                if stream.write_all(&bytes).await.is_err() {
                     return Ok(Step::Close);
                 }
                 wrote_any = true;
-                up.drain(..n);
+                up.drain(..len);
                 if !up.is_empty() {
                     continue;
                 }
             }
-            ResponseVerdict::Ready(r) => {
+            Head::Final {
+                mut bytes,
+                len,
+                framing,
+                reusable,
+                close,
+            } => {
                 upstream
                     .stats
                     .on_success(started.elapsed().as_secs_f64() * 1000.0, now_ms());
-                let close = info.close
-                    || stop.has_changed().unwrap_or(true)
-                    || r.framing == Framing::UntilClose;
-                let mut o = Vec::with_capacity(r.head_len + 64);
-                parse::write_client_head(&mut o, &r, close);
-                let (framing, reusable, head_len) = (r.framing, r.reusable, r.head_len);
                 // The head goes out with what of the body came with it.
-                let (relay, mut left) = first_part(&up[head_len..], framing);
+                let (relay, mut left) = first_part(&up[len..], framing);
                 let relay = match relay {
                     Ok(r) => r,
                     Err(()) if wrote_any => return Ok(Step::Close),
                     Err(()) => return Err(failed()),
                 };
-                o.extend_from_slice(&up[head_len..head_len + relay.len]);
-                if stream.write_all(&o).await.is_err() {
+                bytes.extend_from_slice(&up[len..len + relay.len]);
+                if stream.write_all(&bytes).await.is_err() {
                     return Ok(Step::Close);
                 }
-                if relay.done {
-                    let clean = relay.len == up.len() - head_len;
-                    if reusable && clean {
-                        pool.put_raw(conn);
-                    }
-                    drop(slot);
-                    return Ok(if close {
-                        Step::Close
-                    } else {
-                        Step::Next(info.len)
-                    });
-                }
-                // The rest of the body, as it arrives.
-                let ok = relay_rest(stream, &mut conn, &mut up, framing, &mut left).await;
+                let ok = if relay.done {
+                    Some(relay.len == up.len() - len)
+                } else {
+                    // The rest of the body, as it arrives.
+                    relay_rest(stream, &mut conn, &mut up, framing, &mut left).await
+                };
                 if ok == Some(true) && reusable {
                     pool.put_raw(conn);
                 }
@@ -324,14 +419,9 @@ async fn attempt(
                     _ => Step::Close,
                 });
             }
-            ResponseVerdict::Invalid if wrote_any => return Ok(Step::Close),
-            ResponseVerdict::Invalid => return Err(failed()),
-            ResponseVerdict::Incomplete => {}
+            Head::Incomplete => {}
         }
-        if up.len() == up.capacity() {
-            up.reserve(UPSTREAM_READ);
-        }
-        match tokio::time::timeout_at(deadline, conn.read_buf(&mut up)).await {
+        match tokio::time::timeout_at(deadline, read_append(&mut conn, &mut up)).await {
             Err(_) if !wrote_any => return Err(timed_out()),
             Ok(Ok(n)) if n > 0 => {}
             _ if wrote_any => return Ok(Step::Close),
@@ -395,7 +485,7 @@ fn first_part(bytes: &[u8], framing: Framing) -> (Result<Relay, ()>, Left) {
 }
 
 /// Relay the rest of a response body from the backend to the client as it arrives, in reads
-/// of [`UPSTREAM_READ`] (memory stays bounded whatever the body's size). `Some(clean)` once
+/// of [`READ_SIZE`] (memory stays bounded whatever the body's size). `Some(clean)` once
 /// the body is complete (`clean`: the backend sent nothing after it, so its connection can be
 /// reused); `None` if either side failed (the client's connection must close).
 async fn relay_rest(
@@ -408,7 +498,7 @@ async fn relay_rest(
     debug_assert!(framing != Framing::Empty);
     loop {
         up.clear();
-        let n = conn.read_buf(up).await.ok()?;
+        let n = read_append(conn, up).await.ok()?;
         if n == 0 {
             // The backend closed: the end of an until-close body, a truncated one otherwise.
             return matches!(left, Left::UntilClose).then_some(false);
