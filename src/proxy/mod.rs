@@ -96,7 +96,11 @@ pub async fn serve_workers(
     };
     let mut threads = Vec::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
-    for i in 0..config.workers.max(1) {
+    let workers = config.workers.max(1);
+    let (balance, mut inboxes) = Balance::new(workers);
+    for i in 0..workers {
+        let inbox = inboxes.remove(0);
+        let balance = balance.clone();
         let listener = match std_listener.try_clone() {
             Ok(l) => l,
             Err(e) => {
@@ -121,7 +125,18 @@ pub async fn serve_workers(
                     .expect("a proxy worker runtime");
                 rt.block_on(async move {
                     match TcpListener::from_std(listener) {
-                        Ok(l) => serve(l, shared, config, stop, tls, slots).await,
+                        Ok(l) => {
+                            serve(
+                                l,
+                                shared,
+                                config,
+                                stop,
+                                tls,
+                                slots,
+                                Some((balance, i, inbox)),
+                            )
+                            .await
+                        }
                         Err(e) => tracing::error!(error = %e, "proxy worker cannot use the socket"),
                     }
                 });
@@ -140,18 +155,104 @@ pub async fn serve_workers(
     .await;
 }
 
+/// Spreads client connections evenly over the proxy workers. Workers accept from one shared
+/// socket, and which one wins an accept is up to the kernel: a worker that holds more than one
+/// connection above the least loaded hands a new one over to it (so 64 keepalive connections
+/// end up 32 and 32, not 40 and 24 with one core saturated and the other idle).
+#[derive(Clone)]
+struct Balance {
+    open: Arc<[std::sync::atomic::AtomicUsize]>,
+    inboxes: Arc<[tokio::sync::mpsc::UnboundedSender<Handoff>]>,
+}
+
+/// A connection on its way to another worker.
+type Handoff = (
+    std::net::TcpStream,
+    SocketAddr,
+    tokio::sync::OwnedSemaphorePermit,
+);
+
+impl Balance {
+    fn new(workers: usize) -> (Balance, Vec<tokio::sync::mpsc::UnboundedReceiver<Handoff>>) {
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers)
+            .map(|_| tokio::sync::mpsc::unbounded_channel())
+            .unzip();
+        let open = (0..workers)
+            .map(|_| std::sync::atomic::AtomicUsize::new(0))
+            .collect();
+        (
+            Balance {
+                open,
+                inboxes: txs.into(),
+            },
+            rxs,
+        )
+    }
+
+    /// The worker a connection accepted by worker `me` should go to.
+    fn target(&self, me: usize) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mine = self.open[me].load(Relaxed);
+        let (least, n) = self
+            .open
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (i, c.load(Relaxed)))
+            .min_by_key(|&(_, n)| n)
+            .unwrap_or((me, mine));
+        if mine > n + 1 { least } else { me }
+    }
+}
+
+/// Counts a connection as open on its worker while it lives.
+struct OpenOn(Option<(Balance, usize)>);
+
+impl OpenOn {
+    fn new(balance: Option<&(Balance, usize)>) -> OpenOn {
+        if let Some((b, i)) = balance {
+            b.open[*i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        OpenOn(balance.cloned())
+    }
+}
+
+impl Drop for OpenOn {
+    fn drop(&mut self) {
+        if let Some((b, i)) = &self.0 {
+            b.open[*i].fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// What every connection of one worker shares.
+struct Worker {
+    forwarder: Arc<forward::Forwarder>,
+    http: Arc<Builders>,
+    proto: HeaderValue,
+    /// Each open connection holds a clone; `closed()` on the sender fires when the last ends.
+    open: watch::Receiver<()>,
+    stop: watch::Receiver<bool>,
+    tls: Option<Arc<tls::Tls>>,
+    handshake_timeout: Duration,
+    balance: Option<(Balance, usize)>,
+}
+
 /// Serve the proxy on `listener` until `stop` turns true, then finish in-flight requests
-/// (bounded by `shutdown_timeout`).
-pub async fn serve(
+/// (bounded by `shutdown_timeout`). `balance`: this worker's place among several, and its
+/// inbox of connections handed over by the others.
+async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     config: ProxyConfig,
     mut stop: watch::Receiver<bool>,
     tls: Option<Arc<tls::Tls>>,
     slots: Arc<tokio::sync::Semaphore>,
+    balance: Option<(
+        Balance,
+        usize,
+        tokio::sync::mpsc::UnboundedReceiver<Handoff>,
+    )>,
 ) {
-    let forwarder = Arc::new(forward::Forwarder::new(shared, &config));
-    // Open connections; each holds a sender clone, so `closed()` fires when the last ends.
     let (open_tx, open_rx) = watch::channel(());
     // HTTP/1.1, and HTTP/2 (h2c with prior knowledge, or ALPN h2 over TLS), told apart by the
     // connection preface.
@@ -161,8 +262,41 @@ pub async fn serve(
         .keep_alive(true);
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new());
-    let http = Arc::new(Builders { h1, h2 });
-    let proto = HeaderValue::from_static(if tls.is_some() { "https" } else { "http" });
+    let (balance, mut inbox) = match balance {
+        Some((b, i, rx)) => (Some((b, i)), Some(rx)),
+        None => (None, None),
+    };
+    let worker = Arc::new(Worker {
+        forwarder: Arc::new(forward::Forwarder::new(shared, &config)),
+        http: Arc::new(Builders { h1, h2 }),
+        proto: HeaderValue::from_static(if tls.is_some() { "https" } else { "http" }),
+        open: open_rx,
+        stop: stop.clone(),
+        tls,
+        handshake_timeout: config.client_header_timeout,
+        balance,
+    });
+    // Connections handed over by the other workers, until stopping (this task holds the
+    // worker, whose `open` receiver must go for the shutdown to see the last connection end).
+    if let Some(mut rx) = inbox.take() {
+        let w = worker.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer, permit) = tokio::select! {
+                    _ = stop.wait_for(|s| *s) => break,
+                    h = rx.recv() => match h {
+                        Some(h) => h,
+                        None => break,
+                    },
+                };
+                match tokio::net::TcpStream::from_std(stream) {
+                    Ok(s) => w.start(s, peer, permit),
+                    Err(e) => tracing::debug!(%peer, error = %e, "handed-over connection lost"),
+                }
+            }
+        });
+    }
     loop {
         // At the connection limit, stop accepting until one closes (the kernel's backlog
         // holds the rest), as nginx does at worker_connections.
@@ -185,12 +319,54 @@ pub async fn serve(
                 }
             },
         };
+        if let Some((b, me)) = &worker.balance {
+            let to = b.target(*me);
+            if to != *me {
+                match stream.into_std() {
+                    Ok(std) => {
+                        if let Err(e) = b.inboxes[to].send((std, peer, permit)) {
+                            // That worker has stopped: serve it here after all.
+                            let (std, peer, permit) = e.0;
+                            if let Ok(s) = tokio::net::TcpStream::from_std(std) {
+                                worker.start(s, peer, permit);
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(%peer, error = %e, "cannot hand a connection over"),
+                }
+                continue;
+            }
+        }
+        worker.start(stream, peer, permit);
+    }
+    drop(listener);
+    drop(worker);
+    tracing::info!(
+        timeout = ?config.shutdown_timeout,
+        "proxy stopped accepting; waiting for in-flight requests"
+    );
+    if tokio::time::timeout(config.shutdown_timeout, open_tx.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!("shutdown timeout reached; closing the remaining client connections");
+    }
+}
+
+impl Worker {
+    /// Serve one accepted client connection in a task of its own.
+    fn start(
+        self: &Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) {
         let _ = stream.set_nodelay(true);
-        let fwd = forwarder.clone();
+        let fwd = self.forwarder.clone();
         let client = forward::Client {
             ip: peer.ip().to_canonical(),
             ip_header: client_ip_value(peer),
-            proto: proto.clone(),
+            proto: self.proto.clone(),
         };
         let (fwd_h1, client_h1) = (fwd.clone(), client.clone());
         let service = service_fn(move |req| {
@@ -198,8 +374,14 @@ pub async fn serve(
             let client = client.clone();
             async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, &client).await) }
         });
-        let (stop, open, http, tls) = (stop.clone(), open_rx.clone(), http.clone(), tls.clone());
-        let handshake_timeout = config.client_header_timeout;
+        let (stop, open, http, tls) = (
+            self.stop.clone(),
+            self.open.clone(),
+            self.http.clone(),
+            self.tls.clone(),
+        );
+        let counted = OpenOn::new(self.balance.as_ref());
+        let handshake_timeout = self.handshake_timeout;
         // Two separate tasks: a plain connection's task must not be as large as a TLS one
         // (rustls state), which would cost every idle connection the difference.
         match tls {
@@ -211,15 +393,15 @@ pub async fn serve(
                         Some(true) => {
                             let conn = http.h2.serve_connection(TokioIo::new(stream), service);
                             tokio::spawn(async move {
-                                let (_open, _permit) = (open, permit);
+                                let (_open, _permit, _counted) = (open, permit, counted);
                                 drive(conn, stop, peer).await
                             });
                         }
                         Some(false) => {
                             drop(service);
-                            let (fast_fwd, fast_client) = (fwd_h1.clone(), client_h1.clone());
                             tokio::spawn(async move {
-                                let (_open, _permit) = (open, permit);
+                                let (_open, _permit, _counted) = (open, permit, counted);
+                                let (fast_fwd, fast_client) = (fwd_h1.clone(), client_h1.clone());
                                 let make_service = |st: Arc<conn::ConnState>| {
                                     service_fn(move |req| {
                                         let ok = st.on_request(&req);
@@ -246,13 +428,13 @@ pub async fn serve(
                                 .await
                             });
                         }
-                        None => drop((open, permit)),
+                        None => drop((open, permit, counted)),
                     }
                 });
             }
             Some(tls) => {
                 tokio::spawn(async move {
-                    let (_open, _permit) = (open, permit);
+                    let (_open, _permit, _counted) = (open, permit, counted);
                     let accepted =
                         tokio::time::timeout(handshake_timeout, tls.acceptor.accept(stream)).await;
                     match accepted {
@@ -274,18 +456,6 @@ pub async fn serve(
                 });
             }
         }
-    }
-    drop(listener);
-    drop(open_rx);
-    tracing::info!(
-        timeout = ?config.shutdown_timeout,
-        "proxy stopped accepting; waiting for in-flight requests"
-    );
-    if tokio::time::timeout(config.shutdown_timeout, open_tx.closed())
-        .await
-        .is_err()
-    {
-        tracing::warn!("shutdown timeout reached; closing the remaining client connections");
     }
 }
 
@@ -366,4 +536,30 @@ async fn drive(conn: impl Graceful, mut stop: watch::Receiver<bool>, peer: Socke
 fn client_ip_value(peer: SocketAddr) -> HeaderValue {
     HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .expect("an IP address is a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Balance;
+    use std::sync::atomic::Ordering;
+
+    #[test]
+    fn connections_go_to_the_least_loaded_worker_once_one_is_ahead() {
+        let (b, _rx) = Balance::new(3);
+        let set = |v: [usize; 3]| {
+            for (c, n) in b.open.iter().zip(v) {
+                c.store(n, Ordering::Relaxed);
+            }
+        };
+        set([0, 0, 0]);
+        assert_eq!(b.target(0), 0);
+        // One ahead is fine (accepts are uneven by one all the time).
+        set([1, 0, 0]);
+        assert_eq!(b.target(0), 0);
+        set([2, 0, 1]);
+        assert_eq!(b.target(0), 1);
+        set([5, 4, 3]);
+        assert_eq!(b.target(0), 2);
+        assert_eq!(b.target(2), 2);
+    }
 }
