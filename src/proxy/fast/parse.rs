@@ -761,4 +761,48 @@ mod tests {
             Err(BadChunk)
         );
     }
+
+    proptest::proptest! {
+        /// Any chunked body, split anywhere, ends exactly where its encoding ends.
+        #[test]
+        fn a_chunked_body_split_anywhere_ends_where_it_ends(
+            chunks in proptest::collection::vec(proptest::collection::vec(proptest::num::u8::ANY, 1..300), 0..6),
+            ext in proptest::bool::ANY,
+            trailers in proptest::collection::vec("[a-z]{1,8}: [a-z0-9]{0,8}", 0..3),
+            cuts in proptest::collection::vec(0usize..2000, 0..6),
+        ) {
+            let mut body = Vec::new();
+            for c in &chunks {
+                body.extend_from_slice(format!("{:x}", c.len()).as_bytes());
+                if ext {
+                    body.extend_from_slice(b";name=value");
+                }
+                body.extend_from_slice(b"\r\n");
+                body.extend_from_slice(c);
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"0\r\n");
+            for t in &trailers {
+                body.extend_from_slice(t.as_bytes());
+                body.extend_from_slice(b"\r\n");
+            }
+            body.extend_from_slice(b"\r\n");
+            let end = body.len();
+            body.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % body.len()).collect();
+            cuts.push(0);
+            cuts.push(body.len());
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut scanner = Chunks::default();
+            let mut found = None;
+            for w in cuts.windows(2) {
+                if let Some(n) = scanner.feed(&body[w[0]..w[1]]).unwrap() {
+                    found = Some(w[0] + n);
+                    break;
+                }
+            }
+            proptest::prop_assert_eq!(found, Some(end));
+        }
+    }
 }

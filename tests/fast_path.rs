@@ -1,0 +1,316 @@
+//! The HTTP/1.1 fast path against scripted backends: what it relays, how it frames each kind
+//! of response, when it reuses a backend connection and when the client's must close.
+
+mod common;
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Http, Quayside};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// A backend that answers each request head it reads with the next scripted response, and
+/// closes the connection after the responses marked so. It records the heads it saw and how
+/// many connections it accepted.
+struct Scripted {
+    port: u16,
+    heads: Arc<Mutex<Vec<String>>>,
+    conns: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    async fn start(script: Vec<(&'static str, bool)>) -> Scripted {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let conns = Arc::new(AtomicUsize::new(0));
+        let script = Arc::new(Mutex::new(VecDeque::from(script)));
+        let (h, c) = (heads.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                let (h, script) = (h.clone(), script.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head: Vec<u8> = buf.drain(..end).collect();
+                        let head = String::from_utf8_lossy(&head).into_owned();
+                        // Skip a Content-Length body.
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length:")
+                                    .map(|v| v.trim().parse().unwrap_or(0))
+                            })
+                            .unwrap_or(0);
+                        while buf.len() < len {
+                            let mut chunk = [0u8; 4096];
+                            match s.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        buf.drain(..len);
+                        h.lock().unwrap().push(head);
+                        let Some((resp, close)) = script.lock().unwrap().pop_front() else {
+                            return;
+                        };
+                        if s.write_all(resp.as_bytes()).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Scripted { port, heads, conns }
+    }
+}
+
+async fn proxy_to(b: &Scripted) -> Quayside {
+    let q = Quayside::start().await;
+    let r = Http::new()
+        .get(&q.admin_url(&format!("/add?no=s&ip=127.0.0.1&port={}", b.port)))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    q
+}
+
+/// Read from `s` until `needle` has arrived (or fail after 5 s).
+async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, needle: &str) -> String {
+    loop {
+        if let Some(i) = String::from_utf8_lossy(buf).find(needle) {
+            let end = i + needle.len();
+            let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end);
+            return text;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("timed out")
+            .unwrap();
+        assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(buf));
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+async fn read_to_end(s: &mut TcpStream) -> String {
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+        .await
+        .expect("the connection should close")
+        .unwrap();
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+#[tokio::test]
+async fn informational_and_chunked_responses_are_relayed_as_sent() {
+    let b = Scripted::start(vec![
+        (
+            "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n\
+             HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+            false,
+        ),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+    ])
+    .await;
+    let q = proxy_to(&b).await;
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    let mut buf = Vec::new();
+    s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_until(&mut s, &mut buf, "X-Trailer: t\r\n\r\n").await;
+    assert!(
+        text.starts_with(
+            "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.ends_with("\r\n\r\n5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"),
+        "{text}"
+    );
+    // The same client and backend connections carry the next exchange.
+    s.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_until(&mut s, &mut buf, "\r\n\r\nok").await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert_eq!(b.conns.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_body_delimited_by_close_is_relayed_and_closes_the_client_connection() {
+    let b = Scripted::start(vec![("HTTP/1.1 200 OK\r\n\r\nall of it", true)]).await;
+    let q = proxy_to(&b).await;
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_to_end(&mut s).await;
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nall of it"), "{text}");
+}
+
+#[tokio::test]
+async fn a_backend_connection_that_says_close_is_not_reused() {
+    let b = Scripted::start(vec![
+        (
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\none",
+            true,
+        ),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo", false),
+    ])
+    .await;
+    let q = proxy_to(&b).await;
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    let mut buf = Vec::new();
+    s.write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let first = read_until(&mut s, &mut buf, "one").await;
+    // The backend's Connection header is its own: the client's connection stays open.
+    assert!(
+        !first.to_ascii_lowercase().contains("connection:"),
+        "{first}"
+    );
+    s.write_all(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut s, &mut buf, "two").await;
+    assert_eq!(b.conns.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_body_cut_short_by_the_backend_closes_the_client_connection() {
+    let b = Scripted::start(vec![(
+        "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+        true,
+    )])
+    .await;
+    let q = proxy_to(&b).await;
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The client sees the head and the 3 bytes, then the end of the connection (so it can
+    // tell the body is short), not a hang.
+    let text = read_to_end(&mut s).await;
+    assert!(text.ends_with("Content-Length: 10\r\n\r\nabc"), "{text}");
+}
+
+#[tokio::test]
+async fn an_invalid_response_is_a_502_and_the_client_connection_goes_on() {
+    let b = Scripted::start(vec![
+        (
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            true,
+        ),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+    ])
+    .await;
+    let q = proxy_to(&b).await;
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    let mut buf = Vec::new();
+    // POST: not idempotent, so not sent again after the invalid answer.
+    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_until(&mut s, &mut buf, "invalid response\n").await;
+    assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{text}");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_until(&mut s, &mut buf, "\r\n\r\nok").await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+}
+
+#[tokio::test]
+async fn the_answer_to_head_has_no_body_and_the_connection_is_reused() {
+    let b = Scripted::start(vec![
+        ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
+        ("HTTP/1.1 204 No Content\r\n\r\n", false),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+    ])
+    .await;
+    let q = proxy_to(&b).await;
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    let mut buf = Vec::new();
+    s.write_all(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_until(&mut s, &mut buf, "\r\n\r\n").await;
+    assert!(head.contains("Content-Length: 5\r\n"), "{head}");
+    s.write_all(b"DELETE /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let no_content = read_until(&mut s, &mut buf, "\r\n\r\n").await;
+    assert!(no_content.starts_with("HTTP/1.1 204 "), "{no_content}");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = read_until(&mut s, &mut buf, "\r\n\r\nok").await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert!(buf.is_empty());
+    assert_eq!(b.conns.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_rewritten_and_answered_in_order() {
+    let b = Scripted::start(vec![
+        ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n#1", false),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n#2", false),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n#3", false),
+    ])
+    .await;
+    let q = proxy_to(&b).await;
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    let mut buf = Vec::new();
+    s.write_all(
+        b"GET /1 HTTP/1.1\r\nHost: app.test\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nX-Forwarded-For: 10.9.9.9\r\nX-Forwarded-Proto: https\r\nX-Custom: kept\r\n\r\n\
+          POST /2 HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\n\r\nbody\
+          GET /3?q=1 HTTP/1.1\r\nHost: app.test\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let text = read_until(&mut s, &mut buf, "#3").await;
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
+    assert!(text.find("#1") < text.find("#2") && text.find("#2") < text.find("#3"));
+    let heads = b.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 3, "{heads:?}");
+    let first = heads[0].to_ascii_lowercase();
+    assert!(first.starts_with("get /1 http/1.1\r\n"), "{first}");
+    assert!(first.contains("\r\nx-custom: kept\r\n"), "{first}");
+    assert!(
+        first.contains("\r\nx-forwarded-for: 10.9.9.9, 127.0.0.1\r\n"),
+        "{first}"
+    );
+    assert!(first.contains("\r\nx-forwarded-proto: http\r\n"), "{first}");
+    assert!(
+        first.contains("\r\nx-forwarded-host: app.test\r\n"),
+        "{first}"
+    );
+    assert!(!first.contains("keep-alive"), "{first}");
+    assert!(!first.contains("connection:"), "{first}");
+    assert!(heads[1].starts_with("POST /2 HTTP/1.1\r\n"), "{}", heads[1]);
+    assert!(
+        heads[2].starts_with("GET /3?q=1 HTTP/1.1\r\n"),
+        "{}",
+        heads[2]
+    );
+}
