@@ -226,3 +226,53 @@ async fn ambiguous_framing_is_refused() {
     assert_eq!(text.matches("HTTP/1.1").count(), 1, "{text:?}");
     assert_eq!(hits(), 0);
 }
+
+#[tokio::test]
+async fn split_and_pipelined_heads_get_the_same_answers_as_whole_ones() {
+    let b = Backend::start("b").await;
+    let mut c = test_config();
+    c.proxy.client_header_timeout = Duration::from_millis(400);
+    let q = Quayside::start_with(c).await;
+    add(&Http::new(), &q, &b).await;
+    let hits = || b.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let conflict = &b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..];
+
+    // Content-Length and chunked in a head that arrives in two parts: still 400 and closed.
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(&conflict[..40]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(&conflict[40..]).await.unwrap();
+    let text = read_to_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 400 "), "{text:?}");
+    assert_eq!(hits(), 0);
+
+    // Behind a pipelined request: that one is answered, then 400 and closed.
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    let mut batch = b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    batch.extend_from_slice(conflict);
+    s.write_all(&batch).await.unwrap();
+    let text = read_to_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
+    assert_eq!(text.matches("HTTP/1.1 400 ").count(), 1, "{text:?}");
+    assert_eq!(hits(), 1);
+
+    // A head that stalls behind a pipelined request: that one is answered, then 408.
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    let text = read_to_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
+    assert_eq!(text.matches("HTTP/1.1 408 ").count(), 1, "{text:?}");
+    assert_eq!(hits(), 2);
+
+    // A head and a small body written apart, the way many clients send them: served.
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    s.write_all(b"hello").await.unwrap();
+    assert!(read_responses(&mut s, 1).await.starts_with("HTTP/1.1 200 "));
+    assert_eq!(hits(), 3);
+}

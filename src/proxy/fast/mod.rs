@@ -102,6 +102,8 @@ pub async fn serve(
     keepalive: Duration,
 ) -> End {
     let mut inb: Vec<u8> = Vec::new();
+    // When the request at the start of `inb` was first found incomplete.
+    let mut started: Option<tokio::time::Instant> = None;
     loop {
         if inb.is_empty() {
             // Idle: no buffer held while waiting.
@@ -127,9 +129,27 @@ pub async fn serve(
         match Box::pin(one(stream, fwd, client, &inb, stop)).await {
             Step::Next(n) => {
                 inb.drain(..n);
+                started = None;
             }
             Step::Close => return End::Closed,
             Step::Slow => return End::Slow(inb),
+            Step::Partial => {
+                // The rest of a head (or of a small body) split over reads: wait for it, as
+                // long as a client may take over a head, then 408.
+                let deadline = *started.get_or_insert_with(tokio::time::Instant::now) + keepalive;
+                let more = tokio::select! {
+                    r = tokio::time::timeout_at(deadline, read_append(stream, &mut inb)) => r,
+                    _ = stop.wait_for(|s| *s) => return End::Closed,
+                };
+                match more {
+                    Ok(Ok(n)) if n > 0 => {}
+                    Err(_) => {
+                        let _ = stream.write_all(super::conn::RESPONSE_408).await;
+                        return End::Closed;
+                    }
+                    Ok(_) => return End::Closed,
+                }
+            }
         }
     }
 }
@@ -141,6 +161,8 @@ enum Step {
     Close,
     /// Not the fast path's; nothing was sent anywhere.
     Slow,
+    /// More bytes are needed to tell.
+    Partial,
 }
 
 /// What the attempts at one request need to know about it.
@@ -149,6 +171,13 @@ struct Info {
     head: bool,
     idempotent: bool,
     close: bool,
+}
+
+/// What [`prepare`] made of the bytes at the start of a client's buffer.
+enum Prep {
+    Ready(Prepared),
+    Slow,
+    Partial,
 }
 
 /// A request the fast path takes, ready to go out.
@@ -162,18 +191,14 @@ struct Prepared {
 }
 
 /// Parse, route and rewrite the request at the start of `inb` (no I/O, and nothing of the
-/// parse kept: the header slots never live across an await). `Ok(None)`: not the fast
-/// path's. `Err`: no backend to send it to.
-fn prepare(
-    fwd: &Forwarder,
-    client: &Client,
-    inb: &[u8],
-) -> Result<Option<Prepared>, (ProxyError, Info)> {
+/// parse kept: the header slots never live across an await). `Err`: no backend to send it
+/// to.
+fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, (ProxyError, Info)> {
     let mut slots = parse::header_slots();
-    let req = match parse::request(inb, &mut slots) {
-        // Over `--max-body-size`: hyper answers 413.
-        Verdict::Fast(r) if r.body_len as u64 <= fwd.max_body => r,
-        _ => return Ok(None),
+    let req = match parse::request(inb, &mut slots, fwd.max_body) {
+        Verdict::Fast(r) => r,
+        Verdict::Partial => return Ok(Prep::Partial),
+        Verdict::Slow => return Ok(Prep::Slow),
     };
     let info = Info {
         len: req.len(),
@@ -187,13 +212,13 @@ fn prepare(
         None => 0,
         Some(HashKey::ClientIp) => super::forward::hash_of_ip(client.ip),
         // A header, a cookie or a sticky session: hyper's headers are needed.
-        Some(_) => return Ok(None),
+        Some(_) => return Ok(Prep::Slow),
     };
     if service.sticky_cookie.is_some() {
-        return Ok(None);
+        return Ok(Prep::Slow);
     }
     let first = match service.pick(key) {
-        Some(u) if u.h2c => return Ok(None),
+        Some(u) if u.h2c => return Ok(Prep::Slow),
         Some(u) => u.clone(),
         None => return Err((ProxyError::unavailable(service), info)),
     };
@@ -207,7 +232,7 @@ fn prepare(
         client.proto.as_bytes(),
     );
     out.extend_from_slice(&inb[req.head_len..info.len]);
-    Ok(Some(Prepared {
+    Ok(Prep::Ready(Prepared {
         out,
         info,
         service: service.clone(),
@@ -225,8 +250,9 @@ async fn one(
     stop: &watch::Receiver<bool>,
 ) -> Step {
     let p = match prepare(fwd, client, inb) {
-        Ok(Some(p)) => p,
-        Ok(None) => return Step::Slow,
+        Ok(Prep::Ready(p)) => p,
+        Ok(Prep::Slow) => return Step::Slow,
+        Ok(Prep::Partial) => return Step::Partial,
         Err((e, info)) => return respond_error(stream, e, &info).await,
     };
     fwd.budget.deposit();

@@ -17,7 +17,7 @@ use httparse::Header;
 /// Headers the fast path parses; a request with more goes to hyper.
 pub const MAX_HEADERS: usize = 64;
 
-/// The longest request body the fast path carries: it must have arrived with its head.
+/// The longest request body the fast path carries (held whole before it goes out).
 pub const MAX_FAST_BODY: usize = 64 << 10;
 
 /// Longest response head read from a backend.
@@ -67,7 +67,13 @@ pub enum Verdict<'h, 'b> {
     Fast(Request<'h, 'b>),
     /// Leave this request (and the connection, until it goes quiet) to hyper.
     Slow,
+    /// Not all here yet: the head, or the body of a request the fast path takes so far.
+    Partial,
 }
+
+/// The most the fast path waits to gather for one request (head and body); a longer head goes
+/// to hyper (which answers 431 past its own limit).
+pub const MAX_PENDING: usize = 64 << 10;
 
 /// The headers the fast path looks at, by name.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -161,11 +167,16 @@ fn visible(v: &[u8]) -> bool {
 }
 
 /// Look at the request at the start of `buf`: the fast path's if it takes it (head and body
-/// all here), hyper's otherwise.
-pub fn request<'h, 'b>(buf: &'b [u8], slots: &'h mut HeaderSlots<'b>) -> Verdict<'h, 'b> {
+/// all here), hyper's otherwise. A body over `max_body` is hyper's too (it answers 413).
+pub fn request<'h, 'b>(
+    buf: &'b [u8],
+    slots: &'h mut HeaderSlots<'b>,
+    max_body: u64,
+) -> Verdict<'h, 'b> {
     let mut req = httparse::Request::new(&mut []);
     let head_len = match req.parse_with_uninit_headers(buf, slots) {
         Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_PENDING => return Verdict::Partial,
         _ => return Verdict::Slow,
     };
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
@@ -204,12 +215,12 @@ pub fn request<'h, 'b>(buf: &'b [u8], slots: &'h mut HeaderSlots<'b>) -> Verdict
         return Verdict::Slow;
     };
     let body_len = match length {
-        Some(n) if n > MAX_FAST_BODY as u64 => return Verdict::Slow,
+        Some(n) if n > max_body.min(MAX_FAST_BODY as u64) => return Verdict::Slow,
         Some(n) => n as usize,
         None => 0,
     };
     if buf.len() < head_len + body_len {
-        return Verdict::Slow;
+        return Verdict::Partial;
     }
     Verdict::Fast(Request {
         method,
@@ -553,7 +564,7 @@ mod tests {
 
     fn req(bytes: &[u8]) -> Option<(usize, usize, bool, String, String)> {
         let mut slots = header_slots();
-        match request(bytes, &mut slots) {
+        match request(bytes, &mut slots, u64::MAX) {
             Verdict::Fast(r) => Some((
                 r.head_len,
                 r.body_len,
@@ -561,7 +572,16 @@ mod tests {
                 r.host.to_owned(),
                 r.path.to_owned(),
             )),
-            Verdict::Slow => None,
+            Verdict::Slow | Verdict::Partial => None,
+        }
+    }
+
+    fn verdict(bytes: &[u8]) -> &'static str {
+        let mut slots = header_slots();
+        match request(bytes, &mut slots, u64::MAX) {
+            Verdict::Fast(_) => "fast",
+            Verdict::Slow => "slow",
+            Verdict::Partial => "partial",
         }
     }
 
@@ -582,13 +602,28 @@ mod tests {
     }
 
     #[test]
+    fn an_incomplete_request_is_waited_for() {
+        assert_eq!(verdict(b"GET / HTTP/1.1\r\nHost: h\r\n"), "partial");
+        assert_eq!(verdict(b"GE"), "partial");
+        assert_eq!(
+            verdict(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhell"),
+            "partial"
+        );
+        // Unless it is hyper's anyway, or too long to hold.
+        assert_eq!(
+            verdict(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhe"),
+            "slow"
+        );
+        let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        long.resize(MAX_PENDING, b'a');
+        assert_eq!(verdict(&long), "slow");
+    }
+
+    #[test]
     fn everything_else_is_left_to_hyper() {
         for bytes in [
-            // Incomplete head, or body not all here.
-            &b"GET / HTTP/1.1\r\nHost: h\r\n"[..],
-            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhell",
             // HTTP/1.0, CONNECT, absolute form, asterisk, odd characters.
-            b"GET / HTTP/1.0\r\nHost: h\r\n\r\n",
+            &b"GET / HTTP/1.0\r\nHost: h\r\n\r\n"[..],
             b"CONNECT h:443 HTTP/1.1\r\nHost: h\r\n\r\n",
             b"GET http://h/ HTTP/1.1\r\nHost: h\r\n\r\n",
             b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
@@ -627,7 +662,7 @@ mod tests {
     fn the_upstream_head_drops_hop_by_hop_and_sets_forwarded() {
         let bytes = b"GET /x?y HTTP/1.1\r\nHost: app.test:8080\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nX-Forwarded-For: 1.1.1.1\r\nX-Forwarded-For: 2.2.2.2\r\nX-Forwarded-Proto: https\r\nAccept: */*\r\nProxy-Authorization: x\r\n\r\n";
         let mut slots = header_slots();
-        let Verdict::Fast(r) = request(bytes, &mut slots) else {
+        let Verdict::Fast(r) = request(bytes, &mut slots, u64::MAX) else {
             panic!("taken")
         };
         let mut out = Vec::new();
