@@ -12,8 +12,10 @@
 //!   service's backends and balancer. Built purely from the registry.
 //! - [`balance`]: backend selection (smooth weighted round-robin), built once per snapshot and
 //!   queried per request with one atomic increment.
-//! - [`proxy`]: the data plane, plain hyper: reads the current table without locks, forwards
-//!   over keepalive pools, classifies failures into 502/503/504.
+//! - [`proxy`]: the data plane: reads the current table without locks, forwards over keepalive
+//!   pools, classifies failures into 502/503/504. Plain HTTP/1.1 requests take a byte-level
+//!   fast path (httparse, pure rewriting in `proxy::fast::parse`); everything else (TLS,
+//!   HTTP/2, upgrades, chunked uploads, odd framing) is served by hyper.
 //! - [`admin`]: the admin API (axum) on its own listener: the seed-compatible `/add`, `/get`,
 //!   `/delete` and a JSON REST API under `/api/v1`.
 //! - [`discovery`]: the Docker watcher (bollard adapter) and the pure label/container

@@ -1,6 +1,8 @@
-//! Plain HTTP/1.1 client connections: hyper's connection wrapped so that an idle keepalive
-//! connection holds no hyper buffers, and a client that stalls in the middle of a request head
-//! gets `408 Request Timeout` (hyper itself closes such a connection without a word).
+//! Plain HTTP/1.1 client connections: the fast path first ([`super::fast`]); when it leaves a
+//! request to hyper, hyper's connection, wrapped so that an idle keepalive connection holds no
+//! hyper buffers, and a client that stalls in the middle of a request head gets
+//! `408 Request Timeout` (hyper itself closes such a connection without a word). Once hyper
+//! has parked the connection it goes back to the fast path.
 //!
 //! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for as long as a connection is
 //! open, idle or not: 10,000 idle keepalive clients would pin 160 MiB. So once a connection has

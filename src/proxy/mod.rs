@@ -1,5 +1,6 @@
-//! The data plane: a plain hyper server that forwards each request to a backend chosen from the
-//! current routing table, over a keepalive connection pool.
+//! The data plane: forwards each request to a backend chosen from the current routing table,
+//! over keepalive connection pools. Plain HTTP/1.1 connections start on the byte-level fast
+//! path (`fast`); hyper serves TLS, HTTP/2 and whatever the fast path leaves to it.
 
 mod body;
 mod conn;
