@@ -228,3 +228,84 @@ async fn the_binary_reloads_certificates_on_sighup() {
     drop(p);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// Raw HTTP/1.1 over TLS: what a stalled head, ambiguous framing and a request hyper serves
+/// get (the same answers as on the plain port).
+#[tokio::test]
+async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = std::env::temp_dir().join(format!("quayside-tls-raw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = write_cert(&dir, "a", "a.test");
+    let backend = Backend::start("tls-backend").await;
+    let mut config = test_config();
+    config.tls.certs = vec![dir.join("a.crt")];
+    config.tls.keys = vec![dir.join("a.key")];
+    config.proxy.client_header_timeout = std::time::Duration::from_millis(400);
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (admin_addr, tls_addr) = (admin.local_addr().unwrap(), tls.local_addr().unwrap());
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(quayside::run(
+        Listeners {
+            proxy,
+            admin,
+            tls: Some(tls),
+        },
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Http::new()
+        .get(&format!(
+            "http://{admin_addr}/add?no=1&ip=127.0.0.1&port={}",
+            backend.port()
+        ))
+        .await;
+    let open = || async {
+        let tcp = TcpStream::connect(tls_addr).await.unwrap();
+        connector(&[&root], &[b"http/1.1"])
+            .connect(ServerName::try_from("a.test").unwrap(), tcp)
+            .await
+            .unwrap()
+    };
+    async fn until_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+        let mut all = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut all))
+            .await
+            .expect("the connection should close");
+        String::from_utf8_lossy(&all).into_owned()
+    }
+
+    // Half a head, then nothing: 408 and closed.
+    let mut s = open().await;
+    s.write_all(b"GET /slow HTTP/1.1\r\nHost: a.test\r\n")
+        .await
+        .unwrap();
+    let text = until_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text:?}");
+
+    // Content-Length and chunked together, behind a pipelined request: 200, then 400, closed.
+    let mut s = open().await;
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: a.test\r\n\r\nPOST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    let text = until_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
+    assert_eq!(text.matches("HTTP/1.1 400 ").count(), 1, "{text:?}");
+    assert!(
+        text.contains("Content-Length and Transfer-Encoding"),
+        "{text:?}"
+    );
+
+    // A chunked upload goes to hyper, which keeps serving the connection.
+    let mut s = open().await;
+    s.write_all(b"POST /up HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let text = until_close(&mut s).await;
+    assert_eq!(text.matches("HTTP/1.1 200 ").count(), 2, "{text:?}");
+    assert_eq!(text.matches("tls-backend\n").count(), 2, "{text:?}");
+}

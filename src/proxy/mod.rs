@@ -444,11 +444,35 @@ impl Worker {
                                 let conn = http.h2.serve_connection(TokioIo::new(s), service);
                                 drive(conn, stop, peer).await
                             } else {
-                                let conn = http
-                                    .h1
-                                    .serve_connection(TokioIo::new(s), service)
-                                    .with_upgrades();
-                                drive(conn, stop, peer).await
+                                // The fast path first, as on the plain port; the first request
+                                // it leaves to hyper takes the connection there for good.
+                                let mut s = s;
+                                let mut stop = stop;
+                                let end = fast::serve(
+                                    &mut s,
+                                    &fwd_h1,
+                                    &client_h1,
+                                    &mut stop,
+                                    handshake_timeout,
+                                )
+                                .await;
+                                match end {
+                                    fast::End::Slow(prefix) => {
+                                        let io = TokioIo::new(fast::Prefixed::new(prefix, s));
+                                        let conn =
+                                            http.h1.serve_connection(io, service).with_upgrades();
+                                        drive(conn, stop, peer).await
+                                    }
+                                    fast::End::Closed => {
+                                        // close_notify, so the client sees a clean end.
+                                        use tokio::io::AsyncWriteExt;
+                                        let _ = tokio::time::timeout(
+                                            Duration::from_secs(1),
+                                            s.shutdown(),
+                                        )
+                                        .await;
+                                    }
+                                }
                             }
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),

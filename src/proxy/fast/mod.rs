@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -35,6 +35,86 @@ use parse::{Framing, ResponseVerdict, Verdict};
 
 /// The most one read takes in.
 const READ_SIZE: usize = 16 << 10;
+
+/// Bytes already read from a stream, put back in front of it (for hyper, when the fast path
+/// leaves it a TLS connection).
+pub struct Prefixed<S> {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    pub fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Prefixed {
+            prefix,
+            at: 0,
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.prefix.len() {
+            let n = buf.remaining().min(this.prefix.len() - this.at);
+            buf.put_slice(&this.prefix[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.at = 0;
+            }
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::pin::Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+/// A client connection: plain TCP, or TLS.
+pub trait ClientIo: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientIo for T {}
 
 /// How a client connection left the fast path.
 pub enum End {
@@ -94,8 +174,8 @@ impl Drop for Idle {
 
 /// Serve requests on `stream` while the fast path takes them. Returns when the connection is
 /// done, or at the first request it leaves to hyper.
-pub async fn serve(
-    stream: &mut TcpStream,
+pub async fn serve<S: ClientIo>(
+    stream: &mut S,
     fwd: &Forwarder,
     client: &Client,
     stop: &mut watch::Receiver<bool>,
@@ -108,19 +188,17 @@ pub async fn serve(
         if inb.is_empty() {
             // Idle: no buffer held while waiting.
             inb = Vec::new();
-            let ready = {
+            // (The read holds no buffer while it waits: see `read_append`.)
+            let read = {
                 let _idle = Idle::start();
                 tokio::select! {
                     biased;
-                    r = stream.readable() => r.is_ok(),
-                    _ = tokio::time::sleep(keepalive) => false,
-                    _ = stop.wait_for(|s| *s) => false,
+                    r = read_append(stream, &mut inb) => r,
+                    _ = tokio::time::sleep(keepalive) => return End::Closed,
+                    _ = stop.wait_for(|s| *s) => return End::Closed,
                 }
             };
-            if !ready {
-                return End::Closed;
-            }
-            match read_append(stream, &mut inb).await {
+            match read {
                 Ok(0) | Err(_) => return End::Closed,
                 Ok(_) => {}
             }
@@ -199,6 +277,16 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, (ProxyE
         Verdict::Fast(r) => r,
         Verdict::Partial => return Ok(Prep::Partial),
         Verdict::Slow => return Ok(Prep::Slow),
+        Verdict::Conflict => {
+            let refuse = ProxyError::BadRequest("both Content-Length and Transfer-Encoding");
+            let info = Info {
+                len: 0,
+                head: false,
+                idempotent: false,
+                close: true,
+            };
+            return Err((refuse, info));
+        }
     };
     let info = Info {
         len: req.len(),
@@ -242,8 +330,8 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, (ProxyE
 }
 
 /// Serve the request at the start of `inb`, if the fast path takes it.
-async fn one(
-    stream: &mut TcpStream,
+async fn one<S: ClientIo>(
+    stream: &mut S,
     fwd: &Forwarder,
     client: &Client,
     inb: &[u8],
@@ -281,7 +369,7 @@ thread_local! {
 }
 
 /// Wait for bytes on `s` and append what arrived to `buf`: 0 at the end of the stream.
-async fn read_append(s: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+async fn read_append<R: AsyncRead + Unpin>(s: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     std::future::poll_fn(|cx| {
         SCRATCH.with_borrow_mut(|scratch| {
             let mut rb = tokio::io::ReadBuf::new(scratch);
@@ -346,8 +434,8 @@ fn client_head(up: &[u8], info: &Info, close: bool) -> Head {
 
 /// Send the request to one backend and relay its response. `Err` only while nothing has been
 /// written to the client (so it can still get a 5xx, or the request go elsewhere).
-async fn attempt(
-    stream: &mut TcpStream,
+async fn attempt<S: ClientIo>(
+    stream: &mut S,
     fwd: &Forwarder,
     upstream: &Upstream,
     out: &[u8],
@@ -514,8 +602,8 @@ fn first_part(bytes: &[u8], framing: Framing) -> (Result<Relay, ()>, Left) {
 /// of [`READ_SIZE`] (memory stays bounded whatever the body's size). `Some(clean)` once
 /// the body is complete (`clean`: the backend sent nothing after it, so its connection can be
 /// reused); `None` if either side failed (the client's connection must close).
-async fn relay_rest(
-    stream: &mut TcpStream,
+async fn relay_rest<S: ClientIo>(
+    stream: &mut S,
     conn: &mut TcpStream,
     up: &mut Vec<u8>,
     framing: Framing,
@@ -551,7 +639,7 @@ async fn relay_rest(
 
 /// Answer with the error's status (the connection stays open unless the client asked to
 /// close).
-async fn respond_error(stream: &mut TcpStream, e: ProxyError, info: &Info) -> Step {
+async fn respond_error<S: ClientIo>(stream: &mut S, e: ProxyError, info: &Info) -> Step {
     super::forward::log_failure(&e);
     if stream.write_all(&e.to_http1(info.close)).await.is_err() || info.close {
         return Step::Close;

@@ -69,6 +69,9 @@ pub enum Verdict<'h, 'b> {
     Slow,
     /// Not all here yet: the head, or the body of a request the fast path takes so far.
     Partial,
+    /// Both `Content-Length` and `Transfer-Encoding`: refused with 400, and the connection
+    /// closed (a smuggling attempt or a broken client; nothing after it can be trusted).
+    Conflict,
 }
 
 /// The most the fast path waits to gather for one request (head and body); a longer head goes
@@ -179,37 +182,44 @@ pub fn request<'h, 'b>(
         Ok(httparse::Status::Partial) if buf.len() < MAX_PENDING => return Verdict::Partial,
         _ => return Verdict::Slow,
     };
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
-        return Verdict::Slow;
-    };
-    if method == "CONNECT" || !plain_target(target) {
-        return Verdict::Slow;
-    }
+    let (method, target) = (req.method.unwrap_or(""), req.path.unwrap_or(""));
+    let mut slow = req.version != Some(1) || method == "CONNECT" || !plain_target(target);
     let headers: &'h [Header<'b>] = req.headers;
     let mut host = None;
     let mut length = None;
+    let (mut has_length, mut chunked) = (false, false);
     let mut close = false;
     for h in headers {
         match kind(h.name) {
             Kind::Host if host.is_none() && visible(h.value) => host = Some(h.value),
-            Kind::ContentLength if length.is_none() => match content_length(h.value) {
-                Some(n) => length = Some(n),
-                None => return Verdict::Slow,
-            },
+            Kind::ContentLength => {
+                // One plain number; anything else (a second one too) is hyper's to judge.
+                length = (!has_length).then(|| content_length(h.value)).flatten();
+                slow |= length.is_none();
+                has_length = true;
+            }
+            Kind::TransferEncoding => {
+                chunked = true;
+                slow = true;
+            }
             Kind::Connection => {
                 for t in tokens(h.value) {
                     if t.eq_ignore_ascii_case(b"close") {
                         close = true;
                     } else if !t.eq_ignore_ascii_case(b"keep-alive") {
-                        return Verdict::Slow;
+                        slow = true;
                     }
                 }
             }
-            Kind::Host | Kind::ContentLength | Kind::NeedsHyper | Kind::TransferEncoding => {
-                return Verdict::Slow;
-            }
+            Kind::Host | Kind::NeedsHyper => slow = true,
             Kind::Dropped | Kind::XForwardedFor | Kind::XForwardedOther | Kind::Other => {}
         }
+    }
+    if has_length && chunked {
+        return Verdict::Conflict;
+    }
+    if slow {
+        return Verdict::Slow;
     }
     let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
         return Verdict::Slow;
@@ -572,7 +582,7 @@ mod tests {
                 r.host.to_owned(),
                 r.path.to_owned(),
             )),
-            Verdict::Slow | Verdict::Partial => None,
+            Verdict::Slow | Verdict::Partial | Verdict::Conflict => None,
         }
     }
 
@@ -582,6 +592,7 @@ mod tests {
             Verdict::Fast(_) => "fast",
             Verdict::Slow => "slow",
             Verdict::Partial => "partial",
+            Verdict::Conflict => "conflict",
         }
     }
 
@@ -614,6 +625,14 @@ mod tests {
             verdict(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhe"),
             "slow"
         );
+        // Both framings: refused outright, whatever else the head has.
+        for both in [
+            &b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\nx"[..],
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\nContent-Length: 1\r\nUpgrade: x\r\n\r\n",
+            b"POST / HTTP/1.0\r\nContent-Length: 1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert_eq!(verdict(both), "conflict", "{}", String::from_utf8_lossy(both));
+        }
         let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
         long.resize(MAX_PENDING, b'a');
         assert_eq!(verdict(&long), "slow");
@@ -634,7 +653,6 @@ mod tests {
             b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             // Framing hyper must judge.
             b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\nx",
             b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
             b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +1\r\n\r\nx",
             b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1, 1\r\n\r\nx",
