@@ -52,32 +52,41 @@ pub fn parked_connections() -> u64 {
     PARKED.load(Ordering::Relaxed) + super::fast::idle_connections()
 }
 
-/// Parks and closes between two trims that make a trim worth its cost.
+/// Parks and closes in one interval that make it a busy one.
 const TRIM_AFTER_PARKS: u64 = 1000;
 
 /// Give memory freed by parked connections back to the OS. glibc's allocator keeps freed
 /// chunks in its arenas (a burst of 10,000 connections leaves ~150 MiB resident after they
-/// all went idle); `malloc_trim` returns the free pages. Checked every few seconds, and run
-/// only after many connections parked since the last run, so a steady load never pays for it.
-///
-/// The fast path's connections go idle (and free their buffers) after every request; those
-/// count as parks here too, so under load this trims every two seconds (a few hundred page
-/// faults each time).
+/// all went idle); `malloc_trim` returns the free pages. Checked every two seconds, and run
+/// once a busy spell is over: after an interval with many parks (the fast path's connections
+/// go idle, freeing their buffers, after every request, so those count too) comes a quiet
+/// one. Never under sustained load, where the pages it frees would be faulted straight back.
 pub async fn trim_freed_memory(mut stop: watch::Receiver<bool>) {
     keep_freed_memory();
     let parks = || PARKS.load(Ordering::Relaxed) + super::fast::idle_entries();
     let mut last = parks();
+    let mut busy = false;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
         let now = parks();
-        if now - last >= TRIM_AFTER_PARKS {
-            last = now;
+        let spell = now - last;
+        last = now;
+        if trim_now(&mut busy, spell) {
             let _ = tokio::task::spawn_blocking(trim).await;
         }
     }
+}
+
+/// One step of the trimmer: `spell` parks happened in the last interval; whether to trim now.
+fn trim_now(busy: &mut bool, spell: u64) -> bool {
+    if spell >= TRIM_AFTER_PARKS {
+        *busy = true;
+        return false;
+    }
+    std::mem::replace(busy, false)
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -94,7 +103,7 @@ fn trim() {}
 /// glibc gives memory back to the OS whenever a free leaves more than 128 KiB at the top of a
 /// heap, and the next allocation faults the pages in again: with request buffers coming and
 /// going that was ~1.5 page faults per proxied request. Freed memory is kept (and returned by
-/// [`trim_freed_memory`] every few seconds instead).
+/// [`trim_freed_memory`] once a busy spell is over instead).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_freed_memory() {
     // SAFETY: mallopt only sets one of the allocator's tuning parameters.
@@ -618,6 +627,19 @@ pub async fn drive_h1<S>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_trimmer_runs_once_a_busy_spell_is_over() {
+        let mut busy = false;
+        let steps: Vec<bool> = [0, 5000, 5000, 10, 10, 2000, 0, 0]
+            .into_iter()
+            .map(|spell| super::trim_now(&mut busy, spell))
+            .collect();
+        assert_eq!(
+            steps,
+            [false, false, false, true, false, false, true, false]
+        );
+    }
+
     #[test]
     fn a_head_is_measured() {
         use super::{HeadScan, scan_head};
