@@ -108,6 +108,12 @@ async fn read_until(s: &mut TcpStream, buf: &mut Vec<u8>, needle: &str) -> Strin
     }
 }
 
+/// Send `req` and read until `needle` has arrived.
+async fn exchange(s: &mut TcpStream, buf: &mut Vec<u8>, req: &str, needle: &str) -> String {
+    s.write_all(req.as_bytes()).await.unwrap();
+    read_until(s, buf, needle).await
+}
+
 async fn read_to_end(s: &mut TcpStream) -> String {
     let mut all = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
@@ -131,10 +137,13 @@ async fn informational_and_chunked_responses_are_relayed_as_sent() {
     let q = proxy_to(&b).await;
     let mut s = TcpStream::connect(q.proxy).await.unwrap();
     let mut buf = Vec::new();
-    s.write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let text = read_until(&mut s, &mut buf, "X-Trailer: t\r\n\r\n").await;
+    let text = exchange(
+        &mut s,
+        &mut buf,
+        "GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+        "X-Trailer: t\r\n\r\n",
+    )
+    .await;
     assert!(
         text.starts_with(
             "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\n"
@@ -146,10 +155,13 @@ async fn informational_and_chunked_responses_are_relayed_as_sent() {
         "{text}"
     );
     // The same client and backend connections carry the next exchange.
-    s.write_all(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let text = read_until(&mut s, &mut buf, "\r\n\r\nok").await;
+    let text = exchange(
+        &mut s,
+        &mut buf,
+        "GET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+        "\r\n\r\nok",
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert_eq!(b.conns.load(Ordering::SeqCst), 1);
 }
@@ -180,19 +192,25 @@ async fn a_backend_connection_that_says_close_is_not_reused() {
     let q = proxy_to(&b).await;
     let mut s = TcpStream::connect(q.proxy).await.unwrap();
     let mut buf = Vec::new();
-    s.write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let first = read_until(&mut s, &mut buf, "one").await;
+    let first = exchange(
+        &mut s,
+        &mut buf,
+        "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "one",
+    )
+    .await;
     // The backend's Connection header is its own: the client's connection stays open.
     assert!(
         !first.to_ascii_lowercase().contains("connection:"),
         "{first}"
     );
-    s.write_all(b"GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    read_until(&mut s, &mut buf, "two").await;
+    exchange(
+        &mut s,
+        &mut buf,
+        "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "two",
+    )
+    .await;
     assert_eq!(b.conns.load(Ordering::SeqCst), 2);
 }
 
@@ -228,15 +246,21 @@ async fn an_invalid_response_is_a_502_and_the_client_connection_goes_on() {
     let mut s = TcpStream::connect(q.proxy).await.unwrap();
     let mut buf = Vec::new();
     // POST: not idempotent, so not sent again after the invalid answer.
-    s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
-        .await
-        .unwrap();
-    let text = read_until(&mut s, &mut buf, "invalid response\n").await;
+    let text = exchange(
+        &mut s,
+        &mut buf,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        "invalid response\n",
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{text}");
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let text = read_until(&mut s, &mut buf, "\r\n\r\nok").await;
+    let text = exchange(
+        &mut s,
+        &mut buf,
+        "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "\r\n\r\nok",
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
 }
 
@@ -251,20 +275,29 @@ async fn the_answer_to_head_has_no_body_and_the_connection_is_reused() {
     let q = proxy_to(&b).await;
     let mut s = TcpStream::connect(q.proxy).await.unwrap();
     let mut buf = Vec::new();
-    s.write_all(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let head = read_until(&mut s, &mut buf, "\r\n\r\n").await;
+    let head = exchange(
+        &mut s,
+        &mut buf,
+        "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "\r\n\r\n",
+    )
+    .await;
     assert!(head.contains("Content-Length: 5\r\n"), "{head}");
-    s.write_all(b"DELETE /x HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let no_content = read_until(&mut s, &mut buf, "\r\n\r\n").await;
+    let no_content = exchange(
+        &mut s,
+        &mut buf,
+        "DELETE /x HTTP/1.1\r\nHost: x\r\n\r\n",
+        "\r\n\r\n",
+    )
+    .await;
     assert!(no_content.starts_with("HTTP/1.1 204 "), "{no_content}");
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let text = read_until(&mut s, &mut buf, "\r\n\r\nok").await;
+    let text = exchange(
+        &mut s,
+        &mut buf,
+        "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        "\r\n\r\nok",
+    )
+    .await;
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(buf.is_empty());
     assert_eq!(b.conns.load(Ordering::SeqCst), 1);

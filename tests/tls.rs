@@ -55,22 +55,21 @@ async fn get_over(
     (headers, String::from_utf8_lossy(&body).into_owned())
 }
 
-#[tokio::test]
-async fn tls_by_sni_with_h2_and_reload_without_dropping_connections() {
-    let dir = std::env::temp_dir().join(format!("quayside-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let a1 = write_cert(&dir, "a", "a.test");
-    let b = write_cert(&dir, "b", "b.test");
-
-    let backend = Backend::start("tls-backend").await;
-    let mut config = test_config();
-    config.tls.certs = vec![dir.join("a.crt"), dir.join("b.crt")];
-    config.tls.keys = vec![dir.join("a.key"), dir.join("b.key")];
+/// Start quayside with TLS on `config` and backend `backend` registered: the admin and TLS
+/// addresses (it stops when the returned sender is dropped).
+async fn start_tls(
+    config: quayside::Config,
+    backend: &Backend,
+) -> (
+    std::net::SocketAddr,
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+) {
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (admin_addr, tls_addr) = (admin.local_addr().unwrap(), tls.local_addr().unwrap());
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(quayside::run(
         Listeners {
             proxy,
@@ -82,12 +81,28 @@ async fn tls_by_sni_with_h2_and_reload_without_dropping_connections() {
             let _ = stopped.await;
         },
     ));
+    Http::new()
+        .get(&format!(
+            "http://{admin_addr}/add?no=1&ip=127.0.0.1&port={}",
+            backend.port()
+        ))
+        .await;
+    (admin_addr, tls_addr, stop)
+}
+
+#[tokio::test]
+async fn tls_by_sni_with_h2_and_reload_without_dropping_connections() {
+    let dir = std::env::temp_dir().join(format!("quayside-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let a1 = write_cert(&dir, "a", "a.test");
+    let b = write_cert(&dir, "b", "b.test");
+
+    let backend = Backend::start("tls-backend").await;
+    let mut config = test_config();
+    config.tls.certs = vec![dir.join("a.crt"), dir.join("b.crt")];
+    config.tls.keys = vec![dir.join("a.key"), dir.join("b.key")];
+    let (admin_addr, tls_addr, _stop) = start_tls(config, &backend).await;
     let http = Http::new();
-    http.get(&format!(
-        "http://{admin_addr}/add?no=1&ip=127.0.0.1&port={}",
-        backend.port()
-    ))
-    .await;
 
     // SNI picks the certificate: each name verifies only against its own root.
     for (name, root) in [("a.test", &a1), ("b.test", &b)] {
@@ -242,28 +257,7 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
     config.tls.certs = vec![dir.join("a.crt")];
     config.tls.keys = vec![dir.join("a.key")];
     config.proxy.client_header_timeout = std::time::Duration::from_millis(400);
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (admin_addr, tls_addr) = (admin.local_addr().unwrap(), tls.local_addr().unwrap());
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(quayside::run(
-        Listeners {
-            proxy,
-            admin,
-            tls: Some(tls),
-        },
-        config,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Http::new()
-        .get(&format!(
-            "http://{admin_addr}/add?no=1&ip=127.0.0.1&port={}",
-            backend.port()
-        ))
-        .await;
+    let (_, tls_addr, _stop) = start_tls(config, &backend).await;
     let open = || async {
         let tcp = TcpStream::connect(tls_addr).await.unwrap();
         connector(&[&root], &[b"http/1.1"])

@@ -36,22 +36,65 @@ pub const RACE_IDLE: Duration = Duration::from_millis(100);
 /// One backend's connections on one proxy worker.
 #[derive(Default)]
 pub struct WorkerPool {
-    /// Idle HTTP/1.1 connections, the most recently used last.
-    idle: Mutex<Vec<Idle>>,
-    /// Idle raw HTTP/1.1 connections of the fast path, the most recently used last.
-    raw: Mutex<Vec<RawIdle>>,
+    /// Idle HTTP/1.1 connections of the hyper path.
+    idle: IdleStack<H1Sender>,
+    /// Idle raw HTTP/1.1 connections of the fast path.
+    raw: IdleStack<TcpStream>,
     /// The h2c client, for a backend that speaks HTTP/2.
     pub h2: OnceLock<UpstreamClient>,
 }
 
-struct Idle {
-    tx: H1Sender,
-    since: Instant,
+/// Idle connections, the most recently used last, each with when it went idle.
+struct IdleStack<C>(Mutex<Vec<(C, Instant)>>);
+
+impl<C> Default for IdleStack<C> {
+    fn default() -> Self {
+        IdleStack(Mutex::new(Vec::new()))
+    }
 }
 
-struct RawIdle {
-    stream: TcpStream,
-    since: Instant,
+impl<C> IdleStack<C> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(C, Instant)>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used connection that `usable` (given how long it was idle) accepts,
+    /// and how long it was idle; those refused on the way are dropped (which closes them), and
+    /// once one is idle for `max_idle`, so are all below it (older still).
+    fn take(
+        &self,
+        max_idle: Duration,
+        usable: impl Fn(&C, Duration) -> bool,
+    ) -> Option<(C, Duration)> {
+        let mut idle = self.lock();
+        while let Some((c, since)) = idle.pop() {
+            let idle_for = since.elapsed();
+            if idle_for >= max_idle {
+                idle.clear();
+                return None;
+            }
+            if usable(&c, idle_for) {
+                return Some((c, idle_for));
+            }
+        }
+        None
+    }
+
+    /// Keep a connection whose exchange is complete. Over [`MAX_IDLE`], the oldest idle one
+    /// is closed.
+    fn put(&self, c: C) {
+        let mut idle = self.lock();
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push((c, Instant::now()));
+    }
+
+    /// Close the connections idle for `max_idle` or more, and those `keep` refuses.
+    fn sweep(&self, max_idle: Duration, keep: impl Fn(&C) -> bool) {
+        self.lock()
+            .retain(|(c, since)| since.elapsed() < max_idle && keep(c));
+    }
 }
 
 /// A connection taken from the pool, and how long it had been idle.
@@ -64,74 +107,36 @@ impl WorkerPool {
     /// The most recently used idle connection that can take a request now. Closed, busy or
     /// stale ones met on the way are dropped (which closes them).
     pub fn take(&self, max_idle: Duration) -> Option<Taken> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(c) = idle.pop() {
-            let idle_for = c.since.elapsed();
-            if idle_for >= max_idle {
-                // Everything below is older still.
-                idle.clear();
-                return None;
-            }
-            if c.tx.is_ready() {
-                return Some(Taken { tx: c.tx, idle_for });
-            }
-        }
-        None
+        self.idle
+            .take(max_idle, |tx, _| tx.is_ready())
+            .map(|(tx, idle_for)| Taken { tx, idle_for })
     }
 
-    /// Return a connection whose exchange is complete. Over [`MAX_IDLE`], the oldest idle one
-    /// is closed.
+    /// Return a connection whose exchange is complete.
     pub fn put(&self, tx: H1Sender) {
-        if tx.is_closed() {
-            return;
+        if !tx.is_closed() {
+            self.idle.put(tx);
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() >= MAX_IDLE {
-            idle.remove(0);
-        }
-        idle.push(Idle {
-            tx,
-            since: Instant::now(),
-        });
     }
 
     /// Close the connections idle for `max_idle` or more, and closed ones.
     pub fn sweep(&self, max_idle: Duration) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.retain(|c| c.since.elapsed() < max_idle && !c.tx.is_closed());
-        drop(idle);
-        let mut raw = self.raw.lock().unwrap_or_else(|e| e.into_inner());
-        raw.retain(|c| c.since.elapsed() < max_idle);
+        self.idle.sweep(max_idle, |tx| !tx.is_closed());
+        self.raw.sweep(max_idle, |_| true);
     }
 
     /// The most recently used raw connection, and how long it was idle. One idle for
     /// [`RACE_IDLE`] or more is checked first (a non-blocking read): one the backend has
     /// closed, or that has unexpected bytes waiting, is dropped and the next tried.
     pub fn take_raw(&self, max_idle: Duration) -> Option<(TcpStream, Duration)> {
-        let mut raw = self.raw.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(c) = raw.pop() {
-            let idle_for = c.since.elapsed();
-            if idle_for >= max_idle {
-                raw.clear();
-                return None;
-            }
-            if idle_for < RACE_IDLE || open_and_quiet(&c.stream) {
-                return Some((c.stream, idle_for));
-            }
-        }
-        None
+        self.raw.take(max_idle, |stream, idle_for| {
+            idle_for < RACE_IDLE || open_and_quiet(stream)
+        })
     }
 
     /// Return a raw connection whose exchange is complete.
     pub fn put_raw(&self, stream: TcpStream) {
-        let mut raw = self.raw.lock().unwrap_or_else(|e| e.into_inner());
-        if raw.len() >= MAX_IDLE {
-            raw.remove(0);
-        }
-        raw.push(RawIdle {
-            stream,
-            since: Instant::now(),
-        });
+        self.raw.put(stream);
     }
 }
 
