@@ -858,4 +858,77 @@ mod tests {
             proptest::prop_assert_eq!(found, Some(end));
         }
     }
+
+    proptest::proptest! {
+        /// The head the fast path sends upstream has the same headers as the hyper path's
+        /// rewriting (`strip_hop_by_hop` and `set_forwarded` on a header map) of the same
+        /// request.
+        #[test]
+        fn the_upstream_head_matches_the_hyper_paths_rewriting(
+            headers in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "Accept", "User-Agent", "X-Custom", "Cookie", "Connection", "Keep-Alive",
+                        "X-Forwarded-For", "x-forwarded-for", "X-Forwarded-Proto",
+                        "X-Forwarded-Host", "Proxy-Authorization", "Proxy-Connection",
+                    ]),
+                    "[a-z0-9.,]([a-z0-9., ]{0,10}[a-z0-9.,])?",
+                ),
+                0..8,
+            ),
+            host_first in proptest::bool::ANY,
+        ) {
+            let mut raw = String::from("GET /p?q=1 HTTP/1.1\r\n");
+            if host_first {
+                raw.push_str("Host: app.test\r\n");
+            }
+            for (name, value) in &headers {
+                let value = if name.eq_ignore_ascii_case("connection") { "keep-alive" } else { value.as_str() };
+                raw.push_str(&format!("{name}: {value}\r\n"));
+            }
+            if !host_first {
+                raw.push_str("Host: app.test\r\n");
+            }
+            raw.push_str("\r\n");
+            let mut slots = header_slots();
+            let Verdict::Fast(req) = request(raw.as_bytes(), &mut slots, u64::MAX) else {
+                return Err(proptest::test_runner::TestCaseError::fail("not taken"));
+            };
+            let mut out = Vec::new();
+            write_upstream_head(&mut out, &req, req.target, b"10.0.0.1", b"http");
+            let mut sent_slots = header_slots();
+            let mut sent = httparse::Request::new(&mut []);
+            let n = sent.parse_with_uninit_headers(&out, &mut sent_slots).unwrap();
+            proptest::prop_assert!(n.is_complete());
+            let mut ours: Vec<(String, Vec<u8>)> = sent
+                .headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+                .collect();
+            ours.sort();
+
+            let mut map = http::HeaderMap::new();
+            let mut theirs_slots = header_slots();
+            let mut theirs_req = httparse::Request::new(&mut []);
+            theirs_req.parse_with_uninit_headers(raw.as_bytes(), &mut theirs_slots).unwrap();
+            for h in theirs_req.headers.iter() {
+                map.append(
+                    http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
+                    http::HeaderValue::from_bytes(h.value).unwrap(),
+                );
+            }
+            crate::proxy::headers::strip_hop_by_hop(&mut map);
+            crate::proxy::headers::set_forwarded(
+                &mut map,
+                &http::HeaderValue::from_static("10.0.0.1"),
+                &http::HeaderValue::from_static("http"),
+            );
+            let mut theirs: Vec<(String, Vec<u8>)> = map
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+                .collect();
+            theirs.sort();
+            proptest::prop_assert_eq!(ours, theirs);
+        }
+    }
 }
