@@ -931,4 +931,63 @@ mod tests {
             proptest::prop_assert_eq!(ours, theirs);
         }
     }
+
+    proptest::proptest! {
+        /// The head the fast path sends the client has the same headers as the hyper path's
+        /// `strip_hop_by_hop` of the backend's response (a `Content-Length` body, so framing
+        /// headers are the backend's own on both paths).
+        #[test]
+        fn the_client_head_matches_the_hyper_paths_rewriting(
+            headers in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec![
+                        "Content-Type", "Set-Cookie", "X-Custom", "X-Hop", "Connection",
+                        "Keep-Alive", "Proxy-Authenticate", "Trailer", "Upgrade", "TE",
+                    ]),
+                    "[a-z0-9.;=]{1,12}",
+                    proptest::sample::select(vec!["keep-alive", "close", "x-hop", "Keep-Alive, X-Hop"]),
+                ),
+                0..8,
+            ),
+        ) {
+            let mut raw = String::from("HTTP/1.1 200 OK\r\n");
+            for (name, value, connection) in &headers {
+                let value = if *name == "Connection" { connection } else { value.as_str() };
+                raw.push_str(&format!("{name}: {value}\r\n"));
+            }
+            raw.push_str("Content-Length: 2\r\n\r\nok");
+            let mut slots = header_slots();
+            let ResponseVerdict::Ready(resp) = response(raw.as_bytes(), &mut slots, false) else {
+                return Err(proptest::test_runner::TestCaseError::fail("not parsed"));
+            };
+            let mut out = Vec::new();
+            write_client_head(&mut out, &resp, false);
+            let mut sent_slots = header_slots();
+            let mut sent = httparse::Response::new(&mut []);
+            httparse::ParserConfig::default()
+                .parse_response_with_uninit_headers(&mut sent, &out, &mut sent_slots)
+                .unwrap();
+            let mut ours: Vec<(String, Vec<u8>)> = sent
+                .headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+                .collect();
+            ours.sort();
+
+            let mut map = http::HeaderMap::new();
+            for h in resp.headers {
+                map.append(
+                    http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
+                    http::HeaderValue::from_bytes(h.value).unwrap(),
+                );
+            }
+            crate::proxy::headers::strip_hop_by_hop(&mut map);
+            let mut theirs: Vec<(String, Vec<u8>)> = map
+                .iter()
+                .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
+                .collect();
+            theirs.sort();
+            proptest::prop_assert_eq!(ours, theirs);
+        }
+    }
 }
