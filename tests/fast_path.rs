@@ -80,6 +80,14 @@ impl Scripted {
     }
 }
 
+/// A scripted backend, quayside in front of it, and a client connection to quayside.
+async fn setup(script: Vec<(&'static str, bool)>) -> (Scripted, Quayside, TcpStream) {
+    let b = Scripted::start(script).await;
+    let q = proxy_to(&b).await;
+    let s = TcpStream::connect(q.proxy).await.unwrap();
+    (b, q, s)
+}
+
 async fn proxy_to(b: &Scripted) -> Quayside {
     let q = Quayside::start().await;
     let r = Http::new()
@@ -125,17 +133,14 @@ async fn read_to_end(s: &mut TcpStream) -> String {
 
 #[tokio::test]
 async fn informational_and_chunked_responses_are_relayed_as_sent() {
-    let b = Scripted::start(vec![
+    let (b, _q, mut s) = setup(vec![
         (
             "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n\
              HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
             false,
         ),
         ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
-    ])
-    .await;
-    let q = proxy_to(&b).await;
-    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    ]).await;
     let mut buf = Vec::new();
     let text = exchange(
         &mut s,
@@ -168,9 +173,7 @@ async fn informational_and_chunked_responses_are_relayed_as_sent() {
 
 #[tokio::test]
 async fn a_body_delimited_by_close_is_relayed_and_closes_the_client_connection() {
-    let b = Scripted::start(vec![("HTTP/1.1 200 OK\r\n\r\nall of it", true)]).await;
-    let q = proxy_to(&b).await;
-    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    let (_b, _q, mut s) = setup(vec![("HTTP/1.1 200 OK\r\n\r\nall of it", true)]).await;
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
@@ -181,7 +184,7 @@ async fn a_body_delimited_by_close_is_relayed_and_closes_the_client_connection()
 
 #[tokio::test]
 async fn a_backend_connection_that_says_close_is_not_reused() {
-    let b = Scripted::start(vec![
+    let (b, _q, mut s) = setup(vec![
         (
             "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 3\r\n\r\none",
             true,
@@ -189,8 +192,6 @@ async fn a_backend_connection_that_says_close_is_not_reused() {
         ("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\ntwo", false),
     ])
     .await;
-    let q = proxy_to(&b).await;
-    let mut s = TcpStream::connect(q.proxy).await.unwrap();
     let mut buf = Vec::new();
     let first = exchange(
         &mut s,
@@ -216,13 +217,11 @@ async fn a_backend_connection_that_says_close_is_not_reused() {
 
 #[tokio::test]
 async fn a_body_cut_short_by_the_backend_closes_the_client_connection() {
-    let b = Scripted::start(vec![(
+    let (_b, _q, mut s) = setup(vec![(
         "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
         true,
     )])
     .await;
-    let q = proxy_to(&b).await;
-    let mut s = TcpStream::connect(q.proxy).await.unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
@@ -234,7 +233,7 @@ async fn a_body_cut_short_by_the_backend_closes_the_client_connection() {
 
 #[tokio::test]
 async fn an_invalid_response_is_a_502_and_the_client_connection_goes_on() {
-    let b = Scripted::start(vec![
+    let (_b, _q, mut s) = setup(vec![
         (
             "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
             true,
@@ -242,8 +241,6 @@ async fn an_invalid_response_is_a_502_and_the_client_connection_goes_on() {
         ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
     ])
     .await;
-    let q = proxy_to(&b).await;
-    let mut s = TcpStream::connect(q.proxy).await.unwrap();
     let mut buf = Vec::new();
     // POST: not idempotent, so not sent again after the invalid answer.
     let text = exchange(
@@ -266,14 +263,12 @@ async fn an_invalid_response_is_a_502_and_the_client_connection_goes_on() {
 
 #[tokio::test]
 async fn the_answer_to_head_has_no_body_and_the_connection_is_reused() {
-    let b = Scripted::start(vec![
+    let (b, _q, mut s) = setup(vec![
         ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
         ("HTTP/1.1 204 No Content\r\n\r\n", false),
         ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
     ])
     .await;
-    let q = proxy_to(&b).await;
-    let mut s = TcpStream::connect(q.proxy).await.unwrap();
     let mut buf = Vec::new();
     let head = exchange(
         &mut s,
@@ -305,14 +300,12 @@ async fn the_answer_to_head_has_no_body_and_the_connection_is_reused() {
 
 #[tokio::test]
 async fn pipelined_requests_are_rewritten_and_answered_in_order() {
-    let b = Scripted::start(vec![
+    let (b, _q, mut s) = setup(vec![
         ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n#1", false),
         ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n#2", false),
         ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n#3", false),
     ])
     .await;
-    let q = proxy_to(&b).await;
-    let mut s = TcpStream::connect(q.proxy).await.unwrap();
     let mut buf = Vec::new();
     s.write_all(
         b"GET /1 HTTP/1.1\r\nHost: app.test\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\nX-Forwarded-For: 10.9.9.9\r\nX-Forwarded-Proto: https\r\nX-Custom: kept\r\n\r\n\

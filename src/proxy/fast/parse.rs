@@ -859,6 +859,37 @@ mod tests {
         }
     }
 
+    /// Headers as sorted (lower-case name, value) pairs, for comparing two heads.
+    fn lowered(headers: &[Header<'_>]) -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = headers
+            .iter()
+            .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn to_headers(map: &http::HeaderMap) -> Vec<Header<'_>> {
+        map.iter()
+            .map(|(k, v)| Header {
+                name: k.as_str(),
+                value: v.as_bytes(),
+            })
+            .collect()
+    }
+
+    /// A header map of `headers`, as hyper would have built it.
+    fn to_map(headers: &[Header<'_>]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for h in headers {
+            map.append(
+                http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
+                http::HeaderValue::from_bytes(h.value).unwrap(),
+            );
+        }
+        map
+    }
+
     proptest::proptest! {
         /// The head the fast path sends upstream has the same headers as the hyper path's
         /// rewriting (`strip_hop_by_hop` and `set_forwarded` on a header map) of the same
@@ -900,34 +931,16 @@ mod tests {
             let mut sent = httparse::Request::new(&mut []);
             let n = sent.parse_with_uninit_headers(&out, &mut sent_slots).unwrap();
             proptest::prop_assert!(n.is_complete());
-            let mut ours: Vec<(String, Vec<u8>)> = sent
-                .headers
-                .iter()
-                .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
-                .collect();
-            ours.sort();
+            let ours = lowered(sent.headers);
 
-            let mut map = http::HeaderMap::new();
-            let mut theirs_slots = header_slots();
-            let mut theirs_req = httparse::Request::new(&mut []);
-            theirs_req.parse_with_uninit_headers(raw.as_bytes(), &mut theirs_slots).unwrap();
-            for h in theirs_req.headers.iter() {
-                map.append(
-                    http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
-                    http::HeaderValue::from_bytes(h.value).unwrap(),
-                );
-            }
+            let mut map = to_map(req.headers);
             crate::proxy::headers::strip_hop_by_hop(&mut map);
             crate::proxy::headers::set_forwarded(
                 &mut map,
                 &http::HeaderValue::from_static("10.0.0.1"),
                 &http::HeaderValue::from_static("http"),
             );
-            let mut theirs: Vec<(String, Vec<u8>)> = map
-                .iter()
-                .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
-                .collect();
-            theirs.sort();
+            let theirs = lowered(&to_headers(&map));
             proptest::prop_assert_eq!(ours, theirs);
         }
     }
@@ -967,26 +980,11 @@ mod tests {
             httparse::ParserConfig::default()
                 .parse_response_with_uninit_headers(&mut sent, &out, &mut sent_slots)
                 .unwrap();
-            let mut ours: Vec<(String, Vec<u8>)> = sent
-                .headers
-                .iter()
-                .map(|h| (h.name.to_ascii_lowercase(), h.value.to_vec()))
-                .collect();
-            ours.sort();
+            let ours = lowered(sent.headers);
 
-            let mut map = http::HeaderMap::new();
-            for h in resp.headers {
-                map.append(
-                    http::HeaderName::from_bytes(h.name.as_bytes()).unwrap(),
-                    http::HeaderValue::from_bytes(h.value).unwrap(),
-                );
-            }
+            let mut map = to_map(resp.headers);
             crate::proxy::headers::strip_hop_by_hop(&mut map);
-            let mut theirs: Vec<(String, Vec<u8>)> = map
-                .iter()
-                .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
-                .collect();
-            theirs.sort();
+            let theirs = lowered(&to_headers(&map));
             proptest::prop_assert_eq!(ours, theirs);
         }
     }
