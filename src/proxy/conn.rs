@@ -33,6 +33,8 @@ use std::time::Duration;
 use hyper::rt::{Read, ReadBufCursor, Write};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+
+use super::fast::Prefixed;
 use tokio::sync::watch;
 
 /// Quiet time between requests after which a connection gives its hyper buffers back (checked
@@ -376,15 +378,13 @@ impl ConnState {
 /// The client socket as hyper sees it: counts activity, and on a parking shutdown hands the
 /// socket to [`ConnState::parked`] instead of shutting it down.
 pub struct ConnIo {
-    stream: Option<TcpStream>,
+    /// With the bytes the fast path read and left to hyper in front.
+    stream: Option<Prefixed<TcpStream>>,
     state: Arc<ConnState>,
-    /// Bytes the fast path read and left to hyper, served before the socket's.
-    prefix: Vec<u8>,
-    prefix_at: usize,
 }
 
 impl ConnIo {
-    fn stream(&mut self) -> io::Result<&mut TcpStream> {
+    fn stream(&mut self) -> io::Result<&mut Prefixed<TcpStream>> {
         self.stream
             .as_mut()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "connection parked"))
@@ -398,7 +398,7 @@ impl Drop for ConnIo {
             && let Some(s) = &self.stream
         {
             // Best effort, non-blocking: a few bytes into an empty send buffer.
-            let _ = s.try_write(RESPONSE_408);
+            let _ = s.get_ref().try_write(RESPONSE_408);
         }
     }
 }
@@ -409,19 +409,6 @@ impl Read for ConnIo {
         cx: &mut Context<'_>,
         mut buf: ReadBufCursor<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.prefix_at < self.prefix.len() {
-            let n = buf.remaining().min(self.prefix.len() - self.prefix_at);
-            let this = &mut *self;
-            let bytes = &this.prefix[this.prefix_at..this.prefix_at + n];
-            buf.put_slice(bytes);
-            this.state.on_read(bytes);
-            this.prefix_at += n;
-            if this.prefix_at == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.prefix_at = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
         let n = {
             // SAFETY: the tokio ReadBuf only ever writes initialised bytes into `dst`, and we
             // advance `buf` by exactly what it reports as filled.
@@ -477,7 +464,8 @@ impl Write for ConnIo {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.state.parking.load(Ordering::Relaxed) {
-            if let Some(s) = self.stream.take() {
+            // Nothing was read since the last response, so nothing is left in front.
+            if let Some(s) = self.stream.take().map(Prefixed::into_inner) {
                 *self.state.parked.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
             }
             return Poll::Ready(Ok(()));
@@ -493,7 +481,7 @@ impl ConnIo {
     /// A write to the socket, counted as activity; written bytes end the request in progress.
     fn counted_write(
         &mut self,
-        write: impl FnOnce(Pin<&mut TcpStream>) -> Poll<io::Result<usize>>,
+        write: impl FnOnce(Pin<&mut Prefixed<TcpStream>>) -> Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
         let stream = match self.stream() {
             Ok(s) => s,
@@ -550,10 +538,8 @@ pub async fn drive_h1<S>(
         }
         state.parking.store(false, Ordering::Relaxed);
         let io = ConnIo {
-            stream: Some(stream),
+            stream: Some(Prefixed::new(prefix, stream)),
             state: state.clone(),
-            prefix,
-            prefix_at: 0,
         };
         // On the heap, so a parked connection's task does not keep hyper's state inline.
         let mut conn = Box::pin(builder.serve_connection(io, &service).with_upgrades());

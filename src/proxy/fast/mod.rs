@@ -1,17 +1,19 @@
 //! The HTTP/1.1 fast path: plain requests from HTTP/1.1 clients to HTTP/1.1 backends, relayed
 //! as bytes over pooled raw backend connections, the way nginx does it.
 //!
-//! A plain client connection starts here. Each request head is parsed once (httparse), routed
+//! Every HTTP/1.1 client connection starts here (plain, or TLS with ALPN `http/1.1`). Each
+//! request head is parsed once (httparse), routed
 //! and balanced like any other, and its head rewritten straight into the bytes sent upstream;
 //! the backend's head is parsed once, rewritten for the client, and its body relayed as it
 //! arrives (a chunked body as it is, its end found by [`parse::Chunks`]). No `http::Request`,
 //! no `HeaderMap`, no body channel, no task per backend connection. An idle connection holds
 //! no buffer at all between requests (it is parked from its first idle moment).
 //!
-//! The first request the fast path does not take in full (see [`parse`]: upgrades,
-//! `Expect`, chunked or large request bodies, heads split over reads, HTTP/1.0, sticky or
-//! header-hashed services, h2c backends, anything odd) goes to hyper with the bytes read so
-//! far, and hyper serves the connection until it is quiet and parks; it comes back here after.
+//! A head or small body split over reads is gathered here (408 if it stalls). The first
+//! request the fast path does not take in full (see [`parse`]: upgrades, `Expect`, chunked or
+//! large request bodies, HTTP/1.0, sticky or header-hashed services, h2c backends, anything
+//! odd) goes to hyper with the bytes read so far; hyper serves a plain connection until it is
+//! quiet and parks, and it comes back here after (a TLS one stays with hyper).
 //! So every limit, error and protocol feature is hyper's as before, and the fast path only
 //! ever sees requests whose meaning is plain.
 
@@ -37,7 +39,7 @@ use parse::{Framing, ResponseVerdict, Verdict};
 const READ_SIZE: usize = 16 << 10;
 
 /// Bytes already read from a stream, put back in front of it (for hyper, when the fast path
-/// leaves it a TLS connection).
+/// leaves it a connection).
 pub struct Prefixed<S> {
     prefix: Vec<u8>,
     at: usize,
@@ -51,6 +53,15 @@ impl<S> Prefixed<S> {
             at: 0,
             inner,
         }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The stream, and with it whatever of the prefix was not read yet.
+    pub fn into_inner(self) -> S {
+        self.inner
     }
 }
 
