@@ -48,8 +48,9 @@ static PARKED: AtomicU64 = AtomicU64::new(0);
 /// last ran).
 static PARKS: AtomicU64 = AtomicU64::new(0);
 
-/// How many client connections are parked (idle, holding no buffers) right now: those hyper
-/// served, once quiet, and those idle on the fast path.
+/// How many client connections are parked (idle, holding no hyper buffers) right now: those hyper
+/// served, once quiet, and those idle on the fast path (TLS ones there keep rustls's
+/// buffers).
 pub fn parked_connections() -> u64 {
     PARKED.load(Ordering::Relaxed) + super::fast::idle_connections()
 }

@@ -149,7 +149,8 @@ static IDLE: [Counter; 64] = [const {
     }
 }; 64];
 
-/// Idle connections holding no buffers in the fast path, over all workers.
+/// Connections idle in the fast path, over all workers: a plain one holds no buffer then (a
+/// TLS one still holds rustls's).
 pub fn idle_connections() -> u64 {
     IDLE.iter().map(|c| c.idle.load(Ordering::Relaxed)).sum()
 }
