@@ -256,7 +256,8 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
     let mut config = test_config();
     config.tls.certs = vec![dir.join("a.crt")];
     config.tls.keys = vec![dir.join("a.key")];
-    config.proxy.client_header_timeout = std::time::Duration::from_millis(400);
+    // Longer than the quiet time after which hyper hands a connection back (PARK_AFTER, twice).
+    config.proxy.client_header_timeout = std::time::Duration::from_millis(1000);
     let (_, tls_addr, _stop) = start_tls(config, &backend).await;
     let open = || async {
         let tcp = TcpStream::connect(tls_addr).await.unwrap();
@@ -302,4 +303,45 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
     let text = until_close(&mut s).await;
     assert_eq!(text.matches("HTTP/1.1 200 ").count(), 2, "{text:?}");
     assert_eq!(text.matches("tls-backend\n").count(), 2, "{text:?}");
+
+    // Once hyper serves the connection (after a chunked upload), the same rules hold there:
+    // a head with Content-Length and chunked gets 400, and a head that stalls gets 408.
+    let upload = b"POST /up HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n";
+    for (next, status) in [
+        (&b"POST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..], "400"),
+        (&b"GET /slow HTTP/1.1\r\nHost: a.test\r\n"[..], "408"),
+    ] {
+        let mut s = open().await;
+        s.write_all(upload).await.unwrap();
+        let mut first = vec![0u8; 4096];
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut first))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(first[..n].starts_with(b"HTTP/1.1 200 "));
+        s.write_all(next).await.unwrap();
+        let text = until_close(&mut s).await;
+        assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text:?}");
+    }
+
+    // Once quiet, hyper hands the connection back to the fast path, which (unlike hyper's
+    // I/O layer) finds a conflicting head pipelined behind another request. (`TE` sends a
+    // request to hyper; a chunked upload would too, but leaves the connection unparkable.)
+    let mut s = open().await;
+    s.write_all(b"GET /te HTTP/1.1\r\nHost: a.test\r\nTE: trailers\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(first[..n].starts_with(b"HTTP/1.1 200 "));
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    s.write_all(b"GET /first HTTP/1.1\r\nHost: a.test\r\n\r\nPOST /up HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        .await
+        .unwrap();
+    let text = until_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
+    assert_eq!(text.matches("HTTP/1.1 400 ").count(), 1, "{text:?}");
 }

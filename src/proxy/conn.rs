@@ -1,15 +1,15 @@
-//! Plain HTTP/1.1 client connections: the fast path first ([`super::fast`]); when it leaves a
-//! request to hyper, hyper's connection, wrapped so that an idle keepalive connection holds no
-//! hyper buffers, and a client that stalls in the middle of a request head gets
+//! HTTP/1.1 client connections, plain or TLS: the fast path first ([`super::fast`]); when it
+//! leaves a request to hyper, hyper's connection, wrapped so that an idle keepalive connection
+//! holds no hyper buffers, and a client that stalls in the middle of a request head gets
 //! `408 Request Timeout` (hyper itself closes such a connection without a word). Once hyper
 //! has parked the connection it goes back to the fast path.
 //!
 //! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for as long as a connection is
 //! open, idle or not: 10,000 idle keepalive clients would pin 160 MiB. So once a connection has
 //! been quiet for [`PARK_AFTER`] between requests, the driver asks hyper to close it
-//! gracefully, takes the socket back when hyper shuts its side down (see [`ConnIo`]), drops
-//! hyper's state and waits for the socket to become readable; the next request gets a fresh
-//! hyper connection. To the client it is one keepalive connection throughout.
+//! gracefully, takes the stream back when hyper shuts its side down (see [`ConnIo`]), drops
+//! hyper's state and hands the stream to the fast path, which waits for the next request
+//! holding no buffer. To the client it is one keepalive connection throughout.
 //!
 //! A connection is parked only when nothing was read since the last response bytes were
 //! written (no request in progress) and the client spoke HTTP/1.1 without `Connection: close`
@@ -32,7 +32,6 @@ use std::time::Duration;
 
 use hyper::rt::{Read, ReadBufCursor, Write};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 
 use super::fast::Prefixed;
 use tokio::sync::watch;
@@ -41,18 +40,15 @@ use tokio::sync::watch;
 /// once per this interval, so a connection parks 1–2 intervals after its last byte).
 pub const PARK_AFTER: Duration = Duration::from_millis(250);
 
-/// Connections parked right now, in this process.
-static PARKED: AtomicU64 = AtomicU64::new(0);
-
 /// Parks and closes so far, in this process (the trimmer looks at how many happened since it
 /// last ran).
 static PARKS: AtomicU64 = AtomicU64::new(0);
 
-/// How many client connections are parked (idle, holding no hyper buffers) right now: those hyper
-/// served, once quiet, and those idle on the fast path (TLS ones there keep rustls's
-/// buffers).
+/// How many client connections are parked (idle, holding no hyper buffers) right now: those
+/// idle on the fast path, where hyper hands its connections back once quiet (TLS ones keep
+/// rustls's buffers).
 pub fn parked_connections() -> u64 {
-    PARKED.load(Ordering::Relaxed) + super::fast::idle_connections()
+    super::fast::idle_connections()
 }
 
 /// Parks and closes in one interval that make it a busy one.
@@ -154,8 +150,6 @@ pub struct ConnState {
     /// The start of a head that did not arrive in one read, kept to find its end.
     partial_head: std::sync::Mutex<Vec<u8>>,
     has_partial: AtomicBool,
-    /// Where [`ConnIo`] leaves the socket when hyper shuts down a parking connection.
-    parked: std::sync::Mutex<Option<TcpStream>>,
 }
 
 impl ConnState {
@@ -376,35 +370,40 @@ impl ConnState {
     }
 }
 
-/// The client socket as hyper sees it: counts activity, and on a parking shutdown hands the
-/// socket to [`ConnState::parked`] instead of shutting it down.
-pub struct ConnIo {
+/// Where [`ConnIo`] leaves the client stream for the driver: on a parking shutdown (instead of
+/// shutting it down), or when dropped after a header timeout (for the 408).
+type HandBack<S> = Arc<std::sync::Mutex<Option<S>>>;
+
+/// The client stream (plain or TLS) as hyper sees it: counts activity, and hands the stream
+/// back to the driver when hyper parks it or times out a head.
+pub struct ConnIo<S> {
     /// With the bytes the fast path read and left to hyper in front.
-    stream: Option<Prefixed<TcpStream>>,
+    stream: Option<Prefixed<S>>,
     state: Arc<ConnState>,
+    back: HandBack<S>,
 }
 
-impl ConnIo {
-    fn stream(&mut self) -> io::Result<&mut Prefixed<TcpStream>> {
+impl<S> ConnIo<S> {
+    fn stream(&mut self) -> io::Result<&mut Prefixed<S>> {
         self.stream
             .as_mut()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "connection parked"))
     }
 }
 
-impl Drop for ConnIo {
+impl<S> Drop for ConnIo<S> {
     fn drop(&mut self) {
         if self.state.timed_out.load(Ordering::Relaxed)
             && self.state.pending_read.load(Ordering::Relaxed)
-            && let Some(s) = &self.stream
+            && let Some(s) = self.stream.take()
         {
-            // Best effort, non-blocking: a few bytes into an empty send buffer.
-            let _ = s.get_ref().try_write(RESPONSE_408);
+            // For the driver to answer 408 (nothing of the next response was written).
+            *self.back.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.into_inner());
         }
     }
 }
 
-impl Read for ConnIo {
+impl<S: AsyncRead + Unpin> Read for ConnIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -435,7 +434,7 @@ impl Read for ConnIo {
     }
 }
 
-impl Write for ConnIo {
+impl<S: AsyncWrite + Unpin> Write for ConnIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -467,7 +466,7 @@ impl Write for ConnIo {
         if self.state.parking.load(Ordering::Relaxed) {
             // Nothing was read since the last response, so nothing is left in front.
             if let Some(s) = self.stream.take().map(Prefixed::into_inner) {
-                *self.state.parked.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+                *self.back.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
             }
             return Poll::Ready(Ok(()));
         }
@@ -478,11 +477,11 @@ impl Write for ConnIo {
     }
 }
 
-impl ConnIo {
+impl<S: Unpin> ConnIo<S> {
     /// A write to the socket, counted as activity; written bytes end the request in progress.
     fn counted_write(
         &mut self,
-        write: impl FnOnce(Pin<&mut Prefixed<TcpStream>>) -> Poll<io::Result<usize>>,
+        write: impl FnOnce(Pin<&mut Prefixed<S>>) -> Poll<io::Result<usize>>,
     ) -> Poll<io::Result<usize>> {
         let stream = match self.stream() {
             Ok(s) => s,
@@ -507,40 +506,48 @@ impl Drop for CountClose {
     }
 }
 
-/// Serve one plain HTTP/1.1 client connection until it ends: on the fast path while it takes
-/// the requests (`fast`), else with hyper; park it while idle, answer 408 to a stalled request
-/// head, and on `stop` finish the request in flight and close.
-pub async fn drive_h1<S>(
-    stream: TcpStream,
+/// Serve one HTTP/1.1 client connection (plain, or TLS after the handshake) until it ends: on
+/// the fast path while it takes the requests, else with hyper until hyper parks it; answer 408
+/// to a stalled request head, and on `stop` finish the request in flight and close.
+#[allow(clippy::too_many_arguments)]
+pub async fn drive_h1<IO, S>(
+    stream: IO,
     builder: &hyper::server::conn::http1::Builder,
     make_service: impl FnOnce(Arc<ConnState>) -> S,
     mut stop: watch::Receiver<bool>,
     peer: SocketAddr,
     keepalive: Duration,
-    fast: Option<(&super::forward::Forwarder, &super::forward::Client)>,
+    fwd: &super::forward::Forwarder,
+    client: &super::forward::Client,
 ) where
+    IO: super::fast::ClientIo + 'static,
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
             Response = http::Response<super::forward::Body>,
         >,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    use tokio::io::AsyncWriteExt;
     let _closed = CountClose;
     let state = Arc::new(ConnState::default());
     let service = make_service(state.clone());
+    let back: HandBack<IO> = Arc::default();
     let mut stream = stream;
     loop {
-        let mut prefix = Vec::new();
-        if let Some((fwd, client)) = fast {
-            match super::fast::serve(&mut stream, fwd, client, &mut stop, keepalive).await {
-                super::fast::End::Closed => return,
-                super::fast::End::Slow(bytes) => prefix = bytes,
+        let prefix = match super::fast::serve(&mut stream, fwd, client, &mut stop, keepalive).await
+        {
+            super::fast::End::Closed => {
+                // A clean end (close_notify, over TLS).
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+                return;
             }
-        }
+            super::fast::End::Slow(bytes) => bytes,
+        };
         state.parking.store(false, Ordering::Relaxed);
         let io = ConnIo {
             stream: Some(Prefixed::new(prefix, stream)),
             state: state.clone(),
+            back: back.clone(),
         };
         // On the heap, so a parked connection's task does not keep hyper's state inline.
         let mut conn = Box::pin(builder.serve_connection(io, &service).with_upgrades());
@@ -571,40 +578,28 @@ pub async fn drive_h1<S>(
             }
         };
         if result.as_ref().is_err_and(|e| e.is_timeout()) {
-            // The ConnIo answers 408 as it is dropped, if part of a request head had arrived.
+            // The ConnIo hands the stream back as it is dropped, if part of a request head
+            // had arrived, for the 408.
             state.timed_out.store(true, Ordering::Relaxed);
         }
-        // Frees hyper's state and buffers (and, unless parked, closes the socket).
+        // Frees hyper's state and buffers (and, unless handed back, closes the stream).
         drop(conn);
+        let handed = back.lock().unwrap_or_else(|e| e.into_inner()).take();
         match result {
             Ok(()) if state.parking.load(Ordering::Relaxed) && !stopping => {
-                let parked = state
-                    .parked
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .take();
-                let Some(s) = parked else { return };
-                if fast.is_some() {
-                    // Back to the fast path, which waits for the next request holding nothing.
-                    stream = s;
-                    continue;
-                }
-                let wait = keepalive.saturating_sub(PARK_AFTER);
-                PARKED.fetch_add(1, Ordering::Relaxed);
-                PARKS.fetch_add(1, Ordering::Relaxed);
-                tracing::trace!(%peer, "idle client connection parked");
-                let readable = tokio::select! {
-                    r = tokio::time::timeout(wait, s.readable()) => matches!(r, Ok(Ok(()))),
-                    _ = async { let _ = stop.wait_for(|s| *s).await; } => false,
-                };
-                PARKED.fetch_sub(1, Ordering::Relaxed);
-                if !readable {
-                    return;
-                }
+                // Back to the fast path, which waits for the next request holding nothing.
+                let Some(s) = handed else { return };
                 stream = s;
             }
             Ok(()) => return,
             Err(e) => {
+                if let Some(mut s) = handed {
+                    let answer = async {
+                        s.write_all(RESPONSE_408).await?;
+                        s.shutdown().await
+                    };
+                    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+                }
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 return;
             }

@@ -402,31 +402,9 @@ impl Worker {
                             drop(service);
                             tokio::spawn(async move {
                                 let (_open, _permit, _counted) = (open, permit, counted);
-                                let (fast_fwd, fast_client) = (fwd_h1.clone(), client_h1.clone());
-                                let make_service = |st: Arc<conn::ConnState>| {
-                                    service_fn(move |req| {
-                                        let ok = st.on_request(&req);
-                                        let fwd = fwd_h1.clone();
-                                        let client = client_h1.clone();
-                                        async move {
-                                            Ok::<_, std::convert::Infallible>(if ok {
-                                                fwd.handle(req, &client).await
-                                            } else {
-                                                forward::refuse_conflicting_framing()
-                                            })
-                                        }
-                                    })
-                                };
-                                conn::drive_h1(
-                                    stream,
-                                    &http.h1,
-                                    make_service,
-                                    stop,
-                                    peer,
-                                    handshake_timeout,
-                                    Some((&fast_fwd, &fast_client)),
-                                )
-                                .await
+                                let timeout = handshake_timeout;
+                                serve_h1(stream, &http, stop, peer, timeout, fwd_h1, client_h1)
+                                    .await
                             });
                         }
                         None => drop((open, permit, counted)),
@@ -444,35 +422,9 @@ impl Worker {
                                 let conn = http.h2.serve_connection(TokioIo::new(s), service);
                                 drive(conn, stop, peer).await
                             } else {
-                                // The fast path first, as on the plain port; the first request
-                                // it leaves to hyper takes the connection there for good.
-                                let mut s = s;
-                                let mut stop = stop;
-                                let end = fast::serve(
-                                    &mut s,
-                                    &fwd_h1,
-                                    &client_h1,
-                                    &mut stop,
-                                    handshake_timeout,
-                                )
-                                .await;
-                                match end {
-                                    fast::End::Slow(prefix) => {
-                                        let io = TokioIo::new(fast::Prefixed::new(prefix, s));
-                                        let conn =
-                                            http.h1.serve_connection(io, service).with_upgrades();
-                                        drive(conn, stop, peer).await
-                                    }
-                                    fast::End::Closed => {
-                                        // close_notify, so the client sees a clean end.
-                                        use tokio::io::AsyncWriteExt;
-                                        let _ = tokio::time::timeout(
-                                            Duration::from_secs(1),
-                                            s.shutdown(),
-                                        )
-                                        .await;
-                                    }
-                                }
+                                drop(service);
+                                let timeout = handshake_timeout;
+                                serve_h1(s, &http, stop, peer, timeout, fwd_h1, client_h1).await
                             }
                         }
                         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
@@ -482,6 +434,46 @@ impl Worker {
             }
         }
     }
+}
+
+/// Serve an HTTP/1.1 client connection, plain or TLS: the fast path first, hyper for what it
+/// leaves (with a head the I/O layer saw carrying both `Content-Length` and
+/// `Transfer-Encoding` refused), and back to the fast path once hyper has parked it.
+async fn serve_h1<IO: fast::ClientIo + 'static>(
+    stream: IO,
+    http: &Builders,
+    stop: watch::Receiver<bool>,
+    peer: SocketAddr,
+    keepalive: Duration,
+    fwd: Arc<forward::Forwarder>,
+    client: forward::Client,
+) {
+    let make_service = |st: Arc<conn::ConnState>| {
+        let (fwd, client) = (fwd.clone(), client.clone());
+        service_fn(move |req| {
+            let ok = st.on_request(&req);
+            let fwd = fwd.clone();
+            let client = client.clone();
+            async move {
+                Ok::<_, std::convert::Infallible>(if ok {
+                    fwd.handle(req, &client).await
+                } else {
+                    forward::refuse_conflicting_framing()
+                })
+            }
+        })
+    };
+    conn::drive_h1(
+        stream,
+        &http.h1,
+        make_service,
+        stop,
+        peer,
+        keepalive,
+        &fwd,
+        &client,
+    )
+    .await
 }
 
 /// The two server builders; a connection gets one or the other, so an HTTP/1.1 connection's

@@ -12,8 +12,8 @@
 //! A head or small body split over reads is gathered here (408 if it stalls). The first
 //! request the fast path does not take in full (see [`parse`]: upgrades, `Expect`, chunked or
 //! large request bodies, HTTP/1.0, sticky or header-hashed services, h2c backends, anything
-//! odd) goes to hyper with the bytes read so far; hyper serves a plain connection until it is
-//! quiet and parks, and it comes back here after (a TLS one stays with hyper).
+//! odd) goes to hyper with the bytes read so far; hyper serves the connection (plain or TLS)
+//! until it is quiet and parks, and it comes back here after.
 //! So every limit, error and protocol feature is hyper's as before, and the fast path only
 //! ever sees requests whose meaning is plain.
 
@@ -55,11 +55,8 @@ impl<S> Prefixed<S> {
         }
     }
 
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The stream, and with it whatever of the prefix was not read yet.
+    /// The stream; prefix bytes not read yet are dropped (a parked or timed-out connection
+    /// has read them all, or gives up on them).
     pub fn into_inner(self) -> S {
         self.inner
     }
