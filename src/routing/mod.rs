@@ -298,8 +298,14 @@ impl RoutingTable {
                 members.push(upstream(no, st, e.spec.weight, slow_start_ms, h2c, was));
             }
             members.sort_by(|a, b| a.no.cmp(&b.no));
+            // Only the touched or re-derived records: a change costs as little in a large
+            // service as in a small one (the untouched members are in the map already).
             for u in &members {
-                upstreams.insert(u.no.clone(), u.clone());
+                if changes.nos.contains(&u.no)
+                    || prev.upstreams.get(&u.no).is_none_or(|p| !Arc::ptr_eq(p, u))
+                {
+                    upstreams.insert(u.no.clone(), u.clone());
+                }
             }
             let weights: Vec<u32> = members.iter().map(|u| u.weight).collect();
             let keys: Vec<&str> = members.iter().map(|u| u.no.as_str()).collect();
