@@ -22,7 +22,8 @@ comes from bench/latency, a small open-loop client in this workspace.
 Needs: wrk, nginx-extras, haproxy, lua-resty-core (apt-get install -y wrk nginx-extras
 haproxy lua-resty-core) and `cargo build --release --workspace`. Run: python3 bench/perf.py
 Settings by environment: ROUNDS, DURATION, CONNS; TARGETS=a,b (only these, with direct and
-nginx-static); QUICK=1 (stop after the side-by-side tables); QUAYSIDE_BASE=path (another
+nginx-static); QUICK=1 (stop after the side-by-side tables); CHURN_ROUNDS (rounds of the
+table-changes section, default max(ROUNDS, 6)); QUAYSIDE_BASE=path (another
 quayside build as target `quayside-base`, for before/after comparisons in one run).
 """
 import http.client
@@ -219,36 +220,64 @@ def main():
 
     # Table changes under load: 1,000 admin changes per second during a throughput run,
     # interleaved with runs without changes. A second instance keeps its state file on tmpfs,
-    # where fsync costs nothing: the difference between the two is what durability costs.
+    # where fsync costs nothing: the difference between the two is what durability costs. A
+    # third kind of round runs no changes but a bare writer making the same 1,000 durable
+    # writes/s to the same disk (bench/latency's fsyncs): what the disk alone costs here.
+    # Each round's ratio is to the plain run just before it (medians of those; the box's
+    # throughput drifts between rounds by more than the effect measured).
     shm_state = os.path.join("/dev/shm", f"quayside-perf-{os.getpid()}.json")
     q_shm = start_quayside(shm_state, Q_PROXY + 20, Q_ADMIN + 20) if os.path.isdir("/dev/shm") else None
     churn_bin = os.path.join(ROOT, "target/release/churn")
+    fsyncs_bin = os.path.join(ROOT, "target/release/fsyncs")
+    secs = DURATION.rstrip("s")
+
+    def beside(cmd, port, pid):
+        side = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+        t0 = cpu_ticks(pid)
+        rps, _, errors = wrk(port)
+        cpu = (cpu_ticks(pid) - t0) / HZ
+        m = re.search(r"(?:changes|writes) (\d+) rate (\d+)/s(?: failed (\d+))?", side.communicate()[0])
+        return rps, errors, int(m.group(2)), int(m.group(3) or 0), cpu
 
     def churned(proxy, admin, pid):
-        churn = subprocess.Popen([churn_bin, f"127.0.0.1:{admin}", "1000", DURATION.rstrip("s")],
-                                 stdout=subprocess.PIPE, text=True)
-        t0 = cpu_ticks(pid)
-        rps, _, errors = wrk(proxy)
-        cpu = (cpu_ticks(pid) - t0) / HZ
-        m = re.search(r"changes (\d+) rate (\d+)/s failed (\d+)", churn.communicate()[0])
-        return rps, errors, int(m.group(2)), int(m.group(3)), cpu
+        return beside([churn_bin, f"127.0.0.1:{admin}", "1000", secs], proxy, pid)
 
-    plain, disk, tmpfs = [], [], []
-    for _ in range(ROUNDS):
-        plain.append(wrk(Q_PROXY)[0])
-        disk.append(churned(Q_PROXY, Q_ADMIN, q.pid))
-        if q_shm:
-            tmpfs.append(churned(Q_PROXY + 20, Q_ADMIN + 20, q_shm.pid))
-    base = statistics.median(plain)
-    for label, runs in (("state file on disk", disk), ("state file on tmpfs (fsync free)", tmpfs)):
-        if not runs:
-            continue
-        rps = statistics.median(r[0] for r in runs)
-        print(f"- 1,000 changes/s under load, {label}: {rps:,.0f} req/s vs {base:,.0f} without "
-              f"({rps / base:.2f}×; medians of {ROUNDS} interleaved rounds), "
-              f"{min(r[2] for r in runs)}–{max(r[2] for r in runs)} changes/s applied, "
-              f"{sum(r[1] for r in runs)} failed requests, {sum(r[3] for r in runs)} failed changes "
-              f"(quayside CPU {statistics.median(r[4] for r in runs):.2f} s per run)")
+    def bare_fsyncs():
+        return beside([fsyncs_bin, os.path.join(work, "fsyncs.bin"), "1000", secs], Q_PROXY, q.pid)
+
+    # CPU per change without load first (robust where throughput ratios are noisy).
+    def cpu_per_change(admin, pid):
+        t0 = cpu_ticks(pid)
+        out = subprocess.run([churn_bin, f"127.0.0.1:{admin}", "1000", "5"], capture_output=True, text=True).stdout
+        n = int(re.search(r"changes (\d+)", out).group(1))
+        return (cpu_ticks(pid) - t0) / HZ / n * 1e6
+    idle_cost = [("disk", cpu_per_change(Q_ADMIN, q.pid))]
+    if q_shm:
+        idle_cost.append(("tmpfs", cpu_per_change(Q_ADMIN + 20, q_shm.pid)))
+    print("- quayside CPU per admin change at 1,000/s without load: " +
+          ", ".join(f"{c:.0f} µs (state file on {w})" for w, c in idle_cost))
+
+    churn_rounds = int(os.environ.get("CHURN_ROUNDS", str(max(ROUNDS, 6))))
+    kinds = [("state file on disk", lambda: churned(Q_PROXY, Q_ADMIN, q.pid)),
+             ("bare writer, 1,000 fdatasync/s to the same disk, no changes", bare_fsyncs)]
+    if q_shm:
+        kinds.insert(1, ("state file on tmpfs (fsync free)", lambda: churned(Q_PROXY + 20, Q_ADMIN + 20, q_shm.pid)))
+    results = {label: [] for label, _ in kinds}
+    for _ in range(churn_rounds):
+        for label, run in kinds:
+            plain = wrk(Q_PROXY if "tmpfs" not in label else Q_PROXY + 20)[0]
+            results[label].append((plain,) + run())
+    for label, runs in results.items():
+        base = statistics.median(r[0] for r in runs)
+        rps = statistics.median(r[1] for r in runs)
+        paired = sorted(r[1] / r[0] for r in runs)
+        what = (f"{min(r[3] for r in runs)}–{max(r[3] for r in runs)}/s applied, "
+                f"{sum(r[4] for r in runs)} failed changes, "
+                f"quayside CPU {statistics.median(r[5] for r in runs):.2f} s per run"
+                if "bare" not in label else f"{min(r[3] for r in runs)}–{max(r[3] for r in runs)} writes/s")
+        print(f"- 1,000 changes/s under load, {label}: {rps:,.0f} req/s vs {base:,.0f} without; "
+              f"paired ratio median {statistics.median(paired):.2f}× (range {paired[0]:.2f}–{paired[-1]:.2f}, "
+              f"{churn_rounds} rounds), {sum(r[2] for r in runs)} failed requests, {what}")
     if q_shm:
         q_shm.terminate()
         q_shm.wait()
