@@ -64,6 +64,37 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
     assert_eq!(quayside::proxy::parked_connections(), 4);
     conns.push(slow);
 
+    // A chunked upload, its body split over two reads: hyper reads it, the I/O layer finds
+    // where the body ends, and the connection is parked once quiet too. (`/upload` reads the
+    // whole body before it answers; a response that starts before the body has ended leaves
+    // the connection unparked.)
+    let mut up = TcpStream::connect(q.proxy).await.unwrap();
+    up.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    up.write_all(b"lo\r\n0\r\n\r\n").await.unwrap();
+    assert!(
+        common::read_responses(&mut up, 1, "5\n")
+            .await
+            .starts_with("HTTP/1.1 200 ")
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(quayside::proxy::parked_connections(), 5);
+    conns.push(up);
+
+    // The next request pipelined behind a chunked upload: both answered, and the connection
+    // is never parked (the next request's start may sit in hyper's buffer).
+    let mut piped = TcpStream::connect(q.proxy).await.unwrap();
+    piped
+        .write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let text = common::read_responses(&mut piped, 2, "b\n").await;
+    assert_eq!(text.matches("HTTP/1.1 200 ").count(), 2, "{text}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(quayside::proxy::parked_connections(), 5);
+
     // Each parked connection wakes up for its next request, on the same socket, and parks
     // again.
     for s in &mut conns {
@@ -72,9 +103,10 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
         assert!(!text.contains("connection: close"), "{text}");
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(quayside::proxy::parked_connections(), 4);
+    assert_eq!(quayside::proxy::parked_connections(), 5);
     drop(conns);
+    drop(piped);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(quayside::proxy::parked_connections(), 0);
-    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 9);
+    assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 13);
 }

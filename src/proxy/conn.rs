@@ -18,9 +18,10 @@
 //! start of its next request may sit in hyper's buffer, which parking would drop. Pipelining
 //! is seen two ways: a second request served with no read in between, or more bytes read
 //! before a response than its request had (head plus `Content-Length`, found by a look at the
-//! head in the I/O layer; a chunked request body, whose end only hyper finds, makes the
-//! connection unparkable too). A head stalled behind a pipelined request is closed without
-//! the 408.
+//! head in the I/O layer, or head plus a chunked body, whose end the fast path's chunk scanner
+//! finds as the bytes are read; a response that starts before such a body has ended leaves
+//! the connection unparked). A head stalled behind a pipelined request is closed without the
+//! 408.
 
 use std::io;
 use std::net::SocketAddr;
@@ -34,6 +35,7 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::fast::Prefixed;
+use super::fast::parse::Chunks;
 use tokio::sync::watch;
 
 /// Quiet time between requests after which a connection gives its hyper buffers back (checked
@@ -149,6 +151,9 @@ pub struct ConnState {
     expected: AtomicU64,
     /// The start of a head that did not arrive in one read, kept to find its end.
     partial_head: std::sync::Mutex<Vec<u8>>,
+    /// The chunked request body being read ([`BODY_PENDING`]), and how many bytes of the
+    /// request came before the bytes fed to it next.
+    chunked: std::sync::Mutex<Option<(Chunks, u64)>>,
     has_partial: AtomicBool,
 }
 
@@ -201,6 +206,18 @@ impl ConnState {
 
 /// [`ConnState::expected`] while the head of the request in progress is still incomplete.
 const HEAD_PENDING: u64 = u64::MAX;
+
+/// [`ConnState::expected`] while a chunked request body is still being read (its end is found
+/// by [`Chunks`], the fast path's scanner, fed the bytes as they are read).
+const BODY_PENDING: u64 = u64::MAX - 1;
+
+/// Where the request in progress ends, as its head tells.
+enum Ends {
+    /// After this many bytes.
+    At(u64),
+    /// Where its chunked body ends, which starts after a head of this many bytes.
+    Chunked(usize),
+}
 
 /// Longest head kept in [`ConnState::partial_head`]; a longer split head makes the connection
 /// unparkable instead.
@@ -267,13 +284,13 @@ pub fn conflicting_framing(bytes: &[u8]) -> Option<&[u8]> {
 
 impl ConnState {
     /// Note where the request whose head starts (or continues, with `continued`) in `bytes`
-    /// ends. A head with `Transfer-Encoding` (a chunked body, whose end only hyper finds) or
-    /// over [`PARTIAL_HEAD_MAX`] split over reads makes the connection unparkable.
+    /// ends. A head with both framings or a length that is not one number, or over
+    /// [`PARTIAL_HEAD_MAX`] split over reads, makes the connection unparkable.
     fn note_head(&self, bytes: &[u8], scan: Option<&HeadScan<'_>>, continued: bool) {
         if !continued && !self.has_partial.load(Ordering::Relaxed) {
             // The common case: a whole head in one read, nothing kept from before.
             if let Some(e) = self.expected_of(scan, bytes.len()) {
-                self.expected.store(e, Ordering::Relaxed);
+                self.set_end(e, bytes);
                 return;
             }
         }
@@ -284,7 +301,7 @@ impl ConnState {
         kept.extend_from_slice(bytes);
         match self.expected_of(scan_head(&kept).as_ref(), kept.len()) {
             Some(e) => {
-                self.expected.store(e, Ordering::Relaxed);
+                self.set_end(e, &kept);
                 *kept = Vec::new();
                 self.has_partial.store(false, Ordering::Relaxed);
             }
@@ -295,27 +312,69 @@ impl ConnState {
         }
     }
 
-    /// The request's length if its head (`scan` of `len` bytes) tells it, `Some(0)` (after
+    /// Where the request ends if its head (`scan` of `len` bytes) tells it, `At(0)` (after
     /// marking the connection unparkable) if it never will, `None` while the head is
     /// incomplete.
-    fn expected_of(&self, scan: Option<&HeadScan<'_>>, len: usize) -> Option<u64> {
+    fn expected_of(&self, scan: Option<&HeadScan<'_>>, len: usize) -> Option<Ends> {
         let unparkable = || {
             self.no_park.store(true, Ordering::Relaxed);
-            Some(0)
+            Some(Ends::At(0))
         };
         match scan {
+            // Both framings (refused with 400), or a length that is not one number.
             Some(h)
-                if h.transfer_encoding || (h.has_content_length && h.content_length.is_none()) =>
+                if h.has_content_length && (h.transfer_encoding || h.content_length.is_none()) =>
             {
                 unparkable()
             }
             Some(HeadScan {
                 len: Some(head),
+                transfer_encoding: true,
+                ..
+            }) => Some(Ends::Chunked(*head)),
+            Some(HeadScan {
+                len: Some(head),
                 content_length,
                 ..
-            }) => Some(*head as u64 + content_length.unwrap_or(0)),
+            }) => Some(Ends::At(*head as u64 + content_length.unwrap_or(0))),
             _ if len > PARTIAL_HEAD_MAX => unparkable(),
             _ => None,
+        }
+    }
+
+    /// Note where the request ends; `request` is its bytes read so far (from its start).
+    fn set_end(&self, end: Ends, request: &[u8]) {
+        let head = match end {
+            Ends::At(e) => {
+                self.expected.store(e, Ordering::Relaxed);
+                return;
+            }
+            Ends::Chunked(head) => head,
+        };
+        self.expected.store(BODY_PENDING, Ordering::Relaxed);
+        *self.chunked.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((Chunks::default(), head as u64));
+        self.feed_body(&request[head.min(request.len())..]);
+    }
+
+    /// Bytes of the chunked request body being read.
+    fn feed_body(&self, bytes: &[u8]) {
+        let mut slot = self.chunked.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((chunks, before)) = slot.as_mut() else {
+            return;
+        };
+        match chunks.feed(bytes) {
+            Ok(Some(n)) => {
+                self.expected.store(*before + n as u64, Ordering::Relaxed);
+                *slot = None;
+            }
+            Ok(None) => *before += bytes.len() as u64,
+            Err(_) => {
+                // Not chunked after all: hyper answers 400; never parked.
+                self.no_park.store(true, Ordering::Relaxed);
+                self.expected.store(0, Ordering::Relaxed);
+                *slot = None;
+            }
         }
     }
 
@@ -326,8 +385,10 @@ impl ConnState {
             let so_far = self.read_in_request.load(Ordering::Relaxed);
             self.read_in_request
                 .store(so_far + read.len() as u64, Ordering::Relaxed);
-            if self.expected.load(Ordering::Relaxed) == HEAD_PENDING {
-                self.note_head(read, None, true);
+            match self.expected.load(Ordering::Relaxed) {
+                HEAD_PENDING => self.note_head(read, None, true),
+                BODY_PENDING => self.feed_body(read),
+                _ => {}
             }
             return;
         }
@@ -362,10 +423,20 @@ impl ConnState {
 
     /// The first response bytes of a request: if more was read than the request itself, the
     /// rest is the start of the next one (pipelining), and the connection is never parked.
+    /// Nor is it if the response starts before a chunked body has ended (where the rest of
+    /// the body ends is then left to hyper alone).
     fn on_response_start(&self) {
-        let expected = self.expected.load(Ordering::Relaxed);
-        if expected != HEAD_PENDING && self.read_in_request.load(Ordering::Relaxed) > expected {
-            self.no_park.store(true, Ordering::Relaxed);
+        match self.expected.load(Ordering::Relaxed) {
+            HEAD_PENDING => {}
+            BODY_PENDING => {
+                self.no_park.store(true, Ordering::Relaxed);
+                *self.chunked.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            }
+            expected => {
+                if self.read_in_request.load(Ordering::Relaxed) > expected {
+                    self.no_park.store(true, Ordering::Relaxed);
+                }
+            }
         }
     }
 }
@@ -681,9 +752,26 @@ mod tests {
             b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n",
             b"abG"
         ]));
-        // A chunked body: its end is hyper's to find.
+        // A chunked body: its end is found as it is read (in the head's read, split anywhere,
+        // or after a split head), and bytes after it are pipelining.
+        let chunked =
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..];
+        assert!(parkable(&[chunked]));
+        for at in 1..chunked.len() {
+            let (a, b) = chunked.split_at(at);
+            assert!(parkable(&[a, b]), "split at {at}");
+            assert!(!parkable(&[a, b, b"G"]), "split at {at}, then more");
+        }
+        assert!(!parkable(&[chunked, b"GET / HTTP/1.1\r\n"]));
+        assert!(!parkable(&[&[chunked, &b"GET"[..]].concat()]));
+        // A response before the body has ended, or a body that is not chunked after all.
+        assert!(!parkable(&[&chunked[..chunked.len() - 3]]));
         assert!(!parkable(&[
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+        ]));
+        // Both framings: refused (and closed) anyway.
+        assert!(!parkable(&[
+            b"POST / HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
         ]));
         // After a request that was not pipelined, the next is judged afresh.
         let st = ConnState::default();
