@@ -331,19 +331,25 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
         assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text:?}");
     }
 
+    // Also when that head is pipelined behind the upload, in the same read.
+    let mut s = open().await;
+    s.write_all(&[&upload[..], both].concat()).await.unwrap();
+    let text = until_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
+    assert_eq!(text.matches("HTTP/1.1 400 ").count(), 1, "{text:?}");
+
     // Once quiet, hyper hands the connection back to the fast path, which (unlike hyper's
-    // I/O layer) finds a conflicting head pipelined behind another request. (`TE` sends the
-    // request to hyper.)
+    // I/O layer, which looks one request ahead) finds a conflicting head pipelined behind two
+    // other requests. (`TE` sends the request to hyper.)
     let mut s = open().await;
     s.write_all(b"GET /te HTTP/1.1\r\nHost: a.test\r\nTE: trailers\r\n\r\n")
         .await
         .unwrap();
     assert!(first_read(&mut s).await.starts_with(b"HTTP/1.1 200 "));
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
-    s.write_all(&[&b"GET /first HTTP/1.1\r\nHost: a.test\r\n\r\n"[..], both].concat())
-        .await
-        .unwrap();
+    let get = &b"GET /first HTTP/1.1\r\nHost: a.test\r\n\r\n"[..];
+    s.write_all(&[get, get, both].concat()).await.unwrap();
     let text = until_close(&mut s).await;
-    assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
+    assert_eq!(text.matches("HTTP/1.1 200 ").count(), 2, "{text:?}");
     assert_eq!(text.matches("HTTP/1.1 400 ").count(), 1, "{text:?}");
 }

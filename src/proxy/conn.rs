@@ -134,10 +134,13 @@ pub struct ConnState {
     /// the last response) the client gets 408, otherwise the idle connection just closes.
     timed_out: AtomicBool,
     /// A request head just read carries both `Content-Length` and `Transfer-Encoding`; its
-    /// request line is in `conflict_line` (checked against the next request the service sees,
-    /// so bytes that only looked like a head, in a body, refuse nothing).
+    /// request line is in `conflict_line`, checked against the request the service sees as
+    /// number `conflict_at` since the read that started the request in progress (0 for a head
+    /// at the start of a read, 1 for the one pipelined behind it), so bytes that only looked
+    /// like a head, in a body, refuse nothing.
     conflicting_framing: AtomicBool,
     conflict_line: std::sync::Mutex<Option<Vec<u8>>>,
+    conflict_at: std::sync::atomic::AtomicU32,
     /// Requests the service saw since the last read that started a request: a second one
     /// means the client pipelines, and a pipelining client is never parked (the start of its
     /// next request may sit in hyper's buffer, which parking would drop).
@@ -176,7 +179,9 @@ impl ConnState {
         if heads >= 1 {
             self.no_park.store(true, Ordering::Relaxed);
         }
-        if self.conflicting_framing.load(Ordering::Relaxed) {
+        let at = self.conflict_at.load(Ordering::Relaxed);
+        if self.conflicting_framing.load(Ordering::Relaxed) && heads >= at {
+            // This request's, or a stale one (dropped).
             self.conflicting_framing.store(false, Ordering::Relaxed);
             let line = self
                 .conflict_line
@@ -184,7 +189,8 @@ impl ConnState {
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
             let mut parts = line.as_deref().unwrap_or_default().split(|&b| b == b' ');
-            if parts.next() == Some(req.method().as_str().as_bytes())
+            if heads == at
+                && parts.next() == Some(req.method().as_str().as_bytes())
                 && parts.next() == Some(req.uri().to_string().as_bytes())
             {
                 self.no_park.store(true, Ordering::Relaxed);
@@ -210,6 +216,10 @@ const HEAD_PENDING: u64 = u64::MAX;
 /// [`ConnState::expected`] while a chunked request body is still being read (its end is found
 /// by [`Chunks`], the fast path's scanner, fed the bytes as they are read).
 const BODY_PENDING: u64 = u64::MAX - 1;
+
+/// [`ConnState::expected`] when the request's end cannot be known (the connection is then
+/// never parked).
+const END_UNKNOWN: u64 = u64::MAX - 2;
 
 /// Where the request in progress ends, as its head tells.
 enum Ends {
@@ -274,8 +284,7 @@ pub fn scan_head(bytes: &[u8]) -> Option<HeadScan<'_>> {
 
 /// If a request head (the bytes up to the blank line; the part that arrived, if it is not
 /// complete) has both a `Content-Length` and a `Transfer-Encoding` header line: its request
-/// line. (What [`ConnState::on_read`] checks, as a function for the tests.)
-#[cfg(test)]
+/// line.
 pub fn conflicting_framing(bytes: &[u8]) -> Option<&[u8]> {
     scan_head(bytes)
         .filter(|h| h.has_content_length && h.transfer_encoding)
@@ -312,13 +321,13 @@ impl ConnState {
         }
     }
 
-    /// Where the request ends if its head (`scan` of `len` bytes) tells it, `At(0)` (after
-    /// marking the connection unparkable) if it never will, `None` while the head is
-    /// incomplete.
+    /// Where the request ends if its head (`scan` of `len` bytes) tells it,
+    /// `At(END_UNKNOWN)` (after marking the connection unparkable) if it never will, `None`
+    /// while the head is incomplete.
     fn expected_of(&self, scan: Option<&HeadScan<'_>>, len: usize) -> Option<Ends> {
         let unparkable = || {
             self.no_park.store(true, Ordering::Relaxed);
-            Some(Ends::At(0))
+            Some(Ends::At(END_UNKNOWN))
         };
         match scan {
             // Both framings (refused with 400), or a length that is not one number.
@@ -372,7 +381,7 @@ impl ConnState {
             Err(_) => {
                 // Not chunked after all: hyper answers 400; never parked.
                 self.no_park.store(true, Ordering::Relaxed);
-                self.expected.store(0, Ordering::Relaxed);
+                self.expected.store(END_UNKNOWN, Ordering::Relaxed);
                 *slot = None;
             }
         }
@@ -390,12 +399,13 @@ impl ConnState {
                 BODY_PENDING => self.feed_body(read),
                 _ => {}
             }
+            self.check_next_head(read);
             return;
         }
         // The first bytes after a response (or on a new connection) start a request head:
-        // note where the request ends and check its framing headers. (A CL+TE head split over
-        // reads, or pipelined behind another request, is left to hyper, which reads it as
-        // chunked and then closes.)
+        // note where the request ends and check its framing headers, and those of the next
+        // head if it is pipelined behind. (A CL+TE head split over reads, or further behind, is
+        // left to hyper, which reads it as chunked and then closes.)
         self.pending_read.store(true, Ordering::Relaxed);
         self.heads.store(0, Ordering::Relaxed);
         self.read_in_request
@@ -405,11 +415,37 @@ impl ConnState {
             && h.has_content_length
             && h.transfer_encoding
         {
-            *self.conflict_line.lock().unwrap_or_else(|e| e.into_inner()) =
-                Some(h.request_line.to_vec());
-            self.conflicting_framing.store(true, Ordering::Relaxed);
+            self.note_conflict(h.request_line, 0);
         }
         self.note_head(read, scan.as_ref(), false);
+        self.check_next_head(read);
+    }
+
+    /// A head with both framings, as the service's request number `at` since the read that
+    /// started the request in progress.
+    fn note_conflict(&self, request_line: &[u8], at: u32) {
+        *self.conflict_line.lock().unwrap_or_else(|e| e.into_inner()) = Some(request_line.to_vec());
+        self.conflict_at.store(at, Ordering::Relaxed);
+        self.conflicting_framing.store(true, Ordering::Relaxed);
+    }
+
+    /// If the request in progress ends inside `read` (the last bytes read), what follows is
+    /// the next request's head: check its framing headers.
+    fn check_next_head(&self, read: &[u8]) {
+        let end = self.expected.load(Ordering::Relaxed);
+        if end >= END_UNKNOWN || self.conflicting_framing.load(Ordering::Relaxed) {
+            return;
+        }
+        let total = self.read_in_request.load(Ordering::Relaxed);
+        let start = total - read.len() as u64;
+        if end < start || end >= total {
+            return;
+        }
+        if let Some(line) = conflicting_framing(&read[(end - start) as usize..]) {
+            let seen = self.heads.load(Ordering::Relaxed);
+            // The service has seen the request in progress (1) or not yet (0).
+            self.note_conflict(line, seen.max(1));
+        }
     }
 
     /// Bytes written to the client: the first of them end the request in progress.
@@ -427,7 +463,7 @@ impl ConnState {
     /// the body ends is then left to hyper alone).
     fn on_response_start(&self) {
         match self.expected.load(Ordering::Relaxed) {
-            HEAD_PENDING => {}
+            HEAD_PENDING | END_UNKNOWN => {}
             BODY_PENDING => {
                 self.no_park.store(true, Ordering::Relaxed);
                 *self.chunked.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -834,9 +870,44 @@ mod tests {
         let req = http::Request::post("/upload").body(()).unwrap();
         assert!(st.on_request(&req));
         // The real thing.
+        let st = ConnState::default();
         *st.conflict_line.lock().unwrap() = Some(b"POST /upload HTTP/1.1".to_vec());
         st.conflicting_framing.store(true, Ordering::Relaxed);
         assert!(!st.on_request(&req));
+        // A head with both framings pipelined behind another request, in the same read or a
+        // later one (before or after the service saw the first): the second request the
+        // service sees is refused, not the first.
+        let get = &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..];
+        let both = &b"POST /a?b HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..];
+        let first = http::Request::get("/").body(()).unwrap();
+        let second = http::Request::post("/a?b").body(()).unwrap();
+        for (reads, seen_between) in [
+            (vec![[get, both].concat()], false),
+            (vec![get.to_vec(), both.to_vec()], true),
+            (vec![get.to_vec(), both.to_vec()], false),
+        ] {
+            let st = ConnState::default();
+            st.on_read(&reads[0]);
+            if seen_between {
+                assert!(st.on_request(&first));
+            }
+            for r in &reads[1..] {
+                st.on_read(r);
+            }
+            if !seen_between {
+                assert!(st.on_request(&first));
+            }
+            st.on_write();
+            assert!(!st.on_request(&second), "{reads:?} {seen_between}");
+        }
+        // Such bytes inside a body refuse nothing.
+        let st = ConnState::default();
+        let post = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", both.len());
+        st.on_read(&[post.as_bytes(), both].concat());
+        assert!(st.on_request(&http::Request::post("/").body(()).unwrap()));
+        st.on_write();
+        st.on_read(get);
+        assert!(st.on_request(&second));
         // Two requests with no request-starting read between them: pipelining, never parked.
         let st = ConnState::default();
         assert!(st.on_request(&req));
