@@ -147,10 +147,11 @@ pub struct ConnState {
     heads: std::sync::atomic::AtomicU32,
     /// Bytes read since the read that started the request in progress (that read included).
     read_in_request: AtomicU64,
-    /// How many of those bytes the request in progress is (head plus `Content-Length`), once
-    /// its head has been read; [`HEAD_PENDING`] until then. If more were read before its
-    /// response, the client pipelines: the start of its next request may sit in hyper's
-    /// buffer, so the connection is never parked.
+    /// How many of those bytes the request in progress is (head plus `Content-Length`, or
+    /// head plus chunked body), once known: [`HEAD_PENDING`] until its head has been read,
+    /// [`BODY_PENDING`] until its chunked body has, [`END_UNKNOWN`] if it never will be. If
+    /// more were read before its response, the client pipelines: the start of its next
+    /// request may sit in hyper's buffer, so the connection is never parked.
     expected: AtomicU64,
     /// The start of a head that did not arrive in one read, kept to find its end.
     partial_head: std::sync::Mutex<Vec<u8>>,
