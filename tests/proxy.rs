@@ -341,6 +341,30 @@ async fn a_request_lost_to_the_idle_close_race_goes_out_again_if_it_is_safe() {
         "a GET lost on a reused connection was not sent again"
     );
     assert_eq!(conns.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Also right away: a backend may close a connection it has just answered on (hyper does
+    // when the request body was not read in time), so a lost GET goes out again on a
+    // connection used a moment ago too, on the fast path and on hyper's (`TE` sends it there).
+    for te in [None, Some("trailers")] {
+        let get = || {
+            let mut req = http::Request::get(q.proxy_url("/"));
+            if let Some(te) = te {
+                req = req.header("te", te);
+            }
+            http.send(req.body(common::full("")).unwrap())
+        };
+        let r = get().await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (StatusCode::OK, "fresh\n"),
+            "{te:?}"
+        );
+        let r = get().await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (StatusCode::OK, "fresh\n"),
+            "a GET lost on a connection reused at once was not sent again ({te:?})"
+        );
+    }
     // A POST may have been acted on: it is not sent again, the client gets a 502.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let r = http.method("POST", &q.proxy_url("/"), "once").await;

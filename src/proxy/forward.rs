@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::{Capped, Gate, InFlight, Tracked};
-use super::pool::{self, Checkin, ConnectError, RACE_IDLE, WorkerPool};
+use super::pool::{self, Checkin, ConnectError, WorkerPool};
 use super::retry::RetryBudget;
 use super::{ProxyConfig, ProxyError, headers};
 use crate::balance::hash::hash_bytes;
@@ -379,8 +379,9 @@ impl Forwarder {
     }
 
     /// Send on a pooled HTTP/1.1 connection, or a new one. A request a pooled connection did
-    /// not take (it was closing) goes out again on the next; one lost to the idle-close race
-    /// (see [`RACE_IDLE`]) goes out again if it can be.
+    /// not take (it was closing) goes out again on the next; a bodyless idempotent one lost on
+    /// a pooled connection (the idle-close race, see [`pool::RACE_IDLE`], or a backend closing a
+    /// connection it has just answered on) goes out again, once, on a new connection.
     async fn send_h1(
         &self,
         mut req: Request<UpstreamBody>,
@@ -392,8 +393,14 @@ impl Forwarder {
         {
             req.headers_mut().insert(header::HOST, v);
         }
+        let mut fresh = false;
         loop {
-            let (mut tx, idle_for) = match pool.take(self.pool_idle_timeout) {
+            let pooled = if fresh {
+                None
+            } else {
+                pool.take(self.pool_idle_timeout)
+            };
+            let (mut tx, idle_for) = match pooled {
                 Some(t) => (t.tx, Some(t.idle_for)),
                 None => {
                     let tx = pool::connect(upstream.addr, self.connect_timeout)
@@ -403,9 +410,7 @@ impl Forwarder {
                 }
             };
             let copy = idle_for
-                .filter(|d| {
-                    *d >= RACE_IDLE && req.body().is_end_stream() && is_idempotent(req.method())
-                })
+                .filter(|_| req.body().is_end_stream() && is_idempotent(req.method()))
                 .map(|_| copy_request(&req));
             match tx.try_send_request(req).await {
                 Ok(resp) => {
@@ -421,7 +426,11 @@ impl Forwarder {
                     let not_taken = e.take_message();
                     tracing::debug!(error = %e.error(), backend = %upstream.no, pooled = idle_for.is_some(), "upstream exchange failed");
                     match (idle_for, not_taken, copy) {
-                        (Some(_), Some(r), _) | (Some(_), None, Some(r)) => req = r,
+                        (Some(_), Some(r), _) => req = r,
+                        (Some(_), None, Some(r)) => {
+                            req = r;
+                            fresh = true;
+                        }
                         _ => {
                             return Err(ProxyError::Upstream {
                                 no: upstream.no.clone(),

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use super::body::InFlight;
 use super::forward::{Client, Forwarder};
-use super::pool::{self, RACE_IDLE};
+use super::pool;
 use super::{ProxyError, headers};
 use crate::health::now_ms;
 use crate::routing::{HashKey, ServiceRoute, Upstream};
@@ -462,8 +462,15 @@ async fn attempt<S: ClientIo>(
     let failed = || ProxyError::Upstream {
         no: upstream.no.clone(),
     };
+    // After a pooled connection closed on an idempotent request: a new connection this time.
+    let mut fresh = false;
     let (mut conn, mut up) = loop {
-        let (mut conn, idle_for) = match pool.take_raw(fwd.pool_idle_timeout) {
+        let pooled = if fresh {
+            None
+        } else {
+            pool.take_raw(fwd.pool_idle_timeout)
+        };
+        let (mut conn, idle_for) = match pooled {
             Some((c, d)) => (c, Some(d)),
             None => {
                 let c = pool::connect_raw(upstream.addr, fwd.connect_timeout)
@@ -483,9 +490,11 @@ async fn attempt<S: ClientIo>(
         match tokio::time::timeout_at(deadline, read_append(&mut conn, &mut up)).await {
             Err(_) => return Err(timed_out()),
             Ok(Ok(n)) if n > 0 => break (conn, up),
-            // Closed before answering: on a connection that had been idle a while, the
-            // idle-close race; an idempotent request goes out again on another connection.
-            Ok(_) if idle_for.is_some_and(|d| d >= RACE_IDLE) && info.idempotent => continue,
+            // Closed before answering, on a pooled connection: the idle-close race, or a
+            // backend that closes a connection it has just answered on (as hyper does when it
+            // did not read a request body in time). Nothing came back, so an idempotent
+            // request goes out again, once, on a new connection (as nginx does).
+            Ok(_) if idle_for.is_some() && info.idempotent => fresh = true,
             Ok(_) => return Err(failed()),
         }
     };
