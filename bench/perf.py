@@ -222,8 +222,10 @@ def main():
     # interleaved with runs without changes. A second instance keeps its state file on tmpfs,
     # where fsync costs nothing: the difference between the two is what durability costs. A
     # third kind of round runs no changes but a bare writer making the same 1,000 durable
-    # writes/s to the same disk (bench/latency's fsyncs): what the disk alone costs here.
-    # Each round's ratio is to the plain run just before it (medians of those; the box's
+    # writes/s to the same disk (bench/latency's fsyncs): what the disk alone costs here. A
+    # fourth sends the churn client's requests to a bare nginx instead: what serving 1,000
+    # sequential HTTP requests/s costs at all.
+    # Each round's ratio is to a plain run right beside it (medians of those; the box's
     # throughput drifts between rounds by more than the effect measured).
     shm_state = os.path.join("/dev/shm", f"quayside-perf-{os.getpid()}.json")
     q_shm = start_quayside(shm_state, Q_PROXY + 20, Q_ADMIN + 20) if os.path.isdir("/dev/shm") else None
@@ -245,39 +247,63 @@ def main():
     def bare_fsyncs():
         return beside([fsyncs_bin, os.path.join(work, "fsyncs.bin"), "1000", secs], Q_PROXY, q.pid)
 
+    # A bare nginx (its own process) answering 200 to every path: the same sequential requests
+    # sent there cost what serving 1,000 requests/s costs at all, with no change and no disk.
+    answer = spawn(["nginx", "-c", os.path.join(ROOT, "bench/conf/nginx-answer.conf"), "-p", work + "/"])
+    time.sleep(0.5)
+
     # CPU per change without load first (robust where throughput ratios are noisy).
-    def cpu_per_change(admin, pid):
+    def cpu_per_change(admin, pid, *mode):
         t0 = cpu_ticks(pid)
-        out = subprocess.run([churn_bin, f"127.0.0.1:{admin}", "1000", "5"], capture_output=True, text=True).stdout
+        out = subprocess.run([churn_bin, f"127.0.0.1:{admin}", "1000", "5", *mode], capture_output=True, text=True).stdout
         n = int(re.search(r"changes (\d+)", out).group(1))
         return (cpu_ticks(pid) - t0) / HZ / n * 1e6
-    idle_cost = [("disk", cpu_per_change(Q_ADMIN, q.pid))]
+    idle_cost = [("a change, state file on disk", cpu_per_change(Q_ADMIN, q.pid))]
     if q_shm:
-        idle_cost.append(("tmpfs", cpu_per_change(Q_ADMIN + 20, q_shm.pid)))
-    print("- quayside CPU per admin change at 1,000/s without load: " +
-          ", ".join(f"{c:.0f} µs (state file on {w})" for w, c in idle_cost))
+        idle_cost.append(("a change, state file on tmpfs", cpu_per_change(Q_ADMIN + 20, q_shm.pid)))
+    idle_cost.append(("a `GET /get` (no change)", cpu_per_change(Q_ADMIN, q.pid, "get")))
+    print("- CPU per admin request at 1,000/s without load (utime+stime over 5 s): quayside " +
+          ", ".join(f"{c:.0f} µs for {w}" for w, c in idle_cost) +
+          f"; nginx answering `return 200` to the same requests {cpu_per_change(18099, answer.pid, 'get'):.0f} µs")
 
     churn_rounds = int(os.environ.get("CHURN_ROUNDS", str(max(ROUNDS, 6))))
+    def answered():
+        return beside([churn_bin, "127.0.0.1:18099", "1000", secs, "get"], Q_PROXY, answer.pid)
+
     kinds = [("state file on disk", lambda: churned(Q_PROXY, Q_ADMIN, q.pid)),
-             ("bare writer, 1,000 fdatasync/s to the same disk, no changes", bare_fsyncs)]
+             ("bare writer, 1,000 fdatasync/s to the same disk, no changes", bare_fsyncs),
+             ("nginx `return 200` answering the same 1,000 sequential requests/s, no changes", answered)]
     if q_shm:
         kinds.insert(1, ("state file on tmpfs (fsync free)", lambda: churned(Q_PROXY + 20, Q_ADMIN + 20, q_shm.pid)))
     results = {label: [] for label, _ in kinds}
-    for _ in range(churn_rounds):
+    for r in range(churn_rounds):
         for label, run in kinds:
-            plain = wrk(Q_PROXY if "tmpfs" not in label else Q_PROXY + 20)[0]
-            results[label].append((plain,) + run())
+            port = Q_PROXY if "tmpfs" not in label else Q_PROXY + 20
+            # The plain run goes first in even rounds and second in odd ones, so any drift
+            # from one run to the next cancels out.
+            if r % 2 == 0:
+                plain = wrk(port)[0]
+                results[label].append((plain,) + run())
+            else:
+                loaded = run()
+                results[label].append((wrk(port)[0],) + loaded)
     for label, runs in results.items():
         base = statistics.median(r[0] for r in runs)
         rps = statistics.median(r[1] for r in runs)
         paired = sorted(r[1] / r[0] for r in runs)
-        what = (f"{min(r[3] for r in runs)}–{max(r[3] for r in runs)}/s applied, "
-                f"{sum(r[4] for r in runs)} failed changes, "
-                f"quayside CPU {statistics.median(r[5] for r in runs):.2f} s per run"
-                if "bare" not in label else f"{min(r[3] for r in runs)}–{max(r[3] for r in runs)} writes/s")
+        if label.startswith("state file"):
+            what = (f"{min(r[3] for r in runs)}–{max(r[3] for r in runs)}/s applied, "
+                    f"{sum(r[4] for r in runs)} failed changes, "
+                    f"quayside CPU {statistics.median(r[5] for r in runs):.2f} s per run")
+        elif label.startswith("bare"):
+            what = f"{min(r[3] for r in runs)}–{max(r[3] for r in runs)} writes/s"
+        else:
+            what = (f"{min(r[3] for r in runs)}–{max(r[3] for r in runs)} requests/s, "
+                    f"nginx CPU {statistics.median(r[5] for r in runs):.2f} s per run")
         print(f"- 1,000 changes/s under load, {label}: {rps:,.0f} req/s vs {base:,.0f} without; "
               f"paired ratio median {statistics.median(paired):.2f}× (range {paired[0]:.2f}–{paired[-1]:.2f}, "
               f"{churn_rounds} rounds), {sum(r[2] for r in runs)} failed requests, {what}")
+    answer.terminate()
     if q_shm:
         q_shm.terminate()
         q_shm.wait()
