@@ -285,7 +285,8 @@ pub fn scan_head(bytes: &[u8]) -> Option<HeadScan<'_>> {
 
 /// If a request head (the bytes up to the blank line; the part that arrived, if it is not
 /// complete) has both a `Content-Length` and a `Transfer-Encoding` header line: its request
-/// line.
+/// line. (What [`ConnState`] checks each head for, through [`scan_head`].)
+#[cfg(test)]
 pub fn conflicting_framing(bytes: &[u8]) -> Option<&[u8]> {
     scan_head(bytes)
         .filter(|h| h.has_content_length && h.transfer_encoding)
@@ -404,9 +405,10 @@ impl ConnState {
             return;
         }
         // The first bytes after a response (or on a new connection) start a request head:
-        // note where the request ends and check its framing headers, and those of the next
-        // head if it is pipelined behind. (A CL+TE head split over reads, or further behind, is
-        // left to hyper, which reads it as chunked and then closes.)
+        // note where the request ends and check its framing headers, and those of the heads
+        // pipelined behind it in this read. (A CL+TE head split over reads, or behind a body
+        // that continues in a later read, is left to hyper, which reads it as chunked and
+        // then closes.)
         self.pending_read.store(true, Ordering::Relaxed);
         self.heads.store(0, Ordering::Relaxed);
         self.read_in_request
@@ -431,7 +433,9 @@ impl ConnState {
     }
 
     /// If the request in progress ends inside `read` (the last bytes read), what follows is
-    /// the next request's head: check its framing headers.
+    /// the next request's head: check its framing headers, and those of each request
+    /// pipelined behind it in the same read (walking from head to head by their framing, so
+    /// bytes in a body are never taken for a head).
     fn check_next_head(&self, read: &[u8]) {
         let end = self.expected.load(Ordering::Relaxed);
         if end >= END_UNKNOWN || self.conflicting_framing.load(Ordering::Relaxed) {
@@ -442,10 +446,38 @@ impl ConnState {
         if end < start || end >= total {
             return;
         }
-        if let Some(line) = conflicting_framing(&read[(end - start) as usize..]) {
-            let seen = self.heads.load(Ordering::Relaxed);
-            // The service has seen the request in progress (1) or not yet (0).
-            self.note_conflict(line, seen.max(1));
+        // The service has seen the request in progress (1) or not yet (0); the next request
+        // is its number 1.
+        let mut at = self.heads.load(Ordering::Relaxed).max(1);
+        let mut rest = &read[(end - start) as usize..];
+        while let Some(scan) = scan_head(rest) {
+            if scan.has_content_length && scan.transfer_encoding {
+                self.note_conflict(scan.request_line, at);
+                return;
+            }
+            // Where this request ends, if all of it is in this read.
+            let Some(head) = scan.len else { return };
+            let len = if scan.transfer_encoding {
+                match Chunks::default().feed(&rest[head..]) {
+                    Ok(Some(body)) => head + body,
+                    _ => return,
+                }
+            } else {
+                // No `Content-Length`: no body. One that is not a single number: unknown.
+                let body = match scan.has_content_length {
+                    true => scan.content_length,
+                    false => Some(0),
+                };
+                match body.map(|n| head as u64 + n) {
+                    Some(len) if len < rest.len() as u64 => len as usize,
+                    _ => return,
+                }
+            };
+            rest = &rest[len.min(rest.len())..];
+            if rest.is_empty() {
+                return;
+            }
+            at += 1;
         }
     }
 
@@ -901,6 +933,32 @@ mod tests {
             st.on_write();
             assert!(!st.on_request(&second), "{reads:?} {seen_between}");
         }
+        // Further behind in the same read, past bodyless, sized and chunked requests (and a
+        // sized body that merely looks like such a head): the request it belongs to is
+        // refused, and only that one.
+        let chunked =
+            &b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"[..];
+        let fake = format!("POST /s HTTP/1.1\r\nContent-Length: {}\r\n\r\n", both.len());
+        let sized = [fake.as_bytes(), both].concat();
+        for before in [
+            vec![get, get],
+            vec![get, chunked, get],
+            vec![chunked, &sized[..], get],
+        ] {
+            let st = ConnState::default();
+            st.on_read(&[before.concat(), both.to_vec()].concat());
+            // The requests before it are let through (by number: their method and path do
+            // not matter here).
+            for i in 0..before.len() {
+                assert!(st.on_request(&first), "{i} of {before:?}");
+            }
+            assert!(!st.on_request(&second), "{before:?}");
+        }
+        // A head further behind whose request is not all there yet is left to hyper (read as
+        // chunked, then closed), as is one behind a length that is not a number.
+        let st = ConnState::default();
+        st.on_read(&[get, &b"POST /x HTTP/1.1\r\nContent-Length: 9\r\n\r\nab"[..]].concat());
+        assert!(!st.conflicting_framing.load(Ordering::Relaxed));
         // Such bytes inside a body refuse nothing.
         let st = ConnState::default();
         let post = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", both.len());
