@@ -29,8 +29,8 @@ pub const MAX_IDLE: usize = 64;
 pub type H1Sender = http1::SendRequest<UpstreamBody>;
 
 /// A pooled connection idle this long may be closed by the backend just as a request goes out
-/// on it (the idle-close race): one is checked before use on the fast path, and an idempotent
-/// request lost on one is sent again on a new connection.
+/// on it (the idle-close race): one is checked before use on the fast path. (An idempotent
+/// request lost on any pooled connection, however long idle, is sent again on a new one.)
 pub const RACE_IDLE: Duration = Duration::from_millis(100);
 
 /// One backend's connections on one proxy worker.
