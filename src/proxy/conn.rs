@@ -283,16 +283,6 @@ pub fn scan_head(bytes: &[u8]) -> Option<HeadScan<'_>> {
     Some(scan)
 }
 
-/// If a request head (the bytes up to the blank line; the part that arrived, if it is not
-/// complete) has both a `Content-Length` and a `Transfer-Encoding` header line: its request
-/// line. (What [`ConnState`] checks each head for, through [`scan_head`].)
-#[cfg(test)]
-pub fn conflicting_framing(bytes: &[u8]) -> Option<&[u8]> {
-    scan_head(bytes)
-        .filter(|h| h.has_content_length && h.transfer_encoding)
-        .map(|h| h.request_line)
-}
-
 impl ConnState {
     /// Note where the request whose head starts (or continues, with `continued`) in `bytes`
     /// ends. A head with both framings or a length that is not one number, or over
@@ -455,27 +445,22 @@ impl ConnState {
                 self.note_conflict(scan.request_line, at);
                 return;
             }
-            // Where this request ends, if all of it is in this read.
+            // Where this request ends, if all of it is in this read. (No `Content-Length`: no
+            // body; one that is not a single number: unknown.)
             let Some(head) = scan.len else { return };
-            let len = if scan.transfer_encoding {
-                match Chunks::default().feed(&rest[head..]) {
-                    Ok(Some(body)) => head + body,
-                    _ => return,
-                }
+            let body = if scan.transfer_encoding {
+                Chunks::default().feed(&rest[head..]).ok().flatten()
+            } else if scan.has_content_length {
+                scan.content_length.and_then(|n| usize::try_from(n).ok())
             } else {
-                // No `Content-Length`: no body. One that is not a single number: unknown.
-                let body = match scan.has_content_length {
-                    true => scan.content_length,
-                    false => Some(0),
-                };
-                match body.map(|n| head as u64 + n) {
-                    Some(len) if len < rest.len() as u64 => len as usize,
-                    _ => return,
-                }
+                Some(0)
             };
-            rest = &rest[len.min(rest.len())..];
-            if rest.is_empty() {
-                return;
+            match body
+                .and_then(|b| head.checked_add(b))
+                .and_then(|end| rest.get(end..))
+            {
+                Some(after) if !after.is_empty() => rest = after,
+                _ => return,
             }
             at += 1;
         }
@@ -853,7 +838,14 @@ mod tests {
         assert!(st.partial_head.lock().unwrap().capacity() == 0);
     }
 
-    use super::conflicting_framing;
+    /// If a request head (the bytes up to the blank line; the part that arrived, if it is
+    /// not complete) has both a `Content-Length` and a `Transfer-Encoding` header line: its
+    /// request line (what [`ConnState`] checks each head for, through [`super::scan_head`]).
+    fn conflicting_framing(bytes: &[u8]) -> Option<&[u8]> {
+        super::scan_head(bytes)
+            .filter(|h| h.has_content_length && h.transfer_encoding)
+            .map(|h| h.request_line)
+    }
 
     #[test]
     fn framing_headers_are_found_only_in_the_head() {
@@ -958,6 +950,11 @@ mod tests {
         // chunked, then closed), as is one behind a length that is not a number.
         let st = ConnState::default();
         st.on_read(&[get, &b"POST /x HTTP/1.1\r\nContent-Length: 9\r\n\r\nab"[..]].concat());
+        assert!(!st.conflicting_framing.load(Ordering::Relaxed));
+        // (Nor does a length near the top of u64 overflow the walk.)
+        let huge = &b"POST /x HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\nab"[..];
+        let st = ConnState::default();
+        st.on_read(&[get, huge, both].concat());
         assert!(!st.conflicting_framing.load(Ordering::Relaxed));
         // Such bytes inside a body refuse nothing.
         let st = ConnState::default();

@@ -400,18 +400,17 @@ impl Forwarder {
             } else {
                 pool.take(self.pool_idle_timeout)
             };
-            let (mut tx, idle_for) = match pooled {
-                Some(t) => (t.tx, Some(t.idle_for)),
+            let (mut tx, was_pooled) = match pooled {
+                Some(tx) => (tx, true),
                 None => {
                     let tx = pool::connect(upstream.addr, self.connect_timeout)
                         .await
                         .map_err(|e| connect_error(e, upstream))?;
-                    (tx, None)
+                    (tx, false)
                 }
             };
-            let copy = idle_for
-                .filter(|_| req.body().is_end_stream() && is_idempotent(req.method()))
-                .map(|_| copy_request(&req));
+            let copy = (was_pooled && req.body().is_end_stream() && is_idempotent(req.method()))
+                .then(|| copy_request(&req));
             match tx.try_send_request(req).await {
                 Ok(resp) => {
                     return Ok((
@@ -424,10 +423,10 @@ impl Forwarder {
                 }
                 Err(mut e) => {
                     let not_taken = e.take_message();
-                    tracing::debug!(error = %e.error(), backend = %upstream.no, pooled = idle_for.is_some(), "upstream exchange failed");
-                    match (idle_for, not_taken, copy) {
-                        (Some(_), Some(r), _) => req = r,
-                        (Some(_), None, Some(r)) => {
+                    tracing::debug!(error = %e.error(), backend = %upstream.no, pooled = was_pooled, "upstream exchange failed");
+                    match (was_pooled, not_taken, copy) {
+                        (true, Some(r), _) => req = r,
+                        (true, None, Some(r)) => {
                             req = r;
                             fresh = true;
                         }

@@ -97,19 +97,13 @@ impl<C> IdleStack<C> {
     }
 }
 
-/// A connection taken from the pool, and how long it had been idle.
-pub struct Taken {
-    pub tx: H1Sender,
-    pub idle_for: Duration,
-}
-
 impl WorkerPool {
     /// The most recently used idle connection that can take a request now. Closed, busy or
     /// stale ones met on the way are dropped (which closes them).
-    pub fn take(&self, max_idle: Duration) -> Option<Taken> {
+    pub fn take(&self, max_idle: Duration) -> Option<H1Sender> {
         self.idle
             .take(max_idle, |tx, _| tx.is_ready())
-            .map(|(tx, idle_for)| Taken { tx, idle_for })
+            .map(|(tx, _)| tx)
     }
 
     /// Return a connection whose exchange is complete.
@@ -125,13 +119,15 @@ impl WorkerPool {
         self.raw.sweep(max_idle, |_| true);
     }
 
-    /// The most recently used raw connection, and how long it was idle. One idle for
-    /// [`RACE_IDLE`] or more is checked first (a non-blocking read): one the backend has
-    /// closed, or that has unexpected bytes waiting, is dropped and the next tried.
-    pub fn take_raw(&self, max_idle: Duration) -> Option<(TcpStream, Duration)> {
-        self.raw.take(max_idle, |stream, idle_for| {
-            idle_for < RACE_IDLE || open_and_quiet(stream)
-        })
+    /// The most recently used raw connection. One idle for [`RACE_IDLE`] or more is checked
+    /// first (a non-blocking read): one the backend has closed, or that has unexpected bytes
+    /// waiting, is dropped and the next tried.
+    pub fn take_raw(&self, max_idle: Duration) -> Option<TcpStream> {
+        self.raw
+            .take(max_idle, |stream, idle_for| {
+                idle_for < RACE_IDLE || open_and_quiet(stream)
+            })
+            .map(|(stream, _)| stream)
     }
 
     /// Return a raw connection whose exchange is complete.

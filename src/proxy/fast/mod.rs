@@ -470,18 +470,18 @@ async fn attempt<S: ClientIo>(
         } else {
             pool.take_raw(fwd.pool_idle_timeout)
         };
-        let (mut conn, idle_for) = match pooled {
-            Some((c, d)) => (c, Some(d)),
+        let (mut conn, was_pooled) = match pooled {
+            Some(c) => (c, true),
             None => {
                 let c = pool::connect_raw(upstream.addr, fwd.connect_timeout)
                     .await
                     .map_err(|e| super::forward::connect_error(e, upstream))?;
-                (c, None)
+                (c, false)
             }
         };
         if conn.write_all(out).await.is_err() {
             // A pooled connection the backend had closed: the request did not go out.
-            if idle_for.is_some() {
+            if was_pooled {
                 continue;
             }
             return Err(failed());
@@ -494,7 +494,7 @@ async fn attempt<S: ClientIo>(
             // backend that closes a connection it has just answered on (as hyper does when it
             // did not read a request body in time). Nothing came back, so an idempotent
             // request goes out again, once, on a new connection (as nginx does).
-            Ok(_) if idle_for.is_some() && info.idempotent => fresh = true,
+            Ok(_) if was_pooled && info.idempotent => fresh = true,
             Ok(_) => return Err(failed()),
         }
     };
