@@ -333,11 +333,15 @@ impl ConnState {
                 transfer_encoding: true,
                 ..
             }) => Some(Ends::Chunked(*head)),
+            // (A length so large that it reaches the markers: never parked.)
             Some(HeadScan {
                 len: Some(head),
                 content_length,
                 ..
-            }) => Some(Ends::At(*head as u64 + content_length.unwrap_or(0))),
+            }) => match (*head as u64).checked_add(content_length.unwrap_or(0)) {
+                Some(end) if end < END_UNKNOWN => Some(Ends::At(end)),
+                _ => unparkable(),
+            },
             _ if len > PARTIAL_HEAD_MAX => unparkable(),
             _ => None,
         }
@@ -822,6 +826,10 @@ mod tests {
         assert!(!parkable(&[&chunked[..chunked.len() - 3]]));
         assert!(!parkable(&[
             b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+        ]));
+        // A length near the top of u64 (which the markers above use).
+        assert!(!parkable(&[
+            b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n"
         ]));
         // Both framings: refused (and closed) anyway.
         assert!(!parkable(&[
