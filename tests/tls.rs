@@ -352,9 +352,36 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
         assert_eq!(text.matches("HTTP/1.1 400 ").count(), 1, "{text:?}");
     }
 
-    // Once quiet, hyper hands the connection back to the fast path, which (unlike hyper's
-    // I/O layer, which checks each head in the read it starts in) finds a conflicting head
-    // split over two reads. (`TE` sends the request to hyper.)
+    // The same head split over two reads, on hyper (before the connection is parked), as the
+    // next request or pipelined behind the upload: 400 all the same.
+    for pipelined in [false, true] {
+        for at in [12, 40, both.len() - 40, both.len() - 3] {
+            let mut s = open().await;
+            if pipelined {
+                s.write_all(&[&upload[..], &both[..at]].concat())
+                    .await
+                    .unwrap();
+            } else {
+                s.write_all(upload).await.unwrap();
+                assert!(first_read(&mut s).await.starts_with(b"HTTP/1.1 200 "));
+                s.write_all(&both[..at]).await.unwrap();
+            }
+            s.flush().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            s.write_all(&both[at..]).await.unwrap();
+            let text = until_close(&mut s).await;
+            let what = format!("pipelined {pipelined}, split at {at}: {text:?}");
+            assert_eq!(
+                text.matches("HTTP/1.1 200 ").count(),
+                usize::from(pipelined),
+                "{what}"
+            );
+            assert_eq!(text.matches("HTTP/1.1 400 ").count(), 1, "{what}");
+        }
+    }
+
+    // Once quiet, hyper hands the connection back to the fast path, which finds a
+    // conflicting head split over two reads too. (`TE` sends the request to hyper.)
     let mut s = open().await;
     s.write_all(b"GET /te HTTP/1.1\r\nHost: a.test\r\nTE: trailers\r\n\r\n")
         .await

@@ -12,22 +12,20 @@
 //! holding no buffer. To the client it is one keepalive connection throughout.
 //!
 //! A connection is parked only when nothing was read since the last response bytes were
-//! written (no request in progress) and the client spoke HTTP/1.1 without `Connection: close`
-//! (its responses are self-delimiting, so a response still streaming when the park begins
-//! ends normally and the socket stays open). A client seen pipelining is never parked: the
-//! start of its next request may sit in hyper's buffer, which parking would drop. Pipelining
-//! is seen two ways: a second request served with no read in between, or more bytes read
-//! before a response than its request had (head plus `Content-Length`, found by a look at the
-//! head in the I/O layer, or head plus a chunked body, whose end the fast path's chunk scanner
-//! finds as the bytes are read; a response that starts before such a body has ended leaves
-//! the connection unparked). A head stalled behind a pipelined request is closed without the
-//! 408.
+//! written, the bytes read are exactly the requests hyper has handed to the service (nothing
+//! of a next request sits in hyper's buffer, which parking would drop, and no body is still to
+//! come), and the client spoke HTTP/1.1 without `Connection: close` (its responses are
+//! self-delimiting, so a response still streaming when the park begins ends normally and the
+//! socket stays open). Where requests end is followed in the bytes as they are read, by
+//! [`super::framing`], which also finds a head with both `Content-Length` and
+//! `Transfer-Encoding` (refused with 400), however the reads split it. A head stalled behind a
+//! pipelined request is closed without the 408.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -35,7 +33,7 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::fast::Prefixed;
-use super::fast::parse::Chunks;
+use super::framing::Follower;
 use tokio::sync::watch;
 
 /// Quiet time between requests after which a connection gives its hyper buffers back (checked
@@ -133,32 +131,11 @@ pub struct ConnState {
     /// hyper's header read timeout fired; with `pending_read` (part of a head arrived after
     /// the last response) the client gets 408, otherwise the idle connection just closes.
     timed_out: AtomicBool,
-    /// A request head just read carries both `Content-Length` and `Transfer-Encoding`; its
-    /// request line is in `conflict_line`, checked against the request the service sees as
-    /// number `conflict_at` since the read that started the request in progress (0 for a head
-    /// at the start of a read, 1 for the one pipelined behind it), so bytes that only looked
-    /// like a head, in a body, refuse nothing.
-    conflicting_framing: AtomicBool,
-    conflict_line: std::sync::Mutex<Option<Vec<u8>>>,
-    conflict_at: std::sync::atomic::AtomicU32,
-    /// Requests the service saw since the last read that started a request: a second one
-    /// means the client pipelines, and a pipelining client is never parked (the start of its
-    /// next request may sit in hyper's buffer, which parking would drop).
-    heads: std::sync::atomic::AtomicU32,
-    /// Bytes read since the read that started the request in progress (that read included).
-    read_in_request: AtomicU64,
-    /// How many of those bytes the request in progress is (head plus `Content-Length`, or
-    /// head plus chunked body), once known: [`HEAD_PENDING`] until its head has been read,
-    /// [`BODY_PENDING`] until its chunked body has, [`END_UNKNOWN`] if it never will be. If
-    /// more were read before its response, the client pipelines: the start of its next
-    /// request may sit in hyper's buffer, so the connection is never parked.
-    expected: AtomicU64,
-    /// The start of a head that did not arrive in one read, kept to find its end.
-    partial_head: std::sync::Mutex<Vec<u8>>,
-    /// The chunked request body being read ([`BODY_PENDING`]), and how many bytes of the
-    /// request came before the bytes fed to it next.
-    chunked: std::sync::Mutex<Option<(Chunks, u64)>>,
-    has_partial: AtomicBool,
+    /// Requests the service saw since hyper took the connection over.
+    seen: AtomicU32,
+    /// The requests in the bytes read since hyper took the connection over. (Only the
+    /// connection's own task touches it; a mutex because hyper wants a `Send` I/O type.)
+    follower: std::sync::Mutex<Follower>,
 }
 
 impl ConnState {
@@ -170,31 +147,31 @@ impl ConnState {
         self.activity.store(n.wrapping_add(1), Ordering::Relaxed);
     }
 
+    fn follower(&self) -> std::sync::MutexGuard<'_, Follower> {
+        self.follower.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// hyper takes the connection over, at the start of a request.
+    fn begin(&self) {
+        self.parking.store(false, Ordering::Relaxed);
+        self.seen.store(0, Ordering::Relaxed);
+        *self.follower() = Follower::default();
+    }
+
     /// Called by the service for each request head; `false` if it must be refused with 400
     /// (both `Content-Length` and `Transfer-Encoding`: hyper would read it as chunked, drop
     /// the length and close afterwards, which is safe, but such a request is a smuggling
-    /// attempt or a broken client and is refused outright).
+    /// attempt or a broken client and is refused outright). The request is found by its
+    /// number on the connection; its request line must match too (a guard, should the
+    /// follower ever count otherwise than hyper).
     pub fn on_request<B>(&self, req: &http::Request<B>) -> bool {
-        let heads = self.heads.load(Ordering::Relaxed);
-        self.heads.store(heads.saturating_add(1), Ordering::Relaxed);
-        if heads >= 1 {
-            self.no_park.store(true, Ordering::Relaxed);
-        }
-        let at = self.conflict_at.load(Ordering::Relaxed);
-        if self.conflicting_framing.load(Ordering::Relaxed) && heads >= at {
-            // This request's, or a stale one (dropped).
-            self.conflicting_framing.store(false, Ordering::Relaxed);
-            let line = self
-                .conflict_line
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            let mut parts = line.as_deref().unwrap_or_default().split(|&b| b == b' ');
-            if heads == at
-                && parts.next() == Some(req.method().as_str().as_bytes())
+        let n = self.seen.load(Ordering::Relaxed);
+        self.seen.store(n.saturating_add(1), Ordering::Relaxed);
+        if let Some(line) = self.follower().conflict(n) {
+            let mut parts = line.split(|&b| b == b' ');
+            if parts.next() == Some(req.method().as_str().as_bytes())
                 && parts.next() == Some(req.uri().to_string().as_bytes())
             {
-                self.no_park.store(true, Ordering::Relaxed);
                 return false;
             }
         }
@@ -209,293 +186,28 @@ impl ConnState {
         }
         true
     }
-}
-
-/// [`ConnState::expected`] while the head of the request in progress is still incomplete.
-const HEAD_PENDING: u64 = u64::MAX;
-
-/// [`ConnState::expected`] while a chunked request body is still being read (its end is found
-/// by [`Chunks`], the fast path's scanner, fed the bytes as they are read).
-const BODY_PENDING: u64 = u64::MAX - 1;
-
-/// [`ConnState::expected`] when the request's end cannot be known (the connection is then
-/// never parked).
-const END_UNKNOWN: u64 = u64::MAX - 2;
-
-/// Where the request in progress ends, as its head tells.
-enum Ends {
-    /// After this many bytes.
-    At(u64),
-    /// Where its chunked body ends, which starts after a head of this many bytes.
-    Chunked(usize),
-}
-
-/// Longest head kept in [`ConnState::partial_head`]; a longer split head makes the connection
-/// unparkable instead.
-const PARTIAL_HEAD_MAX: usize = 64 << 10;
-
-/// What a look at the start of a request head finds.
-#[derive(Debug, Default, PartialEq)]
-pub struct HeadScan<'a> {
-    pub request_line: &'a [u8],
-    /// Bytes up to and including the blank line, if it arrived.
-    pub len: Option<usize>,
-    /// A `Content-Length` line, and its value if it is one plain number.
-    pub has_content_length: bool,
-    pub content_length: Option<u64>,
-    /// A `Transfer-Encoding` line.
-    pub transfer_encoding: bool,
-}
-
-/// Look at the header lines of a request head (the part that arrived, if it is not complete):
-/// its length and framing headers.
-pub fn scan_head(bytes: &[u8]) -> Option<HeadScan<'_>> {
-    let mut lines = bytes.split(|&b| b == b'\n');
-    let request_line = lines.next()?;
-    let mut pos = request_line.len() + 1;
-    let mut scan = HeadScan {
-        request_line: request_line.strip_suffix(b"\r").unwrap_or(request_line),
-        ..HeadScan::default()
-    };
-    for line in lines {
-        pos += line.len() + 1;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            // The blank line ends the head, if its newline arrived.
-            scan.len = (pos <= bytes.len()).then_some(pos);
-            break;
-        }
-        let value = |name: &[u8]| {
-            (line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name))
-                .then(|| line[name.len()..].trim_ascii())
-        };
-        if let Some(v) = value(b"content-length:") {
-            let n = std::str::from_utf8(v).ok().and_then(|v| v.parse().ok());
-            scan.content_length = if scan.has_content_length && scan.content_length != n {
-                None
-            } else {
-                n
-            };
-            scan.has_content_length = true;
-        }
-        scan.transfer_encoding |= value(b"transfer-encoding:").is_some();
-    }
-    Some(scan)
-}
-
-impl ConnState {
-    /// Note where the request whose head starts (or continues, with `continued`) in `bytes`
-    /// ends. A head with both framings or a length that is not one number, or over
-    /// [`PARTIAL_HEAD_MAX`] split over reads, makes the connection unparkable.
-    fn note_head(&self, bytes: &[u8], scan: Option<&HeadScan<'_>>, continued: bool) {
-        if !continued && !self.has_partial.load(Ordering::Relaxed) {
-            // The common case: a whole head in one read, nothing kept from before.
-            if let Some(e) = self.expected_of(scan, bytes.len()) {
-                self.set_end(e, bytes);
-                return;
-            }
-        }
-        let mut kept = self.partial_head.lock().unwrap_or_else(|e| e.into_inner());
-        if !continued {
-            kept.clear();
-        }
-        kept.extend_from_slice(bytes);
-        match self.expected_of(scan_head(&kept).as_ref(), kept.len()) {
-            Some(e) => {
-                self.set_end(e, &kept);
-                *kept = Vec::new();
-                self.has_partial.store(false, Ordering::Relaxed);
-            }
-            None => {
-                self.expected.store(HEAD_PENDING, Ordering::Relaxed);
-                self.has_partial.store(true, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Where the request ends if its head (`scan` of `len` bytes) tells it,
-    /// `At(END_UNKNOWN)` (after marking the connection unparkable) if it never will, `None`
-    /// while the head is incomplete.
-    fn expected_of(&self, scan: Option<&HeadScan<'_>>, len: usize) -> Option<Ends> {
-        let unparkable = || {
-            self.no_park.store(true, Ordering::Relaxed);
-            Some(Ends::At(END_UNKNOWN))
-        };
-        match scan {
-            // Both framings (refused with 400), or a length that is not one number.
-            Some(h)
-                if h.has_content_length && (h.transfer_encoding || h.content_length.is_none()) =>
-            {
-                unparkable()
-            }
-            Some(HeadScan {
-                len: Some(head),
-                transfer_encoding: true,
-                ..
-            }) => Some(Ends::Chunked(*head)),
-            // (A length so large that it reaches the markers: never parked.)
-            Some(HeadScan {
-                len: Some(head),
-                content_length,
-                ..
-            }) => match (*head as u64).checked_add(content_length.unwrap_or(0)) {
-                Some(end) if end < END_UNKNOWN => Some(Ends::At(end)),
-                _ => unparkable(),
-            },
-            _ if len > PARTIAL_HEAD_MAX => unparkable(),
-            _ => None,
-        }
-    }
-
-    /// Note where the request ends; `request` is its bytes read so far (from its start).
-    fn set_end(&self, end: Ends, request: &[u8]) {
-        let head = match end {
-            Ends::At(e) => {
-                self.expected.store(e, Ordering::Relaxed);
-                return;
-            }
-            Ends::Chunked(head) => head,
-        };
-        self.expected.store(BODY_PENDING, Ordering::Relaxed);
-        *self.chunked.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((Chunks::default(), head as u64));
-        self.feed_body(&request[head.min(request.len())..]);
-    }
-
-    /// Bytes of the chunked request body being read.
-    fn feed_body(&self, bytes: &[u8]) {
-        let mut slot = self.chunked.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((chunks, before)) = slot.as_mut() else {
-            return;
-        };
-        match chunks.feed(bytes) {
-            Ok(Some(n)) => {
-                self.expected.store(*before + n as u64, Ordering::Relaxed);
-                *slot = None;
-            }
-            Ok(None) => *before += bytes.len() as u64,
-            Err(_) => {
-                // Not chunked after all: hyper answers 400; never parked.
-                self.no_park.store(true, Ordering::Relaxed);
-                self.expected.store(END_UNKNOWN, Ordering::Relaxed);
-                *slot = None;
-            }
-        }
-    }
 
     /// Bytes read from the client.
     fn on_read(&self, read: &[u8]) {
         self.bump();
-        if self.pending_read.load(Ordering::Relaxed) {
-            let so_far = self.read_in_request.load(Ordering::Relaxed);
-            self.read_in_request
-                .store(so_far + read.len() as u64, Ordering::Relaxed);
-            match self.expected.load(Ordering::Relaxed) {
-                HEAD_PENDING => self.note_head(read, None, true),
-                BODY_PENDING => self.feed_body(read),
-                _ => {}
-            }
-            self.check_next_head(read);
-            return;
-        }
-        // The first bytes after a response (or on a new connection) start a request head:
-        // note where the request ends and check its framing headers, and those of the heads
-        // pipelined behind it in this read. (A CL+TE head split over reads, or behind a body
-        // that continues in a later read, is left to hyper, which reads it as chunked and
-        // then closes.)
         self.pending_read.store(true, Ordering::Relaxed);
-        self.heads.store(0, Ordering::Relaxed);
-        self.read_in_request
-            .store(read.len() as u64, Ordering::Relaxed);
-        let scan = scan_head(read);
-        if let Some(h) = &scan
-            && h.has_content_length
-            && h.transfer_encoding
-        {
-            self.note_conflict(h.request_line, 0);
-        }
-        self.note_head(read, scan.as_ref(), false);
-        self.check_next_head(read);
+        self.follower().feed(read);
     }
 
-    /// A head with both framings, as the service's request number `at` since the read that
-    /// started the request in progress.
-    fn note_conflict(&self, request_line: &[u8], at: u32) {
-        *self.conflict_line.lock().unwrap_or_else(|e| e.into_inner()) = Some(request_line.to_vec());
-        self.conflict_at.store(at, Ordering::Relaxed);
-        self.conflicting_framing.store(true, Ordering::Relaxed);
-    }
-
-    /// If the request in progress ends inside `read` (the last bytes read), what follows is
-    /// the next request's head: check its framing headers, and those of each request
-    /// pipelined behind it in the same read (walking from head to head by their framing, so
-    /// bytes in a body are never taken for a head).
-    fn check_next_head(&self, read: &[u8]) {
-        let end = self.expected.load(Ordering::Relaxed);
-        if end >= END_UNKNOWN || self.conflicting_framing.load(Ordering::Relaxed) {
-            return;
-        }
-        let total = self.read_in_request.load(Ordering::Relaxed);
-        let start = total - read.len() as u64;
-        if end < start || end >= total {
-            return;
-        }
-        // The service has seen the request in progress (1) or not yet (0); the next request
-        // is its number 1.
-        let mut at = self.heads.load(Ordering::Relaxed).max(1);
-        let mut rest = &read[(end - start) as usize..];
-        while let Some(scan) = scan_head(rest) {
-            if scan.has_content_length && scan.transfer_encoding {
-                self.note_conflict(scan.request_line, at);
-                return;
-            }
-            // Where this request ends, if all of it is in this read. (No `Content-Length`: no
-            // body; one that is not a single number: unknown.)
-            let Some(head) = scan.len else { return };
-            let body = if scan.transfer_encoding {
-                Chunks::default().feed(&rest[head..]).ok().flatten()
-            } else if scan.has_content_length {
-                scan.content_length.and_then(|n| usize::try_from(n).ok())
-            } else {
-                Some(0)
-            };
-            match body
-                .and_then(|b| head.checked_add(b))
-                .and_then(|end| rest.get(end..))
-            {
-                Some(after) if !after.is_empty() => rest = after,
-                _ => return,
-            }
-            at += 1;
-        }
-    }
-
-    /// Bytes written to the client: the first of them end the request in progress.
+    /// Bytes written to the client.
     fn on_write(&self) {
         self.bump();
-        if self.pending_read.load(Ordering::Relaxed) {
-            self.on_response_start();
-            self.pending_read.store(false, Ordering::Relaxed);
-        }
+        self.pending_read.store(false, Ordering::Relaxed);
     }
 
-    /// The first response bytes of a request: if more was read than the request itself, the
-    /// rest is the start of the next one (pipelining), and the connection is never parked.
-    /// Nor is it if the response starts before a chunked body has ended (where the rest of
-    /// the body ends is then left to hyper alone).
-    fn on_response_start(&self) {
-        match self.expected.load(Ordering::Relaxed) {
-            HEAD_PENDING | END_UNKNOWN => {}
-            BODY_PENDING => {
-                self.no_park.store(true, Ordering::Relaxed);
-                *self.chunked.lock().unwrap_or_else(|e| e.into_inner()) = None;
-            }
-            expected => {
-                if self.read_in_request.load(Ordering::Relaxed) > expected {
-                    self.no_park.store(true, Ordering::Relaxed);
-                }
-            }
-        }
+    /// Whether hyper may be asked to give the connection back now: nothing read since the
+    /// last write, and what was read is exactly the requests the service saw (hyper's buffer
+    /// holds nothing of a next request, no body is still to come), from a client that keeps
+    /// its connections open.
+    fn parkable(&self) -> bool {
+        !self.pending_read.load(Ordering::Relaxed)
+            && !self.no_park.load(Ordering::Relaxed)
+            && self.follower().between(self.seen.load(Ordering::Relaxed))
     }
 }
 
@@ -672,7 +384,7 @@ pub async fn drive_h1<IO, S>(
             }
             super::fast::End::Slow(bytes) => bytes,
         };
-        state.parking.store(false, Ordering::Relaxed);
+        state.begin();
         let io = ConnIo {
             stream: Some(Prefixed::new(prefix, stream)),
             state: state.clone(),
@@ -693,10 +405,7 @@ pub async fn drive_h1<IO, S>(
                 }
                 _ = quiet.as_mut(), if !stopping && !state.parking.load(Ordering::Relaxed) => {
                     let now = state.activity.load(Ordering::Relaxed);
-                    if now != seen
-                        || state.pending_read.load(Ordering::Relaxed)
-                        || state.no_park.load(Ordering::Relaxed)
-                    {
+                    if now != seen || !state.parkable() {
                         seen = now;
                         quiet.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
                     } else {
@@ -751,232 +460,105 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_head_is_measured() {
-        use super::{HeadScan, scan_head};
-        let h = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET";
-        assert_eq!(
-            scan_head(h),
-            Some(HeadScan {
-                request_line: b"POST /a HTTP/1.1",
-                len: Some(h.len() - 8),
-                has_content_length: true,
-                content_length: Some(5),
-                transfer_encoding: false,
-            })
-        );
-        // Incomplete: no length yet, even with the blank line's \r in.
-        assert_eq!(
-            scan_head(b"GET / HTTP/1.1\r\nHost: x\r\n\r").unwrap().len,
-            None
-        );
-        assert_eq!(scan_head(b"GET / HTTP/1.1\r\nHo").unwrap().len, None);
-        // Bare LF line ends count as hyper counts them.
-        assert_eq!(
-            scan_head(b"GET / HTTP/1.1\nHost: x\n\n").unwrap().len,
-            Some(24)
-        );
-        // Two different lengths: no length.
-        let two = scan_head(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
-        assert_eq!(two.unwrap().content_length, None);
-    }
+    use super::ConnState;
 
-    #[test]
-    fn more_bytes_than_the_request_before_its_response_is_pipelining() {
-        use super::ConnState;
-        use std::sync::atomic::Ordering;
-        let parkable = |reads: &[&[u8]]| {
-            let st = ConnState::default();
-            for r in reads {
-                st.on_read(r);
-            }
-            st.on_write();
-            !st.no_park.load(Ordering::Relaxed)
-        };
-        let get = &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..];
-        assert!(parkable(&[get]));
-        // A head split over reads, and a body after its head.
-        assert!(parkable(&[b"GET / HTTP/1.1\r\nHo", b"st: x\r\n", b"\r\n"]));
-        assert!(parkable(&[
-            b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n",
-            b"ab",
-            b"cd"
-        ]));
-        // The start of a second request in the same read, or in a later one before the
-        // response.
-        assert!(!parkable(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HT"]));
-        assert!(!parkable(&[get, b"GET / HT"]));
-        assert!(!parkable(&[
-            b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n",
-            b"abG"
-        ]));
-        // A chunked body: its end is found as it is read (in the head's read, split anywhere,
-        // or after a split head), and bytes after it are pipelining.
-        let chunked =
-            &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"[..];
-        assert!(parkable(&[chunked]));
-        for at in 1..chunked.len() {
-            let (a, b) = chunked.split_at(at);
-            assert!(parkable(&[a, b]), "split at {at}");
-            assert!(!parkable(&[a, b, b"G"]), "split at {at}, then more");
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    /// A connection that read `reads`, whose service saw `requests` requests, and which then
+    /// wrote a response: may it be parked?
+    fn parkable(reads: &[&[u8]], requests: usize) -> bool {
+        let st = ConnState::default();
+        for r in reads {
+            st.on_read(r);
         }
-        assert!(!parkable(&[chunked, b"GET / HTTP/1.1\r\n"]));
-        assert!(!parkable(&[&[chunked, &b"GET"[..]].concat()]));
-        // A response before the body has ended, or a body that is not chunked after all.
-        assert!(!parkable(&[&chunked[..chunked.len() - 3]]));
-        assert!(!parkable(&[
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
-        ]));
-        // A length near the top of u64 (which the markers above use).
-        assert!(!parkable(&[
-            b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\n"
-        ]));
-        // Both framings: refused (and closed) anyway.
-        assert!(!parkable(&[
-            b"POST / HTTP/1.1\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
-        ]));
-        // After a request that was not pipelined, the next is judged afresh.
-        let st = ConnState::default();
-        st.on_read(b"GET / HTTP/1.1\r\nHo");
-        st.on_read(b"st: x\r\n\r\n");
+        for _ in 0..requests {
+            assert!(st.on_request(&http::Request::get("/").body(()).unwrap()));
+        }
         st.on_write();
-        st.on_read(get);
-        st.on_write();
-        assert!(!st.no_park.load(Ordering::Relaxed));
-        assert!(st.partial_head.lock().unwrap().capacity() == 0);
-    }
-
-    /// If a request head (the bytes up to the blank line; the part that arrived, if it is
-    /// not complete) has both a `Content-Length` and a `Transfer-Encoding` header line: its
-    /// request line (what [`ConnState`] checks each head for, through [`super::scan_head`]).
-    fn conflicting_framing(bytes: &[u8]) -> Option<&[u8]> {
-        super::scan_head(bytes)
-            .filter(|h| h.has_content_length && h.transfer_encoding)
-            .map(|h| h.request_line)
+        st.parkable()
     }
 
     #[test]
-    fn framing_headers_are_found_only_in_the_head() {
-        let both = b"POST /a?b HTTP/1.1\r\nHost: x\r\ncontent-length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(conflicting_framing(both), Some(&b"POST /a?b HTTP/1.1"[..]));
-        assert!(
-            conflicting_framing(
-                b"POST / HTTP/1.1\nTRANSFER-ENCODING: chunked\nContent-Length: 1\n"
-            )
-            .is_some()
-        );
-        assert!(conflicting_framing(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n").is_none());
-        assert!(
-            conflicting_framing(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").is_none()
-        );
-        // In the body, not the head.
-        assert!(
-            conflicting_framing(
-                b"POST / HTTP/1.1\r\nContent-Length: 30\r\n\r\nTransfer-Encoding: chunked\r\n"
-            )
-            .is_none()
-        );
-        // A header merely named like them.
-        assert!(
-            conflicting_framing(
-                b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\nTransfer-Encodings: x\r\n\r\n"
-            )
-            .is_none()
-        );
-        // The request line is not a header.
-        assert!(
-            conflicting_framing(
-                b"content-length: / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
-            )
-            .is_none()
-        );
+    fn a_connection_is_parked_only_when_hyper_holds_nothing_unseen() {
+        assert!(parkable(&[GET], 1));
+        assert!(parkable(
+            &[b"GET / HTTP/1.1\r\nHo", b"st: x\r\n", b"\r\n"],
+            1
+        ));
+        assert!(parkable(
+            &[
+                b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n",
+                b"ab",
+                b"cd"
+            ],
+            1
+        ));
+        // Pipelined requests, once the service has seen all of them.
+        assert!(parkable(&[&[GET, GET].concat()], 2));
+        assert!(!parkable(&[&[GET, GET].concat()], 1));
+        // The start of a next request, a body still to come, a response before the body's
+        // end (an early answer to an upload).
+        assert!(!parkable(&[GET, b"GET / HT"], 1));
+        assert!(!parkable(
+            &[b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab"],
+            1
+        ));
+        // A client that closes, HTTP/1.0, or a tunnel.
+        let st = ConnState::default();
+        st.on_read(GET);
+        let close = http::Request::get("/").header("connection", "close");
+        assert!(st.on_request(&close.body(()).unwrap()));
+        st.on_write();
+        assert!(!st.parkable());
+        let st = ConnState::default();
+        st.on_read(b"GET / HTTP/1.0\r\n\r\n");
+        let old = http::Request::get("/").version(http::Version::HTTP_10);
+        assert!(st.on_request(&old.body(()).unwrap()));
+        st.on_write();
+        assert!(!st.parkable());
+        assert!(!parkable(
+            &[b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n"],
+            1
+        ));
+        // Not before the response, and each time hyper takes the connection over, counted
+        // afresh.
+        let st = ConnState::default();
+        st.on_read(GET);
+        assert!(st.on_request(&http::Request::get("/").body(()).unwrap()));
+        assert!(!st.parkable());
+        st.on_write();
+        assert!(st.parkable());
+        st.begin();
+        st.on_read(GET);
+        st.on_write();
+        assert!(!st.parkable());
     }
 
     #[test]
-    fn only_the_request_the_head_belongs_to_is_refused() {
-        use super::ConnState;
-        use std::sync::atomic::Ordering;
-        let st = ConnState::default();
-        // Body bytes after a 100 Continue that merely look like such a head.
-        *st.conflict_line.lock().unwrap() = Some(b"POST /other HTTP/1.1".to_vec());
-        st.conflicting_framing.store(true, Ordering::Relaxed);
-        let req = http::Request::post("/upload").body(()).unwrap();
-        assert!(st.on_request(&req));
-        // The real thing.
-        let st = ConnState::default();
-        *st.conflict_line.lock().unwrap() = Some(b"POST /upload HTTP/1.1".to_vec());
-        st.conflicting_framing.store(true, Ordering::Relaxed);
-        assert!(!st.on_request(&req));
-        // A head with both framings pipelined behind another request, in the same read or a
-        // later one (before or after the service saw the first): the second request the
-        // service sees is refused, not the first.
-        let get = &b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..];
+    fn only_the_request_with_both_framings_is_refused() {
         let both = &b"POST /a?b HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..];
         let first = http::Request::get("/").body(()).unwrap();
         let second = http::Request::post("/a?b").body(()).unwrap();
-        for (reads, seen_between) in [
-            (vec![[get, both].concat()], false),
-            (vec![get.to_vec(), both.to_vec()], true),
-            (vec![get.to_vec(), both.to_vec()], false),
-        ] {
-            let st = ConnState::default();
-            st.on_read(&reads[0]);
-            if seen_between {
-                assert!(st.on_request(&first));
+        // Behind another request, in the same read or later ones split anywhere (before or
+        // after the service saw the first): the second request is refused, not the first.
+        let stream = [GET, both].concat();
+        for at in 1..stream.len() {
+            for seen_between in [false, true] {
+                let st = ConnState::default();
+                st.on_read(&stream[..at]);
+                if seen_between && at >= GET.len() {
+                    assert!(st.on_request(&first));
+                }
+                st.on_read(&stream[at..]);
+                if !(seen_between && at >= GET.len()) {
+                    assert!(st.on_request(&first));
+                }
+                assert!(!st.on_request(&second), "split at {at}");
             }
-            for r in &reads[1..] {
-                st.on_read(r);
-            }
-            if !seen_between {
-                assert!(st.on_request(&first));
-            }
-            st.on_write();
-            assert!(!st.on_request(&second), "{reads:?} {seen_between}");
         }
-        // Further behind in the same read, past bodyless, sized and chunked requests (and a
-        // sized body that merely looks like such a head): the request it belongs to is
-        // refused, and only that one.
-        let chunked =
-            &b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"[..];
-        let fake = format!("POST /s HTTP/1.1\r\nContent-Length: {}\r\n\r\n", both.len());
-        let sized = [fake.as_bytes(), both].concat();
-        for before in [
-            vec![get, get],
-            vec![get, chunked, get],
-            vec![chunked, &sized[..], get],
-        ] {
-            let st = ConnState::default();
-            st.on_read(&[before.concat(), both.to_vec()].concat());
-            // The requests before it are let through (by number: their method and path do
-            // not matter here).
-            for i in 0..before.len() {
-                assert!(st.on_request(&first), "{i} of {before:?}");
-            }
-            assert!(!st.on_request(&second), "{before:?}");
-        }
-        // A head further behind whose request is not all there yet is left to hyper (read as
-        // chunked, then closed), as is one behind a length that is not a number.
+        // Its request line must match too.
         let st = ConnState::default();
-        st.on_read(&[get, &b"POST /x HTTP/1.1\r\nContent-Length: 9\r\n\r\nab"[..]].concat());
-        assert!(!st.conflicting_framing.load(Ordering::Relaxed));
-        // (Nor does a length near the top of u64 overflow the walk.)
-        let huge = &b"POST /x HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\nab"[..];
-        let st = ConnState::default();
-        st.on_read(&[get, huge, both].concat());
-        assert!(!st.conflicting_framing.load(Ordering::Relaxed));
-        // Such bytes inside a body refuse nothing.
-        let st = ConnState::default();
-        let post = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", both.len());
-        st.on_read(&[post.as_bytes(), both].concat());
-        assert!(st.on_request(&http::Request::post("/").body(()).unwrap()));
-        st.on_write();
-        st.on_read(get);
-        assert!(st.on_request(&second));
-        // Two requests with no request-starting read between them: pipelining, never parked.
-        let st = ConnState::default();
-        assert!(st.on_request(&req));
-        assert!(!st.no_park.load(Ordering::Relaxed));
-        assert!(st.on_request(&req));
-        assert!(st.no_park.load(Ordering::Relaxed));
+        st.on_read(both);
+        assert!(st.on_request(&http::Request::post("/other").body(()).unwrap()));
     }
 }

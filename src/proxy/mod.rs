@@ -7,6 +7,7 @@ mod conn;
 mod error;
 mod fast;
 mod forward;
+mod framing;
 pub mod headers;
 mod pool;
 mod retry;

@@ -1,0 +1,413 @@
+//! Following a client's requests through the bytes hyper reads, by their framing, however the
+//! reads split them (pure: fed bytes, no I/O). [`super::conn`] feeds it every read of a
+//! connection that hyper serves, for two things hyper cannot tell it:
+//! - a request head with both `Content-Length` and `Transfer-Encoding` (hyper reads such a
+//!   request as chunked, drops the length and closes afterwards; quayside refuses it with
+//!   400), by the request's number on the connection;
+//! - whether the bytes read so far are exactly the requests hyper has handed to the service
+//!   (nothing of a next request sits in hyper's buffer), which parking needs.
+//!
+//! Requests are delimited as RFC 9112 section 6 and hyper delimit them: a head up to its blank
+//! line (empty lines before it skipped), then a chunked body if `Transfer-Encoding` is there,
+//! else `Content-Length` bytes, else nothing. Where that can no longer be followed (a length
+//! that is not one number, both framings, an `Upgrade` or `CONNECT`, after which the bytes may
+//! be a tunnel's, a chunked body that is not, an overlong head) it stops, and is never again
+//! between requests (so the connection is never parked).
+
+use super::fast::parse::Chunks;
+
+/// Longest request head kept while it arrives over several reads; a longer one stops the
+/// follower (hyper answers 431 to it long before).
+const HEAD_MAX: usize = 64 << 10;
+
+/// What a look at the start of a request head finds.
+#[derive(Debug, Default, PartialEq)]
+pub struct HeadScan<'a> {
+    pub request_line: &'a [u8],
+    /// Bytes up to and including the blank line, if it arrived.
+    pub len: Option<usize>,
+    /// A `Content-Length` line, and its value if it is one plain number (all such lines agree).
+    pub has_content_length: bool,
+    pub content_length: Option<u64>,
+    /// A `Transfer-Encoding` line.
+    pub transfer_encoding: bool,
+    /// An `Upgrade` line, or the method `CONNECT`: what follows may not be HTTP.
+    pub upgrade: bool,
+}
+
+/// Look at the header lines of a request head (the part that arrived, if it is not complete):
+/// its length and framing headers.
+pub fn scan_head(bytes: &[u8]) -> HeadScan<'_> {
+    let mut lines = bytes.split(|&b| b == b'\n');
+    let request_line = lines.next().unwrap_or_default();
+    let mut pos = request_line.len() + 1;
+    let request_line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
+    let mut scan = HeadScan {
+        request_line,
+        upgrade: request_line.starts_with(b"CONNECT "),
+        ..HeadScan::default()
+    };
+    for line in lines {
+        pos += line.len() + 1;
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            // The blank line ends the head, if its newline arrived.
+            scan.len = (pos <= bytes.len()).then_some(pos);
+            break;
+        }
+        let value = |name: &[u8]| {
+            (line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name))
+                .then(|| line[name.len()..].trim_ascii())
+        };
+        if let Some(v) = value(b"content-length:") {
+            let n = std::str::from_utf8(v)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse().ok());
+            scan.content_length = if scan.has_content_length && scan.content_length != n {
+                None
+            } else {
+                n
+            };
+            scan.has_content_length = true;
+        }
+        scan.transfer_encoding |= value(b"transfer-encoding:").is_some();
+        scan.upgrade |= value(b"upgrade:").is_some();
+    }
+    scan
+}
+
+/// Where the follower is in the client's byte stream.
+#[derive(Debug, Default)]
+enum Phase {
+    /// Between requests: nothing of the next one read yet (but empty lines).
+    #[default]
+    Idle,
+    /// The start of a head whose blank line has not arrived.
+    Head(Vec<u8>),
+    /// This many bytes of a sized body to come.
+    Sized(u64),
+    Chunked(Chunks),
+    /// The framing can no longer be followed.
+    Lost,
+}
+
+/// Follows one connection's requests (see the module doc). Starts between requests.
+#[derive(Debug, Default)]
+pub struct Follower {
+    /// Requests read to their end so far.
+    done: u32,
+    phase: Phase,
+    /// The number and request line of the request whose head carries both framings, if one
+    /// has (the follower stops there: hyper closes the connection after it).
+    conflict: Option<(u32, Vec<u8>)>,
+}
+
+impl Follower {
+    /// The next bytes read from the client.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            match &mut self.phase {
+                Phase::Lost => return,
+                Phase::Idle => {
+                    let blank = bytes.iter().take_while(|&&b| b == b'\r' || b == b'\n');
+                    bytes = &bytes[blank.count()..];
+                    if bytes.is_empty() {
+                        return;
+                    }
+                    let scan = scan_head(bytes);
+                    match scan.len {
+                        // The common case: a whole head in one read, nothing copied.
+                        Some(len) => {
+                            self.phase = self.after_head(&scan);
+                            bytes = &bytes[len..];
+                        }
+                        None => {
+                            self.phase = Phase::Head(bytes.to_vec());
+                            self.check_head_size();
+                            return;
+                        }
+                    }
+                }
+                Phase::Head(kept) => {
+                    let before = kept.len();
+                    kept.extend_from_slice(bytes);
+                    let kept = std::mem::take(kept);
+                    let scan = scan_head(&kept);
+                    match scan.len {
+                        Some(len) => {
+                            self.phase = self.after_head(&scan);
+                            bytes = &bytes[len - before..];
+                        }
+                        None => {
+                            self.phase = Phase::Head(kept);
+                            self.check_head_size();
+                            return;
+                        }
+                    }
+                }
+                Phase::Sized(left) => {
+                    let n = bytes
+                        .len()
+                        .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                    *left -= n as u64;
+                    bytes = &bytes[n..];
+                    if *left == 0 {
+                        self.end_request();
+                    }
+                }
+                Phase::Chunked(chunks) => match chunks.feed(bytes) {
+                    Ok(Some(n)) => {
+                        bytes = &bytes[n..];
+                        self.end_request();
+                    }
+                    Ok(None) => return,
+                    // Not chunked after all: hyper answers 400 and closes.
+                    Err(_) => self.phase = Phase::Lost,
+                },
+            }
+        }
+    }
+
+    /// True if the bytes fed so far are exactly `requests` whole requests: nothing of a
+    /// further one, nor a body still to come.
+    pub fn between(&self, requests: u32) -> bool {
+        matches!(self.phase, Phase::Idle) && self.done == requests
+    }
+
+    /// The framing can no longer be followed.
+    #[cfg(test)]
+    fn lost(&self) -> bool {
+        matches!(self.phase, Phase::Lost)
+    }
+
+    /// If request number `n` (from 0) on the connection is the one with both framings: its
+    /// request line.
+    pub fn conflict(&self, n: u32) -> Option<&[u8]> {
+        match &self.conflict {
+            Some((at, line)) if *at == n => Some(line),
+            _ => None,
+        }
+    }
+
+    /// The phase after a complete head.
+    fn after_head(&mut self, head: &HeadScan<'_>) -> Phase {
+        if head.has_content_length && head.transfer_encoding {
+            self.conflict
+                .get_or_insert_with(|| (self.done, head.request_line.to_vec()));
+            return Phase::Lost;
+        }
+        if head.upgrade {
+            return Phase::Lost;
+        }
+        match (
+            head.transfer_encoding,
+            head.has_content_length,
+            head.content_length,
+        ) {
+            (true, _, _) => Phase::Chunked(Chunks::default()),
+            (false, true, None) => Phase::Lost,
+            (false, true, Some(n)) if n > 0 => Phase::Sized(n),
+            _ => {
+                self.done = self.done.saturating_add(1);
+                Phase::Idle
+            }
+        }
+    }
+
+    fn end_request(&mut self) {
+        self.done = self.done.saturating_add(1);
+        self.phase = Phase::Idle;
+    }
+
+    fn check_head_size(&mut self) {
+        if matches!(&self.phase, Phase::Head(kept) if kept.len() > HEAD_MAX) {
+            self.phase = Phase::Lost;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Follower, HeadScan, scan_head};
+
+    fn fed(reads: &[&[u8]]) -> Follower {
+        let mut f = Follower::default();
+        for r in reads {
+            f.feed(r);
+        }
+        f
+    }
+
+    #[test]
+    fn a_head_is_measured() {
+        let h = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET";
+        assert_eq!(
+            scan_head(h),
+            HeadScan {
+                request_line: b"POST /a HTTP/1.1",
+                len: Some(h.len() - 8),
+                has_content_length: true,
+                content_length: Some(5),
+                transfer_encoding: false,
+                upgrade: false,
+            }
+        );
+        // Incomplete: no length yet, even with the blank line's \r in.
+        assert_eq!(scan_head(b"GET / HTTP/1.1\r\nHost: x\r\n\r").len, None);
+        assert_eq!(scan_head(b"GET / HTTP/1.1\r\nHo").len, None);
+        // Bare LF line ends count as hyper counts them.
+        assert_eq!(scan_head(b"GET / HTTP/1.1\nHost: x\n\n").len, Some(24));
+        // Two different lengths, or one that is not a plain number: no length.
+        let two = scan_head(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(two.content_length, None);
+        assert_eq!(
+            scan_head(b"GET / HTTP/1.1\r\nContent-Length: +1\r\n\r\n").content_length,
+            None
+        );
+        // What may turn into a tunnel.
+        assert!(scan_head(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n").upgrade);
+        assert!(scan_head(b"CONNECT x:443 HTTP/1.1\r\n\r\n").upgrade);
+    }
+
+    #[test]
+    fn framing_headers_are_found_only_in_the_head() {
+        fn conflict(bytes: &[u8]) -> Option<&[u8]> {
+            let h = scan_head(bytes);
+            (h.has_content_length && h.transfer_encoding).then_some(h.request_line)
+        }
+        let both = b"POST /a?b HTTP/1.1\r\nHost: x\r\ncontent-length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(conflict(both), Some(&b"POST /a?b HTTP/1.1"[..]));
+        assert!(
+            conflict(b"POST / HTTP/1.1\nTRANSFER-ENCODING: chunked\nContent-Length: 1\n").is_some()
+        );
+        assert!(conflict(b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n").is_none());
+        assert!(conflict(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").is_none());
+        // In the body, not the head.
+        assert!(
+            conflict(
+                b"POST / HTTP/1.1\r\nContent-Length: 30\r\n\r\nTransfer-Encoding: chunked\r\n"
+            )
+            .is_none()
+        );
+        // A header merely named like them.
+        assert!(
+            conflict(b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\nTransfer-Encodings: x\r\n\r\n")
+                .is_none()
+        );
+        // The request line is not a header.
+        assert!(
+            conflict(b"content-length: / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n").is_none()
+        );
+    }
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    const CHUNKED: &[u8] =
+        b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    const BOTH: &[u8] =
+        b"POST /a?b HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+
+    #[test]
+    fn requests_are_counted_to_their_ends() {
+        assert!(fed(&[]).between(0));
+        assert!(fed(&[GET]).between(1));
+        // A head split over reads, and a body after its head.
+        assert!(fed(&[b"GET / HTTP/1.1\r\nHo", b"st: x\r\n", b"\r\n"]).between(1));
+        let sized: &[&[u8]] = &[
+            b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\n",
+            b"ab",
+            b"cd",
+        ];
+        assert!(fed(sized).between(1));
+        assert!(!fed(&sized[..2]).between(1));
+        // The start of a second request, in the same read or a later one.
+        assert!(!fed(&[b"GET / HTTP/1.1\r\nHost: x\r\n\r\nGET / HT"]).between(1));
+        assert!(!fed(&[GET, b"GET / HT"]).between(1));
+        assert!(!fed(&[b"POST / HTTP/1.1\r\nContent-Length: 2\r\n\r\n", b"abG"]).between(1));
+        assert!(fed(&[&[GET, GET, CHUNKED].concat()]).between(3));
+        // Empty lines between requests are skipped, as hyper skips them.
+        assert!(fed(&[GET, b"\r\n", b"\r\nGET / HTTP/1.1\r\n\r\n"]).between(2));
+        // A chunked body ends where its last chunk and trailers end, split anywhere.
+        for at in 1..CHUNKED.len() {
+            let (a, b) = CHUNKED.split_at(at);
+            assert!(fed(&[a, b]).between(1), "split at {at}");
+            assert!(!fed(&[a, b, b"G"]).between(1), "split at {at}, then more");
+        }
+        assert!(!fed(&[&CHUNKED[..CHUNKED.len() - 3]]).between(1));
+        // Where the framing cannot be followed.
+        for lost in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: x\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            BOTH,
+        ] {
+            let f = fed(&[lost, GET]);
+            assert!(f.lost(), "{lost:?}");
+            assert!(!f.between(1) && !f.between(2));
+        }
+        assert!(fed(&[&vec![b'a'; super::HEAD_MAX + 1]]).lost());
+        // A length at the top of u64 is followed (the body never ends in practice).
+        let huge = fed(&[b"POST / HTTP/1.1\r\nContent-Length: 18446744073709551615\r\n\r\nab"]);
+        assert!(!huge.lost() && !huge.between(1));
+    }
+
+    #[test]
+    fn the_request_with_both_framings_is_found_by_its_number() {
+        // Alone, behind bodyless, sized and chunked requests (one whose body merely looks
+        // like such a head), in one read or split anywhere.
+        let fake = format!("POST /s HTTP/1.1\r\nContent-Length: {}\r\n\r\n", BOTH.len());
+        let sized = [fake.as_bytes(), BOTH].concat();
+        for before in [
+            vec![],
+            vec![GET],
+            vec![GET, CHUNKED, GET],
+            vec![CHUNKED, &sized[..], GET],
+        ] {
+            let stream = [before.concat(), BOTH.to_vec(), GET.to_vec()].concat();
+            let n = before.len() as u32;
+            let f = fed(&[&stream]);
+            assert_eq!(
+                f.conflict(n),
+                Some(&b"POST /a?b HTTP/1.1"[..]),
+                "{before:?}"
+            );
+            assert!((0..n).all(|i| f.conflict(i).is_none()));
+            for at in 1..stream.len() {
+                let (a, b) = stream.split_at(at);
+                assert_eq!(fed(&[a, b]).conflict(n), f.conflict(n), "split at {at}");
+            }
+        }
+        // Such bytes inside a body find nothing.
+        let f = fed(&[&sized, GET]);
+        assert!((0..3).all(|i| f.conflict(i).is_none()));
+        assert!(f.between(2));
+    }
+
+    proptest::proptest! {
+        /// However the reads split a stream of requests, the follower ends where it ends when
+        /// fed it whole.
+        #[test]
+        fn reads_split_anywhere_change_nothing(
+            kinds in proptest::collection::vec(0usize..5, 0..6),
+            cuts in proptest::collection::vec(0usize..400, 0..8),
+        ) {
+            let parts: [&[u8]; 5] = [GET, CHUNKED, BOTH, b"\r\n", b"PUT / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"];
+            let stream: Vec<u8> = kinds.iter().flat_map(|&k| parts[k].to_vec()).collect();
+            let whole = fed(&[&stream]);
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(stream.len())).collect();
+            cuts.sort_unstable();
+            let mut f = Follower::default();
+            let mut from = 0;
+            for c in cuts.into_iter().chain([stream.len()]) {
+                f.feed(&stream[from..c]);
+                from = c;
+            }
+            proptest::prop_assert_eq!(f.done, whole.done);
+            proptest::prop_assert_eq!(f.lost(), whole.lost());
+            proptest::prop_assert_eq!(&f.conflict, &whole.conflict);
+            let requests = kinds.iter().take_while(|&&k| k != 2).filter(|&&k| k != 3).count();
+            proptest::prop_assert_eq!(whole.done as usize, requests);
+            proptest::prop_assert_eq!(whole.lost(), kinds.contains(&2));
+        }
+    }
+}
