@@ -410,4 +410,89 @@ mod tests {
             proptest::prop_assert_eq!(whole.lost(), kinds.contains(&2));
         }
     }
+
+    /// Where httparse (hyper's parser) says a request generated below ends: its head, then a
+    /// chunked body if it has `Transfer-Encoding`, else its `Content-Length` (always 3 here).
+    /// `None` if it refuses the head.
+    fn hyper_end(bytes: &[u8], body: &[u8]) -> Option<(usize, bool)> {
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut req = httparse::Request::new(&mut headers);
+        let head = match req.parse(bytes) {
+            Ok(httparse::Status::Complete(n)) => n,
+            _ => return None,
+        };
+        let has = |name: &str| {
+            req.headers
+                .iter()
+                .any(|h| h.name.eq_ignore_ascii_case(name))
+        };
+        let (te, cl) = (has("transfer-encoding"), has("content-length"));
+        Some((head + if te || cl { body.len() } else { 0 }, te && cl))
+    }
+
+    proptest::proptest! {
+        /// The follower ends a request where hyper's parser does, and finds both framings
+        /// where it does, for heads built from the lines that matter to framing (and some
+        /// that merely look like them), with either line end and blank lines in front.
+        #[test]
+        fn requests_end_where_hyper_ends_them(
+            blank in 0usize..3,
+            method in proptest::sample::select(vec!["GET", "POST", "PUT"]),
+            lines in proptest::collection::vec(proptest::sample::select(vec![
+                "Host: x",
+                "Content-Length: 3",
+                "content-length:3",
+                "Content-Length:  03 ",
+                "Transfer-Encoding: chunked",
+                "transfer-encoding:chunked",
+                "X-A: Content-Length: 9",
+                "X-Content-Length: 7",
+                "Upgrade-Insecure-Requests: 1",
+            ]), 0..5),
+            crlf in proptest::bool::ANY,
+            cut in 0usize..200,
+        ) {
+            let eol = if crlf { "\r\n" } else { "\n" };
+            let mut head = eol.repeat(blank);
+            head += &format!("{method} /p HTTP/1.1{eol}");
+            for l in &lines {
+                head += l;
+                head += eol;
+            }
+            head += eol;
+            let chunked = lines.iter().any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding"));
+            let body: &[u8] = if chunked { b"3\r\nabc\r\n0\r\n\r\n" } else { b"abc" };
+            let stream = [head.as_bytes(), body, GET].concat();
+            let Some((end, both)) = hyper_end(&stream, body) else {
+                return Ok(());
+            };
+            let cut = cut.min(stream.len());
+            let f = fed(&[&stream[..cut], &stream[cut..]]);
+            if both {
+                proptest::prop_assert!(f.conflict(0).is_some());
+                proptest::prop_assert!(f.lost());
+            } else {
+                proptest::prop_assert!(f.conflict(0).is_none());
+                proptest::prop_assert!(f.between(2), "{:?}", String::from_utf8_lossy(&stream));
+                proptest::prop_assert!(fed(&[&stream[..end]]).between(1));
+                proptest::prop_assert!(!fed(&[&stream[..end - 1]]).between(1));
+            }
+        }
+
+        /// Any bytes at all, split anywhere: no panic, and the same result as fed whole.
+        #[test]
+        fn any_bytes_split_anywhere(
+            bytes in proptest::collection::vec(proptest::sample::select(
+                b"\r\n :0123456789abcdefGETPOSTHTTP/1.content-lengthtransfer-encodingchunked".to_vec()
+            ), 0..300),
+            cut in 0usize..300,
+        ) {
+            let cut = cut.min(bytes.len());
+            let (a, b) = bytes.split_at(cut);
+            let (split, whole) = (fed(&[a, b]), fed(&[&bytes]));
+            proptest::prop_assert_eq!(split.done, whole.done);
+            proptest::prop_assert_eq!(split.lost(), whole.lost());
+            proptest::prop_assert_eq!(&split.conflict, &whole.conflict);
+        }
+    }
 }
