@@ -16,44 +16,66 @@
 
 use super::fast::parse::Chunks;
 
-/// Longest request head kept while it arrives over several reads; a longer one stops the
-/// follower (hyper answers 431 to it long before).
+/// Longest request head followed; a longer one stops the follower (hyper answers 431 to it
+/// long before).
 const HEAD_MAX: usize = 64 << 10;
 
-/// What a look at the start of a request head finds.
-#[derive(Debug, Default, PartialEq)]
-pub struct HeadScan<'a> {
-    pub request_line: &'a [u8],
-    /// Bytes up to and including the blank line, if it arrived.
-    pub len: Option<usize>,
+/// The framing facts of a request head, gathered line by line as it arrives (each byte is
+/// looked at once, however the reads split the head; only an incomplete line is kept).
+#[derive(Debug, Default)]
+struct Head {
+    /// Its request line, once complete.
+    request_line: Option<Vec<u8>>,
+    /// The start of a line whose end has not arrived.
+    partial: Vec<u8>,
+    /// Bytes of the head so far.
+    len: usize,
     /// A `Content-Length` line, and its value if it is one plain number (all such lines agree).
-    pub has_content_length: bool,
-    pub content_length: Option<u64>,
+    has_content_length: bool,
+    content_length: Option<u64>,
     /// A `Transfer-Encoding` line.
-    pub transfer_encoding: bool,
+    transfer_encoding: bool,
     /// An `Upgrade` line, or the method `CONNECT`: what follows may not be HTTP.
-    pub upgrade: bool,
+    upgrade: bool,
 }
 
-/// Look at the header lines of a request head (the part that arrived, if it is not complete):
-/// its length and framing headers.
-pub fn scan_head(bytes: &[u8]) -> HeadScan<'_> {
-    let mut lines = bytes.split(|&b| b == b'\n');
-    let request_line = lines.next().unwrap_or_default();
-    let mut pos = request_line.len() + 1;
-    let request_line = request_line.strip_suffix(b"\r").unwrap_or(request_line);
-    let mut scan = HeadScan {
-        request_line,
-        upgrade: request_line.starts_with(b"CONNECT "),
-        ..HeadScan::default()
-    };
-    for line in lines {
-        pos += line.len() + 1;
+impl Head {
+    /// The next bytes of the head: how many of them it took, if it ended in them.
+    fn feed(&mut self, bytes: &[u8]) -> Option<usize> {
+        let mut pos = 0;
+        while let Some(i) = bytes[pos..].iter().position(|&b| b == b'\n') {
+            let end = pos + i;
+            let ended = if self.partial.is_empty() {
+                self.line(&bytes[pos..end])
+            } else {
+                let mut kept = std::mem::take(&mut self.partial);
+                kept.extend_from_slice(&bytes[pos..end]);
+                let ended = self.line(&kept);
+                kept.clear();
+                self.partial = kept;
+                ended
+            };
+            self.len += end + 1 - pos;
+            pos = end + 1;
+            if ended {
+                return Some(pos);
+            }
+        }
+        self.partial.extend_from_slice(&bytes[pos..]);
+        self.len += bytes.len() - pos;
+        None
+    }
+
+    /// One line of the head (without its `\n`); true if it is the blank line that ends it.
+    fn line(&mut self, line: &[u8]) -> bool {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if self.request_line.is_none() {
+            self.upgrade = line.starts_with(b"CONNECT ");
+            self.request_line = Some(line.to_vec());
+            return false;
+        }
         if line.is_empty() {
-            // The blank line ends the head, if its newline arrived.
-            scan.len = (pos <= bytes.len()).then_some(pos);
-            break;
+            return true;
         }
         let value = |name: &[u8]| {
             (line.len() > name.len() && line[..name.len()].eq_ignore_ascii_case(name))
@@ -64,17 +86,17 @@ pub fn scan_head(bytes: &[u8]) -> HeadScan<'_> {
                 .ok()
                 .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|v| v.parse().ok());
-            scan.content_length = if scan.has_content_length && scan.content_length != n {
+            self.content_length = if self.has_content_length && self.content_length != n {
                 None
             } else {
                 n
             };
-            scan.has_content_length = true;
+            self.has_content_length = true;
         }
-        scan.transfer_encoding |= value(b"transfer-encoding:").is_some();
-        scan.upgrade |= value(b"upgrade:").is_some();
+        self.transfer_encoding |= value(b"transfer-encoding:").is_some();
+        self.upgrade |= value(b"upgrade:").is_some();
+        false
     }
-    scan
 }
 
 /// Where the follower is in the client's byte stream.
@@ -83,8 +105,8 @@ enum Phase {
     /// Between requests: nothing of the next one read yet (but empty lines).
     #[default]
     Idle,
-    /// The start of a head whose blank line has not arrived.
-    Head(Vec<u8>),
+    /// In a head whose blank line has not arrived.
+    Head(Head),
     /// This many bytes of a sized body to come.
     Sized(u64),
     Chunked(Chunks),
@@ -112,40 +134,23 @@ impl Follower {
                 Phase::Idle => {
                     let blank = bytes.iter().take_while(|&&b| b == b'\r' || b == b'\n');
                     bytes = &bytes[blank.count()..];
-                    if bytes.is_empty() {
+                    if !bytes.is_empty() {
+                        self.phase = Phase::Head(Head::default());
+                    }
+                }
+                Phase::Head(head) => match head.feed(bytes) {
+                    Some(n) => {
+                        let head = std::mem::take(head);
+                        self.phase = self.after_head(head);
+                        bytes = &bytes[n..];
+                    }
+                    None => {
+                        if head.len > HEAD_MAX {
+                            self.phase = Phase::Lost;
+                        }
                         return;
                     }
-                    let scan = scan_head(bytes);
-                    match scan.len {
-                        // The common case: a whole head in one read, nothing copied.
-                        Some(len) => {
-                            self.phase = self.after_head(&scan);
-                            bytes = &bytes[len..];
-                        }
-                        None => {
-                            self.phase = Phase::Head(bytes.to_vec());
-                            self.check_head_size();
-                            return;
-                        }
-                    }
-                }
-                Phase::Head(kept) => {
-                    let before = kept.len();
-                    kept.extend_from_slice(bytes);
-                    let kept = std::mem::take(kept);
-                    let scan = scan_head(&kept);
-                    match scan.len {
-                        Some(len) => {
-                            self.phase = self.after_head(&scan);
-                            bytes = &bytes[len - before..];
-                        }
-                        None => {
-                            self.phase = Phase::Head(kept);
-                            self.check_head_size();
-                            return;
-                        }
-                    }
-                }
+                },
                 Phase::Sized(left) => {
                     let n = bytes
                         .len()
@@ -191,10 +196,10 @@ impl Follower {
     }
 
     /// The phase after a complete head.
-    fn after_head(&mut self, head: &HeadScan<'_>) -> Phase {
+    fn after_head(&mut self, head: Head) -> Phase {
         if head.has_content_length && head.transfer_encoding {
-            self.conflict
-                .get_or_insert_with(|| (self.done, head.request_line.to_vec()));
+            let line = head.request_line.unwrap_or_default();
+            self.conflict.get_or_insert((self.done, line));
             return Phase::Lost;
         }
         if head.upgrade {
@@ -219,17 +224,11 @@ impl Follower {
         self.done = self.done.saturating_add(1);
         self.phase = Phase::Idle;
     }
-
-    fn check_head_size(&mut self) {
-        if matches!(&self.phase, Phase::Head(kept) if kept.len() > HEAD_MAX) {
-            self.phase = Phase::Lost;
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Follower, HeadScan, scan_head};
+    use super::{Follower, Head};
 
     fn fed(reads: &[&[u8]]) -> Follower {
         let mut f = Follower::default();
@@ -239,45 +238,61 @@ mod tests {
         f
     }
 
+    /// A head fed whole: what it found, and its length if it ended.
+    fn scan(bytes: &[u8]) -> (Head, Option<usize>) {
+        let mut h = Head::default();
+        let n = h.feed(bytes);
+        (h, n)
+    }
+
     #[test]
     fn a_head_is_measured() {
-        let h = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET";
-        assert_eq!(
-            scan_head(h),
-            HeadScan {
-                request_line: b"POST /a HTTP/1.1",
-                len: Some(h.len() - 8),
-                has_content_length: true,
-                content_length: Some(5),
-                transfer_encoding: false,
-                upgrade: false,
-            }
-        );
+        let bytes = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET";
+        let (h, n) = scan(bytes);
+        assert_eq!(n, Some(bytes.len() - 8));
+        assert_eq!(h.request_line.as_deref(), Some(&b"POST /a HTTP/1.1"[..]));
+        assert!(h.has_content_length && !h.transfer_encoding && !h.upgrade);
+        assert_eq!(h.content_length, Some(5));
         // Incomplete: no length yet, even with the blank line's \r in.
-        assert_eq!(scan_head(b"GET / HTTP/1.1\r\nHost: x\r\n\r").len, None);
-        assert_eq!(scan_head(b"GET / HTTP/1.1\r\nHo").len, None);
+        assert_eq!(scan(b"GET / HTTP/1.1\r\nHost: x\r\n\r").1, None);
+        assert_eq!(scan(b"GET / HTTP/1.1\r\nHo").1, None);
         // Bare LF line ends count as hyper counts them.
-        assert_eq!(scan_head(b"GET / HTTP/1.1\nHost: x\n\n").len, Some(24));
+        assert_eq!(scan(b"GET / HTTP/1.1\nHost: x\n\n").1, Some(24));
         // Two different lengths, or one that is not a plain number: no length.
-        let two = scan_head(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
-        assert_eq!(two.content_length, None);
+        let two = scan(b"GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n");
+        assert_eq!(two.0.content_length, None);
         assert_eq!(
-            scan_head(b"GET / HTTP/1.1\r\nContent-Length: +1\r\n\r\n").content_length,
+            scan(b"GET / HTTP/1.1\r\nContent-Length: +1\r\n\r\n")
+                .0
+                .content_length,
             None
         );
         // What may turn into a tunnel.
-        assert!(scan_head(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n").upgrade);
-        assert!(scan_head(b"CONNECT x:443 HTTP/1.1\r\n\r\n").upgrade);
+        assert!(
+            scan(b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n")
+                .0
+                .upgrade
+        );
+        assert!(scan(b"CONNECT x:443 HTTP/1.1\r\n\r\n").0.upgrade);
+        // Fed a byte at a time: the same, with only the line in progress kept.
+        let mut h = Head::default();
+        for (i, b) in bytes[..bytes.len() - 8].iter().enumerate() {
+            assert!(h.partial.len() <= 18);
+            let ended = h.feed(std::slice::from_ref(b));
+            assert_eq!(ended.is_some(), i == bytes.len() - 9, "at {i}");
+        }
+        assert_eq!(h.len, bytes.len() - 8);
+        assert_eq!(h.content_length, Some(5));
     }
 
     #[test]
     fn framing_headers_are_found_only_in_the_head() {
-        fn conflict(bytes: &[u8]) -> Option<&[u8]> {
-            let h = scan_head(bytes);
-            (h.has_content_length && h.transfer_encoding).then_some(h.request_line)
+        fn conflict(bytes: &[u8]) -> Option<Vec<u8>> {
+            let (h, _) = scan(bytes);
+            (h.has_content_length && h.transfer_encoding).then(|| h.request_line.unwrap())
         }
         let both = b"POST /a?b HTTP/1.1\r\nHost: x\r\ncontent-length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(conflict(both), Some(&b"POST /a?b HTTP/1.1"[..]));
+        assert_eq!(conflict(both).as_deref(), Some(&b"POST /a?b HTTP/1.1"[..]));
         assert!(
             conflict(b"POST / HTTP/1.1\nTRANSFER-ENCODING: chunked\nContent-Length: 1\n").is_some()
         );
