@@ -228,7 +228,8 @@ impl Follower {
 
 #[cfg(test)]
 mod tests {
-    use super::{Follower, Head};
+    use super::{Chunks, Follower, Head};
+    use crate::proxy::fast::parse::Verdict;
 
     fn fed(reads: &[&[u8]]) -> Follower {
         let mut f = Follower::default();
@@ -481,6 +482,13 @@ mod tests {
             let Some((end, both)) = hyper_end(&stream, body) else {
                 return Ok(());
             };
+            // The fast path frames the requests it takes alike, and refuses the same heads.
+            let mut slots = crate::proxy::fast::parse::header_slots();
+            match crate::proxy::fast::parse::request(&stream, &mut slots, u64::MAX) {
+                Verdict::Fast(r) => proptest::prop_assert_eq!(r.head_len + r.body_len, end),
+                Verdict::Conflict => proptest::prop_assert!(both),
+                Verdict::Slow | Verdict::Partial => proptest::prop_assert!(!both),
+            }
             let cut = cut.min(stream.len());
             let f = fed(&[&stream[..cut], &stream[cut..]]);
             if both {
@@ -492,6 +500,20 @@ mod tests {
                 proptest::prop_assert!(fed(&[&stream[..end]]).between(1));
                 proptest::prop_assert!(!fed(&[&stream[..end - 1]]).between(1));
             }
+        }
+
+        /// Any bytes at all: the fast path's parsers take them without a panic.
+        #[test]
+        fn the_fast_paths_parsers_take_any_bytes(
+            bytes in proptest::collection::vec(proptest::sample::select(
+                b"\r\n :;0123456789abcdefGETPOSTHTTP/1.content-lengthtransfer-encodingchunked".to_vec()
+            ), 0..400),
+            head in proptest::bool::ANY,
+        ) {
+            use crate::proxy::fast::parse::{header_slots, request, response};
+            let _ = request(&bytes, &mut header_slots(), u64::MAX);
+            let _ = response(&bytes, &mut header_slots(), head);
+            let _ = Chunks::default().feed(&bytes);
         }
 
         /// Any bytes at all, split anywhere: no panic, and the same result as fed whole.
