@@ -188,14 +188,18 @@ def main():
     lat_bin = os.path.join(ROOT, "target/release/latency")
     if os.path.exists(lat_bin):
         # Several interleaved rounds per cell; the median p99 and the range of p99s.
+        # The order of the targets alternates by round; each measurement is printed.
         cells = {}
-        for _ in range(ROUNDS):
+        for r in range(ROUNDS):
             for rate in (5000, 10000):
-                for name in [n for n in ("quayside", "nginx-static", "haproxy") if n in targets]:
+                names = [n for n in ("quayside", "nginx-static", "haproxy") if n in targets]
+                for name in names if r % 2 == 0 else names[::-1]:
                     out = subprocess.run([lat_bin, f"127.0.0.1:{targets[name][1]}", str(rate), "5", "64"],
                                          capture_output=True, text=True).stdout
                     m = re.search(r"rate (\d+)/s p50 ([\d.]+) ms p99 ([\d.]+) ms p99.9 ([\d.]+) ms max ([\d.]+) ms errors (\d+)", out)
                     if m:
+                        print(f"latency round {r + 1} {name:<13} {rate}/s p50 {m.group(2)} ms "
+                              f"p99 {m.group(3)} ms p99.9 {m.group(4)} ms", flush=True)
                         cells.setdefault((rate, name), []).append(
                             tuple(float(m.group(i)) for i in (2, 3, 4, 5)) + (int(m.group(6)),))
         print(f"\n| target | rate | p50 | p99 (median of {ROUNDS}) | p99 range | p99.9 | max | errors |")
@@ -206,6 +210,15 @@ def main():
             print(f"| {name} | {rate:,}/s | {med_of(0):.3f} ms | {med_of(1):.3f} ms | "
                   f"{p99s[0]:.3f}–{p99s[-1]:.3f} ms | {med_of(2):.3f} ms | {max(r[3] for r in runs):.3f} ms | "
                   f"{sum(r[4] for r in runs)} |")
+        # Paired by round (the two ran back to back), which the spread between rounds does not
+        # swamp as it does the medians above.
+        for rate in (5000, 10000):
+            q, n = cells.get((rate, "quayside"), []), cells.get((rate, "nginx-static"), [])
+            ratios = [a[1] / b[1] for a, b in zip(q, n) if b[1] > 0]
+            if ratios:
+                print(f"- p99 at {rate:,}/s, quayside ÷ nginx-static paired by round: median "
+                      f"{statistics.median(ratios):.2f} (range {min(ratios):.2f}–{max(ratios):.2f}), "
+                      f"quayside lower in {sum(x < 1 for x in ratios)} of {len(ratios)} rounds")
     else:
         print("\n(no latency figures: build bench/latency with cargo build --release -p latency)")
 
