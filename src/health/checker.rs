@@ -1,5 +1,5 @@
 //! Active health checks: probes the backends of every service that asks for them, on the
-//! service's interval, and feeds the results to each backend's [`BackendStats`].
+//! service's interval, and feeds the results to each backend's [`BackendStats`](crate::health::BackendStats).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

@@ -119,7 +119,7 @@ impl WorkerPool {
         self.raw.sweep(max_idle, |_| true);
     }
 
-    /// The most recently used raw connection. One idle for [`RACE_IDLE`] or more is checked
+    /// The most recently used raw connection. One idle for `RACE_IDLE` or more is checked
     /// first (a non-blocking read): one the backend has closed, or that has unexpected bytes
     /// waiting, is dropped and the next tried.
     pub fn take_raw(&self, max_idle: Duration) -> Option<TcpStream> {

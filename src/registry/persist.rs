@@ -252,7 +252,7 @@ const PREALLOC_BYTES: u64 = 256 << 10;
 /// from the registry and the journal emptied. Replaying a journal over a newer state file
 /// gives the same result (each record sets a value), so a crash between the two steps is safe.
 ///
-/// The journal file is zero-filled ahead of its lines ([`PREALLOC_BYTES`]); its content ends
+/// The journal file is zero-filled ahead of its lines (`PREALLOC_BYTES`); its content ends
 /// at the first zero byte (JSON never contains one).
 pub struct Store {
     path: PathBuf,
