@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Backend, Http, Quayside};
+use common::{Backend, Quayside};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -24,9 +24,7 @@ fn bodies(text: &str) -> Vec<&str> {
 async fn pipelined_bursts_split_anywhere_are_all_answered_in_order_across_parking() {
     let b = Backend::start("b").await;
     let q = Quayside::start().await;
-    Http::new()
-        .get(&q.admin_url(&format!("/add?no=b&ip=127.0.0.1&port={}", b.port())))
-        .await;
+    q.add("b", &b).await;
     let mut s = TcpStream::connect(q.proxy).await.unwrap();
     s.set_nodelay(true).unwrap();
     // xorshift: the same bursts every run.

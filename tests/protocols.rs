@@ -129,9 +129,7 @@ async fn upgrades_are_tunnelled_and_survive_table_changes() {
 async fn http2_clients_with_prior_knowledge_reach_http1_backends() {
     let b = Backend::start("b").await;
     let q = Quayside::start().await;
-    Http::new()
-        .get(&q.admin_url(&format!("/add?no=b&ip=127.0.0.1&port={}", b.port())))
-        .await;
+    q.add("b", &b).await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .http2_only(true)
         .build_http::<BoxBody>();
@@ -234,9 +232,7 @@ async fn h2c_backends_get_http2_with_trailers_end_to_end() {
 async fn expect_100_continue_waits_for_the_backend() {
     let b = Backend::start("b").await;
     let q = Quayside::start().await;
-    Http::new()
-        .get(&q.admin_url(&format!("/add?no=b&ip=127.0.0.1&port={}", b.port())))
-        .await;
+    q.add("b", &b).await;
 
     // A backend that reads the body: its 100 Continue comes through, then the answer.
     let mut s = TcpStream::connect(q.proxy).await.unwrap();
@@ -309,9 +305,7 @@ async fn a_tunnel_outlives_its_backend_s_drain_by_the_grace_period_only() {
 async fn a_pipelined_batch_ending_mid_head_survives_a_pause() {
     let b = Backend::start("b").await;
     let q = Quayside::start().await;
-    Http::new()
-        .get(&q.admin_url(&format!("/add?no=b&ip=127.0.0.1&port={}", b.port())))
-        .await;
+    q.add("b", &b).await;
     // Two cases: the start of the second request in the same packet as the first, and in
     // a packet of its own before the first response.
     for split in [false, true] {

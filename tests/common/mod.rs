@@ -315,6 +315,13 @@ impl Quayside {
     pub fn proxy_url(&self, path: &str) -> String {
         format!("http://{}{}", self.proxy, path)
     }
+
+    /// Register `b` as backend `no` (default service) through the seed API.
+    pub async fn add(&self, no: &str, b: &Backend) {
+        let url = format!("/add?no={no}&ip=127.0.0.1&port={}", b.port());
+        let reply = Http::new().get(&self.admin_url(&url)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{url}: {}", reply.body);
+    }
 }
 
 impl Drop for Quayside {
