@@ -33,7 +33,7 @@ use hyper::rt::{Read, ReadBufCursor, Write};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::fast::Prefixed;
-use super::framing::Follower;
+use super::framing::{Follower, request_key};
 use tokio::sync::watch;
 
 /// Quiet time between requests after which a connection gives its hyper buffers back (checked
@@ -162,16 +162,15 @@ impl ConnState {
     /// (both `Content-Length` and `Transfer-Encoding`: hyper would read it as chunked, drop
     /// the length and close afterwards, which is safe, but such a request is a smuggling
     /// attempt or a broken client and is refused outright). The request is found by its
-    /// number on the connection; its request line must match too (a guard, should the
+    /// number on the connection; its method and target must match too (a guard, should the
     /// follower ever count otherwise than hyper).
     pub fn on_request<B>(&self, req: &http::Request<B>) -> bool {
         let n = self.seen.load(Ordering::Relaxed);
         self.seen.store(n.saturating_add(1), Ordering::Relaxed);
-        if let Some(line) = self.follower().conflict(n) {
-            let mut parts = line.split(|&b| b == b' ');
-            if parts.next() == Some(req.method().as_str().as_bytes())
-                && parts.next() == Some(req.uri().to_string().as_bytes())
-            {
+        let conflict = self.follower().conflict(n);
+        if let Some(key) = conflict {
+            let target = req.uri().to_string();
+            if key == request_key(req.method().as_str().as_bytes(), target.as_bytes()) {
                 return false;
             }
         }

@@ -24,8 +24,9 @@ const HEAD_MAX: usize = 64 << 10;
 /// looked at once, however the reads split the head; only an incomplete line is kept).
 #[derive(Debug, Default)]
 struct Head {
-    /// Its request line, once complete.
-    request_line: Option<Vec<u8>>,
+    /// The [`request_key`] of its request line, once that is complete (a hash: no copy of the
+    /// line per request).
+    key: Option<u64>,
     /// The start of a line whose end has not arrived.
     partial: Vec<u8>,
     /// Bytes of the head so far.
@@ -69,9 +70,11 @@ impl Head {
     /// One line of the head (without its `\n`); true if it is the blank line that ends it.
     fn line(&mut self, line: &[u8]) -> bool {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if self.request_line.is_none() {
+        if self.key.is_none() {
             self.upgrade = line.starts_with(b"CONNECT ");
-            self.request_line = Some(line.to_vec());
+            let mut words = line.split(|&b| b == b' ');
+            let method = words.next().unwrap_or_default();
+            self.key = Some(request_key(method, words.next().unwrap_or_default()));
             return false;
         }
         if line.is_empty() {
@@ -99,6 +102,15 @@ impl Head {
     }
 }
 
+/// A request's method and target, hashed: what tells the request the service sees apart from
+/// another (a guard, should the follower ever count requests otherwise than hyper).
+pub fn request_key(method: &[u8], target: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (method, target).hash(&mut h);
+    h.finish()
+}
+
 /// Where the follower is in the client's byte stream.
 #[derive(Debug, Default)]
 enum Phase {
@@ -120,9 +132,9 @@ pub struct Follower {
     /// Requests read to their end so far.
     done: u32,
     phase: Phase,
-    /// The number and request line of the request whose head carries both framings, if one
+    /// The number and [`request_key`] of the request whose head carries both framings, if one
     /// has (the follower stops there: hyper closes the connection after it).
-    conflict: Option<(u32, Vec<u8>)>,
+    conflict: Option<(u32, u64)>,
 }
 
 impl Follower {
@@ -187,10 +199,10 @@ impl Follower {
     }
 
     /// If request number `n` (from 0) on the connection is the one with both framings: its
-    /// request line.
-    pub fn conflict(&self, n: u32) -> Option<&[u8]> {
-        match &self.conflict {
-            Some((at, line)) if *at == n => Some(line),
+    /// [`request_key`].
+    pub fn conflict(&self, n: u32) -> Option<u64> {
+        match self.conflict {
+            Some((at, key)) if at == n => Some(key),
             _ => None,
         }
     }
@@ -198,8 +210,8 @@ impl Follower {
     /// The phase after a complete head.
     fn after_head(&mut self, head: Head) -> Phase {
         if head.has_content_length && head.transfer_encoding {
-            let line = head.request_line.unwrap_or_default();
-            self.conflict.get_or_insert((self.done, line));
+            self.conflict
+                .get_or_insert((self.done, head.key.unwrap_or_default()));
             return Phase::Lost;
         }
         if head.upgrade {
@@ -228,7 +240,7 @@ impl Follower {
 
 #[cfg(test)]
 mod tests {
-    use super::{Chunks, Follower, Head};
+    use super::{Chunks, Follower, Head, request_key};
     use crate::proxy::fast::parse::Verdict;
 
     fn fed(reads: &[&[u8]]) -> Follower {
@@ -251,7 +263,7 @@ mod tests {
         let bytes = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET";
         let (h, n) = scan(bytes);
         assert_eq!(n, Some(bytes.len() - 8));
-        assert_eq!(h.request_line.as_deref(), Some(&b"POST /a HTTP/1.1"[..]));
+        assert_eq!(h.key, Some(request_key(b"POST", b"/a")));
         assert!(h.has_content_length && !h.transfer_encoding && !h.upgrade);
         assert_eq!(h.content_length, Some(5));
         // Incomplete: no length yet, even with the blank line's \r in.
@@ -288,12 +300,12 @@ mod tests {
 
     #[test]
     fn framing_headers_are_found_only_in_the_head() {
-        fn conflict(bytes: &[u8]) -> Option<Vec<u8>> {
+        fn conflict(bytes: &[u8]) -> Option<u64> {
             let (h, _) = scan(bytes);
-            (h.has_content_length && h.transfer_encoding).then(|| h.request_line.unwrap())
+            (h.has_content_length && h.transfer_encoding).then(|| h.key.unwrap())
         }
         let both = b"POST /a?b HTTP/1.1\r\nHost: x\r\ncontent-length: 4\r\nTransfer-Encoding: chunked\r\n\r\n";
-        assert_eq!(conflict(both).as_deref(), Some(&b"POST /a?b HTTP/1.1"[..]));
+        assert_eq!(conflict(both), Some(request_key(b"POST", b"/a?b")));
         assert!(
             conflict(b"POST / HTTP/1.1\nTRANSFER-ENCODING: chunked\nContent-Length: 1\n").is_some()
         );
@@ -384,7 +396,7 @@ mod tests {
             let f = fed(&[&stream]);
             assert_eq!(
                 f.conflict(n),
-                Some(&b"POST /a?b HTTP/1.1"[..]),
+                Some(request_key(b"POST", b"/a?b")),
                 "{before:?}"
             );
             assert!((0..n).all(|i| f.conflict(i).is_none()));
