@@ -167,11 +167,12 @@ struct Balance {
     inboxes: Arc<[tokio::sync::mpsc::UnboundedSender<Handoff>]>,
 }
 
-/// A connection on its way to another worker.
+/// A connection on its way to another worker, already counted as open there.
 type Handoff = (
     std::net::TcpStream,
     SocketAddr,
     tokio::sync::OwnedSemaphorePermit,
+    OpenOn,
 );
 
 impl Balance {
@@ -189,6 +190,15 @@ impl Balance {
             },
             rxs,
         )
+    }
+
+    /// The worker a connection accepted by worker `me` goes to, counted as open there at
+    /// once: a burst of accepts must see the connections it has handed over, not the counts
+    /// as they were before the other worker got round to taking them (which left 16 h2
+    /// connections opened at once split 2 and 14, the wrong way round).
+    fn claim(&self, me: usize) -> (usize, OpenOn) {
+        let to = self.target(me);
+        (to, OpenOn::on(self, to))
     }
 
     /// The worker a connection accepted by worker `me` should go to.
@@ -210,11 +220,9 @@ impl Balance {
 struct OpenOn(Option<(Balance, usize)>);
 
 impl OpenOn {
-    fn new(balance: Option<&(Balance, usize)>) -> OpenOn {
-        if let Some((b, i)) = balance {
-            b.open[*i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        OpenOn(balance.cloned())
+    fn on(balance: &Balance, worker: usize) -> OpenOn {
+        balance.open[worker].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenOn(Some((balance.clone(), worker)))
     }
 }
 
@@ -285,7 +293,7 @@ async fn serve(
         let mut stop = stop.clone();
         tokio::spawn(async move {
             loop {
-                let (stream, peer, permit) = tokio::select! {
+                let (stream, peer, permit, counted) = tokio::select! {
                     _ = stop.wait_for(|s| *s) => break,
                     h = rx.recv() => match h {
                         Some(h) => h,
@@ -293,7 +301,7 @@ async fn serve(
                     },
                 };
                 match tokio::net::TcpStream::from_std(stream) {
-                    Ok(s) => w.start(s, peer, permit),
+                    Ok(s) => w.start(s, peer, permit, counted),
                     Err(e) => tracing::debug!(%peer, error = %e, "handed-over connection lost"),
                 }
             }
@@ -321,25 +329,31 @@ async fn serve(
                 }
             },
         };
-        if let Some((b, me)) = &worker.balance {
-            let to = b.target(*me);
-            if to != *me {
-                match stream.into_std() {
-                    Ok(std) => {
-                        if let Err(e) = b.inboxes[to].send((std, peer, permit)) {
-                            // That worker has stopped: serve it here after all.
-                            let (std, peer, permit) = e.0;
-                            if let Ok(s) = tokio::net::TcpStream::from_std(std) {
-                                worker.start(s, peer, permit);
+        let counted = match &worker.balance {
+            Some((b, me)) => {
+                let (to, counted) = b.claim(*me);
+                if to != *me {
+                    match stream.into_std() {
+                        Ok(std) => {
+                            if let Err(e) = b.inboxes[to].send((std, peer, permit, counted)) {
+                                // That worker has stopped: serve it here after all.
+                                let (std, peer, permit, _theirs) = e.0;
+                                if let Ok(s) = tokio::net::TcpStream::from_std(std) {
+                                    worker.start(s, peer, permit, OpenOn::on(b, *me));
+                                }
                             }
                         }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "cannot hand a connection over")
+                        }
                     }
-                    Err(e) => tracing::debug!(%peer, error = %e, "cannot hand a connection over"),
+                    continue;
                 }
-                continue;
+                counted
             }
-        }
-        worker.start(stream, peer, permit);
+            None => OpenOn(None),
+        };
+        worker.start(stream, peer, permit, counted);
     }
     drop(listener);
     drop(worker);
@@ -362,6 +376,7 @@ impl Worker {
         stream: tokio::net::TcpStream,
         peer: SocketAddr,
         permit: tokio::sync::OwnedSemaphorePermit,
+        counted: OpenOn,
     ) {
         let _ = stream.set_nodelay(true);
         let fwd = self.forwarder.clone();
@@ -382,7 +397,6 @@ impl Worker {
             self.http.clone(),
             self.tls.clone(),
         );
-        let counted = OpenOn::new(self.balance.as_ref());
         let handshake_timeout = self.handshake_timeout;
         // Two separate tasks: a plain connection's task must not be as large as a TLS one
         // (rustls state), which would cost every idle connection the difference.
@@ -579,5 +593,25 @@ mod tests {
         set([5, 4, 3]);
         assert_eq!(b.target(0), 2);
         assert_eq!(b.target(2), 2);
+    }
+
+    #[test]
+    fn a_burst_of_accepts_on_one_worker_is_split_evenly_before_the_others_take_theirs() {
+        let (b, _rx) = Balance::new(2);
+        // Worker 0 accepts 16 connections in a row; worker 1 has not yet started any of those
+        // handed to it. Each is counted where it goes at once.
+        let claimed: Vec<_> = (0..16).map(|_| b.claim(0)).collect();
+        let counts = || {
+            b.open
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect::<Vec<_>>()
+        };
+        // (The worker that accepts may stay one connection ahead before it hands one over.)
+        assert_eq!(counts(), [9, 7]);
+        assert_eq!(claimed.iter().filter(|(to, _)| *to == 1).count(), 7);
+        // A connection's count goes when it closes.
+        drop(claimed);
+        assert_eq!(counts(), [0, 0]);
     }
 }
