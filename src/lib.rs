@@ -119,12 +119,14 @@ pub async fn run(
         registry.shared().clone(),
         stop_rx.clone(),
     ));
+    proxy::plan_workers(config.proxy.workers * if listeners.tls.is_some() { 2 } else { 1 });
     let proxy = tokio::spawn(proxy::serve_workers(
         listeners.proxy,
         registry.shared().clone(),
         config.proxy.clone(),
         stop_rx.clone(),
         None,
+        0,
     ));
     let tls_proxy = match (listeners.tls, &tls) {
         (Some(l), Some(t)) => {
@@ -148,6 +150,7 @@ pub async fn run(
                 config.proxy.clone(),
                 stop_rx.clone(),
                 Some(t.clone()),
+                config.proxy.workers,
             )))
         }
         _ => None,

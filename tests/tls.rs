@@ -397,3 +397,107 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
     assert_eq!(text.matches("HTTP/1.1 200 ").count(), 0, "{text:?}");
     assert_eq!(text.matches("HTTP/1.1 400 ").count(), 1, "{text:?}");
 }
+
+/// A backend answering `ok` to every request on keepalive connections, counting the
+/// connections it accepts.
+async fn counting_backend() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while let Ok(n @ 1..) = s.read(&mut chunk).await {
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nok\n";
+                        if s.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn plain_and_tls_workers_keep_backend_connections_of_their_own() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+    let dir = std::env::temp_dir().join(format!("quayside-tls-pools-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = write_cert(&dir, "a", "a.test");
+    let (backend, accepted) = counting_backend().await;
+    let mut config = test_config();
+    config.tls.certs = vec![dir.join("a.crt")];
+    config.tls.keys = vec![dir.join("a.key")];
+    // One worker per listener: the plain one and the TLS one.
+    config.proxy.workers = 1;
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (plain_addr, admin_addr, tls_addr) = (
+        proxy.local_addr().unwrap(),
+        admin.local_addr().unwrap(),
+        tls.local_addr().unwrap(),
+    );
+    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(quayside::run(
+        Listeners {
+            proxy,
+            admin,
+            tls: Some(tls),
+        },
+        config,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let url = format!(
+        "http://{admin_addr}/add?no=1&ip=127.0.0.1&port={}",
+        backend.port()
+    );
+    assert_eq!(Http::new().get(&url).await.status, 200);
+
+    async fn get<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        while !buf.ends_with(b"ok\n") {
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut chunk))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert!(n > 0, "closed: {:?}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        assert!(buf.starts_with(b"HTTP/1.1 200 "), "{buf:?}");
+    }
+    // Two plain requests, one after the other, on one backend connection (pooled).
+    let mut plain = TcpStream::connect(plain_addr).await.unwrap();
+    get(&mut plain).await;
+    get(&mut plain).await;
+    assert_eq!(accepted.load(SeqCst), 1);
+    // A TLS request: the TLS worker opens a connection of its own; it does not take the
+    // plain worker's (whose I/O that worker's thread drives).
+    let tcp = TcpStream::connect(tls_addr).await.unwrap();
+    let mut secure = connector(&[&root], &[b"http/1.1"])
+        .connect(ServerName::try_from("a.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    get(&mut secure).await;
+    get(&mut secure).await;
+    assert_eq!(accepted.load(SeqCst), 2);
+    get(&mut plain).await;
+    assert_eq!(accepted.load(SeqCst), 2);
+}

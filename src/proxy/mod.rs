@@ -79,15 +79,34 @@ pub fn worker_index() -> usize {
     WORKER.with(|w| w.get())
 }
 
+/// Worker threads of the proxies started in this process (each listener's in a range of
+/// indexes of its own): how many connection pools a backend may need.
+static WORKER_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+pub fn worker_threads() -> usize {
+    WORKER_THREADS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Say how many worker threads the proxies about to start will have in all, before any of
+/// them serves a request (a backend's pools are sized at its first request).
+pub fn plan_workers(total: usize) {
+    WORKER_THREADS.fetch_max(total, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Serve the proxy on `config.workers` threads, each running its own current-thread runtime
 /// and accepting from the same socket, until `stop` turns true; then each finishes its
 /// in-flight requests (bounded by `shutdown_timeout`). Resolves when all workers are done.
+/// `first` is the [`worker_index`] of the first of these threads: each listener's workers
+/// need indexes of their own, or a plain and a TLS worker would share backend connection
+/// pools, and the connections one opened (driven by its runtime) would be used by the other,
+/// each request waking both threads.
 pub async fn serve_workers(
     listener: TcpListener,
     shared: Arc<Shared>,
     config: ProxyConfig,
     stop: watch::Receiver<bool>,
     tls: Option<Arc<tls::Tls>>,
+    first: usize,
 ) {
     let std_listener = match listener.into_std() {
         Ok(l) => l,
@@ -99,6 +118,7 @@ pub async fn serve_workers(
     let mut threads = Vec::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
     let workers = config.workers.max(1);
+    plan_workers(first + workers);
     let (balance, mut inboxes) = Balance::new(workers);
     for i in 0..workers {
         let inbox = inboxes.remove(0);
@@ -118,9 +138,13 @@ pub async fn serve_workers(
             slots.clone(),
         );
         let spawned = std::thread::Builder::new()
-            .name(format!("quayside-proxy-{i}"))
+            // (Thread names show 15 bytes in `top -H` and /proc.)
+            .name(format!(
+                "{}-{i}",
+                if tls.is_some() { "qs-tls" } else { "qs-proxy" }
+            ))
             .spawn(move || {
-                WORKER.with(|w| w.set(i));
+                WORKER.with(|w| w.set(first + i));
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()

@@ -41,22 +41,32 @@ pub struct Upstream {
 }
 
 /// Lazily created connection pools for one backend: one per proxy worker thread, so a request
-/// and the connection it uses are driven by the same thread.
+/// and the connection it uses are driven by the same thread. The slots are allocated on first
+/// use, one per worker thread of the running proxies ([`crate::proxy::worker_threads`]).
 #[derive(Default)]
-pub struct PoolSlot([std::sync::OnceLock<Arc<crate::proxy::WorkerPool>>; MAX_WORKERS]);
+pub struct PoolSlot(std::sync::OnceLock<Box<[PoolCell]>>);
 
-/// Most proxy worker threads with a pool of their own (more share pools round the ring).
-pub const MAX_WORKERS: usize = 16;
+type PoolCell = std::sync::OnceLock<Arc<crate::proxy::WorkerPool>>;
 
 impl PoolSlot {
-    pub fn for_worker(&self, worker: usize) -> &std::sync::OnceLock<Arc<crate::proxy::WorkerPool>> {
-        &self.0[worker % MAX_WORKERS]
+    pub fn for_worker(&self, worker: usize) -> &PoolCell {
+        let cells = self.0.get_or_init(|| {
+            (0..crate::proxy::worker_threads().max(1))
+                .map(|_| PoolCell::new())
+                .collect()
+        });
+        // Past the end only on a thread that is no proxy worker (index 0) or in a process
+        // that started more proxies after this backend's first request (tests): shared.
+        &cells[worker % cells.len()]
     }
 }
 
 impl std::fmt::Debug for PoolSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let open = self.0.iter().filter(|s| s.get().is_some()).count();
+        let open = self
+            .0
+            .get()
+            .map_or(0, |c| c.iter().filter(|s| s.get().is_some()).count());
         write!(f, "PoolSlot({open} open)")
     }
 }
