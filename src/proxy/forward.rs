@@ -17,7 +17,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::body::{Capped, Gate, InFlight, Tracked};
-use super::pool::{self, Checkin, ConnectError, WorkerPool};
+use super::pool::{self, Checkin, ConnectError, Lost, WorkerPool};
 use super::retry::RetryBudget;
 use super::{ProxyConfig, ProxyError, headers};
 use crate::balance::hash::hash_bytes;
@@ -378,10 +378,9 @@ impl Forwarder {
         }
     }
 
-    /// Send on a pooled HTTP/1.1 connection, or a new one. A request a pooled connection did
-    /// not take (it was closing) goes out again on the next; a bodyless idempotent one lost on
-    /// a pooled connection (the idle-close race, see [`pool::RACE_IDLE`], or a backend closing a
-    /// connection it has just answered on) goes out again, once, on a new connection.
+    /// Send on a pooled HTTP/1.1 connection, or a new one, sending again what was lost as
+    /// [`pool::Attempts`] says (a bodyless idempotent request may go twice: a copy of it is
+    /// kept while it is on a pooled connection).
     async fn send_h1(
         &self,
         mut req: Request<UpstreamBody>,
@@ -393,23 +392,16 @@ impl Forwarder {
         {
             req.headers_mut().insert(header::HOST, v);
         }
-        let mut fresh = false;
+        let mut attempts = pool::Attempts::default();
         loop {
-            let pooled = if fresh {
-                None
-            } else {
-                pool.take(self.pool_idle_timeout)
-            };
-            let (mut tx, was_pooled) = match pooled {
-                Some(tx) => (tx, true),
-                None => {
-                    let tx = pool::connect(upstream.addr, self.connect_timeout)
-                        .await
-                        .map_err(|e| connect_error(e, upstream))?;
-                    (tx, false)
-                }
-            };
-            let copy = (was_pooled && req.body().is_end_stream() && is_idempotent(req.method()))
+            let (mut tx, pooled) = attempts
+                .checkout(
+                    || pool.take(self.pool_idle_timeout),
+                    || pool::connect(upstream.addr, self.connect_timeout),
+                )
+                .await
+                .map_err(|e| connect_error(e, upstream))?;
+            let copy = (pooled && req.body().is_end_stream() && is_idempotent(req.method()))
                 .then(|| copy_request(&req));
             match tx.try_send_request(req).await {
                 Ok(resp) => {
@@ -423,13 +415,15 @@ impl Forwarder {
                 }
                 Err(mut e) => {
                     let not_taken = e.take_message();
-                    tracing::debug!(error = %e.error(), backend = %upstream.no, pooled = was_pooled, "upstream exchange failed");
-                    match (was_pooled, not_taken, copy) {
-                        (true, Some(r), _) => req = r,
-                        (true, None, Some(r)) => {
-                            req = r;
-                            fresh = true;
-                        }
+                    tracing::debug!(error = %e.error(), backend = %upstream.no, pooled, "upstream exchange failed");
+                    let lost = match not_taken {
+                        Some(_) => Lost::NotSent,
+                        None => Lost::Unanswered,
+                    };
+                    // A copy was kept only of a request that may be sent twice.
+                    let replayable = copy.is_some();
+                    match not_taken.or(copy) {
+                        Some(r) if attempts.again(pooled, lost, replayable) => req = r,
                         _ => {
                             return Err(ProxyError::Upstream {
                                 no: upstream.no.clone(),

@@ -178,6 +178,58 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<H1Sender, Co
     Ok(tx)
 }
 
+/// How an attempt to send a request on a backend connection ended without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// The request did not go out: the connection was closing.
+    NotSent,
+    /// It went out and the connection closed before any answer came back.
+    Unanswered,
+}
+
+/// One request's connections to one backend, on the fast path's raw connections and hyper's
+/// alike: a pooled connection while the pool has one, else a new one. A request a pooled
+/// connection did not take goes out on the next; one lost unanswered on a pooled connection
+/// (the idle-close race, see [`RACE_IDLE`], or a backend closing a connection it has just
+/// answered on) goes out again, once, on a new connection if it may be sent twice (a bodyless
+/// idempotent request, as nginx does). Nothing lost on a new connection is sent again here
+/// (retries on another backend are the forwarder's).
+#[derive(Debug, Default)]
+pub struct Attempts {
+    fresh: bool,
+}
+
+impl Attempts {
+    /// The connection for the next attempt, and whether it came from the pool.
+    pub async fn checkout<C, F>(
+        &self,
+        pooled: impl FnOnce() -> Option<C>,
+        connect: impl FnOnce() -> F,
+    ) -> Result<(C, bool), ConnectError>
+    where
+        F: std::future::Future<Output = Result<C, ConnectError>>,
+    {
+        match if self.fresh { None } else { pooled() } {
+            Some(c) => Ok((c, true)),
+            None => Ok((connect().await?, false)),
+        }
+    }
+
+    /// After an attempt on a connection (`pooled` or new) lost the request: whether to send it
+    /// again; the next [`checkout`](Self::checkout) gives the connection to use.
+    pub fn again(&mut self, pooled: bool, lost: Lost, replayable: bool) -> bool {
+        match lost {
+            _ if !pooled => false,
+            Lost::NotSent => true,
+            Lost::Unanswered if replayable => {
+                self.fresh = true;
+                true
+            }
+            Lost::Unanswered => false,
+        }
+    }
+}
+
 /// A connection on loan to one response: back to its pool once the response body has been
 /// read to the end; closed if the response is abandoned half-read.
 pub struct Checkin {
@@ -227,4 +279,50 @@ pub fn new_pool(max_idle: Duration) -> Arc<WorkerPool> {
             .push(Arc::downgrade(&pool));
     });
     pool
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Attempts, ConnectError, Lost};
+
+    /// Checkout from a "pool" of numbered connections; new ones are numbered from 100.
+    async fn next(a: &Attempts, pool: &mut Vec<u32>, opened: &mut u32) -> (u32, bool) {
+        a.checkout(
+            || pool.pop(),
+            || {
+                *opened += 1;
+                let n = 99 + *opened;
+                async move { Ok::<_, ConnectError>(n) }
+            },
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_lost_on_a_pooled_connection_goes_again_and_only_once_on_a_new_one() {
+        let (mut pool, mut opened) = (vec![1, 2], 0);
+        let mut a = Attempts::default();
+        // Not taken by a pooled connection (it was closing): the next pooled one.
+        assert_eq!(next(&a, &mut pool, &mut opened).await, (2, true));
+        assert!(a.again(true, Lost::NotSent, false));
+        assert_eq!(next(&a, &mut pool, &mut opened).await, (1, true));
+        // Unanswered on a pooled connection, and may be sent twice: a new connection, even
+        // though the pool has another.
+        pool.push(3);
+        assert!(a.again(true, Lost::Unanswered, true));
+        assert_eq!(next(&a, &mut pool, &mut opened).await, (100, false));
+        // Lost again, on that new connection: not sent a third time.
+        assert!(!a.again(false, Lost::Unanswered, true));
+        assert!(!a.again(false, Lost::NotSent, true));
+        assert_eq!(pool, [3]);
+    }
+
+    #[test]
+    fn a_request_that_may_not_be_sent_twice_is_not_sent_again_once_it_went_out() {
+        let mut a = Attempts::default();
+        assert!(!a.again(true, Lost::Unanswered, false));
+        // One that never went out may still go on the next pooled connection.
+        assert!(a.again(true, Lost::NotSent, false));
+    }
 }

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 
 use super::body::InFlight;
 use super::forward::{Client, Forwarder};
-use super::pool;
+use super::pool::{self, Lost};
 use super::{ProxyError, headers};
 use crate::health::now_ms;
 use crate::routing::{HashKey, ServiceRoute, Upstream};
@@ -467,26 +467,18 @@ async fn attempt<S: ClientIo>(
     let failed = || ProxyError::Upstream {
         no: upstream.no.clone(),
     };
-    // After a pooled connection closed on an idempotent request: a new connection this time.
-    let mut fresh = false;
+    let mut attempts = pool::Attempts::default();
     let (mut conn, mut up) = loop {
-        let pooled = if fresh {
-            None
-        } else {
-            pool.take_raw(fwd.pool_idle_timeout)
-        };
-        let (mut conn, was_pooled) = match pooled {
-            Some(c) => (c, true),
-            None => {
-                let c = pool::connect_raw(upstream.addr, fwd.connect_timeout)
-                    .await
-                    .map_err(|e| super::forward::connect_error(e, upstream))?;
-                (c, false)
-            }
-        };
+        let (mut conn, pooled) = attempts
+            .checkout(
+                || pool.take_raw(fwd.pool_idle_timeout),
+                || pool::connect_raw(upstream.addr, fwd.connect_timeout),
+            )
+            .await
+            .map_err(|e| super::forward::connect_error(e, upstream))?;
         if conn.write_all(out).await.is_err() {
             // A pooled connection the backend had closed: the request did not go out.
-            if was_pooled {
+            if attempts.again(pooled, Lost::NotSent, info.idempotent) {
                 continue;
             }
             return Err(failed());
@@ -495,11 +487,11 @@ async fn attempt<S: ClientIo>(
         match tokio::time::timeout_at(deadline, read_append(&mut conn, &mut up)).await {
             Err(_) => return Err(timed_out()),
             Ok(Ok(n)) if n > 0 => break (conn, up),
-            // Closed before answering, on a pooled connection: the idle-close race, or a
-            // backend that closes a connection it has just answered on (as hyper does when it
-            // did not read a request body in time). Nothing came back, so an idempotent
-            // request goes out again, once, on a new connection (as nginx does).
-            Ok(_) if was_pooled && info.idempotent => fresh = true,
+            // Closed before answering (a backend closing a connection it has just answered
+            // on, as hyper does when it did not read a request body in time, or the idle-close
+            // race). The fast path sends bodyless requests and bodies it holds in full, so an
+            // idempotent one may go again.
+            Ok(_) if attempts.again(pooled, Lost::Unanswered, info.idempotent) => {}
             Ok(_) => return Err(failed()),
         }
     };
