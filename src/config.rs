@@ -109,7 +109,7 @@ pub struct Cli {
     #[arg(long, env = "QUAYSIDE_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<usize>,
 
-    /// Proxy worker threads [default: the number of CPUs]
+    /// Proxy worker threads per listener (plain and TLS) [default: the number of CPUs]
     #[arg(long, env = "QUAYSIDE_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
 
