@@ -1,8 +1,12 @@
 //! latency: fixed-rate HTTP/1.1 load with latency measured from the *scheduled* send time of
 //! each request (as wrk2 does), so a stalled server is charged for the requests it delayed.
 //!
-//! `latency ADDR RATE SECONDS [CONNECTIONS]` → one line: rate achieved, p50, p99, p99.9, max
-//! (ms), errors.
+//! `latency ADDR RATE SECONDS [CONNECTIONS [WARMUP]]` → one line: rate achieved, p50, p99,
+//! p99.9, max (ms), errors. With WARMUP seconds (default 0), requests go out at RATE for that
+//! long first and are not counted: the first ~50 ms of a run (64 connections just opened, every
+//! process waking up) are slow for every server and otherwise make up about half of a 5-second
+//! run's slowest 1 %. With `LATENCY_DUMP=FILE`, every request's scheduled time (µs from the start),
+//! latency (µs) and connection number go to FILE, one per line, to see when slow ones happen.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,18 +19,20 @@ use tokio::net::TcpStream;
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!("usage: latency ADDR RATE SECONDS [CONNECTIONS]");
+        eprintln!("usage: latency ADDR RATE SECONDS [CONNECTIONS [WARMUP]]");
         std::process::exit(2);
     }
     let addr = args[1].clone();
     let rate: f64 = args[2].parse().expect("RATE");
     let secs: f64 = args[3].parse().expect("SECONDS");
     let conns: usize = args.get(4).map_or(64, |c| c.parse().expect("CONNECTIONS"));
-    let total = (rate * secs) as u64;
+    let warmup: f64 = args.get(5).map_or(0.0, |w| w.parse().expect("WARMUP"));
+    let skip = (rate * warmup) as u64;
+    let total = skip + (rate * secs) as u64;
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now() + Duration::from_millis(200);
     let mut tasks = Vec::new();
-    for _ in 0..conns {
+    for conn in 0..conns {
         let (addr, next) = (addr.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -56,19 +62,31 @@ async fn main() {
                     };
                     continue;
                 }
-                lat.push(due.elapsed().as_micros() as u64);
+                if k >= skip {
+                    let at = due.duration_since(start).as_micros() as u64;
+                    lat.push((due.elapsed().as_micros() as u64, at, conn));
+                }
             }
             (lat, errors)
         }));
     }
-    let mut all = Vec::new();
+    let mut timed = Vec::new();
     let mut errors = 0;
     for t in tasks {
         let (l, e) = t.await.unwrap();
-        all.extend(l);
+        timed.extend(l);
         errors += e;
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    if let Ok(path) = std::env::var("LATENCY_DUMP") {
+        timed.sort_unstable_by_key(|&(_, at, _)| at);
+        let lines: String = timed
+            .iter()
+            .map(|(lat, at, conn)| format!("{at} {lat} {conn}\n"))
+            .collect();
+        std::fs::write(&path, lines).expect("LATENCY_DUMP file");
+    }
+    let mut all: Vec<u64> = timed.iter().map(|&(lat, _, _)| lat).collect();
+    let elapsed = start.elapsed().as_secs_f64() - warmup;
     all.sort_unstable();
     let pct = |p: f64| {
         all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
