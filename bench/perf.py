@@ -402,14 +402,19 @@ def main():
         s.close()
 
 
+def stop_all():
+    """Stop every process `spawn` started (killed if it does not end within 5 s)."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
 if __name__ == "__main__":
     try:
         main()
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all()

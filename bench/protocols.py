@@ -29,7 +29,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from perf import HZ, QUAYSIDE, ROOT, cpu_ticks, http_get, procs, rss_kb, spawn, work  # noqa: E402
+from perf import HZ, QUAYSIDE, ROOT, cpu_ticks, http_get, rss_kb, spawn, stop_all, work  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 SECS = int(os.environ.get("DURATION", "5"))
@@ -150,10 +150,4 @@ if __name__ == "__main__":
     try:
         main()
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all()
