@@ -55,12 +55,13 @@ async fn get_over(
     (headers, String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Start quayside with TLS on `config` and backend `backend` registered: the admin and TLS
-/// addresses (it stops when the returned sender is dropped).
+/// Start quayside with TLS on `config` and the backend on `backend_port` registered as no=1:
+/// the plain proxy, admin and TLS addresses (it stops when the returned sender is dropped).
 async fn start_tls(
     config: quayside::Config,
-    backend: &Backend,
+    backend_port: u16,
 ) -> (
+    std::net::SocketAddr,
     std::net::SocketAddr,
     std::net::SocketAddr,
     tokio::sync::oneshot::Sender<()>,
@@ -68,7 +69,11 @@ async fn start_tls(
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (admin_addr, tls_addr) = (admin.local_addr().unwrap(), tls.local_addr().unwrap());
+    let (plain_addr, admin_addr, tls_addr) = (
+        proxy.local_addr().unwrap(),
+        admin.local_addr().unwrap(),
+        tls.local_addr().unwrap(),
+    );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(quayside::run(
         Listeners {
@@ -81,13 +86,9 @@ async fn start_tls(
             let _ = stopped.await;
         },
     ));
-    Http::new()
-        .get(&format!(
-            "http://{admin_addr}/add?no=1&ip=127.0.0.1&port={}",
-            backend.port()
-        ))
-        .await;
-    (admin_addr, tls_addr, stop)
+    let url = format!("http://{admin_addr}/add?no=1&ip=127.0.0.1&port={backend_port}");
+    assert_eq!(Http::new().get(&url).await.status, 200);
+    (plain_addr, admin_addr, tls_addr, stop)
 }
 
 #[tokio::test]
@@ -101,7 +102,7 @@ async fn tls_by_sni_with_h2_and_reload_without_dropping_connections() {
     let mut config = test_config();
     config.tls.certs = vec![dir.join("a.crt"), dir.join("b.crt")];
     config.tls.keys = vec![dir.join("a.key"), dir.join("b.key")];
-    let (admin_addr, tls_addr, _stop) = start_tls(config, &backend).await;
+    let (_, admin_addr, tls_addr, _stop) = start_tls(config, backend.port()).await;
     let http = Http::new();
 
     // SNI picks the certificate: each name verifies only against its own root.
@@ -258,7 +259,7 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
     config.tls.keys = vec![dir.join("a.key")];
     // Longer than the quiet time after which hyper hands a connection back (PARK_AFTER, twice).
     config.proxy.client_header_timeout = std::time::Duration::from_millis(1000);
-    let (_, tls_addr, _stop) = start_tls(config, &backend).await;
+    let (_, _, tls_addr, _stop) = start_tls(config, backend.port()).await;
     let open = || async {
         let tcp = TcpStream::connect(tls_addr).await.unwrap();
         connector(&[&root], &[b"http/1.1"])
@@ -441,31 +442,7 @@ async fn plain_and_tls_workers_keep_backend_connections_of_their_own() {
     config.tls.keys = vec![dir.join("a.key")];
     // One worker per listener: the plain one and the TLS one.
     config.proxy.workers = 1;
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let tls = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (plain_addr, admin_addr, tls_addr) = (
-        proxy.local_addr().unwrap(),
-        admin.local_addr().unwrap(),
-        tls.local_addr().unwrap(),
-    );
-    let (_stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(quayside::run(
-        Listeners {
-            proxy,
-            admin,
-            tls: Some(tls),
-        },
-        config,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let url = format!(
-        "http://{admin_addr}/add?no=1&ip=127.0.0.1&port={}",
-        backend.port()
-    );
-    assert_eq!(Http::new().get(&url).await.status, 200);
+    let (plain_addr, _, tls_addr, _stop) = start_tls(config, backend.port()).await;
 
     async fn get<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) {
         s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
