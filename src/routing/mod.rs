@@ -55,8 +55,8 @@ impl PoolSlot {
                 .map(|_| PoolCell::new())
                 .collect()
         });
-        // Past the end only on a thread that is no proxy worker (index 0) or in a process
-        // that started more proxies after this backend's first request (tests): shared.
+        // Past the end only in a process that started more proxies after this backend's
+        // first request (tests do): those workers share pools round the ring.
         &cells[worker % cells.len()]
     }
 }
