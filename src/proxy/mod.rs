@@ -218,8 +218,8 @@ impl Balance {
 
     /// The worker a connection accepted by worker `me` goes to, counted as open there at
     /// once: a burst of accepts must see the connections it has handed over, not the counts
-    /// as they were before the other worker got round to taking them (which left 16 h2
-    /// connections opened at once split 2 and 14, the wrong way round).
+    /// as they were before the other worker got round to taking them (which handed too many
+    /// over: 16 h2 connections opened at once left the two workers' CPU at 256:88).
     fn claim(&self, me: usize) -> (usize, OpenOn) {
         let to = self.target(me);
         (to, OpenOn::on(self, to))
@@ -353,31 +353,15 @@ async fn serve(
                 }
             },
         };
-        let counted = match &worker.balance {
-            Some((b, me)) => {
-                let (to, counted) = b.claim(*me);
-                if to != *me {
-                    match stream.into_std() {
-                        Ok(std) => {
-                            if let Err(e) = b.inboxes[to].send((std, peer, permit, counted)) {
-                                // That worker has stopped: serve it here after all.
-                                let (std, peer, permit, _theirs) = e.0;
-                                if let Ok(s) = tokio::net::TcpStream::from_std(std) {
-                                    worker.start(s, peer, permit, OpenOn::on(b, *me));
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            tracing::debug!(%peer, error = %e, "cannot hand a connection over")
-                        }
-                    }
-                    continue;
+        match &worker.balance {
+            Some((b, me)) => match b.claim(*me) {
+                (to, counted) if to != *me => {
+                    worker.hand_over(b, (*me, to), (stream, peer, permit, counted))
                 }
-                counted
-            }
-            None => OpenOn(None),
-        };
-        worker.start(stream, peer, permit, counted);
+                (_, counted) => worker.start(stream, peer, permit, counted),
+            },
+            None => worker.start(stream, peer, permit, OpenOn(None)),
+        }
     }
     drop(listener);
     drop(worker);
@@ -394,6 +378,34 @@ async fn serve(
 }
 
 impl Worker {
+    /// Give a connection this worker (`me`) accepted to worker `to` (counted there already);
+    /// if that worker has stopped, serve it here after all.
+    fn hand_over(
+        self: &Arc<Self>,
+        b: &Balance,
+        (me, to): (usize, usize),
+        (stream, peer, permit, counted): (
+            tokio::net::TcpStream,
+            SocketAddr,
+            tokio::sync::OwnedSemaphorePermit,
+            OpenOn,
+        ),
+    ) {
+        let std = match stream.into_std() {
+            Ok(std) => std,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot hand a connection over");
+                return;
+            }
+        };
+        if let Err(e) = b.inboxes[to].send((std, peer, permit, counted)) {
+            let (std, peer, permit, _theirs) = e.0;
+            if let Ok(s) = tokio::net::TcpStream::from_std(std) {
+                self.start(s, peer, permit, OpenOn::on(b, me));
+            }
+        }
+    }
+
     /// Serve one accepted client connection in a task of its own.
     fn start(
         self: &Arc<Self>,
