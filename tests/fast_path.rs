@@ -340,3 +340,147 @@ async fn pipelined_requests_are_rewritten_and_answered_in_order() {
         heads[2]
     );
 }
+
+/// HTTP/2 clients' bodiless requests go to HTTP/1.1 backends over the fast path's raw
+/// connections: every kind of response framing comes out decoded, connections are reused when
+/// the backend allows it, and a broken answer is a 502 or a broken stream, never a hang.
+#[tokio::test]
+async fn http2_clients_get_decoded_bodies_over_reused_backend_connections() {
+    use http_body_util::BodyExt;
+    let b = Scripted::start(vec![
+        (
+            "HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n\
+             HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n\
+             5\r\nhello\r\n6;x=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+            false,
+        ),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", false),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", false),
+        ("HTTP/1.1 204 No Content\r\n\r\n", false),
+        ("HTTP/1.1 200 OK\r\n\r\nall of it", true),
+        (
+            "HTTP/1.1 200 OK\r\nConnection: close, x-hop\r\nX-Hop: 1\r\nContent-Length: 3\r\n\r\none",
+            true,
+        ),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", true),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", true),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlast", false),
+        ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nh1", false),
+    ])
+    .await;
+    // One worker: one pool per backend, which both kinds of client share.
+    let mut c = common::test_config();
+    c.proxy.workers = 1;
+    let q = Quayside::start_with(c).await;
+    let r = Http::new()
+        .get(&q.admin_url(&format!("/add?no=s&ip=127.0.0.1&port={}", b.port)))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<common::BoxBody>();
+    let send = |method: &str, path: &str| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", q.proxy))
+            .header("x-custom", "kept")
+            .body(common::full(""))
+            .unwrap();
+        let fut = client.request(req);
+        async move {
+            let resp = tokio::time::timeout(Duration::from_secs(5), fut)
+                .await
+                .expect("no answer")
+                .expect("request failed");
+            assert_eq!(resp.version(), http::Version::HTTP_2);
+            let (parts, body) = resp.into_parts();
+            let body = tokio::time::timeout(Duration::from_secs(5), body.collect())
+                .await
+                .expect("the body hung")
+                .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned());
+            (parts, body)
+        }
+    };
+
+    let (p, body) = send("GET", "/chunked?q=1").await;
+    assert_eq!(p.status, 200);
+    assert_eq!(body.unwrap(), "hello world");
+    assert_eq!(p.headers["x-a"], "1");
+    assert!(!p.headers.contains_key("transfer-encoding"), "{p:?}");
+    assert!(!p.headers.contains_key("content-length"), "{p:?}");
+
+    let (p, body) = send("GET", "/length").await;
+    assert_eq!((p.status.as_u16(), body.unwrap().as_str()), (200, "ok"));
+    assert_eq!(p.headers["content-length"], "2");
+
+    let (p, body) = send("HEAD", "/head").await;
+    assert_eq!((p.status.as_u16(), body.unwrap().as_str()), (200, ""));
+    assert_eq!(p.headers["content-length"], "5");
+
+    let (p, body) = send("DELETE", "/x").await;
+    assert_eq!((p.status.as_u16(), body.unwrap().as_str()), (204, ""));
+
+    let (p, body) = send("GET", "/until-close").await;
+    assert_eq!(
+        (p.status.as_u16(), body.unwrap().as_str()),
+        (200, "all of it")
+    );
+    // Five exchanges, one backend connection: each went back to the pool after its body.
+    assert_eq!(b.conns.load(Ordering::SeqCst), 1);
+
+    let (p, body) = send("GET", "/close").await;
+    assert_eq!((p.status.as_u16(), body.unwrap().as_str()), (200, "one"));
+    assert!(!p.headers.contains_key("connection"), "{p:?}");
+    assert!(!p.headers.contains_key("x-hop"), "{p:?}");
+    assert_eq!(b.conns.load(Ordering::SeqCst), 2);
+
+    // Cut short: the stream breaks (the client can tell), and the proxy goes on.
+    let (p, body) = send("GET", "/short").await;
+    assert_eq!(p.status, 200);
+    assert!(body.is_err(), "{body:?}");
+
+    let (p, body) = send("GET", "/invalid").await;
+    assert_eq!(p.status, 502, "{body:?}");
+
+    let (p, body) = send("GET", "/last").await;
+    assert_eq!((p.status.as_u16(), body.unwrap().as_str()), (200, "last"));
+    assert_eq!(b.conns.load(Ordering::SeqCst), 5);
+    // An HTTP/1.1 client's request on the fast path takes the same pooled connection.
+    let mut s = TcpStream::connect(q.proxy).await.unwrap();
+    let text = exchange(
+        &mut s,
+        &mut Vec::new(),
+        "GET /h1 HTTP/1.1\r\nHost: x\r\n\r\n",
+        "h1",
+    )
+    .await;
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    assert_eq!(b.conns.load(Ordering::SeqCst), 5);
+
+    let heads = b.heads.lock().unwrap().clone();
+    assert_eq!(heads.len(), 10, "{heads:?}");
+    let first = heads[0].to_ascii_lowercase();
+    assert!(
+        first.starts_with("get /chunked?q=1 http/1.1\r\n"),
+        "{first}"
+    );
+    assert!(
+        first.contains(&format!("\r\nhost: {}\r\n", q.proxy)),
+        "{first}"
+    );
+    assert!(first.contains("\r\nx-custom: kept\r\n"), "{first}");
+    assert!(
+        first.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+        "{first}"
+    );
+    assert!(
+        heads[2].starts_with("HEAD /head HTTP/1.1\r\n"),
+        "{}",
+        heads[2]
+    );
+    assert!(
+        heads[3].starts_with("DELETE /x HTTP/1.1\r\n"),
+        "{}",
+        heads[3]
+    );
+}

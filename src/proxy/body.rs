@@ -9,8 +9,47 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use super::fast::exchange::RawBody;
 use super::pool::Checkin;
 use crate::health::BackendStats;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A backend's response body: from hyper's client, or read off a raw connection by the fast
+/// path's exchange.
+pub enum Upstreamed {
+    Hyper(Incoming),
+    Raw(RawBody),
+}
+
+impl Body for Upstreamed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Upstreamed::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Upstreamed::Raw(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Upstreamed::Hyper(b) => b.is_end_stream(),
+            Upstreamed::Raw(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Upstreamed::Hyper(b) => b.size_hint(),
+            Upstreamed::Raw(b) => b.size_hint(),
+        }
+    }
+}
 
 /// Holds one in-flight slot of a backend; releases it on drop.
 pub struct InFlight(Arc<BackendStats>);
@@ -34,7 +73,7 @@ impl Drop for InFlight {
 }
 
 pub struct Tracked {
-    inner: Incoming,
+    inner: Upstreamed,
     _slot: InFlight,
     /// The request body's `Expect: 100-continue` gate, if the backend answered without asking
     /// for the body: abandoned once this response is done with.
@@ -48,7 +87,7 @@ pub struct Tracked {
 
 impl Tracked {
     pub fn new(
-        inner: Incoming,
+        inner: Upstreamed,
         slot: InFlight,
         gate: Option<Arc<Gate>>,
         checkin: Option<Checkin>,
@@ -123,12 +162,12 @@ struct NotWanted;
 
 impl Body for Tracked {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(None) = polled {
             self.ended = true;

@@ -16,7 +16,8 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::body::{Capped, Gate, InFlight, Tracked};
+use super::body::{Capped, Gate, InFlight, Tracked, Upstreamed};
+use super::fast::exchange;
 use super::pool::{self, Checkin, ConnectError, Lost, WorkerPool};
 use super::retry::RetryBudget;
 use super::{ProxyConfig, ProxyError, headers};
@@ -161,6 +162,7 @@ impl Forwarder {
         let upgrade = headers::upgrade_protocol(req.headers())
             .map(|proto| (proto, hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
+        let bodiless = body.is_end_stream();
         // HTTP/2 clients send `:authority`, not `Host`: keep it as the Host the backend sees
         // (otherwise the client would put the backend's address there).
         if !parts.headers.contains_key(header::HOST)
@@ -254,6 +256,8 @@ impl Forwarder {
                 None
             }
         };
+        // What needs nothing of hyper's client goes over the fast path's raw connections.
+        let direct = bodiless && upgrade.is_none() && !te_trailers && expect.is_none();
         let tripped = capped.tripped.clone();
         let mut body = Some(Either::Left(capped));
         let mut tried: Vec<Arc<Upstream>> = Vec::new();
@@ -286,23 +290,29 @@ impl Forwarder {
             }
             let slot = InFlight::start(&upstream.stats);
             let started = Instant::now();
-            let err = match self.send(req, &upstream).await {
+            let err = match self.send(req, &upstream, direct).await {
                 Ok((resp, checkin)) => {
                     upstream
                         .stats
                         .on_success(started.elapsed().as_secs_f64() * 1000.0, now_ms());
-                    if resp.status() == http::StatusCode::SWITCHING_PROTOCOLS
+                    let (mut head, incoming) = resp.into_parts();
+                    if head.status == http::StatusCode::SWITCHING_PROTOCOLS
                         && let Some((_, client_side)) = upgrade
                     {
+                        // (An upgrade always goes through hyper's client, which a 101 needs.)
+                        let Upstreamed::Hyper(incoming) = incoming else {
+                            return Err(ProxyError::Upstream {
+                                no: upstream.no.clone(),
+                            });
+                        };
                         return Ok(tunnel(
-                            resp,
+                            Response::from_parts(head, incoming),
                             client_side,
                             slot,
                             &upstream.no,
                             self.tunnel_grace,
                         ));
                     }
-                    let (mut head, incoming) = resp.into_parts();
                     headers::strip_hop_by_hop(&mut head.headers);
                     if let Some(cookie) = &service.sticky_cookie
                         && sticky_had.as_deref() != Some(upstream.no.as_str())
@@ -351,25 +361,37 @@ impl Forwarder {
         }
     }
 
+    /// Send to one backend and wait for the response head. `direct`: the request needs
+    /// nothing of hyper's client (see [`exchange`]), so an HTTP/1.1 backend gets it over a raw
+    /// connection.
     async fn send(
         &self,
         req: Request<UpstreamBody>,
         upstream: &Upstream,
-    ) -> Result<(Response<Incoming>, Option<Checkin>), ProxyError> {
+        direct: bool,
+    ) -> Result<(Response<Upstreamed>, Option<Checkin>), ProxyError> {
         let pool = self.pool(upstream);
-        let exchange = async {
+        if direct && !upstream.h2c {
+            let head = exchange::encode_head(&req, upstream);
+            let method = req.method();
+            let (is_head, idempotent) = (method == Method::HEAD, is_idempotent(method));
+            drop(req);
+            let resp = exchange::send(self, &head, is_head, idempotent, upstream, pool).await?;
+            return Ok((resp.map(Upstreamed::Raw), None));
+        }
+        let answer = async {
             if upstream.h2c {
                 match self.h2_client(pool).request(req).await {
-                    Ok(resp) => Ok((resp, None)),
+                    Ok(resp) => Ok((resp.map(Upstreamed::Hyper), None)),
                     Err(e) => Err(classify(&e, upstream)),
                 }
             } else {
                 self.send_h1(req, pool, upstream)
                     .await
-                    .map(|(r, c)| (r, Some(c)))
+                    .map(|(r, c)| (r.map(Upstreamed::Hyper), Some(c)))
             }
         };
-        match tokio::time::timeout(self.response_header_timeout, exchange).await {
+        match tokio::time::timeout(self.response_header_timeout, answer).await {
             Err(_) => Err(ProxyError::ResponseTimeout {
                 no: upstream.no.clone(),
                 timeout: self.response_header_timeout,

@@ -1,6 +1,8 @@
 //! The data plane: forwards each request to a backend chosen from the current routing table,
 //! over keepalive connection pools. Plain HTTP/1.1 connections start on the byte-level fast
-//! path (`fast`); hyper serves TLS, HTTP/2 and whatever the fast path leaves to it.
+//! path (`fast`); hyper serves TLS, HTTP/2 and whatever the fast path leaves to it, and sends
+//! the bodiless ones among those requests back through the fast path's backend connections
+//! (`fast::exchange`).
 
 mod body;
 mod conn;

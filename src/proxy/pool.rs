@@ -1,9 +1,11 @@
 //! Keepalive connections to one backend, one small pool per proxy worker thread.
 //!
-//! HTTP/1.1 backends get this pool over hyper's low-level client connections: a checkout is a
-//! pop from a short per-worker stack (an uncontended mutex, no hashing of a pool key, no
-//! task spawned per request), and a connection goes back when its response body has been read
-//! to the end ([`Checkin`], dropped by the response body). A connection that is not ready at
+//! HTTP/1.1 backends get two stacks here: raw TCP connections for the fast path (which also
+//! carries hyper's bodiless requests, see `fast::exchange`), and hyper's low-level client
+//! connections for requests with a body, upgrades and the like. A checkout is a pop from a
+//! short per-worker stack (an uncontended mutex, no hashing of a pool key, no task spawned
+//! per request), and a connection goes back when its response body has been read to the end
+//! (for hyper's, [`Checkin`], dropped by the response body). A connection that is not ready at
 //! checkout (closed by the backend, or still busy with an unfinished request body) is closed
 //! and the next one tried. h2c backends share one multiplexed connection through hyper-util's
 //! client, which this pool also holds.
@@ -36,9 +38,9 @@ pub const RACE_IDLE: Duration = Duration::from_millis(100);
 /// One backend's connections on one proxy worker.
 #[derive(Default)]
 pub struct WorkerPool {
-    /// Idle HTTP/1.1 connections of the hyper path.
+    /// Idle HTTP/1.1 connections of hyper's client.
     idle: IdleStack<H1Sender>,
-    /// Idle raw HTTP/1.1 connections of the fast path.
+    /// Idle raw HTTP/1.1 connections of the fast path (and of its exchange for hyper).
     raw: IdleStack<TcpStream>,
     /// The h2c client, for a backend that speaks HTTP/2.
     pub h2: OnceLock<UpstreamClient>,

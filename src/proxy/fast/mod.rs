@@ -17,6 +17,7 @@
 //! So every limit, error and protocol feature is hyper's as before, and the fast path only
 //! ever sees requests whose meaning is plain.
 
+pub mod exchange;
 pub mod parse;
 
 use std::sync::Arc;

@@ -493,10 +493,39 @@ enum ChunkState {
 #[derive(Debug, PartialEq)]
 pub struct BadChunk;
 
+/// What [`Chunks::data`] found in the bytes it was given.
+#[derive(Debug, PartialEq)]
+pub struct Scan {
+    /// Bytes of the body used up (framing and data), from the start of those given.
+    pub used: usize,
+    /// Chunk data within them, ending where `used` does: the next piece of the decoded body.
+    pub data: Option<std::ops::Range<usize>>,
+    /// The body ended with them (after its trailers, which are skipped).
+    pub done: bool,
+}
+
 impl Chunks {
     /// Feed the next bytes: `Some(n)` if the body ends after the first `n` of them.
     pub fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, BadChunk> {
+        let s = self.scan(bytes, false)?;
+        Ok(s.done.then_some(s.used))
+    }
+
+    /// Decode: read the next bytes up to the end of the first run of chunk data in them (or
+    /// the end of the body, or of the bytes), and say where that data is.
+    pub fn data(&mut self, bytes: &[u8]) -> Result<Scan, BadChunk> {
+        self.scan(bytes, true)
+    }
+
+    fn scan(&mut self, bytes: &[u8], stop_at_data: bool) -> Result<Scan, BadChunk> {
         use ChunkState::*;
+        let end = |used, done| {
+            Ok(Scan {
+                used,
+                data: None,
+                done,
+            })
+        };
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -529,6 +558,13 @@ impl Chunks {
                     if self.size == 0 {
                         self.state = DataCr;
                     }
+                    if stop_at_data {
+                        return Ok(Scan {
+                            used: i,
+                            data: Some(i - take..i),
+                            done: false,
+                        });
+                    }
                     continue;
                 }
                 DataCr if b == b'\r' => self.state = DataLf,
@@ -537,7 +573,7 @@ impl Chunks {
                     b'\r' => self.state = EndLf,
                     b'\n' => {
                         self.state = Done;
-                        return Ok(Some(i + 1));
+                        return end(i + 1, true);
                     }
                     _ => self.state = TrailerLine,
                 },
@@ -549,13 +585,13 @@ impl Chunks {
                 TrailerLf if b == b'\n' => self.state = TrailerStart,
                 EndLf if b == b'\n' => {
                     self.state = Done;
-                    return Ok(Some(i + 1));
+                    return end(i + 1, true);
                 }
                 _ => return Err(BadChunk),
             }
             i += 1;
         }
-        Ok(None)
+        end(i, false)
     }
 
     fn end_size_line(&mut self) {
@@ -856,6 +892,25 @@ mod tests {
                 }
             }
             proptest::prop_assert_eq!(found, Some(end));
+            // Decoded over the same pieces: the chunks' data, in order, ending at the end.
+            let mut decoder = Chunks::default();
+            let (mut data, mut done_at) = (Vec::new(), None);
+            'pieces: for w in cuts.windows(2) {
+                let mut at = w[0];
+                while at < w[1] {
+                    let s = decoder.data(&body[at..w[1]]).unwrap();
+                    if let Some(d) = s.data {
+                        data.extend_from_slice(&body[at + d.start..at + d.end]);
+                    }
+                    at += s.used;
+                    if s.done {
+                        done_at = Some(at);
+                        break 'pieces;
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(done_at, Some(end));
+            proptest::prop_assert_eq!(data, chunks.concat());
         }
     }
 

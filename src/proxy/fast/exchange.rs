@@ -1,0 +1,339 @@
+//! The fast path's backend leg for requests hyper serves (HTTP/2 clients, and HTTP/1.1
+//! requests the fast path left to hyper): a bodiless request to an HTTP/1.1 backend is sent
+//! over a raw pooled connection (the fast path's own pool), its head written straight from the
+//! `http` parts, the answer's head parsed once by the fast path's parser, and the body decoded
+//! as it is read, in the client stream's own task. No backend connection task and no dispatch
+//! channel between two tasks, as hyper's client has; hyper still serves the client side.
+//!
+//! Only requests that need nothing of hyper's client come here (see
+//! [`super::super::forward`]: no body, no upgrade, no `Expect`, no `TE: trailers`), so a
+//! response's trailers (which only a `TE: trailers` client may get) are read and dropped.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version};
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::parse::{self, Framing, ResponseVerdict};
+use super::read_append;
+use crate::proxy::ProxyError;
+use crate::proxy::forward::{Forwarder, UpstreamBody, connect_error};
+use crate::proxy::pool::{self, Lost, WorkerPool};
+use crate::routing::Upstream;
+
+/// The request head as the backend gets it (origin form; `Host` from the backend's address if
+/// the request has none).
+pub fn encode_head(req: &Request<UpstreamBody>, upstream: &Upstream) -> Vec<u8> {
+    let path = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    if !req.headers().contains_key(http::header::HOST) {
+        out.extend_from_slice(b"host: ");
+        out.extend_from_slice(upstream.authority.as_str().as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for (name, value) in req.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Send `head` (a bodiless request) to `upstream` on a pooled raw connection, or a new one,
+/// and read the answer's head (1xx heads are skipped). A request lost on a pooled connection
+/// goes again as [`pool::Attempts`] says (a bodiless request can always be written again).
+/// `Err` only before any of the answer is given out.
+pub async fn send(
+    fwd: &Forwarder,
+    head: &[u8],
+    is_head: bool,
+    idempotent: bool,
+    upstream: &Upstream,
+    pool: &Arc<WorkerPool>,
+) -> Result<Response<RawBody>, ProxyError> {
+    let deadline = tokio::time::Instant::from_std(Instant::now()) + fwd.response_header_timeout;
+    let failed = || ProxyError::Upstream {
+        no: upstream.no.clone(),
+    };
+    let timed_out = || ProxyError::ResponseTimeout {
+        no: upstream.no.clone(),
+        timeout: fwd.response_header_timeout,
+    };
+    let mut attempts = pool::Attempts::default();
+    let (mut conn, mut up) = loop {
+        let (mut conn, pooled) = attempts
+            .checkout(
+                || pool.take_raw(fwd.pool_idle_timeout),
+                || Box::pin(pool::connect_raw(upstream.addr, fwd.connect_timeout)),
+            )
+            .await
+            .map_err(|e| connect_error(e, upstream))?;
+        if conn.write_all(head).await.is_err() {
+            if attempts.again(pooled, Lost::NotSent, true) {
+                continue;
+            }
+            return Err(failed());
+        }
+        let mut up = Vec::new();
+        match tokio::time::timeout_at(deadline, read_append(&mut conn, &mut up)).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Ok(n)) if n > 0 => break (conn, up),
+            Ok(_) if attempts.again(pooled, Lost::Unanswered, idempotent) => {}
+            Ok(_) => return Err(failed()),
+        }
+    };
+    loop {
+        if !up.is_empty() {
+            let bytes = Bytes::from(std::mem::take(&mut up));
+            match response_head(&bytes, is_head) {
+                Head::Incomplete => up = Vec::from(bytes),
+                Head::Informational(len) => {
+                    up = bytes[len..].to_vec();
+                    continue;
+                }
+                Head::Invalid => return Err(failed()),
+                Head::Final(resp, len, framing, reusable) => {
+                    let mut body = RawBody {
+                        conn: Some(conn),
+                        pending: bytes.slice(len..),
+                        left: match framing {
+                            Framing::Empty => Left::Length(0),
+                            Framing::Length(n) => Left::Length(n),
+                            Framing::Chunked => Left::Chunks(parse::Chunks::default()),
+                            Framing::UntilClose => Left::UntilClose,
+                        },
+                        reusable,
+                        pool: pool.clone(),
+                        read: BytesMut::new(),
+                    };
+                    body.settle();
+                    return Ok(resp.map(|()| body));
+                }
+            }
+        }
+        match tokio::time::timeout_at(deadline, read_append(&mut conn, &mut up)).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Err(failed()),
+        }
+    }
+}
+
+/// A backend's response head, parsed.
+enum Head {
+    Incomplete,
+    /// Not a response, or a 101 nobody asked for.
+    Invalid,
+    /// A 1xx head of this many bytes: skipped, another follows.
+    Informational(usize),
+    /// The response (body still to be set), its head's length, its framing and whether the
+    /// connection can be used again after it.
+    Final(Response<()>, usize, Framing, bool),
+}
+
+/// Parse the response head at the start of `bytes`; header values are slices of `bytes`.
+fn response_head(bytes: &Bytes, is_head: bool) -> Head {
+    let mut slots = parse::header_slots();
+    let r = match parse::response(bytes, &mut slots, is_head) {
+        ResponseVerdict::Incomplete => return Head::Incomplete,
+        ResponseVerdict::Invalid => return Head::Invalid,
+        ResponseVerdict::Ready(r) => r,
+    };
+    if r.status == 101 {
+        return Head::Invalid;
+    }
+    if r.is_informational() {
+        return Head::Informational(r.head_len);
+    }
+    let Ok(status) = StatusCode::from_u16(r.status) else {
+        return Head::Invalid;
+    };
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = Version::HTTP_11;
+    let headers = resp.headers_mut();
+    headers.reserve(r.headers.len());
+    for h in r.headers {
+        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
+            return Head::Invalid;
+        };
+        // The body is handed on decoded: its length is the chunks'.
+        if r.framing == Framing::Chunked && name == http::header::CONTENT_LENGTH {
+            continue;
+        }
+        let Ok(value) = HeaderValue::from_maybe_shared(bytes.slice_ref(h.value)) else {
+            return Head::Invalid;
+        };
+        headers.append(name, value);
+    }
+    Head::Final(resp, r.head_len, r.framing, r.reusable)
+}
+
+/// How much of a response body is still to come.
+enum Left {
+    Length(u64),
+    Chunks(parse::Chunks),
+    UntilClose,
+    Done,
+}
+
+/// A response body read from a raw backend connection, decoded. The connection goes back to
+/// its pool once the body has been read to its end with nothing after it (and the backend
+/// keeps it open); a body dropped before its end closes it.
+pub struct RawBody {
+    conn: Option<TcpStream>,
+    /// Body bytes read and not yet handed on (still chunk-framed for a chunked body).
+    pending: Bytes,
+    left: Left,
+    reusable: bool,
+    pool: Arc<WorkerPool>,
+    /// Where the next read lands.
+    read: BytesMut,
+}
+
+/// Why a response body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum RawBodyError {
+    #[error("reading the response body from the backend failed: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("the backend closed the connection before the end of the response body")]
+    Truncated,
+    #[error("the backend sent a broken chunked body")]
+    BadChunk,
+}
+
+/// The most one read of a body takes in.
+const BODY_READ: usize = 16 << 10;
+
+impl RawBody {
+    /// The next piece of the body from the bytes already read, if there is one.
+    fn next_piece(&mut self) -> Result<Option<Bytes>, RawBodyError> {
+        if self.pending.is_empty() {
+            return Ok(None);
+        }
+        let piece = match &mut self.left {
+            Left::Done => None,
+            Left::UntilClose => Some(std::mem::take(&mut self.pending)),
+            Left::Length(rest) => {
+                let take = self
+                    .pending
+                    .len()
+                    .min(usize::try_from(*rest).unwrap_or(usize::MAX));
+                *rest -= take as u64;
+                Some(self.pending.split_to(take))
+            }
+            Left::Chunks(c) => {
+                let mut piece = None;
+                while piece.is_none() && !self.pending.is_empty() {
+                    let s = c.data(&self.pending).map_err(|_| RawBodyError::BadChunk)?;
+                    piece = s.data.map(|d| self.pending.slice(d));
+                    let _ = self.pending.split_to(s.used);
+                    if s.done {
+                        self.left = Left::Done;
+                        break;
+                    }
+                }
+                piece
+            }
+        };
+        self.settle();
+        Ok(piece)
+    }
+
+    /// Once the body is complete: the connection back to its pool if nothing came after the
+    /// body and the backend keeps it open, closed otherwise.
+    fn settle(&mut self) {
+        if matches!(self.left, Left::Length(0)) {
+            self.left = Left::Done;
+        }
+        if matches!(self.left, Left::Done) {
+            if let Some(conn) = self.conn.take()
+                && self.reusable
+                && self.pending.is_empty()
+            {
+                self.pool.put_raw(conn);
+            }
+            self.pending = Bytes::new();
+        }
+    }
+}
+
+impl Body for RawBody {
+    type Data = Bytes;
+    type Error = RawBodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, RawBodyError>>> {
+        let this = &mut *self;
+        loop {
+            match this.next_piece() {
+                Err(e) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Ok(Some(piece)) if !piece.is_empty() => {
+                    return Poll::Ready(Some(Ok(Frame::data(piece))));
+                }
+                Ok(_) => {}
+            }
+            if matches!(this.left, Left::Done) {
+                return Poll::Ready(None);
+            }
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(Some(Err(RawBodyError::Truncated)));
+            };
+            this.read.reserve(BODY_READ);
+            let n = loop {
+                match conn.try_read_buf(&mut this.read) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        if let Err(e) = ready!(conn.poll_read_ready(cx)) {
+                            this.conn = None;
+                            return Poll::Ready(Some(Err(e.into())));
+                        }
+                    }
+                    Err(e) => {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                }
+            };
+            if n == 0 {
+                // The backend closed: the end of an until-close body, a truncated one otherwise.
+                this.conn = None;
+                if matches!(this.left, Left::UntilClose) {
+                    this.left = Left::Done;
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Err(RawBodyError::Truncated)));
+            }
+            this.pending = this.read.split().freeze();
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.left, Left::Done) && self.pending.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.left {
+            Left::Done => SizeHint::with_exact(0),
+            Left::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
