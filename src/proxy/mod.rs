@@ -427,7 +427,12 @@ impl Worker {
         let service = service_fn(move |req| {
             let fwd = fwd.clone();
             let client = client.clone();
-            async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, &client).await) }
+            // Boxed: a request's state (~4 KiB) is written once, not moved into each stream's
+            // task and around the task's stages (3,500 of 56,600 instructions per h2c request,
+            // callgrind).
+            Box::pin(
+                async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, &client).await) },
+            )
         });
         let (stop, open, http, tls) = (
             self.stop.clone(),
