@@ -5,8 +5,12 @@
 # per-request figure is (total at 2,500 requests - total at 500) / 2,000, which cancels
 # start-up. Also for nginx with bench/conf/nginx-static.conf (one worker, no master).
 #
+# CLIENT=h2c measures quayside alone with an HTTP/2 client instead (h2load, prior knowledge,
+# one connection, one stream at a time).
+#
 # Needs: valgrind, nginx (apt-get install -y valgrind nginx-extras), python3, curl, and
-# `cargo build --release`. Run: bash bench/instructions.sh (QUAYSIDE_BIN=path measures another build)
+# `cargo build --release` (h2c: nghttp2-client). Run: bash bench/instructions.sh
+# (QUAYSIDE_BIN=path measures another build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d /tmp/quayside-instr-XXXX)
@@ -17,6 +21,10 @@ trap 'kill $backends 2>/dev/null; pkill -f "$work" 2>/dev/null; true' EXIT
 sleep 0.5
 
 requests() { # PORT N
+  if [ "${CLIENT:-}" = h2c ]; then
+    h2load -n "$2" -c1 -m1 "http://127.0.0.1:$1/" >/dev/null
+    return
+  fi
   python3 - "$1" "$2" <<'PY'
 import http.client, sys
 c = http.client.HTTPConnection("127.0.0.1", int(sys.argv[1]))
@@ -53,6 +61,7 @@ nginx_static() { # N -> total instructions
 }
 
 q1=$(quayside 500); q2=$(quayside 2500)
+echo "quayside: $(( (q2 - q1) / 2000 )) instructions per request (user space${CLIENT:+, $CLIENT client})"
+[ "${CLIENT:-}" = h2c ] && exit 0
 n1=$(nginx_static 500); n2=$(nginx_static 2500)
-echo "quayside: $(( (q2 - q1) / 2000 )) instructions per request (user space)"
 echo "nginx-static: $(( (n2 - n1) / 2000 )) instructions per request (user space)"
