@@ -522,9 +522,9 @@ mod tests {
             ), 0..400),
             head in proptest::bool::ANY,
         ) {
-            use crate::proxy::fast::parse::{header_slots, request, response};
+            use crate::proxy::fast::parse::{header_slots, request, response, response_slots};
             let _ = request(&bytes, &mut header_slots(), u64::MAX);
-            let _ = response(&bytes, &mut header_slots(), head);
+            let _ = response(&bytes, &mut response_slots(), head);
             let _ = Chunks::default().feed(&bytes);
         }
 

@@ -145,7 +145,7 @@ enum Head {
 
 /// Parse the response head at the start of `bytes`; header values are slices of `bytes`.
 fn response_head(bytes: &Bytes, is_head: bool) -> Head {
-    let mut slots = parse::header_slots();
+    let mut slots = parse::response_slots();
     let r = match parse::response(bytes, &mut slots, is_head) {
         ResponseVerdict::Incomplete => return Head::Incomplete,
         ResponseVerdict::Invalid => return Head::Invalid,

@@ -419,7 +419,7 @@ enum Head {
 /// Parse the response head at the start of `up` and write the client's (no I/O; the slots
 /// never live across an await). `close`: the client's connection ends after this response.
 fn client_head(up: &[u8], info: &Info, close: bool) -> Head {
-    let mut slots = parse::header_slots();
+    let mut slots = parse::response_slots();
     match parse::response(up, &mut slots, info.head) {
         ResponseVerdict::Incomplete => Head::Incomplete,
         ResponseVerdict::Invalid => Head::Invalid,

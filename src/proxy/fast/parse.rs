@@ -23,11 +23,22 @@ pub const MAX_FAST_BODY: usize = 64 << 10;
 /// Longest response head read from a backend.
 pub const MAX_RESPONSE_HEAD: usize = 64 << 10;
 
-/// Room for the headers of one head.
+/// Headers a backend's response head may have (hyper's client takes 100; a response with
+/// more is a 502).
+pub const MAX_RESPONSE_HEADERS: usize = 128;
+
+/// Room for the headers of one request head.
 pub type HeaderSlots<'b> = [MaybeUninit<Header<'b>>; MAX_HEADERS];
 
 pub fn header_slots<'b>() -> HeaderSlots<'b> {
     [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
+/// Room for the headers of one response head.
+pub type ResponseSlots<'b> = [MaybeUninit<Header<'b>>; MAX_RESPONSE_HEADERS];
+
+pub fn response_slots<'b>() -> ResponseSlots<'b> {
+    [const { MaybeUninit::uninit() }; MAX_RESPONSE_HEADERS]
 }
 
 /// A request the fast path takes.
@@ -351,7 +362,7 @@ pub enum ResponseVerdict<'h, 'b> {
 /// Parse the response head at the start of `buf` (the answer to a HEAD request if `head`).
 pub fn response<'h, 'b>(
     buf: &'b [u8],
-    slots: &'h mut HeaderSlots<'b>,
+    slots: &'h mut ResponseSlots<'b>,
     head: bool,
 ) -> ResponseVerdict<'h, 'b> {
     let mut resp = httparse::Response::new(&mut []);
@@ -739,7 +750,7 @@ mod tests {
     }
 
     fn resp(bytes: &[u8], head: bool) -> Option<(u16, Framing, bool, String)> {
-        let mut slots = header_slots();
+        let mut slots = response_slots();
         match response(bytes, &mut slots, head) {
             ResponseVerdict::Ready(r) => {
                 let mut out = Vec::new();
@@ -1024,7 +1035,7 @@ mod tests {
                 raw.push_str(&format!("{name}: {value}\r\n"));
             }
             raw.push_str("Content-Length: 2\r\n\r\nok");
-            let mut slots = header_slots();
+            let mut slots = response_slots();
             let ResponseVerdict::Ready(resp) = response(raw.as_bytes(), &mut slots, false) else {
                 return Err(proptest::test_runner::TestCaseError::fail("not parsed"));
             };
