@@ -257,7 +257,11 @@ impl Forwarder {
             }
         };
         // What needs nothing of hyper's client goes over the fast path's raw connections.
-        let direct = bodiless && upgrade.is_none() && !te_trailers && expect.is_none();
+        let direct = bodiless
+            && upgrade.is_none()
+            && !te_trailers
+            && expect.is_none()
+            && parts.method != Method::CONNECT;
         let tripped = capped.tripped.clone();
         let mut body = Some(Either::Left(capped));
         let mut tried: Vec<Arc<Upstream>> = Vec::new();

@@ -5,9 +5,9 @@
 //! as it is read, in the client stream's own task. No backend connection task and no dispatch
 //! channel between two tasks, as hyper's client has; hyper still serves the client side.
 //!
-//! Only requests that need nothing of hyper's client come here (see
-//! [`super::super::forward`]: no body, no upgrade, no `Expect`, no `TE: trailers`), so a
-//! response's trailers (which only a `TE: trailers` client may get) are read and dropped.
+//! Only requests that need nothing of hyper's client come here (the forwarder decides: no
+//! body, no upgrade, no `Expect`, no `TE: trailers`, not `CONNECT`), so a response's trailers
+//! (which only a `TE: trailers` client may get) are read and dropped.
 
 use std::pin::Pin;
 use std::sync::Arc;
