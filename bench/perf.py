@@ -194,7 +194,7 @@ def main():
         cells = {}
         for r in range(ROUNDS):
             for rate in (5000, 10000):
-                names = [n for n in ("quayside", "nginx-static", "haproxy") if n in targets]
+                names = [n for n in ("quayside", "quayside-base", "nginx-static", "haproxy") if n in targets]
                 for name in names if r % 2 == 0 else names[::-1]:
                     out = subprocess.run([lat_bin, f"127.0.0.1:{targets[name][1]}", str(rate), "5", "64", "1"],
                                          capture_output=True, text=True).stdout
