@@ -17,14 +17,13 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::parse::{self, Framing, ResponseVerdict};
 use super::read_append;
 use crate::proxy::ProxyError;
-use crate::proxy::forward::{Forwarder, UpstreamBody, connect_error};
-use crate::proxy::pool::{self, Lost, WorkerPool};
+use crate::proxy::forward::{Forwarder, UpstreamBody};
+use crate::proxy::pool::WorkerPool;
 use crate::routing::Upstream;
 
 /// The request head as the backend gets it (origin form; `Host` from the backend's address if
@@ -53,7 +52,7 @@ pub fn encode_head(req: &Request<UpstreamBody>, upstream: &Upstream) -> Vec<u8> 
 
 /// Send `head` (a bodiless request) to `upstream` on a pooled raw connection, or a new one,
 /// and read the answer's head (1xx heads are skipped). A request lost on a pooled connection
-/// goes again as [`pool::Attempts`] says (a bodiless request can always be written again).
+/// goes again as `pool::Attempts` says.
 /// `Err` only before any of the answer is given out.
 pub async fn send(
     fwd: &Forwarder,
@@ -71,29 +70,8 @@ pub async fn send(
         no: upstream.no.clone(),
         timeout: fwd.response_header_timeout,
     };
-    let mut attempts = pool::Attempts::default();
-    let (mut conn, mut up) = loop {
-        let (mut conn, pooled) = attempts
-            .checkout(
-                || pool.take_raw(fwd.pool_idle_timeout),
-                || Box::pin(pool::connect_raw(upstream.addr, fwd.connect_timeout)),
-            )
-            .await
-            .map_err(|e| connect_error(e, upstream))?;
-        if conn.write_all(head).await.is_err() {
-            if attempts.again(pooled, Lost::NotSent, true) {
-                continue;
-            }
-            return Err(failed());
-        }
-        let mut up = Vec::new();
-        match tokio::time::timeout_at(deadline, read_append(&mut conn, &mut up)).await {
-            Err(_) => return Err(timed_out()),
-            Ok(Ok(n)) if n > 0 => break (conn, up),
-            Ok(_) if attempts.again(pooled, Lost::Unanswered, idempotent) => {}
-            Ok(_) => return Err(failed()),
-        }
-    };
+    let (mut conn, mut up) =
+        super::first_answer(fwd, upstream, pool, head, idempotent, deadline).await?;
     loop {
         if !up.is_empty() {
             let bytes = Bytes::from(std::mem::take(&mut up));

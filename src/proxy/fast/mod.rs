@@ -447,6 +447,55 @@ fn client_head(up: &[u8], info: &Info, close: bool) -> Head {
     }
 }
 
+/// Write `out` (a whole request) to `upstream` on a pooled raw connection, or a new one, and
+/// wait until `deadline` for the first bytes of the answer: the connection and those bytes. A
+/// request a pooled connection lost goes again as [`pool::Attempts`] says.
+async fn first_answer(
+    fwd: &Forwarder,
+    upstream: &Upstream,
+    pool: &pool::WorkerPool,
+    out: &[u8],
+    idempotent: bool,
+    deadline: tokio::time::Instant,
+) -> Result<(TcpStream, Vec<u8>), ProxyError> {
+    let failed = || ProxyError::Upstream {
+        no: upstream.no.clone(),
+    };
+    let mut attempts = pool::Attempts::default();
+    loop {
+        let (mut conn, pooled) = attempts
+            .checkout(
+                || pool.take_raw(fwd.pool_idle_timeout),
+                // Boxed: a new connection is rare, and its state would size every exchange's.
+                || Box::pin(pool::connect_raw(upstream.addr, fwd.connect_timeout)),
+            )
+            .await
+            .map_err(|e| super::forward::connect_error(e, upstream))?;
+        if conn.write_all(out).await.is_err() {
+            // A pooled connection the backend had closed: the request did not go out.
+            if attempts.again(pooled, Lost::NotSent, idempotent) {
+                continue;
+            }
+            return Err(failed());
+        }
+        let mut up = Vec::new();
+        match tokio::time::timeout_at(deadline, read_append(&mut conn, &mut up)).await {
+            Err(_) => {
+                return Err(ProxyError::ResponseTimeout {
+                    no: upstream.no.clone(),
+                    timeout: fwd.response_header_timeout,
+                });
+            }
+            Ok(Ok(n)) if n > 0 => return Ok((conn, up)),
+            // Closed before answering (a backend closing a connection it has just answered
+            // on, as hyper does when it did not read a request body in time, or the idle-close
+            // race). The whole request is in `out`, so an idempotent one may go again.
+            Ok(_) if attempts.again(pooled, Lost::Unanswered, idempotent) => {}
+            Ok(_) => return Err(failed()),
+        }
+    }
+}
+
 /// Send the request to one backend and relay its response. `Err` only while nothing has been
 /// written to the client (so it can still get a 5xx, or the request go elsewhere).
 async fn attempt<S: ClientIo>(
@@ -468,34 +517,8 @@ async fn attempt<S: ClientIo>(
     let failed = || ProxyError::Upstream {
         no: upstream.no.clone(),
     };
-    let mut attempts = pool::Attempts::default();
-    let (mut conn, mut up) = loop {
-        let (mut conn, pooled) = attempts
-            .checkout(
-                || pool.take_raw(fwd.pool_idle_timeout),
-                || pool::connect_raw(upstream.addr, fwd.connect_timeout),
-            )
-            .await
-            .map_err(|e| super::forward::connect_error(e, upstream))?;
-        if conn.write_all(out).await.is_err() {
-            // A pooled connection the backend had closed: the request did not go out.
-            if attempts.again(pooled, Lost::NotSent, info.idempotent) {
-                continue;
-            }
-            return Err(failed());
-        }
-        let mut up = Vec::new();
-        match tokio::time::timeout_at(deadline, read_append(&mut conn, &mut up)).await {
-            Err(_) => return Err(timed_out()),
-            Ok(Ok(n)) if n > 0 => break (conn, up),
-            // Closed before answering (a backend closing a connection it has just answered
-            // on, as hyper does when it did not read a request body in time, or the idle-close
-            // race). The fast path sends bodyless requests and bodies it holds in full, so an
-            // idempotent one may go again.
-            Ok(_) if attempts.again(pooled, Lost::Unanswered, info.idempotent) => {}
-            Ok(_) => return Err(failed()),
-        }
-    };
+    let (mut conn, mut up) =
+        first_answer(fwd, upstream, pool, out, info.idempotent, deadline).await?;
     let mut wrote_any = false;
     // Read the head (after any 1xx heads, which are relayed).
     loop {
