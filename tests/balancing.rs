@@ -208,6 +208,17 @@ async fn sticky_cookie_pins_a_client() {
         assert_eq!(r.body, first);
         assert!(!r.headers.contains_key("set-cookie"));
     }
+    // A cookie naming no routed backend: balanced as usual, and told the one that answered.
+    let req = http::Request::get(q.proxy_url("/"))
+        .header("cookie", "other=1; sid=gone")
+        .body(common::full(""))
+        .unwrap();
+    let r = http.send(req).await;
+    let cookie = r.headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with(&format!("sid={};", r.body.trim())),
+        "{cookie}"
+    );
 }
 
 #[tokio::test]

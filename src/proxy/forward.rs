@@ -545,7 +545,13 @@ fn hash_of(key: &HashKey, headers: &http::HeaderMap, ip: IpAddr) -> u64 {
         HashKey::Header(h) => headers.get(h).map(|v| v.as_bytes()),
         HashKey::Cookie(c) => headers::cookie(headers, c).map(str::as_bytes),
     };
-    match bytes {
+    hash_of_value(bytes, ip)
+}
+
+/// The hash of the value a service's hash key names, or of the client's IP if the request has
+/// none (both paths hash the same way, so a client keeps its backend whichever serves it).
+pub(super) fn hash_of_value(value: Option<&[u8]>, ip: IpAddr) -> u64 {
+    match value {
         Some(b) => hash_bytes(1, b),
         None => hash_of_ip(ip),
     }

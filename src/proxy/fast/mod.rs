@@ -11,8 +11,7 @@
 //!
 //! A head or small body split over reads is gathered here (408 if it stalls). The first
 //! request the fast path does not take in full (see [`parse`]: upgrades, `Expect`, chunked or
-//! large request bodies, HTTP/1.0, sticky or header-hashed services, h2c backends, anything
-//! odd) goes to hyper with the bytes read so far; hyper serves the connection (plain or TLS)
+//! large request bodies, HTTP/1.0, h2c backends, anything odd) goes to hyper with the bytes read so far; hyper serves the connection (plain or TLS)
 //! until it is quiet and parks, and it comes back here after.
 //! So every limit, error and protocol feature is hyper's as before, and the fast path only
 //! ever sees requests whose meaning is plain.
@@ -281,6 +280,8 @@ struct Prepared {
     service: Arc<ServiceRoute>,
     first: Arc<Upstream>,
     key: u64,
+    /// The backend the client's sticky-session cookie named.
+    had: Option<Box<str>>,
 }
 
 /// Parse, route and rewrite the request at the start of `inb` (no I/O, and nothing of the
@@ -314,13 +315,23 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, (ProxyE
     let key = match &service.hash_key {
         None => 0,
         Some(HashKey::ClientIp) => super::forward::hash_of_ip(client.ip),
-        // A header, a cookie or a sticky session: hyper's headers are needed.
-        Some(_) => return Ok(Prep::Slow),
+        Some(HashKey::Header(h)) => {
+            super::forward::hash_of_value(parse::header(req.headers, h.as_str()), client.ip)
+        }
+        Some(HashKey::Cookie(c)) => super::forward::hash_of_value(
+            parse::cookie(req.headers, c).map(str::as_bytes),
+            client.ip,
+        ),
     };
-    if service.sticky_cookie.is_some() {
-        return Ok(Prep::Slow);
-    }
-    let first = match service.pick(key) {
+    // A sticky session's cookie names the backend, if it is still routed.
+    let had = service
+        .sticky_cookie
+        .as_deref()
+        .and_then(|c| parse::cookie(req.headers, c));
+    let first = match had
+        .and_then(|no| service.by_no(no))
+        .or_else(|| service.pick(key))
+    {
         Some(u) if u.h2c => return Ok(Prep::Slow),
         Some(u) => u.clone(),
         None => return Err((ProxyError::unavailable(service), info)),
@@ -341,6 +352,7 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, (ProxyE
         service: service.clone(),
         first,
         key,
+        had: had.map(Box::from),
     }))
 }
 
@@ -362,7 +374,18 @@ async fn one<S: ClientIo>(
     let mut tried: Vec<Arc<Upstream>> = Vec::new();
     let mut upstream = p.first;
     loop {
-        let err = match attempt(stream, fwd, &upstream, &p.out, &p.info, stop).await {
+        // A sticky service tells the client which backend answered, unless it knew.
+        let set_cookie = p
+            .service
+            .sticky_cookie
+            .as_deref()
+            .filter(|_| p.had.as_deref() != Some(upstream.no.as_str()))
+            .map(|c| {
+                let v = headers::sticky_cookie(c, &upstream.no);
+                [b"set-cookie: ", v.as_bytes(), b"\r\n"].concat()
+            });
+        let extra = set_cookie.as_deref().unwrap_or_default();
+        let err = match attempt(stream, fwd, &upstream, &p.out, &p.info, stop, extra).await {
             Ok(step) => return step,
             Err(e) => e,
         };
@@ -417,8 +440,9 @@ enum Head {
 }
 
 /// Parse the response head at the start of `up` and write the client's (no I/O; the slots
-/// never live across an await). `close`: the client's connection ends after this response.
-fn client_head(up: &[u8], info: &Info, close: bool) -> Head {
+/// never live across an await). `close`: the client's connection ends after this response;
+/// `extra`: header lines of the proxy's own for it (a sticky session's cookie).
+fn client_head(up: &[u8], info: &Info, close: bool, extra: &[u8]) -> Head {
     let mut slots = parse::response_slots();
     match parse::response(up, &mut slots, info.head) {
         ResponseVerdict::Incomplete => Head::Incomplete,
@@ -426,7 +450,7 @@ fn client_head(up: &[u8], info: &Info, close: bool) -> Head {
         ResponseVerdict::Ready(r) if r.status == 101 => Head::Switching,
         ResponseVerdict::Ready(r) if r.is_informational() => {
             let mut bytes = Vec::with_capacity(r.head_len + 32);
-            parse::write_client_head(&mut bytes, &r, false);
+            parse::write_client_head(&mut bytes, &r, false, b"");
             Head::Informational {
                 bytes,
                 len: r.head_len,
@@ -435,7 +459,7 @@ fn client_head(up: &[u8], info: &Info, close: bool) -> Head {
         ResponseVerdict::Ready(r) => {
             let close = close || r.framing == Framing::UntilClose;
             let mut bytes = Vec::with_capacity(r.head_len + 64 + (up.len() - r.head_len));
-            parse::write_client_head(&mut bytes, &r, close);
+            parse::write_client_head(&mut bytes, &r, close, extra);
             Head::Final {
                 bytes,
                 len: r.head_len,
@@ -505,6 +529,7 @@ async fn attempt<S: ClientIo>(
     out: &[u8],
     info: &Info,
     stop: &watch::Receiver<bool>,
+    extra: &[u8],
 ) -> Result<Step, ProxyError> {
     let pool = fwd.pool(upstream);
     let slot = InFlight::start(&upstream.stats);
@@ -523,7 +548,7 @@ async fn attempt<S: ClientIo>(
     // Read the head (after any 1xx heads, which are relayed).
     loop {
         let close = info.close || stop.has_changed().unwrap_or(true);
-        match client_head(&up, info, close) {
+        match client_head(&up, info, close, extra) {
             Head::Switching | Head::Invalid if wrote_any => return Ok(Step::Close),
             Head::Switching | Head::Invalid => return Err(failed()),
             Head::Informational { bytes, len } => {

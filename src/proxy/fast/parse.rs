@@ -180,6 +180,27 @@ fn visible(v: &[u8]) -> bool {
     v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
+/// The value of the first header called `name` (lower case), as `HeaderMap::get` gives it.
+pub fn header<'b>(headers: &[Header<'b>], name: &str) -> Option<&'b [u8]> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+/// The value of cookie `name` in the `Cookie` headers, read as `headers::cookie` reads a
+/// `HeaderMap` (values that are not visible ASCII are skipped), so both paths agree.
+pub fn cookie<'b>(headers: &[Header<'b>], name: &str) -> Option<&'b str> {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("cookie") && visible(h.value))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
 /// Look at the request at the start of `buf`: the fast path's if it takes it (head and body
 /// all here), hyper's otherwise. A body over `max_body` is hyper's too (it answers 413).
 pub fn request<'h, 'b>(
@@ -431,9 +452,10 @@ pub fn response<'h, 'b>(
 }
 
 /// Write the response head for the client: the backend's headers without the hop-by-hop ones
-/// (`Transfer-Encoding` kept for a chunked body, which is relayed as it is), and
-/// `Connection: close` if the client's connection ends after it.
-pub fn write_client_head(out: &mut Vec<u8>, resp: &Response<'_, '_>, close: bool) {
+/// (`Transfer-Encoding` kept for a chunked body, which is relayed as it is), `extra` (whole
+/// header lines of the proxy's own), and `Connection: close` if the client's connection ends
+/// after it.
+pub fn write_client_head(out: &mut Vec<u8>, resp: &Response<'_, '_>, close: bool, extra: &[u8]) {
     out.extend_from_slice(b"HTTP/1.1 ");
     let code = resp.status.min(999);
     out.extend_from_slice(&[
@@ -466,6 +488,7 @@ pub fn write_client_head(out: &mut Vec<u8>, resp: &Response<'_, '_>, close: bool
             out.extend_from_slice(b"\r\n");
         }
     }
+    out.extend_from_slice(extra);
     if close || resp.framing == Framing::UntilClose {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -754,7 +777,7 @@ mod tests {
         match response(bytes, &mut slots, head) {
             ResponseVerdict::Ready(r) => {
                 let mut out = Vec::new();
-                write_client_head(&mut out, &r, false);
+                write_client_head(&mut out, &r, false, b"");
                 Some((
                     r.status,
                     r.framing,
@@ -925,6 +948,38 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The fast path reads a cookie and a header as hyper's side reads them from a
+        /// `HeaderMap`, so a hash key or a sticky session picks the same backend on both.
+        #[test]
+        fn cookies_and_headers_read_as_from_a_header_map(
+            headers in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["Cookie", "cookie", "X-User", "x-user", "Other"]),
+                    "[a-c =;\t\u{e9}]{0,12}",
+                ),
+                0..5,
+            ),
+            name in "[a-c]{1,2}",
+        ) {
+            let raw: Vec<Header<'_>> = headers
+                .iter()
+                .map(|(n, v)| Header { name: n, value: v.as_bytes() })
+                .collect();
+            let mut map = http::HeaderMap::new();
+            for (n, v) in &headers {
+                if let Ok(v) = http::HeaderValue::from_bytes(v.as_bytes()) {
+                    map.append(http::HeaderName::from_bytes(n.as_bytes()).unwrap(), v);
+                }
+            }
+            proptest::prop_assert_eq!(cookie(&raw, &name), crate::proxy::headers::cookie(&map, &name));
+            proptest::prop_assert_eq!(
+                header(&raw, "x-user"),
+                map.get("x-user").map(|v| v.as_bytes())
+            );
+        }
+    }
+
     /// Headers as sorted (lower-case name, value) pairs, for comparing two heads.
     fn lowered(headers: &[Header<'_>]) -> Vec<(String, Vec<u8>)> {
         let mut v: Vec<(String, Vec<u8>)> = headers
@@ -1040,7 +1095,7 @@ mod tests {
                 return Err(proptest::test_runner::TestCaseError::fail("not parsed"));
             };
             let mut out = Vec::new();
-            write_client_head(&mut out, &resp, false);
+            write_client_head(&mut out, &resp, false, b"");
             let mut sent_slots = header_slots();
             let mut sent = httparse::Response::new(&mut []);
             httparse::ParserConfig::default()
