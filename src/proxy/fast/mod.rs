@@ -312,22 +312,11 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, (ProxyE
     };
     let table = fwd.shared.table.load();
     let service = table.route(headers::host_only(req.host), req.path);
-    let key = match &service.hash_key {
-        None => 0,
-        Some(HashKey::ClientIp) => super::forward::hash_of_ip(client.ip),
-        Some(HashKey::Header(h)) => {
-            super::forward::hash_of_value(parse::header(req.headers, h.as_str()), client.ip)
-        }
-        Some(HashKey::Cookie(c)) => super::forward::hash_of_value(
-            parse::cookie(req.headers, c).map(str::as_bytes),
-            client.ip,
-        ),
+    let (key, had) = if service.hash_key.is_none() && service.sticky_cookie.is_none() {
+        (0, None)
+    } else {
+        pinned(service, &req, client)
     };
-    // A sticky session's cookie names the backend, if it is still routed.
-    let had = service
-        .sticky_cookie
-        .as_deref()
-        .and_then(|c| parse::cookie(req.headers, c));
     let first = match had
         .and_then(|no| service.by_no(no))
         .or_else(|| service.pick(key))
@@ -354,6 +343,32 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, (ProxyE
         key,
         had: had.map(Box::from),
     }))
+}
+
+/// What pins a request to a backend, if its service says: the hash of its key for the `hash`
+/// strategy, and the backend its sticky-session cookie names.
+fn pinned<'b>(
+    service: &ServiceRoute,
+    req: &parse::Request<'_, 'b>,
+    client: &Client,
+) -> (u64, Option<&'b str>) {
+    let key = match &service.hash_key {
+        None => 0,
+        Some(HashKey::ClientIp) => super::forward::hash_of_ip(client.ip),
+        Some(HashKey::Header(h)) => {
+            super::forward::hash_of_value(parse::header(req.headers, h.as_str()), client.ip)
+        }
+        Some(HashKey::Cookie(c)) => super::forward::hash_of_value(
+            parse::cookie(req.headers, c).map(str::as_bytes),
+            client.ip,
+        ),
+    };
+    // A sticky session's cookie names the backend, if it is still routed.
+    let had = service
+        .sticky_cookie
+        .as_deref()
+        .and_then(|c| parse::cookie(req.headers, c));
+    (key, had)
 }
 
 /// Serve the request at the start of `inb`, if the fast path takes it.
