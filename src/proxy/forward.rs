@@ -318,13 +318,12 @@ impl Forwarder {
                         ));
                     }
                     headers::strip_hop_by_hop(&mut head.headers);
-                    if let Some(cookie) = &service.sticky_cookie
-                        && sticky_had.as_deref() != Some(upstream.no.as_str())
-                    {
-                        head.headers.append(
-                            header::SET_COOKIE,
-                            headers::sticky_cookie(cookie, &upstream.no),
-                        );
+                    if let Some(v) = headers::sticky_cookie(
+                        service.sticky_cookie.as_deref(),
+                        sticky_had.as_deref(),
+                        &upstream.no,
+                    ) {
+                        head.headers.append(header::SET_COOKIE, v);
                     }
                     let gate = if tried.is_empty() {
                         expect.clone()

@@ -117,10 +117,15 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// `Set-Cookie` pinning the client to backend `no` (names are `[A-Za-z0-9._-]`, so no quoting).
-pub fn sticky_cookie(name: &str, no: &str) -> HeaderValue {
-    HeaderValue::from_str(&format!("{name}={no}; Path=/; HttpOnly; SameSite=Lax"))
-        .expect("validated cookie name and no")
+/// The `Set-Cookie` that pins a client to backend `no`, when its service has sticky sessions
+/// (cookie `name`) and the client's cookie did not already name `no` (`had`). Names are
+/// `[A-Za-z0-9._-]`, so no quoting.
+pub fn sticky_cookie(name: Option<&str>, had: Option<&str>, no: &str) -> Option<HeaderValue> {
+    let name = name.filter(|_| had != Some(no))?;
+    Some(
+        HeaderValue::from_str(&format!("{name}={no}; Path=/; HttpOnly; SameSite=Lax"))
+            .expect("validated cookie name and no"),
+    )
 }
 
 /// The host name of a `Host` value or authority, without port or IPv6 brackets.

@@ -390,15 +390,12 @@ async fn one<S: ClientIo>(
     let mut upstream = p.first;
     loop {
         // A sticky service tells the client which backend answered, unless it knew.
-        let set_cookie = p
-            .service
-            .sticky_cookie
-            .as_deref()
-            .filter(|_| p.had.as_deref() != Some(upstream.no.as_str()))
-            .map(|c| {
-                let v = headers::sticky_cookie(c, &upstream.no);
-                [b"set-cookie: ", v.as_bytes(), b"\r\n"].concat()
-            });
+        let set_cookie = headers::sticky_cookie(
+            p.service.sticky_cookie.as_deref(),
+            p.had.as_deref(),
+            &upstream.no,
+        )
+        .map(|v| [b"set-cookie: ", v.as_bytes(), b"\r\n"].concat());
         let extra = set_cookie.as_deref().unwrap_or_default();
         let err = match attempt(stream, fwd, &upstream, &p.out, &p.info, stop, extra).await {
             Ok(step) => return step,
