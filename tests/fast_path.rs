@@ -89,7 +89,11 @@ async fn setup(script: Vec<(&'static str, bool)>) -> (Scripted, Quayside, TcpStr
 }
 
 async fn proxy_to(b: &Scripted) -> Quayside {
-    let q = Quayside::start().await;
+    proxy_to_with(b, common::test_config()).await
+}
+
+async fn proxy_to_with(b: &Scripted, config: quayside::Config) -> Quayside {
+    let q = Quayside::start_with(config).await;
     let r = Http::new()
         .get(&q.admin_url(&format!("/add?no=s&ip=127.0.0.1&port={}", b.port)))
         .await;
@@ -371,14 +375,8 @@ async fn http2_clients_get_decoded_bodies_over_reused_backend_connections() {
     // One worker: one pool per backend, which both kinds of client share.
     let mut c = common::test_config();
     c.proxy.workers = 1;
-    let q = Quayside::start_with(c).await;
-    let r = Http::new()
-        .get(&q.admin_url(&format!("/add?no=s&ip=127.0.0.1&port={}", b.port)))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<common::BoxBody>();
+    let q = proxy_to_with(&b, c).await;
+    let client = common::h2_client();
     let send = |method: &str, path: &str| {
         let req = http::Request::builder()
             .method(method)
@@ -513,9 +511,7 @@ async fn a_response_with_a_hundred_headers_is_relayed() {
     assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
     assert!(text.contains("\r\nX-H97: 97\r\n"), "{text}");
 
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<common::BoxBody>();
+    let client = common::h2_client();
     let req = http::Request::get(format!("http://{}/", q.proxy))
         .body(common::full(""))
         .unwrap();

@@ -130,9 +130,7 @@ async fn http2_clients_with_prior_knowledge_reach_http1_backends() {
     let b = Backend::start("b").await;
     let q = Quayside::start().await;
     q.add("b", &b).await;
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<BoxBody>();
+    let client = common::h2_client();
     for _ in 0..3 {
         // HTTP/2 carries the authority as `:authority`; there is no Host header.
         let req = Request::get(format!("http://{}/h2", q.proxy))
@@ -207,9 +205,7 @@ async fn h2c_backends_get_http2_with_trailers_end_to_end() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .http2_only(true)
-        .build_http::<BoxBody>();
+    let client = common::h2_client();
     let req = Request::post(format!("http://{}/helloworld.Greeter/SayHello", q.proxy))
         .header("te", "trailers")
         .header("content-type", "application/grpc")

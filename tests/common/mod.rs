@@ -46,6 +46,13 @@ pub async fn read_responses(s: &mut tokio::net::TcpStream, count: usize, body_en
     }
 }
 
+/// An HTTP/2 client with prior knowledge (h2c).
+pub fn h2_client() -> Client<HttpConnector, BoxBody> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
 pub fn full(b: impl Into<Bytes>) -> BoxBody {
     Full::new(b.into()).map_err(|e| match e {}).boxed()
 }
