@@ -62,6 +62,8 @@ pub enum StartError {
     Tls(#[from] proxy::tls::TlsError),
     #[error("TLS certificates are configured but no TLS listener was given")]
     NoTlsListener,
+    #[error(transparent)]
+    Docker(#[from] discovery::docker::EndpointError),
 }
 
 /// Load the state file, start the registry, serve the proxy and the admin API until `shutdown`
@@ -72,6 +74,11 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let endpoint = config
+        .docker
+        .enabled
+        .then(|| discovery::docker::resolve_endpoint(config.docker.host.as_deref()))
+        .transpose()?;
     let (initial, store) = match &config.state {
         Some(path) => match persist::Store::open(path)? {
             (Some(r), store) => {
@@ -99,8 +106,7 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let discovery_status = discovery::docker::disabled_status();
-    let watcher = if config.docker.enabled {
-        let endpoint = discovery::docker::resolve_endpoint(config.docker.host.as_deref());
+    let watcher = if let Some(endpoint) = endpoint {
         tracing::info!(%endpoint, prefix = %config.docker.label_prefix, "watching Docker");
         let w = discovery::docker::Watcher::new(
             endpoint,
@@ -166,7 +172,10 @@ pub async fn run(
     ));
 
     shutdown.await;
-    tracing::info!("shutting down");
+    tracing::info!(
+        timeout = ?config.proxy.shutdown_timeout,
+        "shutting down: stopped accepting; waiting for in-flight requests"
+    );
     let _ = stop_tx.send(true);
     if let Some(w) = watcher {
         let _ = w.await;

@@ -1,12 +1,47 @@
-use anyhow::Context;
+use std::net::SocketAddr;
+
 use quayside::{Config, Listeners};
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-// The control plane (admin API, registry, Docker watcher, health checks) is light and runs on
-// one thread; the proxy runs on its own worker threads (`--workers`).
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+/// A user error at start-up is one line and exit code 1: no `Caused by:` list that repeats
+/// what the line already says, and no backtrace even with `RUST_BACKTRACE=1`.
+fn main() -> std::process::ExitCode {
+    // The control plane (admin API, registry, Docker watcher, health checks) is light and runs
+    // on one thread; the proxy runs on its own worker threads (`--workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    let result = match runtime {
+        Ok(rt) => rt.block_on(start()),
+        Err(e) => Err(anyhow::Error::new(e).context("cannot start the async runtime")),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("quayside: error: {}", one_line(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, each cause only if the line does not say it yet.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+async fn start() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("QUAYSIDE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -16,31 +51,12 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let config = Config::from_args()?;
-    let proxy = TcpListener::bind(config.listen).await.with_context(|| {
-        format!(
-            "cannot listen on {} for the proxy; pick another address with --listen",
-            config.listen
-        )
-    })?;
-    let admin = TcpListener::bind(config.admin_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} for the admin API; pick another address with --admin-listen",
-                config.admin_listen
-            )
-        })?;
+    let proxy = bind(config.listen, "the proxy", "--listen").await?;
+    let admin = bind(config.admin_listen, "the admin API", "--admin-listen").await?;
     let tls = if config.tls.certs.is_empty() {
         None
     } else {
-        let l = TcpListener::bind(config.tls.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} for HTTPS; pick another address with --tls-listen",
-                    config.tls.listen
-                )
-            })?;
+        let l = bind(config.tls.listen, "HTTPS", "--tls-listen").await?;
         tracing::info!(addr = %l.local_addr()?, "HTTPS proxy listening");
         Some(l)
     };
@@ -53,6 +69,14 @@ async fn main() -> anyhow::Result<()> {
     quayside::run(Listeners { proxy, admin, tls }, config, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {addr} for {what} ({e}); pick another address with {flag}"
+        )
+    })
 }
 
 async fn shutdown_signal() {

@@ -262,7 +262,7 @@ async fn active_health_checks_take_backends_out_and_back() {
     set_service(
         &http,
         &q,
-        r#"{"health":{"path":"/health","interval":"100ms","timeout":"200ms","rise":2,"fall":2}}"#,
+        r#"{"health":{"path":"/health","interval":"100ms","timeout":"100ms","rise":2,"fall":2}}"#,
     )
     .await;
     a.healthy.store(false, Ordering::SeqCst);

@@ -54,7 +54,7 @@ async fn backends_crud_and_errors() {
         (
             r#"{"address":"db","port":80}"#,
             400,
-            "ip: must be an IPv4 or IPv6 address",
+            "address: must be an IPv4 or IPv6 address",
         ),
         (
             r#"{"address":"127.0.0.1","port":80,"colour":1}"#,

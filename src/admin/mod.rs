@@ -42,6 +42,23 @@ impl FromRef<Ctx> for SharedStatus {
     }
 }
 
+/// Every route of the admin API with its methods, as the 404 answer lists them. A test checks
+/// that each one is served.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/add", "GET, POST"),
+    ("/get", "GET, POST"),
+    ("/delete", "GET, POST"),
+    ("/healthz", "GET"),
+    ("/api/v1/backends", "GET"),
+    ("/api/v1/backends/{no}", "GET, PUT, DELETE"),
+    ("/api/v1/backends/{no}/drain", "POST"),
+    ("/api/v1/backends/{no}/enable", "POST"),
+    ("/api/v1/services", "GET"),
+    ("/api/v1/services/{name}", "GET, PUT, DELETE"),
+    ("/api/v1/discovery", "GET"),
+    ("/api/v1/tls/reload", "POST"),
+];
+
 pub fn router(ctx: Ctx) -> Router {
     Router::new()
         .route("/add", get(seed::add).post(seed::add))
@@ -49,15 +66,56 @@ pub fn router(ctx: Ctx) -> Router {
         .route("/delete", get(seed::delete).post(seed::delete))
         .route("/healthz", get(|| async { "ok\n" }))
         .merge(rest::routes())
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                "not found; the admin API has /add, /get, /delete, /healthz and /api/v1/backends, /api/v1/services\n",
-            )
-        })
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(explain_405))
         .with_state(ctx)
 }
 
+async fn not_found(uri: axum::http::Uri) -> (StatusCode, String) {
+    let routes: String = ROUTES
+        .iter()
+        .map(|(path, methods)| format!("  {methods:<16} {path}\n"))
+        .collect();
+    (
+        StatusCode::NOT_FOUND,
+        format!("not found: {}; the admin API has:\n{routes}", uri.path()),
+    )
+}
+
+/// axum answers a known path with the wrong method with an empty 405: say which methods the
+/// path takes, from [`ROUTES`], and send them in `Allow`.
+async fn explain_405(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path().to_owned();
+    let resp = next.run(req).await;
+    if resp.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return resp;
+    }
+    let allow = ROUTES
+        .iter()
+        .find(|(pattern, _)| route_matches(pattern, &path))
+        .map_or("", |(_, methods)| *methods);
+    let mut resp = (
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("method not allowed on {path}; it takes {allow}\n"),
+    )
+        .into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(allow) {
+        resp.headers_mut().insert(axum::http::header::ALLOW, v);
+    }
+    resp
+}
+
+/// Whether `path` fits a route pattern of [`ROUTES`] (`{x}` stands for one segment).
+fn route_matches(pattern: &str, path: &str) -> bool {
+    let (mut p, mut q) = (pattern.split('/'), path.split('/'));
+    loop {
+        match (p.next(), q.next()) {
+            (None, None) => return true,
+            (Some(a), Some(b)) if a == b || (a.starts_with('{') && !b.is_empty()) => {}
+            _ => return false,
+        }
+    }
+}
 /// Serve the admin API until `stop` turns true.
 pub async fn serve(listener: TcpListener, ctx: Ctx, mut stop: watch::Receiver<bool>) {
     let app = router(ctx);

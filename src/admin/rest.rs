@@ -65,15 +65,18 @@ fn not_found(no: String) -> ApiError {
 
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let msg = if path == "." || path == "?" {
-            format!("invalid JSON body: {}", e.inner())
-        } else {
-            format!("{path}: {}", e.inner())
-        };
-        ApiError(StatusCode::BAD_REQUEST, msg)
-    })
+    serde_path_to_error::deserialize(de).map_err(body_error)
+}
+
+/// A 400 naming the field of the body that failed, or the body as a whole.
+fn body_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> ApiError {
+    let path = e.path().to_string();
+    let msg = if path == "." || path == "?" {
+        format!("invalid JSON body: {}", e.inner())
+    } else {
+        format!("{path}: {}", e.inner())
+    };
+    ApiError(StatusCode::BAD_REQUEST, msg)
 }
 
 /// A JSON scalar as text, for the shared validators (so `"port": "80"` and `80` both work and
@@ -123,7 +126,7 @@ async fn put_backend(State(reg): State<Handle>, Path(no): Path<String>, body: By
     let weight = b.weight.as_ref().map(|v| text("weight", v)).transpose()?;
     let service = b.service.as_ref().map(|v| text("service", v)).transpose()?;
     let state = b.state.as_ref().map(|v| text("state", v)).transpose()?;
-    let spec = RawBackend {
+    let cmd = RawBackend {
         no: &no,
         ip: &address,
         port: &port,
@@ -131,9 +134,9 @@ async fn put_backend(State(reg): State<Handle>, Path(no): Path<String>, body: By
         service: service.as_deref(),
         state: state.as_deref(),
     }
-    .validate()?;
-    let no = spec.no.clone();
-    reg.apply(Command::Upsert(spec)).await?;
+    .command("address")?;
+    let no = validate::no(&no)?;
+    reg.apply(cmd).await?;
     get_backend(State(reg), Path(no)).await
 }
 
@@ -181,6 +184,12 @@ async fn discovery(State(status): State<SharedStatus>) -> Response {
     axum::Json(&**status.load()).into_response()
 }
 
+/// Fields of a service's JSON that describe it but are not settings: `PUT` accepts them back
+/// (so a `GET`'s body can be sent again) and ignores them.
+const SERVICE_READ_ONLY: [&str; 3] = ["name", "settings_from", "backends"];
+
+/// A service as `GET` shows it: its settings (the settings type itself, so every setting reads
+/// back as set), its name, where the settings came from and its backends.
 fn service_json(reg: &crate::registry::Registry, name: &str) -> Value {
     let (cfg, by_operator) = reg.service_config(name);
     let backends: Vec<String> = reg
@@ -188,15 +197,19 @@ fn service_json(reg: &crate::registry::Registry, name: &str) -> Value {
         .filter(|e| e.spec.service == name)
         .map(|e| e.spec.no)
         .collect();
-    json!({
-        "name": name,
-        "hosts": cfg.hosts,
-        "path_prefix": cfg.path_prefix,
-        "strip_prefix": cfg.strip_prefix,
-        "lb": cfg.lb,
-        "settings_from": if by_operator { "api" } else { "labels or defaults" },
-        "backends": backends,
-    })
+    let mut v = serde_json::to_value(&cfg).expect("service settings serialise");
+    let obj = v.as_object_mut().expect("service settings are an object");
+    obj.insert("name".into(), json!(name));
+    obj.insert(
+        "settings_from".into(),
+        json!(if by_operator {
+            "api"
+        } else {
+            "labels or defaults"
+        }),
+    );
+    obj.insert("backends".into(), json!(backends));
+    v
 }
 
 async fn list_services(State(reg): State<Handle>) -> Response {
@@ -227,7 +240,23 @@ async fn put_service(
     body: Bytes,
 ) -> ApiResult {
     let name = validate::service(&name)?;
-    let config: ServiceConfig = parse_body(&body)?;
+    let mut v: Value = parse_body(&body)?;
+    if let Some(obj) = v.as_object_mut() {
+        if let Some(given) = obj.get("name")
+            && *given != json!(name)
+        {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "name: is {given} but the URL names service {name:?}; leave it out or make them agree"
+                ),
+            ));
+        }
+        for k in SERVICE_READ_ONLY {
+            obj.remove(k);
+        }
+    }
+    let config: ServiceConfig = serde_path_to_error::deserialize(v).map_err(body_error)?;
     reg.apply(Command::PutService {
         name: name.clone(),
         config,

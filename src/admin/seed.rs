@@ -71,7 +71,7 @@ pub async fn add(
 ) -> Result<&'static str, TextError> {
     let p = params(&q, &["no", "ip", "port", "weight", "service"], ADD_USAGE)?;
     missing(&["ip", "port", "no"], &p, ADD_USAGE)?;
-    let spec = RawBackend {
+    let cmd = RawBackend {
         no: find(&p, "no").unwrap_or_default(),
         ip: find(&p, "ip").unwrap_or_default(),
         port: find(&p, "port").unwrap_or_default(),
@@ -79,9 +79,9 @@ pub async fn add(
         service: find(&p, "service"),
         state: None,
     }
-    .validate()
+    .command("ip")
     .map_err(bad)?;
-    reg.apply(Command::Upsert(spec)).await?;
+    reg.apply(cmd).await?;
     Ok("OK\n")
 }
 

@@ -37,10 +37,12 @@ pub struct DiscoveryStatus {
     /// `disabled`, `connecting`, `connected` or `disconnected`.
     pub state: &'static str,
     pub last_error: Option<String>,
-    /// Unix time (seconds) of the last Docker event handled.
-    pub last_event: Option<f64>,
-    /// Unix time (seconds) of the last full sync.
-    pub last_sync: Option<f64>,
+    /// When the last Docker event was handled (RFC 3339).
+    #[serde(serialize_with = "rfc3339")]
+    pub last_event: Option<SystemTime>,
+    /// When the last full sync was done (RFC 3339).
+    #[serde(serialize_with = "rfc3339")]
+    pub last_sync: Option<SystemTime>,
     pub reconnects: u64,
     pub containers: Vec<ContainerStatus>,
     pub conflicts: Vec<Conflict>,
@@ -52,6 +54,14 @@ pub struct Conflict {
     pub message: String,
 }
 
+/// A time as RFC 3339 in UTC with milliseconds, e.g. `2026-12-01T17:00:12.345Z`.
+fn rfc3339<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
+        None => s.serialize_none(),
+    }
+}
+
 pub type SharedStatus = Arc<ArcSwap<DiscoveryStatus>>;
 
 pub fn disabled_status() -> SharedStatus {
@@ -61,16 +71,58 @@ pub fn disabled_status() -> SharedStatus {
     }))
 }
 
-/// The endpoint to use: the flag, else `$DOCKER_HOST`, else the local socket.
-pub fn resolve_endpoint(flag: Option<&str>) -> String {
-    let raw = flag
-        .map(str::to_owned)
-        .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| DEFAULT_SOCKET.to_owned());
-    if raw.starts_with('/') {
+/// The endpoint to use: the flag, else `$DOCKER_HOST`, else the local socket. An endpoint
+/// quayside cannot speak to (`ssh://`, a typo) is an error to report at start, not a reason to
+/// retry for ever.
+pub fn resolve_endpoint(flag: Option<&str>) -> Result<String, EndpointError> {
+    let (raw, from) = match flag {
+        Some(f) => (f.to_owned(), "--docker-host"),
+        None => match std::env::var("DOCKER_HOST").ok().filter(|s| !s.is_empty()) {
+            Some(h) => (h, "DOCKER_HOST"),
+            None => (DEFAULT_SOCKET.to_owned(), "the default"),
+        },
+    };
+    let endpoint = if raw.starts_with('/') {
         format!("unix://{raw}")
     } else {
         raw
+    };
+    let scheme = endpoint.split_once("://").map(|(s, _)| s);
+    match scheme {
+        Some("unix" | "tcp" | "http" | "https") => Ok(endpoint),
+        _ => Err(EndpointError { endpoint, from }),
+    }
+}
+
+/// A Docker endpoint quayside cannot use.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "Docker endpoint {endpoint:?} (from {from}) is not supported: use unix:///path/to/docker.sock, tcp://host:2375, tcp://host:2376 with DOCKER_TLS_VERIFY=1, or https://host:2376 (for ssh://, forward the socket with ssh -L and use tcp://), or pass --no-docker"
+)]
+pub struct EndpointError {
+    pub endpoint: String,
+    pub from: &'static str,
+}
+
+/// A bollard error in words a person can act on: its own message (for a connection failure
+/// only `client error (Connect)`) followed by the root cause, e.g. `Connection refused`.
+fn describe(e: &bollard::errors::Error, endpoint: &str) -> String {
+    let mut root: &dyn std::error::Error = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let top = e.to_string();
+    let cause = root.to_string();
+    let connect = top.contains("(Connect)")
+        || root
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+    if connect {
+        format!("cannot connect to {endpoint}: {cause}")
+    } else if top.contains(&cause) {
+        top
+    } else {
+        format!("{top}: {cause}")
     }
 }
 
@@ -89,8 +141,8 @@ pub struct Watcher {
     registry: Handle,
     status: SharedStatus,
     discovery: Discovery,
-    last_event: Option<f64>,
-    last_sync: Option<f64>,
+    last_event: Option<SystemTime>,
+    last_sync: Option<SystemTime>,
     reconnects: u64,
     /// The current session got as far as a full sync.
     synced: bool,
@@ -122,6 +174,7 @@ impl Watcher {
             };
             let err = match result {
                 Err(WatchError::Stopped) => return,
+                Err(WatchError::Docker(e)) => describe(&e, &self.endpoint),
                 Err(e) => e.to_string(),
                 Ok(()) => unreachable!("a session only ends with an error"),
             };
@@ -175,7 +228,7 @@ impl Watcher {
         let infos = list_ours(&docker, self.discovery.prefix()).await?;
         let count = infos.len();
         self.discovery.replace_all(infos);
-        self.last_sync = Some(unix_now());
+        self.last_sync = Some(SystemTime::now());
         self.synced = true;
         self.publish().await;
         tracing::info!(endpoint = %self.endpoint, containers = count, "connected to Docker and synced");
@@ -203,8 +256,13 @@ impl Watcher {
         let actor = ev.actor.unwrap_or_default();
         self.last_event = ev
             .time_nano
-            .map(|n| n as f64 / 1e9)
-            .or(ev.time.map(|t| t as f64));
+            .and_then(|n| u64::try_from(n).ok())
+            .map(Duration::from_nanos)
+            .or(ev
+                .time
+                .and_then(|t| u64::try_from(t).ok())
+                .map(Duration::from_secs))
+            .map(|since_epoch| UNIX_EPOCH + since_epoch);
         let id = match ev.typ {
             Some(EventMessageTypeEnum::CONTAINER) => actor.id.unwrap_or_default(),
             Some(EventMessageTypeEnum::NETWORK) if matches!(action, "connect" | "disconnect") => {
@@ -406,30 +464,11 @@ pub fn container_info(c: ContainerInspectResponse) -> ContainerInfo {
 /// Nanoseconds since the epoch of an RFC 3339 UTC time as Docker writes it
 /// (`2026-11-25T15:38:01.123456789Z`); 0 when it cannot be read.
 pub fn rfc3339_nanos(s: &str) -> i64 {
-    let parse = || -> Option<i64> {
-        let (date, time) = s.split_once('T')?;
-        let mut d = date.split('-').map(|x| x.parse::<i64>());
-        let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-        let time = time.trim_end_matches('Z');
-        let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-        let mut t = hms.split(':').map(|x| x.parse::<i64>());
-        let (h, mi, sec) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-        let digits: String = frac
-            .chars()
-            .take_while(|c| c.is_ascii_digit())
-            .take(9)
-            .collect();
-        let nanos = format!("{digits:0<9}").parse::<i64>().ok()?;
-        // Days from civil (Howard Hinnant's algorithm).
-        let y2 = if m <= 2 { y - 1 } else { y };
-        let era = y2.div_euclid(400);
-        let yoe = y2 - era * 400;
-        let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
-        let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        let days = era * 146097 + doe - 719468;
-        Some(((days * 86400 + h * 3600 + mi * 60 + sec) * 1_000_000_000) + nanos)
-    };
-    parse().unwrap_or(0)
+    humantime::parse_rfc3339(s)
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_nanos()).ok())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -449,10 +488,17 @@ mod tests {
 
     #[test]
     fn endpoint_resolution() {
-        assert_eq!(resolve_endpoint(Some("/tmp/d.sock")), "unix:///tmp/d.sock");
         assert_eq!(
-            resolve_endpoint(Some("tcp://127.0.0.1:2375")),
+            resolve_endpoint(Some("/tmp/d.sock")).unwrap(),
+            "unix:///tmp/d.sock"
+        );
+        assert_eq!(
+            resolve_endpoint(Some("tcp://127.0.0.1:2375")).unwrap(),
             "tcp://127.0.0.1:2375"
         );
+        for bad in ["ssh://user@host", "127.0.0.1:2375", "tpc://h:2375"] {
+            let e = resolve_endpoint(Some(bad)).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("--docker-host"), "{e}");
+        }
     }
 }

@@ -47,10 +47,14 @@ pub enum Skip {
     },
     NoPort {
         exposed: Vec<u16>,
+        /// The label that would choose one (`quayside.port`).
+        label: String,
     },
     NoNetwork,
     AmbiguousNetwork {
         networks: Vec<String>,
+        /// The label that would choose one (`quayside.network`).
+        label: String,
     },
     NetworkNotFound {
         network: String,
@@ -73,17 +77,17 @@ impl std::fmt::Display for Skip {
                 value,
                 reason,
             } => write!(f, "label {label}={value:?} is invalid: {reason}"),
-            Skip::NoPort { exposed } if exposed.is_empty() => {
-                write!(f, "no exposed port; set the port label")
+            Skip::NoPort { exposed, label } if exposed.is_empty() => {
+                write!(f, "no exposed port; set the label {label}")
             }
-            Skip::NoPort { exposed } => write!(
+            Skip::NoPort { exposed, label } => write!(
                 f,
-                "several exposed ports {exposed:?}; set the port label to choose one"
+                "several exposed ports {exposed:?}; set the label {label} to choose one"
             ),
             Skip::NoNetwork => write!(f, "not attached to any network with an IP address"),
-            Skip::AmbiguousNetwork { networks } => write!(
+            Skip::AmbiguousNetwork { networks, label } => write!(
                 f,
-                "on several networks {networks:?} and none shared with quayside; set the network label"
+                "on several networks {networks:?} and none shared with quayside; set the label {label} to one of them"
             ),
             Skip::NetworkNotFound { network, networks } => write!(
                 f,
@@ -189,6 +193,7 @@ pub fn evaluate(
         (None, exposed) => {
             return Err(Skip::NoPort {
                 exposed: exposed.to_vec(),
+                label: key("port"),
             });
         }
     };
@@ -209,7 +214,12 @@ pub fn evaluate(
                 ([one], _) => (*one).clone(),
                 (_, []) => return Err(Skip::NoNetwork),
                 (_, [only]) => only.clone(),
-                _ => return Err(Skip::AmbiguousNetwork { networks: names }),
+                _ => {
+                    return Err(Skip::AmbiguousNetwork {
+                        networks: names,
+                        label: key("network"),
+                    });
+                }
             }
         }
     };
@@ -334,13 +344,13 @@ fn service_labels(c: &ContainerInfo, prefix: &str) -> Result<Option<ServiceConfi
         cfg.slow_start = Some(dur_label(key("slow_start"), v)?);
     }
     if let Some(v) = label("health.path").or(label("health")) {
-        let mut h = crate::registry::HealthCheck::new(v.trim().to_owned());
-        if let Some(v) = label("health.interval") {
-            h.interval = dur_label(key("health.interval"), v)?;
-        }
-        if let Some(v) = label("health.timeout") {
-            h.timeout = dur_label(key("health.timeout"), v)?;
-        }
+        let interval = label("health.interval")
+            .map(|v| dur_label(key("health.interval"), v))
+            .transpose()?;
+        let timeout = label("health.timeout")
+            .map(|v| dur_label(key("health.timeout"), v))
+            .transpose()?;
+        let mut h = crate::registry::HealthCheck::with(v.trim().to_owned(), interval, timeout);
         if let Some(v) = label("health.rise") {
             h.rise = count_label(key("health.rise"), v)?;
         }
@@ -370,6 +380,7 @@ fn service_labels(c: &ContainerInfo, prefix: &str) -> Result<Option<ServiceConfi
             "path_prefix" => key("path"),
             "sticky_cookie" => key("sticky"),
             "health" => key("health.rise"),
+            "health.timeout" => key("health.timeout"),
             other => key(other),
         };
         let value = c.labels.get(&label).cloned().unwrap_or_default();
@@ -485,16 +496,21 @@ mod tests {
         assert_eq!(
             evaluate(&c, "quayside", &[]),
             Err(Skip::NoPort {
-                exposed: vec![80, 443]
+                exposed: vec![80, 443],
+                label: "quayside.port".into()
             })
         );
         c.exposed_ports = vec![80];
         c.networks
             .insert("backend".into(), Some("10.1.0.5".parse().unwrap()));
-        assert!(matches!(
-            evaluate(&c, "quayside", &[]),
-            Err(Skip::AmbiguousNetwork { .. })
-        ));
+        let ambiguous = evaluate(&c, "quayside", &[]).unwrap_err();
+        assert!(matches!(ambiguous, Skip::AmbiguousNetwork { .. }));
+        assert!(
+            ambiguous
+                .to_string()
+                .contains("set the label quayside.network"),
+            "{ambiguous}"
+        );
         // Shared with quayside's own container.
         let r = evaluate(&c, "quayside", &["backend".into()]).unwrap();
         assert_eq!(r.addr.to_string(), "10.1.0.5");

@@ -44,7 +44,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 if now < next {
                     continue;
                 }
-                due.insert(key, now + hc.interval.0.as_millis() as u64);
+                due.insert(key, now.saturating_add(hc.interval.0.as_millis() as u64));
                 let (client, up, hc) = (client.clone(), up.clone(), hc.clone());
                 tokio::spawn(async move {
                     let uri = format!("http://{}{}", up.authority, hc.path);

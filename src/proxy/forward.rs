@@ -163,28 +163,18 @@ impl Forwarder {
             .map(|proto| (proto, hyper::upgrade::on(&mut req)));
         let (mut parts, body) = req.into_parts();
         let bodiless = body.is_end_stream();
-        // HTTP/2 clients send `:authority`, not `Host`: keep it as the Host the backend sees
-        // (otherwise the client would put the backend's address there).
-        if !parts.headers.contains_key(header::HOST)
-            && let Some(a) = parts.uri.authority()
-            && let Ok(v) = HeaderValue::from_str(a.as_str())
-        {
-            parts.headers.insert(header::HOST, v);
-        }
+        // The host routed by is the host the backend is told: one `Host`, set from an
+        // absolute-form target or HTTP/2's `:authority` (otherwise the client would put the
+        // backend's address there).
+        headers::settle_host(parts.version, &parts.uri, &mut parts.headers)
+            .map_err(|e| ProxyError::BadRequest(e.as_str()))?;
         let (service, first, key) = {
             let table = self.shared.table.load();
             let host = parts
-                .uri
-                .authority()
-                .map(|a| a.host())
-                .or_else(|| {
-                    parts
-                        .headers
-                        .get(header::HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .map(headers::host_only)
-                })
-                .unwrap_or("");
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map_or("", headers::host_only);
             let service = table.route(host, parts.uri.path());
             let key = service
                 .hash_key

@@ -90,6 +90,111 @@ pub fn set_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &H
     }
 }
 
+/// Why a request's host is refused (a 400): the host quayside routes by must be the host the
+/// backend is told, so there must be exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.as_str())]
+pub enum HostError {
+    Several,
+    Invalid,
+    Missing,
+    Differs,
+}
+
+impl HostError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HostError::Several => "more than one Host header",
+            HostError::Invalid => "invalid Host header",
+            HostError::Missing => "missing Host header",
+            HostError::Differs => "Host header differs from :authority",
+        }
+    }
+}
+
+/// Settle the one host of a request, and make its `Host` header say it: more than one `Host`,
+/// or an invalid one, is refused (RFC 9112 §3.2); an HTTP/1 absolute-form target decides the
+/// host and replaces `Host` (§3.2.2); an HTTP/1.1 request without `Host` is refused; an HTTP/2
+/// `:authority` becomes the `Host`, and a `Host` that names another is refused (RFC 9113
+/// §8.3.1).
+pub fn settle_host(
+    version: http::Version,
+    uri: &http::Uri,
+    headers: &mut HeaderMap,
+) -> Result<(), HostError> {
+    let mut all = headers.get_all(header::HOST).iter();
+    let given = all.next();
+    if all.next().is_some() {
+        return Err(HostError::Several);
+    }
+    if let Some(h) = given
+        && !h.is_empty()
+        && !valid_authority(h.as_bytes())
+    {
+        return Err(HostError::Invalid);
+    }
+    let Some(authority) = uri.authority() else {
+        return match given {
+            None if version == http::Version::HTTP_11 => Err(HostError::Missing),
+            _ => Ok(()),
+        };
+    };
+    if !valid_authority(authority.as_str().as_bytes()) {
+        return Err(HostError::Invalid);
+    }
+    if version == http::Version::HTTP_2
+        && let Some(h) = given
+        && !h
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes())
+    {
+        return Err(HostError::Differs);
+    }
+    let v = HeaderValue::from_str(authority.as_str()).map_err(|_| HostError::Invalid)?;
+    headers.insert(header::HOST, v);
+    Ok(())
+}
+
+/// `host[:port]` as RFC 3986 allows it in a Host header: a reg-name (unreserved, sub-delims,
+/// percent-encoded), an IPv4 address or a bracketed IP literal; no user info, no spaces.
+pub fn valid_authority(v: &[u8]) -> bool {
+    let (host, port) = match v.iter().rposition(|&b| b == b':') {
+        // A colon inside brackets belongs to an IPv6 literal.
+        Some(i) if !v[i..].contains(&b']') => (&v[..i], &v[i + 1..]),
+        _ => (v, &b""[..]),
+    };
+    if !port.iter().all(u8::is_ascii_digit) || port.len() > 5 {
+        return false;
+    }
+    match host {
+        [] => false,
+        [b'[', inner @ .., b']'] => inner
+            .iter()
+            .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.')),
+        _ => host.iter().all(|&b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                )
+        }),
+    }
+}
+
 /// The protocol a request asks to switch to (`Connection: upgrade` and `Upgrade: X`).
 pub fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     let wants = headers
@@ -227,6 +332,75 @@ mod tests {
         assert_eq!(cookie(&h, "sticky"), Some("web-2"));
         assert_eq!(cookie(&h, "b"), Some("3"));
         assert_eq!(cookie(&h, "c"), None);
+    }
+
+    #[test]
+    fn one_host_is_settled() {
+        use http::Version;
+        let settle = |v: Version, uri: &str, hosts: &[&str]| {
+            let mut h = HeaderMap::new();
+            for host in hosts {
+                h.append(header::HOST, HeaderValue::from_str(host).unwrap());
+            }
+            let uri: http::Uri = uri.parse().unwrap();
+            settle_host(v, &uri, &mut h).map(|()| {
+                h.get_all(header::HOST)
+                    .iter()
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+        };
+        let h11 = Version::HTTP_11;
+        assert_eq!(settle(h11, "/", &["a.test"]), Ok(vec!["a.test".into()]));
+        assert_eq!(
+            settle(h11, "/", &["[::1]:8080"]),
+            Ok(vec!["[::1]:8080".into()])
+        );
+        assert_eq!(settle(h11, "/", &[""]), Ok(vec!["".into()]));
+        assert_eq!(
+            settle(h11, "/", &["a.test", "b.test"]),
+            Err(HostError::Several)
+        );
+        assert_eq!(
+            settle(h11, "/", &["a.test", "a.test"]),
+            Err(HostError::Several)
+        );
+        for bad in [
+            "a.test b.test",
+            "u@a.test",
+            "a.test:80x",
+            "a.test/x",
+            "[zz]",
+            ":80",
+        ] {
+            assert_eq!(settle(h11, "/", &[bad]), Err(HostError::Invalid), "{bad}");
+        }
+        assert_eq!(settle(h11, "/", &[]), Err(HostError::Missing));
+        assert_eq!(settle(Version::HTTP_10, "/", &[]), Ok(vec![]));
+        // Absolute form: the target's authority wins and replaces Host.
+        assert_eq!(
+            settle(h11, "http://b.test/c", &["a.test"]),
+            Ok(vec!["b.test".into()])
+        );
+        assert_eq!(
+            settle(h11, "http://b.test:81/c", &[]),
+            Ok(vec!["b.test:81".into()])
+        );
+        // HTTP/2: :authority becomes Host; a Host naming another is refused.
+        let h2 = Version::HTTP_2;
+        assert_eq!(
+            settle(h2, "https://a.test/", &[]),
+            Ok(vec!["a.test".into()])
+        );
+        assert_eq!(
+            settle(h2, "https://a.test/", &["A.test"]),
+            Ok(vec!["a.test".into()])
+        );
+        assert_eq!(
+            settle(h2, "https://a.test/", &["b.test"]),
+            Err(HostError::Differs)
+        );
+        assert_eq!(settle(h2, "/", &["b.test"]), Ok(vec!["b.test".into()]));
     }
 
     #[test]

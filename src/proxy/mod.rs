@@ -367,10 +367,8 @@ async fn serve(
     }
     drop(listener);
     drop(worker);
-    tracing::info!(
-        timeout = ?config.shutdown_timeout,
-        "proxy stopped accepting; waiting for in-flight requests"
-    );
+    // Said once for all workers by `run`.
+    tracing::debug!("proxy worker stopped accepting; waiting for its in-flight requests");
     if tokio::time::timeout(config.shutdown_timeout, open_tx.closed())
         .await
         .is_err()

@@ -88,6 +88,16 @@ pub struct Discovered {
     pub container_id: String,
 }
 
+/// An operator's drain or disable of a discovered entry, kept apart from the entry so that it
+/// outlives re-syncs and restarts. It belongs to one container: when a container with another
+/// id takes the same `no`, the override is dropped. `container_id` is `None` only for an
+/// override saved before ids were kept; it attaches to the first container seen with its `no`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Override {
+    pub state: AdminState,
+    pub container_id: Option<String>,
+}
+
 /// Balancing strategy of a service.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -141,14 +151,20 @@ impl Protocol {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dur(pub std::time::Duration);
 
-impl Serialize for Dur {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl std::fmt::Display for Dur {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = self.0.as_millis();
         if ms.is_multiple_of(1000) {
-            s.serialize_str(&format!("{}s", ms / 1000))
+            write!(f, "{}s", ms / 1000)
         } else {
-            s.serialize_str(&format!("{ms}ms"))
+            write!(f, "{ms}ms")
         }
+    }
+}
+
+impl Serialize for Dur {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -161,31 +177,59 @@ impl<'de> Deserialize<'de> for Dur {
             Text(String),
         }
         match Raw::deserialize(d)? {
-            Raw::Secs(s) if s > 0 => Ok(Dur(std::time::Duration::from_secs(s))),
-            Raw::Secs(_) => Err(serde::de::Error::custom("must be more than zero")),
-            Raw::Text(t) => crate::config::parse_duration(&t)
-                .map(Dur)
-                .map_err(serde::de::Error::custom),
+            Raw::Secs(s) => {
+                crate::config::check_duration(std::time::Duration::from_secs(s), &s.to_string())
+            }
+            Raw::Text(t) => crate::config::parse_duration(&t),
         }
+        .map(Dur)
+        .map_err(serde::de::Error::custom)
     }
 }
 
 /// Active health checks of a service's backends.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "RawHealthCheck")]
 pub struct HealthCheck {
     /// Path probed with GET; a 2xx or 3xx answer is a success.
     pub path: String,
-    #[serde(default = "default_interval")]
     pub interval: Dur,
-    #[serde(default = "default_timeout")]
+    /// At most `interval`; when not given, 2 s or the interval if that is shorter.
     pub timeout: Dur,
     /// Successes in a row that bring a backend back.
-    #[serde(default = "default_rise")]
     pub rise: u32,
     /// Failures in a row that take it out.
-    #[serde(default = "default_fall")]
     pub fall: u32,
+}
+
+/// [`HealthCheck`] as written, before the timeout's default (which depends on the interval)
+/// is filled in.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealthCheck {
+    path: String,
+    #[serde(default = "default_interval")]
+    interval: Dur,
+    #[serde(default)]
+    timeout: Option<Dur>,
+    #[serde(default = "default_rise")]
+    rise: u32,
+    #[serde(default = "default_fall")]
+    fall: u32,
+}
+
+impl From<RawHealthCheck> for HealthCheck {
+    fn from(r: RawHealthCheck) -> Self {
+        HealthCheck {
+            timeout: r
+                .timeout
+                .unwrap_or(Dur(default_timeout().0.min(r.interval.0))),
+            path: r.path,
+            interval: r.interval,
+            rise: r.rise,
+            fall: r.fall,
+        }
+    }
 }
 
 fn default_interval() -> Dur {
@@ -202,14 +246,22 @@ fn default_fall() -> u32 {
 }
 
 impl HealthCheck {
+    /// Probes of `path` with the default settings.
     pub fn new(path: String) -> Self {
-        HealthCheck {
+        Self::with(path, None, None)
+    }
+
+    /// Probes of `path` every `interval` (default 5 s) with `timeout` (default 2 s, or the
+    /// interval if shorter).
+    pub fn with(path: String, interval: Option<Dur>, timeout: Option<Dur>) -> Self {
+        RawHealthCheck {
             path,
-            interval: default_interval(),
-            timeout: default_timeout(),
+            interval: interval.unwrap_or_else(default_interval),
+            timeout,
             rise: default_rise(),
             fall: default_fall(),
         }
+        .into()
     }
 }
 
@@ -274,6 +326,15 @@ impl ServiceConfig {
         }
         if let Some(h) = &self.health {
             validate::path_prefix(&h.path).map_err(|e| FieldError::new("health.path", e.reason))?;
+            if h.timeout.0 > h.interval.0 {
+                return Err(FieldError::new(
+                    "health.timeout",
+                    format!(
+                        "must be no longer than health.interval ({}), got {}",
+                        h.interval, h.timeout
+                    ),
+                ));
+            }
             if h.rise == 0 || h.fall == 0 || h.rise > 100 || h.fall > 100 {
                 return Err(FieldError::new(
                     "health",
@@ -308,8 +369,13 @@ impl ServiceConfig {
 /// A change to the registry.
 #[derive(Clone, Debug)]
 pub enum Command {
-    /// Add or replace a manual entry.
-    Upsert(BackendSpec),
+    /// Add or replace a manual entry. With `inherit_service` (the request named no service),
+    /// `spec.service` is replaced by the service of the entry it replaces or pins, if any: a pin
+    /// of a container stays in the container's service.
+    Upsert {
+        spec: BackendSpec,
+        inherit_service: bool,
+    },
     /// Remove a manual entry; for a discovered entry with no pin, disable it.
     Remove { no: String },
     /// Drain, disable or enable an entry.
@@ -323,6 +389,16 @@ pub enum Command {
         backends: Vec<Discovered>,
         services: Vec<(String, ServiceConfig)>,
     },
+}
+
+impl Command {
+    /// Add or replace a manual entry exactly as `spec` says.
+    pub fn upsert(spec: BackendSpec) -> Command {
+        Command::Upsert {
+            spec,
+            inherit_service: false,
+        }
+    }
 }
 
 /// Why a command was refused. Nothing changed.
@@ -405,7 +481,7 @@ pub struct Registry {
     // batch of changes, and that must not cost O(entries).
     manual: OrdMap<String, BackendSpec>,
     discovered: OrdMap<String, Discovered>,
-    overrides: OrdMap<String, AdminState>,
+    overrides: OrdMap<String, Override>,
     services: OrdMap<String, ServiceConfig>,
     /// Service settings from discovery labels; an operator's `services` entry wins.
     discovered_services: OrdMap<String, ServiceConfig>,
@@ -419,29 +495,25 @@ impl Registry {
     /// Apply one command. On error nothing has changed.
     pub fn apply(&mut self, cmd: Command) -> Result<(), RegistryError> {
         match cmd {
-            Command::Upsert(spec) => {
+            Command::Upsert {
+                mut spec,
+                inherit_service,
+            } => {
+                if inherit_service && let Some(e) = self.get(&spec.no) {
+                    spec.service = e.spec.service;
+                }
                 self.manual.insert(spec.no.clone(), spec);
             }
             Command::Remove { no } => {
                 if self.manual.remove(&no).is_none() {
-                    if self.discovered.contains_key(&no) {
-                        self.overrides.insert(no, AdminState::Disabled);
-                    } else {
-                        return Err(RegistryError::NotFound(no));
-                    }
+                    self.set_override(no, AdminState::Disabled)?;
                 }
             }
             Command::SetState { no, state } => {
                 if let Some(m) = self.manual.get_mut(&no) {
                     m.state = state;
-                } else if self.discovered.contains_key(&no) {
-                    if state == AdminState::Active {
-                        self.overrides.remove(&no);
-                    } else {
-                        self.overrides.insert(no, state);
-                    }
                 } else {
-                    return Err(RegistryError::NotFound(no));
+                    self.set_override(no, state)?;
                 }
             }
             Command::PutService { name, config } => {
@@ -472,27 +544,8 @@ impl Registry {
                 backends: list,
                 services,
             } => {
-                let old_ids: BTreeMap<&str, &str> = self
-                    .discovered
-                    .iter()
-                    .map(|(k, d)| (k.as_str(), d.container_id.as_str()))
-                    .collect();
-                // An override lasts until the container is replaced (new id) or gone.
-                let keep: BTreeSet<String> = list
-                    .iter()
-                    .filter(|d| old_ids.get(d.spec.no.as_str()) == Some(&d.container_id.as_str()))
-                    .map(|d| d.spec.no.clone())
-                    .collect();
-                let stale: Vec<String> = self
-                    .overrides
-                    .keys()
-                    .filter(|no| !keep.contains(*no))
-                    .cloned()
-                    .collect();
-                for no in stale {
-                    self.overrides.remove(&no);
-                }
                 self.discovered = list.into_iter().map(|d| (d.spec.no.clone(), d)).collect();
+                self.settle_overrides();
                 self.discovered_services = services.into_iter().collect();
             }
         }
@@ -507,7 +560,7 @@ impl Registry {
     ) -> Result<(), RegistryError> {
         let mut touched = Changes::default();
         match &cmd {
-            Command::Upsert(spec) => {
+            Command::Upsert { spec, .. } => {
                 touched.nos.insert(spec.no.clone());
             }
             Command::Remove { no } | Command::SetState { no, .. } => {
@@ -538,8 +591,58 @@ impl Registry {
     }
 
     /// Set or remove an override as saved (journal replay).
-    pub fn restore_override(&mut self, no: &str, state: Option<AdminState>) {
-        set_or_remove(&mut self.overrides, no, state);
+    pub fn restore_override(&mut self, no: &str, o: Option<Override>) {
+        set_or_remove(&mut self.overrides, no, o);
+    }
+
+    /// Drain, disable or (with `Active`) lift the override of a discovered entry. An override
+    /// whose container is not seen now (stopped, or not yet listed after a restart) can still be
+    /// changed or lifted by its `no`.
+    fn set_override(&mut self, no: String, state: AdminState) -> Result<(), RegistryError> {
+        let container_id = match (self.discovered.get(&no), self.overrides.get(&no)) {
+            (Some(d), _) => Some(d.container_id.clone()),
+            (None, Some(o)) => o.container_id.clone(),
+            (None, None) => return Err(RegistryError::NotFound(no)),
+        };
+        if state == AdminState::Active {
+            self.overrides.remove(&no);
+        } else {
+            self.overrides.insert(
+                no,
+                Override {
+                    state,
+                    container_id,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// After the discovered set changed: an override lasts until the operator lifts it or a
+    /// container with another id takes its `no`. One saved without an id takes the id of the
+    /// first container seen with its `no`; one whose container is not seen now is kept (it may
+    /// be stopped, or not listed yet after a restart).
+    fn settle_overrides(&mut self) {
+        let mut changed = Vec::new();
+        for (no, o) in &self.overrides {
+            let Some(d) = self.discovered.get(no) else {
+                continue;
+            };
+            match &o.container_id {
+                Some(id) if *id == d.container_id => {}
+                Some(_) => changed.push((no.clone(), None)),
+                None => changed.push((
+                    no.clone(),
+                    Some(Override {
+                        state: o.state,
+                        container_id: Some(d.container_id.clone()),
+                    }),
+                )),
+            }
+        }
+        for (no, o) in changed {
+            set_or_remove(&mut self.overrides, &no, o);
+        }
     }
 
     /// Set or remove a service's operator settings as saved (journal replay).
@@ -562,8 +665,8 @@ impl Registry {
 
     fn discovered_entry(&self, d: &Discovered) -> Entry {
         let mut spec = d.spec.clone();
-        if let Some(s) = self.overrides.get(&spec.no) {
-            spec.state = *s;
+        if let Some(o) = self.overrides.get(&spec.no) {
+            spec.state = o.state;
         }
         Entry {
             spec,
@@ -644,7 +747,7 @@ impl Registry {
         &self.manual
     }
 
-    pub fn overrides(&self) -> &OrdMap<String, AdminState> {
+    pub fn overrides(&self) -> &OrdMap<String, Override> {
         &self.overrides
     }
 
@@ -660,7 +763,7 @@ impl Registry {
     /// Rebuild from saved parts (the state file), validating as the API does.
     pub fn from_parts(
         manual: Vec<BackendSpec>,
-        overrides: Vec<(String, AdminState)>,
+        overrides: Vec<(String, Override)>,
         services: Vec<(String, ServiceConfig)>,
     ) -> Result<Self, RegistryError> {
         let mut r = Registry::new();
@@ -668,7 +771,7 @@ impl Registry {
             r.apply(Command::PutService { name, config })?;
         }
         for spec in manual {
-            r.apply(Command::Upsert(spec))?;
+            r.apply(Command::upsert(spec))?;
         }
         r.overrides = overrides.into_iter().collect();
         Ok(r)
@@ -708,8 +811,8 @@ mod tests {
     #[test]
     fn upsert_replaces_and_remove_deletes() {
         let mut r = Registry::new();
-        r.apply(Command::Upsert(spec("1", 8081))).unwrap();
-        r.apply(Command::Upsert(spec("1", 8082))).unwrap();
+        r.apply(Command::upsert(spec("1", 8081))).unwrap();
+        r.apply(Command::upsert(spec("1", 8082))).unwrap();
         assert_eq!(r.get("1").unwrap().spec.port, 8082);
         assert_eq!(r.entries().count(), 1);
         r.apply(Command::Remove { no: "1".into() }).unwrap();
@@ -724,7 +827,7 @@ mod tests {
     fn manual_pins_over_discovered_and_unpin_restores() {
         let mut r = Registry::new();
         r.apply(sync(vec![disc("web", 80, "c1")])).unwrap();
-        r.apply(Command::Upsert(spec("web", 9000))).unwrap();
+        r.apply(Command::upsert(spec("web", 9000))).unwrap();
         let e = r.get("web").unwrap();
         assert_eq!(
             (e.source, e.spec.port, e.pinned),
@@ -741,6 +844,80 @@ mod tests {
         assert_eq!(r.get("web").unwrap().spec.state, AdminState::Disabled);
         r.apply(sync(vec![disc("web", 80, "c2")])).unwrap();
         assert_eq!(r.get("web").unwrap().spec.state, AdminState::Active);
+    }
+
+    #[test]
+    fn overrides_outlive_restarts_until_lifted_or_replaced() {
+        let mut r = Registry::new();
+        r.apply(sync(vec![disc("web", 80, "c1"), disc("api", 81, "c2")]))
+            .unwrap();
+        r.apply(Command::SetState {
+            no: "web".into(),
+            state: AdminState::Draining,
+        })
+        .unwrap();
+        r.apply(Command::Remove { no: "api".into() }).unwrap();
+        // A restart: the saved parts, then discovery's first syncs (empty, then the same ids).
+        let overrides: Vec<_> = r
+            .overrides()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut r = Registry::from_parts(vec![], overrides, vec![]).unwrap();
+        r.apply(sync(vec![])).unwrap();
+        r.apply(sync(vec![disc("web", 80, "c1"), disc("api", 81, "c2")]))
+            .unwrap();
+        assert_eq!(r.get("web").unwrap().spec.state, AdminState::Draining);
+        assert_eq!(r.get("api").unwrap().spec.state, AdminState::Disabled);
+        // A new container under the same no (a redeploy) drops it; lifting drops it too.
+        r.apply(sync(vec![disc("web", 80, "c9"), disc("api", 81, "c2")]))
+            .unwrap();
+        assert_eq!(r.get("web").unwrap().spec.state, AdminState::Active);
+        r.apply(Command::SetState {
+            no: "api".into(),
+            state: AdminState::Active,
+        })
+        .unwrap();
+        assert!(r.overrides().is_empty());
+        // One whose container is not seen now can still be lifted by its no.
+        r.apply(Command::Remove { no: "api".into() }).unwrap();
+        r.apply(sync(vec![])).unwrap();
+        assert!(r.get("api").is_none());
+        r.apply(Command::SetState {
+            no: "api".into(),
+            state: AdminState::Active,
+        })
+        .unwrap();
+        assert!(r.overrides().is_empty());
+        // Saved before ids were kept: attaches to the first container seen with its no.
+        let legacy = Override {
+            state: AdminState::Disabled,
+            container_id: None,
+        };
+        let mut r = Registry::from_parts(vec![], vec![("web".into(), legacy)], vec![]).unwrap();
+        r.apply(sync(vec![disc("web", 80, "c5")])).unwrap();
+        assert_eq!(
+            r.overrides().get("web").unwrap().container_id.as_deref(),
+            Some("c5")
+        );
+        assert_eq!(r.get("web").unwrap().spec.state, AdminState::Disabled);
+    }
+
+    #[test]
+    fn a_pin_without_service_keeps_the_pinned_entrys_service() {
+        let mut r = Registry::new();
+        let mut d = disc("web", 80, "c1");
+        d.spec.service = "api".into();
+        r.apply(sync(vec![d])).unwrap();
+        r.apply(Command::Upsert {
+            spec: spec("web", 9000),
+            inherit_service: true,
+        })
+        .unwrap();
+        let e = r.get("web").unwrap();
+        assert_eq!((e.spec.service.as_str(), e.pinned), ("api", true));
+        r.apply(Command::upsert(spec("web", 9000))).unwrap();
+        assert_eq!(r.get("web").unwrap().spec.service, DEFAULT_SERVICE);
     }
 
     #[test]
@@ -807,7 +984,7 @@ mod tests {
             for o in ops {
                 let before = r.clone();
                 let cmd = match o {
-                    Op::Upsert(n, p) => Command::Upsert(spec(&n.to_string(), p)),
+                    Op::Upsert(n, p) => Command::upsert(spec(&n.to_string(), p)),
                     Op::Remove(n) => Command::Remove { no: n.to_string() },
                     Op::State(n, s) => Command::SetState {
                         no: n.to_string(),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{AdminState, BackendSpec, Changes, Registry, ServiceConfig, validate};
+use super::{AdminState, BackendSpec, Changes, Override, Registry, ServiceConfig, validate};
 
 pub const VERSION: u32 = 1;
 
@@ -55,6 +55,29 @@ fn default_service() -> String {
 struct FileOverride {
     no: String,
     state: AdminState,
+    /// The container the override was made for; absent in files saved before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    container_id: Option<String>,
+}
+
+impl FileOverride {
+    fn new(no: &str, o: &Override) -> Self {
+        FileOverride {
+            no: no.to_owned(),
+            state: o.state,
+            container_id: o.container_id.clone(),
+        }
+    }
+
+    fn parts(self) -> Result<(String, Override), validate::FieldError> {
+        Ok((
+            validate::no(&self.no)?,
+            Override {
+                state: self.state,
+                container_id: self.container_id,
+            },
+        ))
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -85,10 +108,7 @@ pub fn encode(reg: &Registry) -> Vec<u8> {
         overrides: reg
             .overrides()
             .iter()
-            .map(|(no, state)| FileOverride {
-                no: no.clone(),
-                state: *state,
-            })
+            .map(|(no, o)| FileOverride::new(no, o))
             .collect(),
         services: reg
             .services()
@@ -122,7 +142,7 @@ pub fn decode(bytes: &[u8]) -> Result<Registry, String> {
     let overrides = file
         .overrides
         .into_iter()
-        .map(|o| Ok((validate::no(&o.no)?, o.state)))
+        .map(FileOverride::parts)
         .collect::<Result<Vec<_>, validate::FieldError>>()
         .map_err(|e| format!("overrides: {e}"))?;
     let services = file
@@ -181,10 +201,7 @@ fn records(before: &Registry, after: &Registry, changes: &Changes) -> Vec<Record
         let (b, a) = (before.overrides().get(no), after.overrides().get(no));
         if b != a {
             out.push(match a {
-                Some(state) => Record::Override(FileOverride {
-                    no: no.clone(),
-                    state: *state,
-                }),
+                Some(o) => Record::Override(FileOverride::new(no, o)),
                 None => Record::RemoveOverride(no.clone()),
             });
         }
@@ -212,8 +229,8 @@ fn replay(reg: &mut Registry, rec: Record) -> Result<(), String> {
         }
         Record::RemoveBackend(no) => reg.restore_manual(&no, None),
         Record::Override(o) => {
-            let no = validate::no(&o.no).map_err(|e| e.to_string())?;
-            reg.restore_override(&no, Some(o.state));
+            let (no, o) = o.parts().map_err(|e| e.to_string())?;
+            reg.restore_override(&no, Some(o));
         }
         Record::RemoveOverride(no) => reg.restore_override(&no, None),
         Record::Service(s) => {
@@ -468,7 +485,7 @@ mod tests {
     #[test]
     fn round_trip() {
         let mut r = Registry::new();
-        r.apply(Command::Upsert(BackendSpec {
+        r.apply(Command::upsert(BackendSpec {
             no: "1".into(),
             addr: "::1".parse().unwrap(),
             port: 8081,
@@ -490,6 +507,65 @@ mod tests {
         assert_eq!(decode(&encode(&r)).unwrap(), r);
     }
 
+    #[test]
+    fn overrides_keep_their_container_id() {
+        use crate::registry::Discovered;
+        let path = tmp("override-id");
+        let (_, mut store) = Store::open(&path).unwrap();
+        let web = |id: &str| Command::SyncDiscovered {
+            backends: vec![Discovered {
+                spec: BackendSpec {
+                    no: "web".into(),
+                    addr: "10.0.0.2".parse().unwrap(),
+                    port: 80,
+                    weight: 1,
+                    service: "default".into(),
+                    state: AdminState::Active,
+                },
+                container_id: id.into(),
+            }],
+            services: vec![],
+        };
+        let mut r = step(&mut store, &Registry::new(), vec![web("c1")]);
+        r = step(
+            &mut store,
+            &r,
+            vec![Command::SetState {
+                no: "web".into(),
+                state: AdminState::Draining,
+            }],
+        );
+        drop(store);
+        let (loaded, _) = Store::open(&path).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains(r#"{"no":"web","state":"draining","container_id":"c1"}"#),
+            "{text}"
+        );
+        assert_eq!(loaded.unwrap().overrides(), r.overrides());
+        // A file from before ids were kept still loads; the id comes with the first sync,
+        // and that is saved too.
+        fs::write(
+            &path,
+            r#"{"version":1,"overrides":[{"no":"web","state":"disabled"}]}"#,
+        )
+        .unwrap();
+        let (loaded, mut store) = Store::open(&path).unwrap();
+        let loaded = loaded.unwrap();
+        assert_eq!(loaded.overrides()["web"].container_id, None);
+        let r = step(&mut store, &loaded, vec![web("c7")]);
+        drop(store);
+        let (again, _) = Store::open(&path).unwrap();
+        let again = again.unwrap();
+        let o = &again.overrides()["web"];
+        assert_eq!(
+            (o.state, o.container_id.as_deref()),
+            (AdminState::Disabled, Some("c7"))
+        );
+        assert_eq!(r.get("web").unwrap().spec.state, AdminState::Disabled);
+        let _ = fs::remove_dir_all(path.parent().unwrap());
+    }
+
     fn tmp(name: &str) -> PathBuf {
         let d =
             std::env::temp_dir().join(format!("quayside-persist-{name}-{}", std::process::id()));
@@ -499,7 +575,7 @@ mod tests {
     }
 
     fn upsert(no: &str, port: u16) -> Command {
-        Command::Upsert(BackendSpec {
+        Command::upsert(BackendSpec {
             no: no.into(),
             addr: "127.0.0.1".parse().unwrap(),
             port,

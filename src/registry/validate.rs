@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use super::{AdminState, BackendSpec};
+use super::{AdminState, BackendSpec, Command};
 
 /// A field that failed validation, with a message fit for a 400 response.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,11 +128,12 @@ pub struct RawBackend<'a> {
 }
 
 impl RawBackend<'_> {
-    /// Validate every field, reporting the first bad one in a fixed order.
-    pub fn validate(&self) -> Result<BackendSpec, FieldError> {
+    /// Validate every field, reporting the first bad one in a fixed order; `ip_field` is the
+    /// address's name in the caller's vocabulary (`ip` in the seed API, `address` in JSON).
+    pub fn validate(&self, ip_field: &'static str) -> Result<BackendSpec, FieldError> {
         Ok(BackendSpec {
             no: no(self.no)?,
-            addr: ip(self.ip)?,
+            addr: ip(self.ip).map_err(|e| FieldError::new(ip_field, e.reason))?,
             port: port(self.port)?,
             weight: self.weight.map(weight).transpose()?.unwrap_or(1),
             service: self
@@ -141,6 +142,15 @@ impl RawBackend<'_> {
                 .transpose()?
                 .unwrap_or_else(|| DEFAULT_SERVICE.to_owned()),
             state: self.state.map(state).transpose()?.unwrap_or_default(),
+        })
+    }
+
+    /// The registry command for this manual entry: without a `service` it keeps the service of
+    /// the entry it replaces or pins.
+    pub fn command(&self, ip_field: &'static str) -> Result<Command, FieldError> {
+        Ok(Command::Upsert {
+            spec: self.validate(ip_field)?,
+            inherit_service: self.service.is_none(),
         })
     }
 }

@@ -13,11 +13,19 @@ pub struct Matcher {
     any_host: Vec<(String, usize)>,
 }
 
+/// Whether `prefix` covers `path` whole segments at a time: `/docs` matches `/docs`, `/docs/`
+/// and `/docs/a`, not `/docsx`; a prefix ending in `/` matches whatever follows it.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    path.starts_with(prefix)
+        && (prefix.ends_with('/')
+            || matches!(path.as_bytes().get(prefix.len()), None | Some(b'/' | b'?')))
+}
+
 fn longest_prefix(rules: &[(String, usize)], path: &str) -> Option<usize> {
     // Sorted longest first at build time.
     rules
         .iter()
-        .find(|(p, _)| path.starts_with(p.as_str()))
+        .find(|(p, _)| prefix_matches(p, path))
         .map(|(_, i)| *i)
 }
 
@@ -97,6 +105,13 @@ mod tests {
         assert_eq!(m.find("other", "/static/img/a.png"), Some(6));
         assert_eq!(m.find("other", "/static/css"), Some(5));
         assert_eq!(m.find("other", "/"), None);
+        // A prefix matches whole segments only.
+        assert_eq!(m.find("other", "/staticx"), None);
+        assert_eq!(m.find("other", "/static/imgx"), Some(5));
+        assert_eq!(m.find("other", "/static?v=1"), Some(5));
+        let slash = Matcher::new(vec![(None, "/a/".into(), 1)]);
+        assert_eq!(slash.find("h", "/a/b"), Some(1));
+        assert_eq!(slash.find("h", "/a"), None);
     }
 
     proptest! {
@@ -116,8 +131,8 @@ mod tests {
 
         /// Among hostless rules the longest matching prefix wins.
         #[test]
-        fn longest_prefix_wins(a in "/[a-z]{1,4}", b in "[a-z]{1,4}", rest in "[a-z/]{0,6}") {
-            let long = format!("{a}{b}");
+        fn longest_prefix_wins(a in "/[a-z]{1,4}", b in "[a-z]{1,4}", rest in "(/[a-z/]{0,6})?") {
+            let long = format!("{a}/{b}");
             let m = Matcher::new(vec![(None, a.clone(), 1), (None, long.clone(), 2)]);
             let path = format!("{long}{rest}");
             prop_assert_eq!(m.find("h", &path), Some(2));

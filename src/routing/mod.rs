@@ -476,7 +476,7 @@ mod tests {
     use crate::registry::{BackendSpec, Command, ServiceConfig};
 
     fn add(r: &mut Registry, no: &str, port: u16, service: &str, weight: u32) {
-        r.apply(Command::Upsert(BackendSpec {
+        r.apply(Command::upsert(BackendSpec {
             no: no.into(),
             addr: "127.0.0.1".parse().unwrap(),
             port,
@@ -687,7 +687,7 @@ mod tests {
             state: AdminState::Active,
         };
         match o {
-            Op::Upsert(n, p, s, w) => Command::Upsert(spec(n, p, s, w)),
+            Op::Upsert(n, p, s, w) => Command::upsert(spec(n, p, s, w)),
             Op::Remove(n) => Command::Remove {
                 no: format!("n{n}"),
             },

@@ -176,6 +176,16 @@ fn plain_target(t: &str) -> bool {
 }
 
 /// Visible ASCII and spaces: what `HeaderValue::to_str` accepts.
+/// A Host value made only of the characters names, IPv4 and bracketed IPv6 addresses and
+/// ports use (the rest of what RFC 3986 allows goes to hyper's side, which checks it whole).
+fn plain_host(v: &[u8]) -> bool {
+    !v.is_empty()
+        && v.iter().all(|&b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':' | b'[' | b']')
+        })
+        && crate::proxy::headers::valid_authority(v)
+}
+
 fn visible(v: &[u8]) -> bool {
     v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
@@ -223,7 +233,9 @@ pub fn request<'h, 'b>(
     let mut close = false;
     for h in headers {
         match kind(h.name) {
-            Kind::Host if host.is_none() && visible(h.value) => host = Some(h.value),
+            // Anything but one plain `host[:port]` is left to hyper's side, which refuses
+            // what is invalid with one rule for both fronts.
+            Kind::Host if host.is_none() && plain_host(h.value) => host = Some(h.value),
             Kind::ContentLength => {
                 // One plain number; anything else (a second one too) is hyper's to judge.
                 length = (!has_length).then(|| content_length(h.value)).flatten();

@@ -1,0 +1,446 @@
+//! What an operator does lasts and does what it says: pins keep their service, path prefixes
+//! match whole segments, durations are bounded, services read back as set, one Host per
+//! request, admin errors name what exists, start-up errors are one line. Real sockets, real
+//! quayside, real backends on loopback.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::{Backend, Http, Quayside, full};
+use http::{Request, StatusCode};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+async fn put(http: &Http, url: &str, body: &str) -> (StatusCode, Value) {
+    let r = http.method("PUT", url, body).await;
+    let v = if r.body.is_empty() {
+        Value::Null
+    } else {
+        json(&r.body)
+    };
+    (r.status, v)
+}
+
+#[tokio::test]
+async fn add_without_service_keeps_the_service_of_the_entry_it_replaces() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let q = Quayside::start().await;
+    let http = Http::new();
+    let (st, _) = put(
+        &http,
+        &q.admin_url("/api/v1/services/api"),
+        r#"{"hosts":["api.test"]}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    let add = |no: &str, port: u16, extra: &str| {
+        q.admin_url(&format!("/add?no={no}&ip=127.0.0.1&port={port}{extra}"))
+    };
+    assert_eq!(
+        http.get(&add("x", a.port(), "&service=api")).await.status,
+        StatusCode::OK
+    );
+    // Re-pointed by the seed API without service=: still in api, still routed for api.test.
+    assert_eq!(
+        http.get(&add("x", b.port(), "")).await.status,
+        StatusCode::OK
+    );
+    let r = http.get(&q.admin_url("/get?no=x")).await;
+    assert!(r.body.contains("service: api\n"), "{}", r.body);
+    assert!(
+        r.body.contains(&format!("port: {}\n", b.port())),
+        "{}",
+        r.body
+    );
+    let r = http.get_host(&q.proxy_url("/"), "api.test").await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "b\n"));
+    // The same through PUT /api/v1/backends/{no} without "service".
+    let (st, v) = put(
+        &http,
+        &q.admin_url("/api/v1/backends/x"),
+        &format!(r#"{{"address":"127.0.0.1","port":{}}}"#, a.port()),
+    )
+    .await;
+    assert_eq!((st, v["service"].as_str()), (StatusCode::OK, Some("api")));
+    // Naming a service still moves it.
+    assert_eq!(
+        http.get(&add("x", a.port(), "&service=default"))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let r = http.get(&q.admin_url("/get?no=x")).await;
+    assert!(r.body.contains("service: default\n"), "{}", r.body);
+    // A new entry without service= goes to default, as before.
+    assert_eq!(
+        http.get(&add("y", a.port(), "")).await.status,
+        StatusCode::OK
+    );
+    let r = http.get(&q.admin_url("/get?no=y")).await;
+    assert!(r.body.contains("service: default\n"), "{}", r.body);
+}
+
+#[tokio::test]
+async fn a_path_prefix_matches_whole_segments_only() {
+    let docs = Backend::start("docs").await;
+    let other = Backend::start("other").await;
+    let q = Quayside::start().await;
+    let http = Http::new();
+    let (st, v) = put(
+        &http,
+        &q.admin_url("/api/v1/services/docs"),
+        r#"{"path_prefix":"/docs","strip_prefix":true}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let r = http
+        .get(&q.admin_url(&format!(
+            "/add?no=d&ip=127.0.0.1&port={}&service=docs",
+            docs.port()
+        )))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    q.add("o", &other).await;
+    for (path, name, seen) in [
+        ("/docs", "docs", "/"),
+        ("/docs/", "docs", "/"),
+        ("/docs/a/b", "docs", "/a/b"),
+        ("/docs?q=1", "docs", "/"),
+        ("/docsx", "other", "/docsx"),
+        ("/docs.html", "other", "/docs.html"),
+    ] {
+        let r = http.get(&q.proxy_url(path)).await;
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (StatusCode::OK, format!("{name}\n").as_str()),
+            "{path}"
+        );
+        assert_eq!(r.headers["x-seen-path"], seen, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn durations_out_of_range_are_refused_and_name_the_field() {
+    let q = Quayside::start().await;
+    let http = Http::new();
+    let url = q.admin_url("/api/v1/services/x");
+    let cases = [
+        (r#"{"slow_start":"5124095576030432h"}"#, "slow_start"),
+        (r#"{"slow_start":"25h"}"#, "slow_start"),
+        (r#"{"slow_start":"0ms"}"#, "slow_start"),
+        (r#"{"slow_start":99999999999}"#, "slow_start"),
+        (
+            r#"{"health":{"path":"/h","interval":"307445734561825861m"}}"#,
+            "health.interval",
+        ),
+        (
+            r#"{"health":{"path":"/h","interval":"1s","timeout":"2s"}}"#,
+            "health.timeout",
+        ),
+    ];
+    for (body, field) in cases {
+        let (st, v) = put(&http, &url, body).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {v}");
+        let msg = v["error"].as_str().unwrap();
+        assert!(msg.starts_with(field), "{body}: {msg}");
+    }
+    // Nothing was created by the refused calls.
+    let r = http.get(&url).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.body);
+    // A short interval without a timeout gets a timeout no longer than itself.
+    let (st, v) = put(
+        &http,
+        &url,
+        r#"{"health":{"path":"/h","interval":"500ms"}}"#,
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["health"]["timeout"], "500ms");
+}
+
+#[test]
+fn a_duration_flag_out_of_range_is_a_one_line_start_up_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_quayside"))
+        .args(["--no-docker", "--connect-timeout", "5124095576030432h"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--connect-timeout") && err.contains("from 1ms to 24h"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_service_reads_back_every_setting_and_a_put_of_it_changes_nothing() {
+    let q = Quayside::start().await;
+    let http = Http::new();
+    let url = q.admin_url("/api/v1/services/api");
+    let given = json!({
+        "hosts": ["api.test", "*.api.test"],
+        "path_prefix": "/v1",
+        "strip_prefix": true,
+        "lb": "hash",
+        "hash_key": "header:X-User",
+        "sticky_cookie": "sid",
+        "health": {"path": "/health", "interval": "3s", "timeout": "1500ms", "rise": 4, "fall": 5},
+        "slow_start": "30s",
+        "protocol": "h2c"
+    });
+    let (st, v) = put(&http, &url, &given.to_string()).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let got = json(&http.get(&url).await.body);
+    for (k, want) in given.as_object().unwrap() {
+        let want = if k == "hosts" {
+            json!(["*.api.test", "api.test"]) // normalised: sorted
+        } else {
+            want.clone()
+        };
+        assert_eq!(got[k], want, "{k} reads back as {}", got[k]);
+    }
+    assert_eq!(got["name"], "api");
+    assert_eq!(got["settings_from"], "api");
+    // PUT of what GET returned changes nothing.
+    let (st, again) = put(&http, &url, &got.to_string()).await;
+    assert_eq!(st, StatusCode::OK, "{again}");
+    assert_eq!(again, got);
+    // Even for the default service and its defaults.
+    let d = json(
+        &http
+            .get(&q.admin_url("/api/v1/services/default"))
+            .await
+            .body,
+    );
+    let (st, again) = put(
+        &http,
+        &q.admin_url("/api/v1/services/default"),
+        &d.to_string(),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{again}");
+    assert_eq!(again["lb"], d["lb"]);
+    // A name that disagrees with the URL is refused, naming the field.
+    let (st, v) = put(&http, &url, r#"{"name":"other"}"#).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert!(v["error"].as_str().unwrap().starts_with("name:"), "{v}");
+}
+
+/// Two services told apart by host, each with a backend that reports the Host it saw.
+async fn two_hosts() -> (Quayside, Backend, Backend) {
+    let public = Backend::start("public").await;
+    let internal = Backend::start("internal").await;
+    let q = Quayside::start().await;
+    let http = Http::new();
+    for (name, b) in [("public", &public), ("internal", &internal)] {
+        let (st, v) = put(
+            &http,
+            &q.admin_url(&format!("/api/v1/services/{name}")),
+            &format!(r#"{{"hosts":["{name}.test"]}}"#),
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let r = http
+            .get(&q.admin_url(&format!(
+                "/add?no={name}&ip=127.0.0.1&port={}&service={name}",
+                b.port()
+            )))
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    (q, public, internal)
+}
+
+/// Send `head` raw and read the whole answer (the request asks to close).
+async fn raw(q: &Quayside, head: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(q.proxy).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("answer timed out")
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn one_host_per_request_on_http1() {
+    let (q, public, internal) = two_hosts().await;
+    for head in [
+        // Two Hosts, in either order, equal or not.
+        "GET /c HTTP/1.1\r\nHost: public.test\r\nHost: internal.test\r\nConnection: close\r\n\r\n",
+        "GET /c HTTP/1.1\r\nHost: internal.test\r\nHost: public.test\r\nConnection: close\r\n\r\n",
+        "GET /c HTTP/1.1\r\nHost: public.test\r\nHost: public.test\r\nConnection: close\r\n\r\n",
+        // Not a host.
+        "GET /c HTTP/1.1\r\nHost: public.test internal.test\r\nConnection: close\r\n\r\n",
+        "GET /c HTTP/1.1\r\nHost: user@public.test\r\nConnection: close\r\n\r\n",
+        // HTTP/1.1 without Host.
+        "GET /c HTTP/1.1\r\nConnection: close\r\n\r\n",
+    ] {
+        let answer = raw(&q, head).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{head:?} -> {answer}");
+    }
+    assert_eq!(
+        public.hits.load(std::sync::atomic::Ordering::SeqCst)
+            + internal.hits.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a refused request reached a backend"
+    );
+    // Absolute form: the target decides the host, and the backend is told that host.
+    let answer = raw(
+        &q,
+        "GET http://internal.test/c HTTP/1.1\r\nHost: public.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("internal\n"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("x-seen-host: internal.test\r\n"),
+        "{answer}"
+    );
+    // The plain case still works, on the fast path.
+    let answer = raw(
+        &q,
+        "GET /c HTTP/1.1\r\nHost: Public.test:80\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.ends_with("public\n"), "{answer}");
+}
+
+#[tokio::test]
+async fn one_host_per_request_on_http2() {
+    let (q, public, _internal) = two_hosts().await;
+    // hyper's own HTTP/2 connection over a plain TCP stream: no name lookup of the test hosts.
+    let stream = tokio::net::TcpStream::connect(q.proxy).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let send = |uri: String, host: Option<&'static str>| {
+        let mut sender = sender.clone();
+        async move {
+            let mut req = Request::get(uri);
+            if let Some(h) = host {
+                req = req.header("host", h);
+            }
+            let resp = sender
+                .send_request(req.body(full("")).unwrap())
+                .await
+                .unwrap();
+            let seen = resp.headers().get("x-seen-host").cloned();
+            (resp.status(), seen)
+        }
+    };
+    let port = q.proxy.port();
+    // :authority decides and becomes Host.
+    let (st, seen) = send(format!("http://public.test:{port}/"), None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(seen.unwrap(), format!("public.test:{port}").as_str());
+    // A Host header naming another host than :authority is refused.
+    let hits = public.hits.load(std::sync::atomic::Ordering::SeqCst);
+    let (st, _) = send(format!("http://public.test:{port}/"), Some("internal.test")).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(public.hits.load(std::sync::atomic::Ordering::SeqCst), hits);
+}
+
+#[tokio::test]
+async fn admin_not_found_and_wrong_method_name_what_exists() {
+    let q = Quayside::start().await;
+    let http = Http::new();
+    let r = http.get(&q.admin_url("/nothing-here")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    for (path, _) in quayside::admin::ROUTES {
+        assert!(r.body.contains(path), "404 lacks {path}: {}", r.body);
+    }
+    let r = http
+        .method("DELETE", &q.admin_url("/api/v1/backends"), "")
+        .await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.body.contains("GET"), "{}", r.body);
+    let r = http.get(&q.admin_url("/api/v1/tls/reload")).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(r.body.contains("POST"), "{}", r.body);
+    // Every route listed is served (not a 404) with its first method.
+    for (path, methods) in quayside::admin::ROUTES {
+        let method = methods.split(", ").next().unwrap();
+        let path = path.replace("{no}", "nope").replace("{name}", "nope");
+        let r = http.method(method, &q.admin_url(&path), "{}").await;
+        // A route's own 404 ("no backend with no=nope") is fine; the router's fallback is not.
+        assert!(
+            !r.body.contains("the admin API has"),
+            "{method} {path}: {}",
+            r.body
+        );
+    }
+}
+
+#[test]
+fn start_up_errors_are_one_line_without_a_backtrace() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = std::env::temp_dir().join(format!("qs-oneline-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.json");
+    let state = state.to_str().unwrap();
+    for (args, says) in [
+        (
+            vec!["--listen", addr.as_str(), "--admin-listen", "127.0.0.1:0"],
+            "--listen",
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--docker-host",
+                "ssh://me@host",
+            ],
+            "ssh://me@host",
+        ),
+        (
+            vec![
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--no-docker",
+                "--state",
+                "/proc/quayside-nope/state.json",
+            ],
+            "/proc/quayside-nope/state.json",
+        ),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_quayside"))
+            .args(&args)
+            .env("RUST_BACKTRACE", "1")
+            .env("QUAYSIDE_LOG", "off")
+            .env("QUAYSIDE_STATE", state)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(
+            err.starts_with("quayside: error: ") && err.contains(says),
+            "{err}"
+        );
+        assert!(
+            !err.contains("backtrace") && !err.contains("Caused by"),
+            "{err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
