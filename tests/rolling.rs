@@ -1,6 +1,6 @@
 //! Zero-error deploys: every container of a service is replaced in turn under steady load,
-//! first with `docker stop`, then with `docker kill`, with backends that exit on SIGTERM and
-//! backends that ignore it. No request may fail.
+//! first with `docker stop`, then with `docker kill`, with backends that exit on SIGTERM,
+//! backends that ignore it and backends that answer 503 once signalled. No request may fail.
 
 mod common;
 
@@ -54,24 +54,7 @@ async fn rolling_replacement_under_load_fails_no_request() {
         .await;
     }
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let total = Arc::new(AtomicUsize::new(0));
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        let (http, url) = (Http::new(), q.proxy_url("/"));
-        let (stop, failures, total) = (stop.clone(), failures.clone(), total.clone());
-        clients.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let r = http.get_host(&url, "roll.test").await;
-                total.fetch_add(1, Ordering::SeqCst);
-                if r.status != StatusCode::OK {
-                    failures.fetch_add(1, Ordering::SeqCst);
-                    eprintln!("failed: {} {}", r.status, r.body.trim());
-                }
-            }
-        }));
-    }
+    let load = Load::start(&q, "roll.test", 4);
 
     for how in ["stop", "kill"] {
         generation += 1;
@@ -83,7 +66,7 @@ async fn rolling_replacement_under_load_fails_no_request() {
             })
             .await;
             let (_, old) = std::mem::replace(slot, (name, id));
-            let before = total.load(Ordering::SeqCst);
+            let before = load.total();
             tokio::task::spawn_blocking(move || match how {
                 "stop" => docker(&["stop", "-t", "2", &old]),
                 _ => docker(&["kill", &old]),
@@ -92,18 +75,113 @@ async fn rolling_replacement_under_load_fails_no_request() {
             .unwrap();
             // Keep the load on for a moment after each removal.
             tokio::time::sleep(Duration::from_millis(200)).await;
-            assert!(total.load(Ordering::SeqCst) > before, "the load stalled");
+            assert!(load.total() > before, "the load stalled");
         }
     }
-    stop.store(true, Ordering::SeqCst);
-    for c in clients {
-        c.await.unwrap();
+    load.finish("rolling replacement", 500).await;
+}
+
+/// Clients sending GETs for `host` in a loop, counting answers other than 200.
+struct Load {
+    stop: Arc<AtomicBool>,
+    failures: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(q: &Quayside, host: &'static str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let total = Arc::new(AtomicUsize::new(0));
+        let clients = (0..clients)
+            .map(|_| {
+                let (http, url) = (Http::new(), q.proxy_url("/"));
+                let (stop, failures, total) = (stop.clone(), failures.clone(), total.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let r = http.get_host(&url, host).await;
+                        total.fetch_add(1, Ordering::SeqCst);
+                        if r.status != StatusCode::OK {
+                            failures.fetch_add(1, Ordering::SeqCst);
+                            eprintln!("failed: {} {}", r.status, r.body.trim());
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            failures,
+            total,
+            clients,
+        }
     }
-    let (failures, total) = (
-        failures.load(Ordering::SeqCst),
-        total.load(Ordering::SeqCst),
-    );
-    eprintln!("rolling replacement: {total} requests, {failures} failed");
-    assert!(total > 500, "too little load to mean anything: {total}");
-    assert_eq!(failures, 0, "{failures} of {total} requests failed");
+
+    fn total(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+
+    /// Stop the clients; at least `min_total` requests were sent and none failed.
+    async fn finish(self, what: &str, min_total: usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        for c in self.clients {
+            c.await.unwrap();
+        }
+        let (failures, total) = (
+            self.failures.load(Ordering::SeqCst),
+            self.total.load(Ordering::SeqCst),
+        );
+        eprintln!("{what}: {total} requests, {failures} failed");
+        assert!(
+            total > min_total,
+            "too little load to mean anything: {total}"
+        );
+        assert_eq!(failures, 0, "{failures} of {total} requests failed");
+    }
+}
+
+/// Many real servers, once sent SIGTERM, soon answer 503 (and close keepalive connections)
+/// until they exit. Retries cannot hide that: only draining the container as soon as Docker
+/// reports the stop signal (its `kill` event) keeps those answers from clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_stop_of_servers_that_answer_503_once_signalled_fails_no_request() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scope::new();
+    let mut c = test_config();
+    c.docker.enabled = true;
+    c.docker.label_prefix = s.prefix().to_owned();
+    let q = Quayside::start_with(c).await;
+    let http = Http::new();
+    let labels = [s.label("service", "term"), s.label("host", "term.test")];
+    let start = |name: String| {
+        let id = s.run(&name, &labels, &["-e", "WHOAMI_SIGTERM_503=1"]);
+        (s.name(&name), id)
+    };
+    let mut live: Vec<(String, String)> = (0..2).map(|i| start(format!("a{i}"))).collect();
+    for (name, _) in &live {
+        eventually(10, "initial containers routed", || async {
+            routed(&http, &q, name).await.then_some(())
+        })
+        .await;
+    }
+    let load = Load::start(&q, "term.test", 4);
+    for (i, slot) in live.iter_mut().enumerate() {
+        let (name, id) = start(format!("b{i}"));
+        eventually(10, "replacement routed", || async {
+            routed(&http, &q, &name).await.then_some(())
+        })
+        .await;
+        let (_, old) = std::mem::replace(slot, (name, id));
+        let before = load.total();
+        // Returns once the container has exited: its 2 s of 503s are over.
+        tokio::task::spawn_blocking(move || docker(&["stop", "-t", "10", &old]))
+            .await
+            .unwrap();
+        assert!(load.total() > before + 100, "the load stalled");
+    }
+    load.finish("docker stop of 503-on-SIGTERM servers", 400)
+        .await;
 }

@@ -7,7 +7,9 @@
 //!
 //! Settings (env): `PORT` (default 80), `WHOAMI_NAME` (default the host name),
 //! `WHOAMI_IGNORE_SIGTERM=1` (keep serving on SIGTERM, like a server that never stops cleanly),
-//! `WHOAMI_DELAY_MS` (wait this long before every answer: a slow backend).
+//! `WHOAMI_DELAY_MS` (wait this long before every answer: a slow backend),
+//! `WHOAMI_SIGTERM_503=1` (like many real servers on SIGTERM: 300 ms later it answers every
+//! request with 503 and closes the connection, for 2 s, then exits).
 //! `whoami check [PORT]` is a HEALTHCHECK client: exits 0 if `/health` answers 200.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -16,6 +18,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 static UNHEALTHY: AtomicBool = AtomicBool::new(false);
+/// SIGTERM arrived (set by the signal handler, read by the thread that acts on it).
+static TERMINATED: AtomicBool = AtomicBool::new(false);
+/// Answering 503 to everything: the server is on its way out.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn note_term(_: i32) {
+    TERMINATED.store(true, Ordering::SeqCst);
+}
 
 unsafe extern "C" {
     fn signal(sig: i32, handler: usize) -> usize;
@@ -38,8 +48,21 @@ fn main() {
     }
     const SIGTERM: i32 = 15;
     const SIGINT: i32 = 2;
-    let handler = if std::env::var("WHOAMI_IGNORE_SIGTERM").is_ok_and(|v| v == "1") {
+    let flag = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
+    let handler = if flag("WHOAMI_IGNORE_SIGTERM") {
         1 // SIG_IGN
+    } else if flag("WHOAMI_SIGTERM_503") {
+        // Only an atomic store in the handler; the rest happens on an ordinary thread.
+        std::thread::spawn(|| {
+            while !TERMINATED.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::thread::sleep(Duration::from_millis(300));
+            STOPPING.store(true, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_secs(2));
+            std::process::exit(0);
+        });
+        note_term as *const () as usize
     } else {
         exit_now as *const () as usize
     };
@@ -127,6 +150,10 @@ fn serve(stream: TcpStream, name: &str, delay: Duration) -> std::io::Result<()> 
         }
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
         let mut status = "200 OK";
+        if STOPPING.load(Ordering::SeqCst) {
+            status = "503 Service Unavailable";
+            close = true;
+        }
         match path {
             "/health" if UNHEALTHY.load(Ordering::SeqCst) => status = "503 Service Unavailable",
             "/health/fail" => UNHEALTHY.store(true, Ordering::SeqCst),
