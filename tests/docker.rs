@@ -86,7 +86,10 @@ async fn labelled_containers_are_routed_others_are_not() {
     }
     let d = discovery(&http, &q).await;
     assert_eq!(d["state"], "connected");
-    assert!(d["last_sync"].is_number());
+    assert!(
+        humantime::parse_rfc3339(d["last_sync"].as_str().unwrap()).is_ok(),
+        "{d}"
+    );
     let names: Vec<&str> = d["containers"]
         .as_array()
         .unwrap()
@@ -338,24 +341,31 @@ async fn a_manual_pin_overrides_a_container_until_deleted() {
     let s = Scope::new();
     let q = start(&s).await;
     let http = Http::new();
-    let c = s.run("pinme", &[s.label("enable", "true")], &[]);
-    wait_routed(&http, &q, "x", &c).await;
+    let labels = [s.label("service", "pinsvc"), s.label("host", "pin.test")];
+    let c = s.run("pinme", &labels, &[]);
+    wait_routed(&http, &q, "pin.test", &c).await;
     let local = Backend::start("pinned-local").await;
     let no = s.name("pinme");
+    // No service= given: the pin stays in the container's service, so its host still works.
     let r = http
         .get(&q.admin_url(&format!("/add?no={no}&ip=127.0.0.1&port={}", local.port())))
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    assert_eq!(http.get(&q.proxy_url("/")).await.body, "pinned-local\n");
+    assert_eq!(
+        http.get_host(&q.proxy_url("/"), "pin.test").await.body,
+        "pinned-local\n"
+    );
     let r = http.get(&q.admin_url(&format!("/get?no={no}"))).await;
     assert!(
-        r.body.contains("source: manual") && r.body.contains("pinned: true"),
+        r.body.contains("source: manual")
+            && r.body.contains("pinned: true")
+            && r.body.contains("service: pinsvc\n"),
         "{}",
         r.body
     );
     // Unpin: the container's own entry is back.
     http.get(&q.admin_url(&format!("/delete?no={no}"))).await;
-    wait_routed(&http, &q, "x", &c).await;
+    wait_routed(&http, &q, "pin.test", &c).await;
     // Delete of the unpinned discovered entry disables it; enable brings it back.
     http.get(&q.admin_url(&format!("/delete?no={no}"))).await;
     assert!(
@@ -365,7 +375,7 @@ async fn a_manual_pin_overrides_a_container_until_deleted() {
             .contains("state: disabled")
     );
     assert_eq!(
-        http.get(&q.proxy_url("/")).await.status,
+        http.get_host(&q.proxy_url("/"), "pin.test").await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
     http.method(
@@ -374,7 +384,98 @@ async fn a_manual_pin_overrides_a_container_until_deleted() {
         "",
     )
     .await;
-    wait_routed(&http, &q, "x", &c).await;
+    wait_routed(&http, &q, "pin.test", &c).await;
+}
+
+/// `/get?no=` of a container's entry.
+async fn get_no(http: &Http, q: &Quayside, no: &str) -> String {
+    http.get(&q.admin_url(&format!("/get?no={no}"))).await.body
+}
+
+#[tokio::test]
+async fn drains_and_disables_of_containers_survive_a_restart_until_replaced() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scope::new();
+    let dir = std::env::temp_dir().join(format!("{}-state", s.id));
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.json");
+    let config = || {
+        let mut c = test_config();
+        c.docker.enabled = true;
+        c.docker.label_prefix = s.prefix().to_owned();
+        c.state = Some(state.clone());
+        c
+    };
+    let q = Quayside::start_with(config()).await;
+    let http = Http::new();
+    let on = [s.label("enable", "true")];
+    let (a, b, c) = (
+        s.run("a", &on, &[]),
+        s.run("b", &on, &[]),
+        s.run("c", &on, &[]),
+    );
+    for id in [&a, &b, &c] {
+        wait_routed(&http, &q, "x", id).await;
+    }
+    let (na, nb) = (s.name("a"), s.name("b"));
+    let r = http
+        .method(
+            "POST",
+            &q.admin_url(&format!("/api/v1/backends/{na}/drain")),
+            "",
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(
+        http.get(&q.admin_url(&format!("/delete?no={nb}")))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    q.shutdown().await.unwrap();
+
+    // A new process with the same state file: the first syncs must not lift the overrides.
+    let q = Quayside::start_with(config()).await;
+    eventually(10, "all three containers seen again", || async {
+        let d = discovery(&http, &q).await;
+        let n = d["containers"]
+            .as_array()?
+            .iter()
+            .filter(|c| c["routed"] == true)
+            .count();
+        (n == 3).then_some(())
+    })
+    .await;
+    assert!(get_no(&http, &q, &na).await.contains("state: draining\n"));
+    assert!(get_no(&http, &q, &nb).await.contains("state: disabled\n"));
+    for _ in 0..6 {
+        assert_eq!(
+            first_line(&http.get(&q.proxy_url("/")).await.body),
+            &c[..12]
+        );
+    }
+    let saved = std::fs::read_to_string(&state).unwrap_or_default()
+        + &std::fs::read_to_string(dir.join("state.json.journal")).unwrap_or_default();
+    assert!(
+        saved.contains(&a) && saved.contains(&b),
+        "ids kept: {saved}"
+    );
+
+    // Replaced (same name, new container): the new one is not drained.
+    docker(&["rm", "-f", &a]);
+    let a2 = s.run("a", &on, &[]);
+    eventually(10, "the replacement routed and active", || async {
+        get_no(&http, &q, &na)
+            .await
+            .contains(&format!("container: {a2}"))
+            .then_some(())
+    })
+    .await;
+    assert!(get_no(&http, &q, &na).await.contains("state: active\n"));
+    wait_routed(&http, &q, "x", &a2).await;
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
@@ -495,6 +596,25 @@ async fn quayside_starts_and_serves_without_docker() {
     })
     .await;
     assert!(d["last_error"].as_str().unwrap().len() > 5, "{d}");
+
+    // A TCP endpoint nobody listens on: the error says so, with the address.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let mut c = test_config();
+    c.docker.enabled = true;
+    c.docker.host = Some(format!("tcp://{addr}"));
+    let q = Quayside::start_with(c).await;
+    let d = eventually(5, "disconnected state", || async {
+        let d = discovery(&http, &q).await;
+        (d["state"] == "disconnected").then_some(d)
+    })
+    .await;
+    let e = d["last_error"].as_str().unwrap();
+    assert!(
+        e.to_ascii_lowercase().contains("connection refused") && e.contains(&addr.to_string()),
+        "{e}"
+    );
 }
 
 #[tokio::test]
@@ -528,5 +648,10 @@ async fn a_tcp_docker_endpoint_works() {
     wait_routed(&http, &q, "x", &id).await;
     let d = discovery(&http, &q).await;
     assert_eq!(d["endpoint"], format!("tcp://{addr}"));
+    // Times are RFC 3339, not epoch numbers.
+    for field in ["last_sync", "last_event"] {
+        let t = d[field].as_str().unwrap_or_else(|| panic!("{field}: {d}"));
+        assert!(humantime::parse_rfc3339(t).is_ok(), "{field}: {t}");
+    }
     relay.abort();
 }
