@@ -1,14 +1,30 @@
 #!/usr/bin/env bash
-# Build the quayside:local and quayside-whoami:local images without pulling anything:
-# static binaries are compiled on the host, then copied into FROM scratch images.
+# Build the quayside and whoami images without pulling anything: static binaries are compiled
+# on the host, then copied into FROM scratch images.
+#
+#   QUAYSIDE_IMAGE  tag of the quayside image     (default quayside:local)
+#   WHOAMI_IMAGE    tag of the whoami image       (default quayside-whoami:local)
+#   PROFILE         cargo profile: release or dev (default release; dev builds in a fraction
+#                   of the time and is what the tests use)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+quayside_image=${QUAYSIDE_IMAGE:-quayside:local}
+whoami_image=${WHOAMI_IMAGE:-quayside-whoami:local}
+profile=${PROFILE:-release}
+case "$profile" in
+  release) dir=release ;;
+  dev) dir=debug ;;
+  *) echo "build-images.sh: PROFILE must be release or dev, got '$profile'" >&2; exit 2 ;;
+esac
 target=x86_64-unknown-linux-gnu
-RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --quiet \
+echo "== compiling static quayside and whoami ($profile profile; the first release build takes a few minutes)"
+RUSTFLAGS='-C target-feature=+crt-static' cargo build --profile "$profile" --quiet \
   --target "$target" --target-dir target-static -p quayside -p whoami
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-cp "target-static/$target/release/quayside" "target-static/$target/release/whoami" docker/Dockerfile.local "$ctx/"
-docker build -q --target quayside -t quayside:local -f "$ctx/Dockerfile.local" "$ctx" >/dev/null
-docker build -q --target whoami -t quayside-whoami:local -f "$ctx/Dockerfile.local" "$ctx" >/dev/null
-docker images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -E '^quayside(-whoami)?:local'
+cp "target-static/$target/$dir/quayside" "target-static/$target/$dir/whoami" docker/Dockerfile.local "$ctx/"
+echo "== building images $quayside_image and $whoami_image"
+docker build -q --target quayside -t "$quayside_image" -f "$ctx/Dockerfile.local" "$ctx" >/dev/null
+docker build -q --target whoami -t "$whoami_image" -f "$ctx/Dockerfile.local" "$ctx" >/dev/null
+docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$quayside_image"
+docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$whoami_image"

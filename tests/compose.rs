@@ -1,6 +1,7 @@
-//! The root docker-compose.yml, for real: images built offline by scripts/build-images.sh,
-//! `docker-compose up`, traffic through the published port, `down -v` at the end (also on
-//! failure).
+//! The root docker-compose.yml, for real: images built offline by scripts/build-images.sh
+//! (debug profile, tags of the test's own), `docker-compose up`, traffic through the published
+//! port, the examples' pin and drain blocks as written, a drain kept across a restart of the
+//! quayside container; `down -v` and the images removed at the end (also on failure).
 
 mod common;
 
@@ -13,14 +14,36 @@ use http::StatusCode;
 struct Project {
     name: String,
     root: &'static str,
+    /// Image tags of this test's own, passed to build-images.sh and Compose.
+    images: [(&'static str, String); 2],
 }
 
 impl Project {
+    fn new(root: &'static str) -> Project {
+        let pid = std::process::id();
+        Project {
+            name: format!("qtcompose{pid}"),
+            root,
+            images: [
+                ("QUAYSIDE_IMAGE", format!("quayside-test-compose:{pid}")),
+                (
+                    "WHOAMI_IMAGE",
+                    format!("quayside-test-compose-whoami:{pid}"),
+                ),
+            ],
+        }
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        c.current_dir(self.root)
+            .env("COMPOSE_PROJECT_NAME", &self.name)
+            .envs(self.images.iter().map(|(k, v)| (*k, v.as_str())));
+        c
+    }
+
     fn compose(&self, args: &[&str], envs: &[(&str, String)]) -> std::process::Output {
-        Command::new("docker-compose")
-            .current_dir(self.root)
-            .arg("-p")
-            .arg(&self.name)
+        self.command("docker-compose")
             .args(args)
             .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
@@ -31,7 +54,21 @@ impl Project {
 impl Drop for Project {
     fn drop(&mut self) {
         let _ = self.compose(&["down", "-v", "--remove-orphans"], &[]);
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", &self.images[0].1, &self.images[1].1])
+            .output();
     }
+}
+
+/// The shell block that follows `heading` in examples/README.md.
+fn example(root: &str, heading: &str) -> String {
+    let text = std::fs::read_to_string(format!("{root}/examples/README.md")).unwrap();
+    let after = &text[text
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?}"))..];
+    let start = after.find("```sh\n").unwrap() + 6;
+    let len = after[start..].find("```").unwrap();
+    after[start..start + len].to_owned()
 }
 
 fn free_port() -> u16 {
@@ -60,16 +97,15 @@ async fn the_compose_example_routes_by_scale_host_and_path() {
         return;
     }
     let root = env!("CARGO_MANIFEST_DIR");
-    let st = Command::new("bash")
-        .arg(format!("{root}/scripts/build-images.sh"))
+    let project = Project::new(root);
+    let st = project
+        .command("bash")
+        .arg("scripts/build-images.sh")
+        .env("PROFILE", "dev")
         .status()
         .unwrap();
     assert!(st.success(), "scripts/build-images.sh failed");
 
-    let project = Project {
-        name: format!("qtcompose{}", std::process::id()),
-        root,
-    };
     let (http_port, admin_port) = (free_port(), free_port());
     let env = [
         ("QUAYSIDE_HTTP_PORT", http_port.to_string()),
@@ -117,6 +153,74 @@ async fn the_compose_example_routes_by_scale_host_and_path() {
     assert!(!seen.contains(&api.body.lines().next().unwrap().to_owned()));
     let docs = http.get(&format!("{proxy}/docs/page")).await;
     assert!(docs.body.contains("GET /page HTTP/1.1"), "{}", docs.body);
+
+    // The examples' pin and drain blocks, as written, whatever the project is called.
+    let run = |heading: &str| {
+        let script = example(root, heading).replace("127.0.0.1:8001", &admin[7..]);
+        let out = project
+            .command("bash")
+            .args(["-euo", "pipefail", "-c", &script])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{heading}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+    let pin = run("## Pin a container by hand");
+    assert!(
+        pin.contains("pinned: true") && pin.contains("service: api\n"),
+        "{pin}"
+    );
+    let drain = run("## Drain before maintenance");
+    assert!(
+        drain.contains(r#""state":"draining""#) && drain.contains(r#""state":"active""#),
+        "{drain}"
+    );
+
+    // A drain lasts across `docker-compose restart quayside`.
+    let web = String::from_utf8_lossy(&project.compose(&["ps", "-q", "web"], &env).stdout)
+        .lines()
+        .next()
+        .unwrap()
+        .to_owned();
+    let web = docker_name(&web);
+    let r = http
+        .method("POST", &format!("{admin}/api/v1/backends/{web}/drain"), "")
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let out = project.compose(&["restart", "quayside"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let get = eventually(30, "quayside back with the web containers", || async {
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(2),
+            probe(&format!("{admin}/get?no={web}")),
+        )
+        .await
+        .ok()
+        .flatten()?;
+        r.contains("source: docker").then_some(r)
+    })
+    .await;
+    assert!(get.contains("state: draining"), "{get}");
+}
+
+fn docker_name(id: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "-f", "{{.Name}}", id])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .trim_start_matches('/')
+        .to_owned()
 }
 
 /// GET that returns None instead of panicking while the stack starts.

@@ -261,7 +261,7 @@ async fn healthcheck_gates_routing() {
     let id = s.run(
         "hc",
         &[s.label("enable", "true")],
-        &[common::docker::IMAGE_HC],
+        &[common::docker::image_hc()],
     );
     let name = s.name("hc");
     // Right after start: health is `starting`, not routed.

@@ -8,10 +8,34 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub const IMAGE: &str = "quayside-test-whoami:latest";
-/// The same with a HEALTHCHECK (exec form: a scratch image has no shell) every second.
-pub const IMAGE_HC: &str = "quayside-test-whoami-hc:latest";
 pub const CLEANUP_LABEL: &str = "quayside-test";
+
+/// The whoami test image: a tag of this test process's own, never a user's image, removed when
+/// the process exits.
+pub fn image() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| format!("quayside-test-whoami:{}", std::process::id()))
+}
+
+/// The same with a HEALTHCHECK (exec form: a scratch image has no shell) every second.
+pub fn image_hc() -> &'static str {
+    static TAG: OnceLock<String> = OnceLock::new();
+    TAG.get_or_init(|| format!("quayside-test-whoami-hc:{}", std::process::id()))
+}
+
+/// Remove this process's test images when it exits (the test harness exits through `exit`,
+/// which runs `atexit` handlers, whether the tests passed or not).
+fn remove_images_at_exit() {
+    extern "C" fn remove() {
+        let _ = Command::new("docker")
+            .args(["rmi", "-f", image_hc(), image()])
+            .output();
+    }
+    unsafe extern "C" {
+        fn atexit(f: extern "C" fn()) -> i32;
+    }
+    unsafe { atexit(remove) };
+}
 
 /// Run `docker` with `args`; returns trimmed stdout, panics with stderr on failure.
 pub fn docker(args: &[&str]) -> String {
@@ -59,30 +83,42 @@ pub fn available() -> bool {
     }
 }
 
-/// Build the static whoami binary and the image (once per test binary).
-fn build_image() {
+/// Where `cargo build --target x86_64-unknown-linux-gnu` puts static binaries for images; the
+/// tests build the debug profile (seconds for whoami, no LTO for quayside).
+pub const STATIC_BIN_DIR: &str = "target-static/x86_64-unknown-linux-gnu/debug";
+
+/// Build static binaries of the workspace's `packages` for `FROM scratch` images.
+pub fn build_static(packages: &[&str]) {
     let root = env!("CARGO_MANIFEST_DIR");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut args = vec![
+        "build",
+        "--target",
+        "x86_64-unknown-linux-gnu",
+        "--target-dir",
+        "target-static",
+    ];
+    for p in packages {
+        args.extend(["-p", p]);
+    }
     let status = Command::new(cargo)
         .current_dir(root)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "whoami",
-            "--target",
-            "x86_64-unknown-linux-gnu",
-            "--target-dir",
-            "target-static",
-        ])
+        .args(&args)
         .status()
         .expect("cargo");
-    assert!(status.success(), "building the static whoami binary failed");
+    assert!(status.success(), "building static {packages:?} failed");
+}
+
+/// Build the static whoami binary and the images (once per test binary).
+fn build_image() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    build_static(&["whoami"]);
+    remove_images_at_exit();
     let ctx = std::env::temp_dir().join(format!("quayside-whoami-ctx-{}", std::process::id()));
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::copy(
-        format!("{root}/target-static/x86_64-unknown-linux-gnu/release/whoami"),
+        format!("{root}/{STATIC_BIN_DIR}/whoami"),
         ctx.join("whoami"),
     )
     .unwrap();
@@ -91,13 +127,13 @@ fn build_image() {
         "FROM scratch\nCOPY whoami /whoami\nEXPOSE 80\nENTRYPOINT [\"/whoami\"]\n",
     )
     .unwrap();
-    docker(&["build", "-q", "-t", IMAGE, ctx.to_str().unwrap()]);
+    docker(&["build", "-q", "-t", image(), ctx.to_str().unwrap()]);
     std::fs::write(
         ctx.join("Dockerfile"),
-        format!("FROM {IMAGE}\nHEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD [\"/whoami\", \"check\"]\n"),
+        format!("FROM {}\nHEALTHCHECK --interval=1s --timeout=1s --retries=1 CMD [\"/whoami\", \"check\"]\n", image()),
     )
     .unwrap();
-    docker(&["build", "-q", "-t", IMAGE_HC, ctx.to_str().unwrap()]);
+    docker(&["build", "-q", "-t", image_hc(), ctx.to_str().unwrap()]);
     let _ = std::fs::remove_dir_all(ctx);
 }
 
@@ -142,8 +178,8 @@ impl Scope {
             args.push(l);
         }
         args.extend_from_slice(extra);
-        if !extra.contains(&IMAGE) && !extra.contains(&IMAGE_HC) {
-            args.push(IMAGE);
+        if !extra.contains(&image()) && !extra.contains(&image_hc()) {
+            args.push(image());
         }
         docker(&args)
     }
