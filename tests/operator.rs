@@ -361,7 +361,7 @@ async fn admin_not_found_and_wrong_method_name_what_exists() {
     let http = Http::new();
     let r = http.get(&q.admin_url("/nothing-here")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    for (path, _) in quayside::admin::ROUTES {
+    for (path, _) in quayside::admin::route_list() {
         assert!(r.body.contains(path), "404 lacks {path}: {}", r.body);
     }
     let r = http
@@ -372,17 +372,26 @@ async fn admin_not_found_and_wrong_method_name_what_exists() {
     let r = http.get(&q.admin_url("/api/v1/tls/reload")).await;
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(r.body.contains("POST"), "{}", r.body);
-    // Every route listed is served (not a 404) with its first method.
-    for (path, methods) in quayside::admin::ROUTES {
-        let method = methods.split(", ").next().unwrap();
+    // Every route takes the methods it lists and answers 405 to the others.
+    for (path, methods) in quayside::admin::route_list() {
         let path = path.replace("{no}", "nope").replace("{name}", "nope");
-        let r = http.method(method, &q.admin_url(&path), "{}").await;
-        // A route's own 404 ("no backend with no=nope") is fine; the router's fallback is not.
-        assert!(
-            !r.body.contains("the admin API has"),
-            "{method} {path}: {}",
-            r.body
-        );
+        for method in ["GET", "POST", "PUT", "DELETE"] {
+            let r = http.method(method, &q.admin_url(&path), "{}").await;
+            // A route's own 404 ("no backend with no=nope") is fine; the router's fallback is not.
+            assert!(
+                !r.body.contains("the admin API has"),
+                "{method} {path}: {}",
+                r.body
+            );
+            let listed = methods.split(", ").any(|m| m == method);
+            assert_eq!(
+                r.status == StatusCode::METHOD_NOT_ALLOWED,
+                !listed,
+                "{method} {path} ({methods}): {} {}",
+                r.status,
+                r.body
+            );
+        }
     }
 }
 

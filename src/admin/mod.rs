@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, get};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -42,37 +42,55 @@ impl FromRef<Ctx> for SharedStatus {
     }
 }
 
-/// Every route of the admin API with its methods, as the 404 answer lists them. A test checks
-/// that each one is served.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("/add", "GET, POST"),
-    ("/get", "GET, POST"),
-    ("/delete", "GET, POST"),
-    ("/healthz", "GET"),
-    ("/api/v1/backends", "GET"),
-    ("/api/v1/backends/{no}", "GET, PUT, DELETE"),
-    ("/api/v1/backends/{no}/drain", "POST"),
-    ("/api/v1/backends/{no}/enable", "POST"),
-    ("/api/v1/services", "GET"),
-    ("/api/v1/services/{name}", "GET, PUT, DELETE"),
-    ("/api/v1/discovery", "GET"),
-    ("/api/v1/tls/reload", "POST"),
-];
+/// One route of the admin API: its path, the methods it takes (as the 404 and 405 answers and
+/// the `Allow` header say them) and its handlers. The router is built from the list, so the
+/// list is every route there is.
+pub struct Route {
+    pub path: &'static str,
+    pub methods: &'static str,
+    handler: MethodRouter<Ctx>,
+}
+
+impl Route {
+    fn new(path: &'static str, methods: &'static str, handler: MethodRouter<Ctx>) -> Route {
+        Route {
+            path,
+            methods,
+            handler,
+        }
+    }
+}
+
+/// Every route of the admin API.
+pub fn routes() -> Vec<Route> {
+    let mut all = vec![
+        Route::new("/add", "GET, POST", get(seed::add).post(seed::add)),
+        Route::new("/get", "GET, POST", get(seed::get).post(seed::get)),
+        Route::new("/delete", "GET, POST", get(seed::delete).post(seed::delete)),
+        Route::new("/healthz", "GET", get(|| async { "ok\n" })),
+    ];
+    all.extend(rest::routes());
+    all
+}
+
+/// Each route's path and methods, for the 404 and 405 answers (and tests).
+pub fn route_list() -> &'static [(&'static str, &'static str)] {
+    static LIST: std::sync::OnceLock<Vec<(&'static str, &'static str)>> =
+        std::sync::OnceLock::new();
+    LIST.get_or_init(|| routes().iter().map(|r| (r.path, r.methods)).collect())
+}
 
 pub fn router(ctx: Ctx) -> Router {
-    Router::new()
-        .route("/add", get(seed::add).post(seed::add))
-        .route("/get", get(seed::get).post(seed::get))
-        .route("/delete", get(seed::delete).post(seed::delete))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .merge(rest::routes())
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.handler))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(explain_405))
         .with_state(ctx)
 }
 
 async fn not_found(uri: axum::http::Uri) -> (StatusCode, String) {
-    let routes: String = ROUTES
+    let routes: String = route_list()
         .iter()
         .map(|(path, methods)| format!("  {methods:<16} {path}\n"))
         .collect();
@@ -83,14 +101,14 @@ async fn not_found(uri: axum::http::Uri) -> (StatusCode, String) {
 }
 
 /// axum answers a known path with the wrong method with an empty 405: say which methods the
-/// path takes, from [`ROUTES`], and send them in `Allow`.
+/// path takes, from [`routes`], and send them in `Allow`.
 async fn explain_405(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let path = req.uri().path().to_owned();
     let resp = next.run(req).await;
     if resp.status() != StatusCode::METHOD_NOT_ALLOWED {
         return resp;
     }
-    let allow = ROUTES
+    let allow = route_list()
         .iter()
         .find(|(pattern, _)| route_matches(pattern, &path))
         .map_or("", |(_, methods)| *methods);
@@ -105,7 +123,7 @@ async fn explain_405(req: axum::extract::Request, next: axum::middleware::Next) 
     resp
 }
 
-/// Whether `path` fits a route pattern of [`ROUTES`] (`{x}` stands for one segment).
+/// Whether `path` fits a route pattern of [`routes`] (`{x}` stands for one segment).
 fn route_matches(pattern: &str, path: &str) -> bool {
     let (mut p, mut q) = (pattern.split('/'), path.split('/'));
     loop {

@@ -1,6 +1,5 @@
 //! The JSON REST API under `/api/v1`. Errors are `{"error": "..."}` with the matching status.
 
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -16,22 +15,27 @@ use crate::registry::actor::ApplyError;
 use crate::registry::validate::{self, FieldError, RawBackend};
 use crate::registry::{AdminState, Command, Handle, RegistryError, ServiceConfig};
 
-pub fn routes() -> Router<super::Ctx> {
-    Router::new()
-        .route("/api/v1/discovery", get(discovery))
-        .route("/api/v1/tls/reload", post(tls_reload))
-        .route("/api/v1/backends", get(list_backends))
-        .route(
+/// The REST routes, with the methods each takes.
+pub fn routes() -> Vec<super::Route> {
+    use super::Route;
+    vec![
+        Route::new("/api/v1/backends", "GET", get(list_backends)),
+        Route::new(
             "/api/v1/backends/{no}",
+            "GET, PUT, DELETE",
             get(get_backend).put(put_backend).delete(delete_backend),
-        )
-        .route("/api/v1/backends/{no}/drain", post(drain))
-        .route("/api/v1/backends/{no}/enable", post(enable))
-        .route("/api/v1/services", get(list_services))
-        .route(
+        ),
+        Route::new("/api/v1/backends/{no}/drain", "POST", post(drain)),
+        Route::new("/api/v1/backends/{no}/enable", "POST", post(enable)),
+        Route::new("/api/v1/services", "GET", get(list_services)),
+        Route::new(
             "/api/v1/services/{name}",
+            "GET, PUT, DELETE",
             get(get_service).put(put_service).delete(delete_service),
-        )
+        ),
+        Route::new("/api/v1/discovery", "GET", get(discovery)),
+        Route::new("/api/v1/tls/reload", "POST", post(tls_reload)),
+    ]
 }
 
 pub struct ApiError(StatusCode, String);

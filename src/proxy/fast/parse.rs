@@ -175,7 +175,6 @@ fn plain_target(t: &str) -> bool {
         })
 }
 
-/// Visible ASCII and spaces: what `HeaderValue::to_str` accepts.
 /// A Host value made only of the characters names, IPv4 and bracketed IPv6 addresses and
 /// ports use (the rest of what RFC 3986 allows goes to hyper's side, which checks it whole).
 fn plain_host(v: &[u8]) -> bool {
@@ -186,6 +185,7 @@ fn plain_host(v: &[u8]) -> bool {
         && crate::proxy::headers::valid_authority(v)
 }
 
+/// Visible ASCII and spaces: what `HeaderValue::to_str` accepts.
 fn visible(v: &[u8]) -> bool {
     v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
