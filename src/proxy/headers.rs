@@ -139,7 +139,8 @@ pub fn settle_host(
             _ => Ok(()),
         };
     };
-    if !valid_authority(authority.as_str().as_bytes()) {
+    // The `http` crate parsed it as a URI authority already: only user info is left to refuse.
+    if authority.as_str().contains('@') {
         return Err(HostError::Invalid);
     }
     if version == http::Version::HTTP_2
