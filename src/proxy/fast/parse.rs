@@ -1089,7 +1089,17 @@ mod tests {
         for ok in ["a", "a.test", "A-b_c.test:8080", "127.0.0.1:1"] {
             assert!(plain_host(ok.as_bytes()), "{ok}");
         }
-        for slow in ["", ":80", "a.test:", "a.test:123456", "a b", "u@a", "[::1]:80", "a/b", "a:8x"] {
+        for slow in [
+            "",
+            ":80",
+            "a.test:",
+            "a.test:123456",
+            "a b",
+            "u@a",
+            "[::1]:80",
+            "a/b",
+            "a:8x",
+        ] {
             assert!(!plain_host(slow.as_bytes()), "{slow}");
         }
     }
