@@ -462,6 +462,11 @@ mod tests {
                 "needs quayside.health.path",
             ),
             ("quayside.slow_start", "later", "duration"),
+            (
+                "quayside.slow_start",
+                "5124095576030432h",
+                "from 1ms to 24h",
+            ),
             ("quayside.protocol", "h3", "http1 or h2c"),
             ("quayside.no", "a/b", "may only contain"),
         ] {
@@ -477,6 +482,41 @@ mod tests {
                 other => panic!("{k}={v}: {other:?}"),
             }
         }
+        // Health durations: out of range, and a timeout longer than the interval.
+        for (labels, label) in [
+            (
+                vec![
+                    ("quayside.health.path", "/h"),
+                    ("quayside.health.interval", "307445734561825861m"),
+                ],
+                "quayside.health.interval",
+            ),
+            (
+                vec![
+                    ("quayside.health.path", "/h"),
+                    ("quayside.health.interval", "1s"),
+                    ("quayside.health.timeout", "2s"),
+                ],
+                "quayside.health.timeout",
+            ),
+        ] {
+            match evaluate(&container(&labels), "quayside", &[]) {
+                Err(Skip::BadLabel { label: l, .. }) => assert_eq!(l, label),
+                other => panic!("{labels:?}: {other:?}"),
+            }
+        }
+        // A short interval alone takes a timeout no longer than itself.
+        let r = evaluate(
+            &container(&[
+                ("quayside.health.path", "/h"),
+                ("quayside.health.interval", "500ms"),
+            ]),
+            "quayside",
+            &[],
+        )
+        .unwrap();
+        let h = r.service_config.unwrap().health.unwrap();
+        assert_eq!(h.timeout, h.interval);
     }
 
     #[test]
