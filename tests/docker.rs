@@ -387,6 +387,38 @@ async fn a_manual_pin_overrides_a_container_until_deleted() {
     wait_routed(&http, &q, "pin.test", &c).await;
 }
 
+#[tokio::test]
+async fn service_settings_from_the_api_win_over_labels_until_deleted() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scope::new();
+    let q = start(&s).await;
+    let http = Http::new();
+    let c = s.run(
+        "lbl",
+        &[s.label("service", "lbl"), s.label("host", "label.test")],
+        &[],
+    );
+    wait_routed(&http, &q, "label.test", &c).await;
+    let url = q.admin_url("/api/v1/services/lbl");
+    let r = http.method("PUT", &url, r#"{"hosts":["api.test"]}"#).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains(r#""settings_from":"api""#), "{}", r.body);
+    wait_routed(&http, &q, "api.test", &c).await;
+    assert_eq!(
+        http.get_host(&q.proxy_url("/"), "label.test").await.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the label's host still routes to the service"
+    );
+    // Without the operator's settings, the labels' apply again.
+    assert_eq!(
+        http.method("DELETE", &url, "").await.status,
+        StatusCode::NO_CONTENT
+    );
+    wait_routed(&http, &q, "label.test", &c).await;
+}
+
 /// `/get?no=` of a container's entry.
 async fn get_no(http: &Http, q: &Quayside, no: &str) -> String {
     http.get(&q.admin_url(&format!("/get?no={no}"))).await.body
