@@ -419,6 +419,32 @@ async fn service_settings_from_the_api_win_over_labels_until_deleted() {
     wait_routed(&http, &q, "label.test", &c).await;
 }
 
+#[tokio::test]
+async fn a_paused_container_is_not_routed_until_unpaused() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scope::new();
+    let q = start(&s).await;
+    let http = Http::new();
+    let c = s.run("paused", &[s.label("enable", "true")], &[]);
+    wait_routed(&http, &q, "x", &c).await;
+    docker(&["pause", &c]);
+    let no = s.name("paused");
+    eventually(10, "the paused container taken out", || async {
+        let st = http
+            .get(&q.admin_url(&format!("/get?no={no}")))
+            .await
+            .status;
+        (st == StatusCode::NOT_FOUND).then_some(())
+    })
+    .await;
+    let r = http.get(&q.proxy_url("/")).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{}", r.body);
+    docker(&["unpause", &c]);
+    wait_routed(&http, &q, "x", &c).await;
+}
+
 /// `/get?no=` of a container's entry.
 async fn get_no(http: &Http, q: &Quayside, no: &str) -> String {
     http.get(&q.admin_url(&format!("/get?no={no}"))).await.body
