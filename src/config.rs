@@ -10,6 +10,8 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::proxy::ProxyConfig;
+use crate::types::check_duration;
+pub use crate::types::parse_duration;
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8001";
@@ -373,77 +375,9 @@ impl FileConfig {
     }
 }
 
-/// The shortest duration any setting takes.
-pub const MIN_DURATION: Duration = Duration::from_millis(1);
-/// The longest duration any setting takes: longer ones are typos or overflow attempts, and
-/// nothing quayside times should wait a day.
-pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
-
-/// `500ms`, `5s`, `2m`, `1h`, or a plain number of seconds; from 1 ms to 24 h.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let ms_per_unit: u64 = match unit.trim() {
-        "ms" => 1,
-        "" | "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => {
-            return Err(format!(
-                "must be a duration like 500ms, 5s or 2m, got {s:?}"
-            ));
-        }
-    };
-    if num.is_empty() {
-        return Err(format!(
-            "must be a duration like 500ms, 5s or 2m, got {s:?}"
-        ));
-    }
-    // A number too long for u64, or one whose product overflows, is simply out of range.
-    let ms = num
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(ms_per_unit))
-        .unwrap_or(u64::MAX);
-    check_duration(Duration::from_millis(ms), s)
-}
-
-/// `d` if it is within [`MIN_DURATION`]..=[`MAX_DURATION`]; else an error quoting `shown`.
-pub fn check_duration(d: Duration, shown: &str) -> Result<Duration, String> {
-    if (MIN_DURATION..=MAX_DURATION).contains(&d) {
-        Ok(d)
-    } else {
-        Err(format!("must be from 1ms to 24h, got {shown:?}"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("5").unwrap(), Duration::from_secs(5));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("0s").is_err());
-        assert!(parse_duration("ms").is_err());
-        assert_eq!(parse_duration("24h").unwrap(), MAX_DURATION);
-        assert_eq!(parse_duration("1ms").unwrap(), MIN_DURATION);
-        // Out of range, and the multiplications that used to wrap.
-        for bad in [
-            "25h",
-            "86400001ms",
-            "5124095576030432h",
-            "307445734561825861m",
-            "99999999999999999999999s",
-        ] {
-            let e = parse_duration(bad).unwrap_err();
-            assert!(e.contains("from 1ms to 24h"), "{bad}: {e}");
-        }
-    }
 
     #[test]
     fn flag_beats_file_beats_default() {

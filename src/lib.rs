@@ -35,6 +35,7 @@ pub mod health;
 pub mod proxy;
 pub mod registry;
 pub mod routing;
+pub mod types;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -265,9 +265,9 @@ fn bool_label(label: String, v: &str) -> Result<bool, Skip> {
     }
 }
 
-fn dur_label(label: String, v: &str) -> Result<crate::registry::Dur, Skip> {
-    crate::config::parse_duration(v)
-        .map(crate::registry::Dur)
+fn dur_label(label: String, v: &str) -> Result<crate::types::Dur, Skip> {
+    crate::types::parse_duration(v)
+        .map(crate::types::Dur)
         .map_err(|r| bad(label, v, FieldError::new("value", r)))
 }
 

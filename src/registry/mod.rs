@@ -21,6 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::types::Dur;
 pub use actor::{Handle, Shared};
 pub use validate::{DEFAULT_SERVICE, FieldError};
 
@@ -144,46 +145,6 @@ pub enum Protocol {
 impl Protocol {
     pub fn is_default(&self) -> bool {
         *self == Protocol::Http1
-    }
-}
-
-/// A duration written as `500ms`, `5s`, `2m` (or a number of seconds) in JSON and labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Dur(pub std::time::Duration);
-
-impl std::fmt::Display for Dur {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ms = self.0.as_millis();
-        if ms.is_multiple_of(1000) {
-            write!(f, "{}s", ms / 1000)
-        } else {
-            write!(f, "{ms}ms")
-        }
-    }
-}
-
-impl Serialize for Dur {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => {
-                crate::config::check_duration(std::time::Duration::from_secs(s), &s.to_string())
-            }
-            Raw::Text(t) => crate::config::parse_duration(&t),
-        }
-        .map(Dur)
-        .map_err(serde::de::Error::custom)
     }
 }
 
