@@ -12,7 +12,39 @@ pub use wrr::SmoothWrr;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::registry::Strategy;
+use serde::{Deserialize, Serialize};
+
+/// Balancing strategy of a service.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Smooth weighted round-robin (nginx's algorithm).
+    #[default]
+    RoundRobin,
+    /// Weighted random.
+    Random,
+    /// Power of two random choices on in-flight requests × peak-EWMA latency.
+    P2c,
+    /// Fewest in-flight requests, weighted.
+    LeastConn,
+    /// Consistent hashing (Maglev) on `hash_key`.
+    Hash,
+}
+
+impl Strategy {
+    pub const NAMES: &'static str = "round_robin, random, p2c, least_conn or hash";
+
+    pub fn parse(v: &str) -> Option<Strategy> {
+        Some(match v.trim() {
+            "round_robin" => Strategy::RoundRobin,
+            "random" => Strategy::Random,
+            "p2c" => Strategy::P2c,
+            "least_conn" => Strategy::LeastConn,
+            "hash" => Strategy::Hash,
+            _ => return None,
+        })
+    }
+}
 
 /// What a strategy may know about a backend at pick time.
 pub trait Load {

@@ -6,8 +6,9 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::balance::Strategy;
+use crate::registry::ServiceConfig;
 use crate::registry::validate::{self, FieldError};
-use crate::registry::{ServiceConfig, Strategy};
 
 /// What quayside needs to know about a container, as read from `docker inspect`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

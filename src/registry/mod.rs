@@ -21,6 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
+use crate::balance::Strategy;
 pub use crate::types::Dur;
 pub use actor::{Handle, Shared};
 pub use validate::{DEFAULT_SERVICE, FieldError};
@@ -97,38 +98,6 @@ pub struct Discovered {
 pub struct Override {
     pub state: AdminState,
     pub container_id: Option<String>,
-}
-
-/// Balancing strategy of a service.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// Smooth weighted round-robin (nginx's algorithm).
-    #[default]
-    RoundRobin,
-    /// Weighted random.
-    Random,
-    /// Power of two random choices on in-flight requests × peak-EWMA latency.
-    P2c,
-    /// Fewest in-flight requests, weighted.
-    LeastConn,
-    /// Consistent hashing (Maglev) on `hash_key`.
-    Hash,
-}
-
-impl Strategy {
-    pub const NAMES: &'static str = "round_robin, random, p2c, least_conn or hash";
-
-    pub fn parse(v: &str) -> Option<Strategy> {
-        Some(match v.trim() {
-            "round_robin" => Strategy::RoundRobin,
-            "random" => Strategy::Random,
-            "p2c" => Strategy::P2c,
-            "least_conn" => Strategy::LeastConn,
-            "hash" => Strategy::Hash,
-            _ => return None,
-        })
-    }
 }
 
 /// How quayside talks to a service's backends.

@@ -324,7 +324,7 @@ impl RoutingTable {
                 strip_prefix: cfg.path_prefix.clone().filter(|_| cfg.strip_prefix),
                 balancer: Balancer::build(cfg.lb, &weights, &keys, before.map(|s| &s.balancer)),
                 backends: members,
-                hash_key: (cfg.lb == crate::registry::Strategy::Hash)
+                hash_key: (cfg.lb == crate::balance::Strategy::Hash)
                     .then(|| HashKey::parse(cfg.hash_key.as_deref())),
                 sticky_cookie: cfg.sticky_cookie.clone(),
                 health: cfg.health.clone(),
