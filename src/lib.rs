@@ -3,15 +3,22 @@
 //!
 //! # Layout
 //!
-//! Changes flow one way: sources → registry → routing table → data plane.
+//! Changes flow one way: sources → registry → routing table → data plane. The modules form
+//! layers, each importing only from those below it (`tests/layers.rs` checks this, with the
+//! few upward imports still to be removed listed there): [`types`] → [`balance`] →
+//! [`registry`] → [`routing`] → [`health`], [`discovery`] → [`proxy`] → [`admin`] →
+//! [`config`] → this file, which wires them together.
 //!
+//! - [`types`]: small values every layer shares (durations as settings, labels and JSON write
+//!   them).
 //! - [`registry`]: the single owner of the merged backend set. Pure [`registry::Registry`] state
 //!   changed by [`registry::Command`]s; a task ([`registry::Handle`]) applies them in batches,
 //!   saves the state file and publishes a new routing table with one atomic swap.
 //! - [`routing`]: the immutable [`routing::RoutingTable`] snapshot: host/path matching and each
 //!   service's backends and balancer. Built purely from the registry.
-//! - [`balance`]: backend selection (smooth weighted round-robin), built once per snapshot and
-//!   queried per request with one atomic increment.
+//! - [`balance`]: the balancing strategies and backend selection (smooth weighted round-robin,
+//!   random, p2c, least connections, Maglev), built once per snapshot and queried per request
+//!   without locks.
 //! - [`proxy`]: the data plane: reads the current table without locks, forwards over keepalive
 //!   pools, classifies failures into 502/503/504. Plain HTTP/1.1 requests take a byte-level
 //!   fast path (httparse, pure rewriting in `proxy::fast::parse`); everything else (TLS,
