@@ -55,8 +55,9 @@ pub fn parked_connections() -> u64 {
 const TRIM_AFTER_PARKS: u64 = 1000;
 
 /// Give memory freed by parked connections back to the OS. glibc's allocator keeps freed
-/// chunks in its arenas (a burst of 10,000 connections leaves ~150 MiB resident after they
-/// all went idle); `malloc_trim` returns the free pages. Checked every two seconds, and run
+/// chunks in its arenas, so a burst of connections leaves its buffers' memory resident after
+/// they all went idle (BENCHMARKS.md, "Idle connections"); `malloc_trim` returns the free
+/// pages. Checked every two seconds, and run
 /// once a busy spell is over: after an interval with many parks (the fast path's connections
 /// go idle, freeing their buffers, after every request, so those count too) comes a quiet
 /// one. Never under sustained load, where the pages it frees would be faulted straight back.

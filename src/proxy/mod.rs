@@ -426,8 +426,7 @@ impl Worker {
             let fwd = fwd.clone();
             let client = client.clone();
             // Boxed: a request's state (~4 KiB) is written once, not moved into each stream's
-            // task and around the task's stages (3,500 of 56,600 instructions per h2c request,
-            // callgrind).
+            // task and around the task's stages (BENCHMARKS.md, "Instructions per h2c request").
             Box::pin(
                 async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, &client).await) },
             )

@@ -257,8 +257,8 @@ const MIN_COMPACT_BYTES: u64 = 1 << 20;
 
 /// The journal file is grown by this many zero bytes at a time, ahead of the lines written
 /// into it: overwriting bytes already on disk leaves the file's size and block map alone, so
-/// each line's `fdatasync` flushes just the data, not the inode (measured here: 120-byte
-/// appends with `fdatasync` cost ~25 % more CPU and wall time than overwrites).
+/// each line's `fdatasync` flushes just the data, not the inode (BENCHMARKS.md, "The journal is
+/// preallocated").
 const PREALLOC_BYTES: u64 = 256 << 10;
 
 /// The state file plus its journal, as the registry task keeps them.
