@@ -4,32 +4,32 @@
 //! # Layout
 //!
 //! Changes flow one way: sources → registry → routing table → data plane. The modules form
-//! layers, each importing only from those below it (`tests/layers.rs` checks this, with the
-//! few upward imports still to be removed listed there): [`types`] → [`balance`] →
-//! [`registry`] → [`routing`] → [`health`], [`discovery`] → [`proxy`] → [`admin`] →
-//! [`config`] → this file, which wires them together.
+//! layers, listed here bottom up, each importing only from those above it in this list
+//! (`tests/layers.rs` checks this, and lists the two upward imports still to be removed).
 //!
 //! - [`types`]: small values every layer shares (durations as settings, labels and JSON write
 //!   them).
+//! - [`balance`]: the balancing strategies and backend selection (smooth weighted round-robin,
+//!   random, p2c, least connections, Maglev), built once per snapshot and queried per request
+//!   without locks.
+//! - [`health`]: passive ejection, active-probe state and latency estimates as pure steps, and
+//!   the per-backend atomics ([`health::BackendStats`]) the data plane updates.
 //! - [`registry`]: the single owner of the merged backend set. Pure [`registry::Registry`] state
 //!   changed by [`registry::Command`]s; a task ([`registry::Handle`]) applies them in batches,
 //!   saves the state file and publishes a new routing table with one atomic swap.
 //! - [`routing`]: the immutable [`routing::RoutingTable`] snapshot: host/path matching and each
 //!   service's backends and balancer. Built purely from the registry.
-//! - [`balance`]: the balancing strategies and backend selection (smooth weighted round-robin,
-//!   random, p2c, least connections, Maglev), built once per snapshot and queried per request
-//!   without locks.
+//! - [`probe`] and [`discovery`], the observers: the task that probes backends for active health
+//!   checks; the Docker watcher (bollard adapter) and the pure label/container evaluation
+//!   behind it, which sends the discovered set to the registry.
 //! - [`proxy`]: the data plane: reads the current table without locks, forwards over keepalive
 //!   pools, classifies failures into 502/503/504. Plain HTTP/1.1 requests take a byte-level
 //!   fast path (httparse, pure rewriting in `proxy::fast::parse`); everything else (TLS,
 //!   HTTP/2, upgrades, chunked uploads, odd framing) is served by hyper.
 //! - [`admin`]: the admin API (axum) on its own listener: the seed-compatible `/add`, `/get`,
 //!   `/delete` and a JSON REST API under `/api/v1`.
-//! - [`discovery`]: the Docker watcher (bollard adapter) and the pure label/container
-//!   evaluation behind it; sends the discovered set to the registry.
-//! - [`health`]: passive ejection, active probes and latency estimates: pure steps, plus the
-//!   per-backend atomics the data plane updates and the probe task.
 //! - [`config`]: flags, `QUAYSIDE_*` variables and the TOML file.
+//! - this file: [`run`], which wires them together.
 //!
 //! [`run`] takes already-bound listeners, so tests bind port 0 and run the real server
 //! in-process.
@@ -39,6 +39,7 @@ pub mod balance;
 pub mod config;
 pub mod discovery;
 pub mod health;
+pub mod probe;
 pub mod proxy;
 pub mod registry;
 pub mod routing;
@@ -129,10 +130,7 @@ pub async fn run(
     };
 
     let trimmer = tokio::spawn(proxy::trim_freed_memory(stop_rx.clone()));
-    let checker = tokio::spawn(health::checker::run(
-        registry.shared().clone(),
-        stop_rx.clone(),
-    ));
+    let prober = tokio::spawn(probe::run(registry.shared().clone(), stop_rx.clone()));
     proxy::plan_workers(config.proxy.workers * if listeners.tls.is_some() { 2 } else { 1 });
     let proxy = tokio::spawn(proxy::serve_workers(
         listeners.proxy,
@@ -188,7 +186,7 @@ pub async fn run(
     if let Some(w) = watcher {
         let _ = w.await;
     }
-    let _ = checker.await;
+    let _ = prober.await;
     let _ = trimmer.await;
     let _ = proxy.await;
     if let Some(t) = tls_proxy {

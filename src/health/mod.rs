@@ -1,4 +1,5 @@
 //! Backend health: pure state steps, and the per-backend runtime record the data plane updates.
+//! It imports nothing of quayside's; the task that runs active probes is [`crate::probe`].
 //!
 //! - [`passive`]: consecutive connect failures or timeouts eject a backend for a cooldown that
 //!   doubles on each repeated ejection; after it, one trial request decides.
@@ -9,7 +10,6 @@
 //! (packed into one `u64` where they must change together) so the data plane never locks.
 
 pub mod active;
-pub mod checker;
 pub mod ewma;
 pub mod passive;
 

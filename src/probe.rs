@@ -1,5 +1,7 @@
-//! Active health checks: probes the backends of every service that asks for them, on the
-//! service's interval, and feeds the results to each backend's [`BackendStats`](crate::health::BackendStats).
+//! Active health checks, the task: probes the backends of every service that asks for them, on
+//! the service's interval, reading the routing table, and feeds the results to each backend's
+//! [`BackendStats`](crate::health::BackendStats). The pure steps and the per-backend record are
+//! in [`health`](crate::health), below the routing table; this task sits above it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
-use super::now_ms;
+use crate::health::now_ms;
 use crate::registry::Shared;
 
 const TICK: Duration = Duration::from_millis(100);
