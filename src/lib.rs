@@ -5,7 +5,7 @@
 //!
 //! Changes flow one way: sources → registry → routing table → data plane. The modules form
 //! layers, listed here bottom up, each importing only from those above it in this list
-//! (`tests/layers.rs` checks this, and lists the two upward imports still to be removed).
+//! (`tests/layers.rs` checks this, and lists the one upward import still to be removed).
 //!
 //! - [`types`]: small values every layer shares (durations as settings, labels and JSON write
 //!   them).
@@ -15,7 +15,7 @@
 //! - [`health`]: passive ejection, active-probe state and latency estimates as pure steps, and
 //!   the per-backend atomics ([`health::BackendStats`]) the data plane updates.
 //! - [`registry`]: the single owner of the merged backend set. Pure [`registry::Registry`] state
-//!   changed by [`registry::Command`]s; a task ([`registry::Handle`]) applies them in batches,
+//!   changed by [`registry::Command`]s; a task ([`registry::Handle`], for the routing table [`routing::Handle`]) applies them in batches,
 //!   saves the state file and publishes a new routing table with one atomic swap.
 //! - [`routing`]: the immutable [`routing::RoutingTable`] snapshot: host/path matching and each
 //!   service's backends and balancer. Built purely from the registry.
@@ -110,7 +110,7 @@ pub async fn run(
         }
         Some(tls)
     };
-    let registry = registry::Handle::spawn(initial, store);
+    let registry = routing::Handle::spawn(initial, store);
     let saver = registry.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
 

@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 
 use crate::health::now_ms;
-use crate::registry::Shared;
+use crate::routing::Shared;
 
 const TICK: Duration = Duration::from_millis(100);
 

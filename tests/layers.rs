@@ -21,9 +21,9 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
 ];
 
-/// Upward imports that remain, as (from, to): the registry task publishes routing tables;
-/// routing's upstreams hold the proxy's per-worker connection pools.
-const KNOWN: &[(&str, &str)] = &[("registry", "routing"), ("routing", "proxy")];
+/// Upward imports that remain, as (from, to): routing's upstreams hold the proxy's per-worker
+/// connection pools.
+const KNOWN: &[(&str, &str)] = &[("routing", "proxy")];
 
 fn layer(module: &str) -> Option<usize> {
     LAYERS.iter().position(|l| l.contains(&module))

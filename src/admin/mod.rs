@@ -17,9 +17,9 @@ use tokio::sync::watch;
 
 use crate::discovery::docker::SharedStatus;
 use crate::health::now_ms;
-use crate::registry::Handle;
 use crate::registry::actor::ApplyError;
 use crate::registry::{Entry, RegistryError};
+use crate::routing::Handle;
 use crate::routing::RoutingTable;
 
 /// What the admin handlers can reach.

@@ -13,7 +13,8 @@ use super::{apply_status, entry_json};
 use crate::discovery::docker::SharedStatus;
 use crate::registry::actor::ApplyError;
 use crate::registry::validate::{self, FieldError, RawBackend};
-use crate::registry::{AdminState, Command, Handle, RegistryError, ServiceConfig};
+use crate::registry::{AdminState, Command, RegistryError, ServiceConfig};
+use crate::routing::Handle;
 
 /// The REST routes, with the methods each takes.
 pub fn routes() -> Vec<super::Route> {

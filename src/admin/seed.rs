@@ -5,7 +5,8 @@ use axum::http::StatusCode;
 
 use super::TextError;
 use crate::registry::validate::{self, FieldError, RawBackend};
-use crate::registry::{Command, Handle, RegistryError};
+use crate::registry::{Command, RegistryError};
+use crate::routing::Handle;
 
 const ADD_USAGE: &str =
     "usage: /add?ip=x.x.x.x&port=xx&no=xx (optional: &weight=1-1000&service=name)";

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use super::labels::ContainerInfo;
 use super::{ContainerStatus, Discovery, short};
-use crate::registry::Handle;
+use crate::routing::Handle;
 
 pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 const BACKOFF_MIN: Duration = Duration::from_millis(100);

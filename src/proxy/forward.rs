@@ -23,7 +23,7 @@ use super::retry::RetryBudget;
 use super::{ProxyConfig, ProxyError, headers};
 use crate::balance::hash::hash_bytes;
 use crate::health::now_ms;
-use crate::registry::Shared;
+use crate::routing::Shared;
 use crate::routing::{HashKey, ServiceRoute, Upstream};
 
 pub type Body = Either<Tracked, Full<Bytes>>;

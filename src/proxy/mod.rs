@@ -31,7 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::registry::Shared;
+use crate::routing::Shared;
 
 /// Timeouts and pool settings of the data plane.
 #[derive(Clone, Debug)]

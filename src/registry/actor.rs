@@ -1,7 +1,8 @@
 //! The registry task: the single writer. Sources send [`Command`]s through a [`Handle`]; the task
 //! applies them in batches (whatever has queued up), appends what they changed to the state
-//! journal once per batch, and only then publishes the new registry and routing table (updated
-//! for the touched entries and services only) and answers the senders. So an OK is never sent
+//! journal once per batch, and only then publishes the new registry and the table built from it
+//! (a [`Publish`] type: the routing table, defined in the layer above; updated for the touched
+//! entries and services only) and answers the senders. So an OK is never sent
 //! before the change is durable, a burst of changes costs one fsync, not one each, and the cost
 //! of a change does not grow with the number of backends.
 
@@ -11,15 +12,23 @@ use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Changes, Command, Registry, RegistryError, persist};
-use crate::routing::RoutingTable;
 
 /// Most commands applied (and saved) together.
 const MAX_BATCH: usize = 4096;
 
-/// What the rest of quayside reads: the latest registry and routing table.
-pub struct Shared {
+/// What the registry task publishes beside the registry after every change: built from the
+/// registry, then updated from the previous one for what changed.
+pub trait Publish: Send + Sync + Sized + 'static {
+    fn build(reg: &Registry) -> Self;
+    fn update(reg: &Registry, prev: &Self, changes: &Changes) -> Self;
+    /// Called once `self` has replaced `prev` in [`Shared::table`].
+    fn replaced(&self, prev: &Self, changes: &Changes);
+}
+
+/// What the rest of quayside reads: the latest registry and the table built from it.
+pub struct Shared<T> {
     pub registry: ArcSwap<Registry>,
-    pub table: ArcSwap<RoutingTable>,
+    pub table: ArcSwap<T>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,17 +51,25 @@ enum Msg {
 }
 
 /// A cheap, cloneable way to change and read the registry.
-#[derive(Clone)]
-pub struct Handle {
+pub struct Handle<T> {
     tx: mpsc::Sender<Msg>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<T>>,
 }
 
-impl Handle {
+impl<T> Clone for Handle<T> {
+    fn clone(&self) -> Self {
+        Handle {
+            tx: self.tx.clone(),
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<T: Publish> Handle<T> {
     /// Start the registry task with `initial` state; `store` is where changes are saved.
-    pub fn spawn(initial: Registry, store: Option<persist::Store>) -> Handle {
+    pub fn spawn(initial: Registry, store: Option<persist::Store>) -> Handle<T> {
         let shared = Arc::new(Shared {
-            table: ArcSwap::from_pointee(RoutingTable::build(&initial, None)),
+            table: ArcSwap::from_pointee(T::build(&initial)),
             registry: ArcSwap::from_pointee(initial),
         });
         let (tx, rx) = mpsc::channel(MAX_BATCH);
@@ -84,12 +101,16 @@ impl Handle {
         self.shared.registry.load_full()
     }
 
-    pub fn shared(&self) -> &Arc<Shared> {
+    pub fn shared(&self) -> &Arc<Shared<T>> {
         &self.shared
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>, mut store: Option<persist::Store>) {
+async fn run<T: Publish>(
+    mut rx: mpsc::Receiver<Msg>,
+    shared: Arc<Shared<T>>,
+    mut store: Option<persist::Store>,
+) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let current = shared.registry.load_full();
@@ -123,9 +144,9 @@ async fn run(mut rx: mpsc::Receiver<Msg>, shared: Arc<Shared>, mut store: Option
             Ok(()) => {
                 if !changes.is_empty() {
                     let prev = shared.table.load_full();
-                    let table = Arc::new(RoutingTable::update(&next, &prev, &changes));
+                    let table = Arc::new(T::update(&next, &prev, &changes));
                     shared.table.store(table.clone());
-                    table.mark_retired(&prev, &changes);
+                    table.replaced(&prev, &changes);
                     shared.registry.store(next);
                 }
                 for (r, reply) in results {

@@ -2,8 +2,8 @@
 //!
 //! [`Registry`] is pure state: [`Registry::apply`] takes a [`Command`] and either changes the state
 //! or returns an error without changing anything. The [`actor`] module runs it behind a channel,
-//! saves it to the state file ([`persist`]) and publishes a new
-//! [`RoutingTable`](crate::routing::RoutingTable) after every change.
+//! saves it to the state file ([`persist`]) and publishes, after every change, the registry and
+//! the table built from it ([`actor::Publish`]: the routing table, in the layer above).
 //!
 //! Entries come from sources: `manual` (the admin API and the state file) and `docker` (discovery).
 //! A manual entry with the same `no` as a discovered one overrides ("pins") it; removing the pin
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::balance::Strategy;
 pub use crate::types::Dur;
-pub use actor::{Handle, Shared};
+pub use actor::{Handle, Publish, Shared};
 pub use validate::{DEFAULT_SERVICE, FieldError};
 
 /// Whether an entry takes new requests.

@@ -189,6 +189,26 @@ pub struct RoutingTable {
     counts: imbl::HashMap<String, usize>,
 }
 
+/// The registry task publishes a routing table after every change.
+impl crate::registry::Publish for RoutingTable {
+    fn build(reg: &Registry) -> Self {
+        RoutingTable::build(reg, None)
+    }
+
+    fn update(reg: &Registry, prev: &Self, changes: &Changes) -> Self {
+        RoutingTable::update(reg, prev, changes)
+    }
+
+    fn replaced(&self, prev: &Self, changes: &Changes) {
+        self.mark_retired(prev, changes)
+    }
+}
+
+/// The latest registry and routing table, as the data plane and the admin API read them.
+pub type Shared = crate::registry::Shared<RoutingTable>;
+/// The way to change the registry (and so the routing table) and read both.
+pub type Handle = crate::registry::Handle<RoutingTable>;
+
 impl RoutingTable {
     /// An empty table: every request gets 503 from the `default` service.
     pub fn empty() -> Self {
