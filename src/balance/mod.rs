@@ -271,8 +271,8 @@ mod tests {
         let names: Vec<String> = (0..backends.len()).map(|i| format!("b{i}")).collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         let b = Balancer::build(strategy, &weights, &names, None);
-        let mut rng = rng::Rng::seeded(7);
-        let mut r = || rng.next_u64();
+        let mut rng = rng::seeded(7);
+        let mut r = || rand::Rng::next_u64(&mut rng);
         let mut c = vec![0; backends.len()];
         for k in 0..picks {
             let key = rng::mix(k as u64);

@@ -1,8 +1,14 @@
-//! A small, fast random source for picks: xorshift64* per thread, no locks.
+//! Random picks: one small fast generator (rand's `SmallRng`) per thread, seeded from the
+//! OS, so the data plane never locks; and the 64-bit mix that spreads hash keys.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 
-/// splitmix64's finaliser: a good 64-bit mix (also used to spread hash keys).
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+/// splitmix64's finaliser: a good 64-bit mix for hash keys. Kept by hand (four lines) because
+/// Maglev's tables must come out the same for the same names in every release, which no hash
+/// crate promises for its own mixing.
 pub fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -10,39 +16,16 @@ pub fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn seeded(seed: u64) -> Self {
-        Rng(mix(seed) | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
-
 thread_local! {
-    static STATE: Cell<u64> = Cell::new({
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        mix(t ^ (&t as *const u64 as u64)) | 1
-    });
+    static STATE: RefCell<SmallRng> = RefCell::new(rand::make_rng());
 }
 
 /// A random number from this thread's generator.
 pub fn next() -> u64 {
-    STATE.with(|s| {
-        let mut r = Rng(s.get());
-        let v = r.next_u64();
-        s.set(r.0);
-        v
-    })
+    STATE.with(|r| r.borrow_mut().next_u64())
+}
+
+/// A generator with a fixed seed, for tests that must pick the same way every run.
+pub fn seeded(seed: u64) -> SmallRng {
+    SmallRng::seed_from_u64(seed)
 }
