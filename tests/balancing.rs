@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use common::docker::eventually;
+use common::eventually;
 use common::{Backend, Http, Quayside};
 use http::StatusCode;
 use serde_json::Value;

@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 
 use common::Http;
-use common::docker::eventually;
+use common::eventually;
 use http::StatusCode;
 
 struct Project {

@@ -3,12 +3,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
-
-use common::docker::{Scope, docker, eventually};
-use common::{Backend, Http, Quayside, test_config};
+use common::docker::{Scope, docker};
+use common::eventually;
+use common::{Backend, Http, Load, Quayside, test_config};
 use http::StatusCode;
 use serde_json::Value;
 
@@ -121,50 +118,23 @@ async fn stop_and_kill_remove_backends_without_failed_requests() {
         wait_routed(&http, &q, "x", id).await;
     }
     // Steady load from 4 clients while containers go away.
-    let stop = Arc::new(AtomicBool::new(false));
-    let failures = Arc::new(AtomicUsize::new(0));
-    let total = Arc::new(AtomicUsize::new(0));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (http, url) = (Http::new(), q.proxy_url("/"));
-        let (stop, failures, total) = (stop.clone(), failures.clone(), total.clone());
-        load.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let r = http.get(&url).await;
-                total.fetch_add(1, Ordering::SeqCst);
-                if r.status != StatusCode::OK {
-                    failures.fetch_add(1, Ordering::SeqCst);
-                    eprintln!("failed: {} {}", r.status, r.body);
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let load = Load::start(&q, "x", 4);
+    load.more(100).await;
     tokio::task::spawn_blocking({
         let a = ids[0].clone();
         move || docker(&["stop", &a])
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    load.more(100).await;
     tokio::task::spawn_blocking({
         let b = ids[1].clone();
         move || docker(&["kill", &b])
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::SeqCst);
-    for l in load {
-        l.await.unwrap();
-    }
-    let (failures, total) = (
-        failures.load(Ordering::SeqCst),
-        total.load(Ordering::SeqCst),
-    );
-    eprintln!("{total} requests, {failures} failed");
-    assert!(total > 100, "load generator too slow: {total}");
-    assert_eq!(failures, 0, "{failures} of {total} requests failed");
+    load.more(200).await;
+    load.finish("stop and kill", 400).await;
     // Only c is left.
     for _ in 0..4 {
         assert_eq!(

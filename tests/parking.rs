@@ -10,6 +10,14 @@ use common::{Backend, Http, Quayside};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// Wait until exactly `n` connections are parked.
+async fn parked(n: u64, what: &str) {
+    common::eventually(5, what, || async {
+        (quayside::proxy::parked_connections() == n).then_some(())
+    })
+    .await;
+}
+
 async fn exchange(s: &mut TcpStream, path: &str) -> String {
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .await
@@ -45,8 +53,7 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
         .unwrap();
     let mut rest = Vec::new();
     closing.read_to_end(&mut rest).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(quayside::proxy::parked_connections(), 3);
+    parked(3, "the three idle fast-path connections parked").await;
 
     // A request hyper serves (one with `TE: trailers`): parked once quiet for 0.25-0.5 s.
     let mut slow = TcpStream::connect(q.proxy).await.unwrap();
@@ -58,10 +65,10 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
             .await
             .starts_with("HTTP/1.1 200 ")
     );
+    // Not at once: hyper's connection is parked only once quiet (a wait that shows it is not).
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(quayside::proxy::parked_connections(), 3);
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(quayside::proxy::parked_connections(), 4);
+    parked(4, "the connection hyper served parked once quiet").await;
     conns.push(slow);
 
     // A chunked upload, its body split over two reads: hyper reads it, the I/O layer finds
@@ -79,8 +86,7 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
             .await
             .starts_with("HTTP/1.1 200 ")
     );
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(quayside::proxy::parked_connections(), 5);
+    parked(5, "the chunked upload's connection parked").await;
     conns.push(up);
 
     // The next request pipelined behind a chunked upload: both answered, and once both are
@@ -92,8 +98,7 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
         .unwrap();
     let text = common::read_responses(&mut piped, 2, "b\n").await;
     assert_eq!(text.matches("HTTP/1.1 200 ").count(), 2, "{text}");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(quayside::proxy::parked_connections(), 6);
+    parked(6, "the pipelined connection parked").await;
     conns.push(piped);
 
     // A request pipelined behind an upload whose body is still to come (the rest is sent
@@ -105,6 +110,7 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
         )
         .await
         .unwrap();
+    // Longer than a connection takes to park (0.25-0.5 s): this one must not.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(quayside::proxy::parked_connections(), 6);
     unfinished
@@ -122,10 +128,8 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
         assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
         assert!(!text.contains("connection: close"), "{text}");
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(quayside::proxy::parked_connections(), 6);
+    parked(6, "every connection parked again").await;
     drop(conns);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(quayside::proxy::parked_connections(), 0);
+    parked(0, "closed connections no longer counted").await;
     assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 16);
 }

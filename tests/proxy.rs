@@ -149,7 +149,7 @@ async fn upstream_connections_are_kept_alive() {
         .method("POST", &q.admin_url("/api/v1/backends/b/drain"), "")
         .await;
     assert_eq!(r.status, StatusCode::OK);
-    common::docker::eventually(5, "idle pooled connection closed after drain", || async {
+    common::eventually(5, "idle pooled connection closed after drain", || async {
         (established_to(b.port()) == 0).then_some(())
     })
     .await;
@@ -197,7 +197,10 @@ async fn shutdown_finishes_in_flight_requests() {
         let url = q.proxy_url("/slow?ms=700");
         tokio::spawn(async move { http.get(&url).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    common::eventually(5, "the slow request reached the backend", || async {
+        (b.hits.load(std::sync::atomic::Ordering::SeqCst) == 1).then_some(())
+    })
+    .await;
     let t = Instant::now();
     q.shutdown().await.unwrap();
     assert!(
@@ -381,7 +384,7 @@ async fn idle_upstream_connections_close_after_the_pool_idle_timeout() {
     add(&http, &q, "b", b.port()).await;
     assert_eq!(http.get(&q.proxy_url("/")).await.status, StatusCode::OK);
     assert_eq!(established_to(b.port()), 1);
-    common::docker::eventually(5, "idle pooled connection closed by the sweep", || async {
+    common::eventually(5, "idle pooled connection closed by the sweep", || async {
         (established_to(b.port()) == 0).then_some(())
     })
     .await;

@@ -128,7 +128,10 @@ async fn drain_stops_new_requests_and_lets_in_flight_finish() {
         let url = q.proxy_url("/slow?ms=800");
         tokio::spawn(async move { http.get(&url).await })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    common::eventually(5, "the slow request reached a", || async {
+        (a.hits.load(std::sync::atomic::Ordering::SeqCst) >= 1).then_some(())
+    })
+    .await;
     let r = http
         .method("POST", &q.admin_url("/api/v1/backends/a/drain"), "")
         .await;

@@ -4,13 +4,9 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
-
-use common::docker::{Scope, docker, eventually};
-use common::{Http, Quayside, test_config};
-use http::StatusCode;
+use common::docker::{Scope, docker};
+use common::eventually;
+use common::{Http, Load, Quayside, test_config};
 use serde_json::Value;
 
 async fn routed(http: &Http, q: &Quayside, name: &str) -> bool {
@@ -66,79 +62,17 @@ async fn rolling_replacement_under_load_fails_no_request() {
             })
             .await;
             let (_, old) = std::mem::replace(slot, (name, id));
-            let before = load.total();
             tokio::task::spawn_blocking(move || match how {
                 "stop" => docker(&["stop", "-t", "2", &old]),
                 _ => docker(&["kill", &old]),
             })
             .await
             .unwrap();
-            // Keep the load on for a moment after each removal.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            assert!(load.total() > before, "the load stalled");
+            // Keep the load on for a while after each removal.
+            load.more(100).await;
         }
     }
     load.finish("rolling replacement", 500).await;
-}
-
-/// Clients sending GETs for `host` in a loop, counting answers other than 200.
-struct Load {
-    stop: Arc<AtomicBool>,
-    failures: Arc<AtomicUsize>,
-    total: Arc<AtomicUsize>,
-    clients: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(q: &Quayside, host: &'static str, clients: usize) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let failures = Arc::new(AtomicUsize::new(0));
-        let total = Arc::new(AtomicUsize::new(0));
-        let clients = (0..clients)
-            .map(|_| {
-                let (http, url) = (Http::new(), q.proxy_url("/"));
-                let (stop, failures, total) = (stop.clone(), failures.clone(), total.clone());
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::SeqCst) {
-                        let r = http.get_host(&url, host).await;
-                        total.fetch_add(1, Ordering::SeqCst);
-                        if r.status != StatusCode::OK {
-                            failures.fetch_add(1, Ordering::SeqCst);
-                            eprintln!("failed: {} {}", r.status, r.body.trim());
-                        }
-                    }
-                })
-            })
-            .collect();
-        Load {
-            stop,
-            failures,
-            total,
-            clients,
-        }
-    }
-
-    fn total(&self) -> usize {
-        self.total.load(Ordering::SeqCst)
-    }
-
-    /// Stop the clients; at least `min_total` requests were sent and none failed.
-    async fn finish(self, what: &str, min_total: usize) {
-        self.stop.store(true, Ordering::SeqCst);
-        for c in self.clients {
-            c.await.unwrap();
-        }
-        let (failures, total) = (
-            self.failures.load(Ordering::SeqCst),
-            self.total.load(Ordering::SeqCst),
-        );
-        eprintln!("{what}: {total} requests, {failures} failed");
-        assert!(
-            total > min_total,
-            "too little load to mean anything: {total}"
-        );
-        assert_eq!(failures, 0, "{failures} of {total} requests failed");
-    }
 }
 
 /// Many real servers, once sent SIGTERM, soon answer 503 (and close keepalive connections)
@@ -180,7 +114,10 @@ async fn docker_stop_of_servers_that_answer_503_once_signalled_fails_no_request(
         tokio::task::spawn_blocking(move || docker(&["stop", "-t", "10", &old]))
             .await
             .unwrap();
-        assert!(load.total() > before + 100, "the load stalled");
+        assert!(
+            load.total() > before + 100,
+            "too little load while the container was stopping"
+        );
     }
     load.finish("docker stop of 503-on-SIGTERM servers", 400)
         .await;

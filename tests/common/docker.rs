@@ -6,7 +6,6 @@
 use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 pub const CLEANUP_LABEL: &str = "quayside-test";
 
@@ -232,24 +231,5 @@ impl Drop for Scope {
         for n in nets.split_whitespace() {
             let _ = Command::new("docker").args(["network", "rm", n]).output();
         }
-    }
-}
-
-/// Poll `f` every 50 ms until it returns `Some`, or panic after `secs` with `what`.
-pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {secs} s waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

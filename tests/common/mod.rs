@@ -8,7 +8,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -402,5 +402,93 @@ impl Http {
                 .unwrap(),
         )
         .await
+    }
+}
+
+/// Poll `f` every 50 ms until it returns `Some`, or panic after `secs` with `what`.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {secs} s waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Clients sending GETs for `host` in a loop, counting answers other than 200.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    failures: Arc<AtomicUsize>,
+    total: Arc<AtomicUsize>,
+    clients: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    pub fn start(q: &Quayside, host: &'static str, clients: usize) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let failures = Arc::new(AtomicUsize::new(0));
+        let total = Arc::new(AtomicUsize::new(0));
+        let clients = (0..clients)
+            .map(|_| {
+                let (http, url) = (Http::new(), q.proxy_url("/"));
+                let (stop, failures, total) = (stop.clone(), failures.clone(), total.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let r = http.get_host(&url, host).await;
+                        total.fetch_add(1, Ordering::SeqCst);
+                        if r.status != StatusCode::OK {
+                            failures.fetch_add(1, Ordering::SeqCst);
+                            eprintln!("failed: {} {}", r.status, r.body.trim());
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            failures,
+            total,
+            clients,
+        }
+    }
+
+    pub fn total(&self) -> usize {
+        self.total.load(Ordering::SeqCst)
+    }
+
+    /// Wait until `n` more requests have been answered: the load is flowing.
+    pub async fn more(&self, n: usize) {
+        let until = self.total() + n;
+        eventually(10, "the load to go on", || async {
+            (self.total() >= until).then_some(())
+        })
+        .await;
+    }
+
+    /// Stop the clients; at least `min_total` requests were sent and none failed.
+    pub async fn finish(self, what: &str, min_total: usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        for c in self.clients {
+            c.await.unwrap();
+        }
+        let (failures, total) = (
+            self.failures.load(Ordering::SeqCst),
+            self.total.load(Ordering::SeqCst),
+        );
+        eprintln!("{what}: {total} requests, {failures} failed");
+        assert!(
+            total > min_total,
+            "too little load to mean anything: {total}"
+        );
+        assert_eq!(failures, 0, "{failures} of {total} requests failed");
     }
 }
