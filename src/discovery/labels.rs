@@ -111,6 +111,156 @@ pub struct Routable {
     pub service_config: Option<ServiceConfig>,
 }
 
+/// A label quayside reads (under the prefix): its name, whether it sets the service (the first
+/// container of a service wins) or the container's own entry, and what it means. The README's
+/// label table is checked against this list (`tests/docs.rs`), and reading a label that is not
+/// in it is a bug caught in debug builds.
+#[derive(Debug)]
+pub struct LabelDoc {
+    pub name: &'static str,
+    pub service_level: bool,
+    pub meaning: &'static str,
+}
+
+/// Every label, in the README's order.
+pub const LABELS: &[LabelDoc] = &[
+    LabelDoc {
+        name: "enable",
+        service_level: false,
+        meaning: "`true`/`false`; a container with any other `quayside.*` label is enabled unless this says `false`",
+    },
+    LabelDoc {
+        name: "port",
+        service_level: false,
+        meaning: "the container port to send to; default: its one exposed port (several and no label → skipped with a warning)",
+    },
+    LabelDoc {
+        name: "service",
+        service_level: false,
+        meaning: "the pool (default `default`); containers of one service share it, so `--scale` just works",
+    },
+    LabelDoc {
+        name: "host",
+        service_level: true,
+        meaning: "comma-separated host names for the service (`*.example.com` allowed)",
+    },
+    LabelDoc {
+        name: "path",
+        service_level: true,
+        meaning: "path prefix for the service, matched by whole segments (`/docs` matches `/docs`, `/docs/…`, not `/docsx`)",
+    },
+    LabelDoc {
+        name: "strip_prefix",
+        service_level: true,
+        meaning: "`true`: strip the service's path prefix before forwarding (`/docs/a` reaches the backend as `/a`)",
+    },
+    LabelDoc {
+        name: "weight",
+        service_level: false,
+        meaning: "1–1000 (default 1)",
+    },
+    LabelDoc {
+        name: "network",
+        service_level: false,
+        meaning: "which network's IP to use; else the network shared with quayside's own container; else the only network (several and no way to choose → skipped, naming them)",
+    },
+    LabelDoc {
+        name: "no",
+        service_level: false,
+        meaning: "the entry's key; default the container name",
+    },
+    LabelDoc {
+        name: "lb",
+        service_level: true,
+        meaning: "the service's balancing strategy: `round_robin`, `random`, `p2c`, `least_conn`, `hash`",
+    },
+    LabelDoc {
+        name: "hash_key",
+        service_level: true,
+        meaning: "for `hash`: `client_ip` (default), `header:X-User` or `cookie:session`",
+    },
+    LabelDoc {
+        name: "sticky",
+        service_level: true,
+        meaning: "`true` (cookie `quayside_sticky`) or a cookie name: sticky sessions",
+    },
+    LabelDoc {
+        name: "health.path",
+        service_level: true,
+        meaning: "turns on active health checks: GET this path on every backend; 2xx or 3xx passes",
+    },
+    LabelDoc {
+        name: "health.interval",
+        service_level: true,
+        meaning: "time between probes (default 5s)",
+    },
+    LabelDoc {
+        name: "health.timeout",
+        service_level: true,
+        meaning: "a probe's timeout, at most the interval (default 2s, or the interval if shorter)",
+    },
+    LabelDoc {
+        name: "health.rise",
+        service_level: true,
+        meaning: "successes in a row that bring a backend back, 1–100 (default 2)",
+    },
+    LabelDoc {
+        name: "health.fall",
+        service_level: true,
+        meaning: "failures in a row that take it out, 1–100 (default 3)",
+    },
+    LabelDoc {
+        name: "health",
+        service_level: true,
+        meaning: "the same as `quayside.health.path`",
+    },
+    LabelDoc {
+        name: "slow_start",
+        service_level: true,
+        meaning: "e.g. `30s`: a backend that just became available ramps up its share over this time (durations: 1ms to 24h)",
+    },
+    LabelDoc {
+        name: "protocol",
+        service_level: true,
+        meaning: "`http1` (default) or `h2c` to the backends (gRPC)",
+    },
+];
+
+/// The labels of one container under one prefix.
+struct Labels<'a> {
+    c: &'a ContainerInfo,
+    prefix: &'a str,
+}
+
+impl<'a> Labels<'a> {
+    /// `<prefix>.<name>`.
+    fn key(&self, name: &str) -> String {
+        format!("{}.{name}", self.prefix)
+    }
+
+    fn get(&self, name: &str) -> Option<&'a str> {
+        debug_assert!(
+            LABELS.iter().any(|l| l.name == name),
+            "label {name} is read but not described in LABELS"
+        );
+        self.c.labels.get(&self.key(name)).map(String::as_str)
+    }
+}
+
+/// The labels under `prefix` that quayside does not know (typos such as `quayside.prot`): they
+/// change nothing, which is worth saying.
+pub fn unknown(labels: &BTreeMap<String, String>, prefix: &str) -> Vec<String> {
+    labels
+        .keys()
+        .filter(|k| {
+            k.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|name| !LABELS.iter().any(|l| l.name == name))
+        })
+        .cloned()
+        .collect()
+}
+
 /// Whether a container concerns us at all: it has any label under the prefix.
 pub fn is_ours(labels: &BTreeMap<String, String>, prefix: &str) -> bool {
     labels.keys().any(|k| {
@@ -133,8 +283,9 @@ pub fn evaluate(
     prefix: &str,
     own_networks: &[String],
 ) -> Result<Routable, Skip> {
-    let key = |name: &str| format!("{prefix}.{name}");
-    let label = |name: &str| c.labels.get(&key(name)).map(String::as_str);
+    let labels = Labels { c, prefix };
+    let key = |name: &str| labels.key(name);
+    let label = |name: &str| labels.get(name);
 
     // Labels first: a bad label is reported whatever the container's state.
     let enabled = match label("enable") {
@@ -237,23 +388,6 @@ pub fn evaluate(
     })
 }
 
-const SERVICE_LABELS: [&str; 14] = [
-    "protocol",
-    "host",
-    "path",
-    "strip_prefix",
-    "lb",
-    "hash_key",
-    "sticky",
-    "slow_start",
-    "health.path",
-    "health.interval",
-    "health.timeout",
-    "health.rise",
-    "health.fall",
-    "health",
-];
-
 fn bool_label(label: String, v: &str) -> Result<bool, Skip> {
     match v.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" => Ok(true),
@@ -286,9 +420,14 @@ fn count_label(label: String, v: &str) -> Result<u32, Skip> {
 /// The service-level labels (`host`, `path`, `strip_prefix`, `lb`, `hash_key`, `sticky`,
 /// `slow_start`, `health.*`), if any is set.
 fn service_labels(c: &ContainerInfo, prefix: &str) -> Result<Option<ServiceConfig>, Skip> {
-    let key = |name: &str| format!("{prefix}.{name}");
-    let label = |name: &str| c.labels.get(&key(name)).map(String::as_str);
-    if SERVICE_LABELS.iter().all(|n| label(n).is_none()) {
+    let labels = Labels { c, prefix };
+    let key = |name: &str| labels.key(name);
+    let label = |name: &str| labels.get(name);
+    if LABELS
+        .iter()
+        .filter(|l| l.service_level)
+        .all(|l| label(l.name).is_none())
+    {
         return Ok(None);
     }
     let mut cfg = ServiceConfig::default();

@@ -51,6 +51,9 @@ pub struct ContainerStatus {
     /// Why it is not routed, in words.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// Labels under the prefix that quayside does not know (and so ignores).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unknown_labels: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<Skip>,
 }
@@ -76,6 +79,12 @@ impl Discovery {
             return;
         }
         let verdict = labels::evaluate(&info, &self.prefix, &self.own_networks);
+        if !self.containers.contains_key(&info.id) {
+            let unknown = labels::unknown(&info.labels, &self.prefix);
+            if !unknown.is_empty() {
+                tracing::warn!(container = %info.name, labels = ?unknown, "unknown labels are ignored; check their spelling (the README lists every label)");
+            }
+        }
         if let Err(skip) = &verdict {
             let known = self
                 .containers
@@ -234,6 +243,7 @@ impl Discovery {
                     port: ok.map(|r| r.port),
                     draining: s.draining,
                     reason,
+                    unknown_labels: labels::unknown(&s.info.labels, &self.prefix),
                     detail,
                 }
             })
@@ -310,6 +320,13 @@ mod tests {
         let dup = st.iter().find(|s| s.name == "dup").unwrap();
         assert!(!dup.routed);
         assert!(dup.reason.as_ref().unwrap().contains("already used"));
+        assert!(dup.unknown_labels.is_empty());
+        // A misspelt label is ignored, and said so.
+        d.upsert(info("t", "typo", 4, &[("quayside.prot", "8080")]));
+        let st = d.status();
+        let typo = st.iter().find(|s| s.name == "typo").unwrap();
+        assert_eq!(typo.unknown_labels, vec!["quayside.prot".to_string()]);
+        assert!(typo.routed);
     }
 
     #[test]
