@@ -5,7 +5,7 @@
 //!
 //! Changes flow one way: sources → registry → routing table → data plane. The modules form
 //! layers, listed here bottom up, each importing only from those above it in this list
-//! (`tests/layers.rs` checks this, and lists the one upward import still to be removed).
+//! (`tests/layers.rs` checks this).
 //!
 //! - [`types`]: small values every layer shares (durations as settings, labels and JSON write
 //!   them).
@@ -131,7 +131,8 @@ pub async fn run(
 
     let trimmer = tokio::spawn(proxy::trim_freed_memory(stop_rx.clone()));
     let prober = tokio::spawn(probe::run(registry.shared().clone(), stop_rx.clone()));
-    proxy::plan_workers(config.proxy.workers * if listeners.tls.is_some() { 2 } else { 1 });
+    // The plain listener's workers are 0..n, the TLS listener's n..2n: each its own pools.
+    let all_workers = config.proxy.workers * if listeners.tls.is_some() { 2 } else { 1 };
     let proxy = tokio::spawn(proxy::serve_workers(
         listeners.proxy,
         registry.shared().clone(),
@@ -139,6 +140,7 @@ pub async fn run(
         stop_rx.clone(),
         None,
         0,
+        all_workers,
     ));
     let tls_proxy = match (listeners.tls, &tls) {
         (Some(l), Some(t)) => {
@@ -163,6 +165,7 @@ pub async fn run(
                 stop_rx.clone(),
                 Some(t.clone()),
                 config.proxy.workers,
+                all_workers,
             )))
         }
         _ => None,

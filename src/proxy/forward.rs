@@ -63,12 +63,15 @@ pub struct Forwarder {
     pub(super) budget: RetryBudget,
     pub(super) response_header_timeout: Duration,
     pub(super) max_body: u64,
+    /// Worker threads of all the proxy's listeners: how many pools a backend may need.
+    workers: usize,
 }
 
 impl Forwarder {
-    pub fn new(shared: Arc<Shared>, config: &ProxyConfig) -> Self {
+    pub fn new(shared: Arc<Shared>, config: &ProxyConfig, workers: usize) -> Self {
         Forwarder {
             shared,
+            workers,
             connect_timeout: config.connect_timeout,
             pool_idle_timeout: config.pool_idle_timeout,
             tunnel_grace: config.shutdown_timeout,
@@ -81,9 +84,11 @@ impl Forwarder {
     /// This worker's pool for the backend, created on its first request.
     pub(super) fn pool<'a>(&self, upstream: &'a Upstream) -> &'a Arc<WorkerPool> {
         upstream
-            .pool
-            .for_worker(super::worker_index())
-            .get_or_init(|| pool::new_pool(self.pool_idle_timeout))
+            .slots
+            .slot(super::worker_index(), self.workers)
+            .get_or_init(|| Box::new(pool::new_pool(self.pool_idle_timeout)))
+            .downcast_ref::<Arc<WorkerPool>>()
+            .expect("only the proxy fills a backend's worker slots, always with its pool")
     }
 
     /// The h2c client of a backend that speaks HTTP/2: one multiplexed connection.

@@ -81,27 +81,14 @@ pub fn worker_index() -> usize {
     WORKER.with(|w| w.get())
 }
 
-/// Worker threads of the proxies started in this process (each listener's in a range of
-/// indexes of its own): how many connection pools a backend may need.
-static WORKER_THREADS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-
-pub fn worker_threads() -> usize {
-    WORKER_THREADS.load(std::sync::atomic::Ordering::Relaxed)
-}
-
-/// Say how many worker threads the proxies about to start will have in all, before any of
-/// them serves a request (a backend's pools are sized at its first request).
-pub fn plan_workers(total: usize) {
-    WORKER_THREADS.fetch_max(total, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// Serve the proxy on `config.workers` threads, each running its own current-thread runtime
 /// and accepting from the same socket, until `stop` turns true; then each finishes its
 /// in-flight requests (bounded by `shutdown_timeout`). Resolves when all workers are done.
 /// `first` is the [`worker_index`] of the first of these threads: each listener's workers
 /// need indexes of their own, or a plain and a TLS worker would share backend connection
 /// pools, and the connections one opened (driven by its runtime) would be used by the other,
-/// each request waking both threads.
+/// each request waking both threads. `all_workers` counts the worker threads of every
+/// listener: how many connection pools a backend may need.
 pub async fn serve_workers(
     listener: TcpListener,
     shared: Arc<Shared>,
@@ -109,6 +96,7 @@ pub async fn serve_workers(
     stop: watch::Receiver<bool>,
     tls: Option<Arc<tls::Tls>>,
     first: usize,
+    all_workers: usize,
 ) {
     let std_listener = match listener.into_std() {
         Ok(l) => l,
@@ -120,7 +108,7 @@ pub async fn serve_workers(
     let mut threads = Vec::new();
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
     let workers = config.workers.max(1);
-    plan_workers(first + workers);
+    let all_workers = all_workers.max(first + workers);
     let (balance, mut inboxes) = Balance::new(workers);
     for i in 0..workers {
         let inbox = inboxes.remove(0);
@@ -154,9 +142,10 @@ pub async fn serve_workers(
                 rt.block_on(async move {
                     match TcpListener::from_std(listener) {
                         Ok(l) => {
+                            let forwarder = forward::Forwarder::new(shared, &config, all_workers);
                             serve(
                                 l,
-                                shared,
+                                forwarder,
                                 config,
                                 stop,
                                 tls,
@@ -278,7 +267,7 @@ struct Worker {
 /// inbox of connections handed over by the others.
 async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    forwarder: forward::Forwarder,
     config: ProxyConfig,
     mut stop: watch::Receiver<bool>,
     tls: Option<Arc<tls::Tls>>,
@@ -303,7 +292,7 @@ async fn serve(
         None => (None, None),
     };
     let worker = Arc::new(Worker {
-        forwarder: Arc::new(forward::Forwarder::new(shared, &config)),
+        forwarder: Arc::new(forwarder),
         http: Arc::new(Builders { h1, h2 }),
         proto: HeaderValue::from_static(if tls.is_some() { "https" } else { "http" }),
         open: open_rx,

@@ -34,40 +34,43 @@ pub struct Upstream {
     pub slow_start_ms: u64,
     /// Speak HTTP/2 (h2c) to it.
     pub h2c: bool,
-    /// This backend's keepalive pool, created on first use. It is carried over to the next
-    /// table while the backend stays routed; once the backend is drained or removed the last
-    /// reference goes with its last in-flight request, and its idle connections are closed.
-    pub pool: Arc<PoolSlot>,
+    /// What the data plane keeps for this backend per worker thread (its keepalive
+    /// connections), created on first use. It is carried over to the next table while the
+    /// backend stays routed; once the backend is drained or removed the last reference goes with
+    /// its last in-flight request, and with it the connections.
+    pub slots: Arc<WorkerSlots>,
 }
 
-/// Lazily created connection pools for one backend: one per proxy worker thread, so a request
-/// and the connection it uses are driven by the same thread. The slots are allocated on first
-/// use, one per worker thread of the running proxies ([`crate::proxy::worker_threads`]).
+/// One slot of [`WorkerSlots`]: filled once by the data plane, with a type of its own that the
+/// routing table does not know.
+pub type Slot = std::sync::OnceLock<Box<dyn std::any::Any + Send + Sync>>;
+
+/// Per-worker state of one backend, one slot per worker thread, so a request and the
+/// connection it uses are driven by the same thread. Allocated at the first request, for the
+/// number of workers the caller says.
 #[derive(Default)]
-pub struct PoolSlot(std::sync::OnceLock<Box<[PoolCell]>>);
+pub struct WorkerSlots(std::sync::OnceLock<Box<[Slot]>>);
 
-type PoolCell = std::sync::OnceLock<Arc<crate::proxy::WorkerPool>>;
-
-impl PoolSlot {
-    pub fn for_worker(&self, worker: usize) -> &PoolCell {
-        let cells = self.0.get_or_init(|| {
-            (0..crate::proxy::worker_threads().max(1))
-                .map(|_| PoolCell::new())
-                .collect()
-        });
+impl WorkerSlots {
+    /// Worker `worker`'s slot, among `workers` (counted at the first call).
+    #[inline]
+    pub fn slot(&self, worker: usize, workers: usize) -> &Slot {
+        let slots = self
+            .0
+            .get_or_init(|| (0..workers.max(1)).map(|_| Slot::new()).collect());
         // Past the end only in a process that started more proxies after this backend's
-        // first request (tests do): those workers share pools round the ring.
-        &cells[worker % cells.len()]
+        // first request (tests do): those workers share slots round the ring.
+        &slots[worker % slots.len()]
     }
 }
 
-impl std::fmt::Debug for PoolSlot {
+impl std::fmt::Debug for WorkerSlots {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let open = self
             .0
             .get()
             .map_or(0, |c| c.iter().filter(|s| s.get().is_some()).count());
-        write!(f, "PoolSlot({open} open)")
+        write!(f, "WorkerSlots({open} filled)")
     }
 }
 
@@ -464,7 +467,7 @@ fn upstream(
         stats: reg.stats.clone(),
         slow_start_ms,
         h2c,
-        pool: was.map(|u| u.pool.clone()).unwrap_or_default(),
+        slots: was.map(|u| u.slots.clone()).unwrap_or_default(),
     })
 }
 
@@ -563,7 +566,7 @@ mod tests {
         let mut r = Registry::new();
         add(&mut r, "a", 1, "default", 1);
         let t1 = RoutingTable::build(&r, None);
-        let pool = |t: &RoutingTable| t.route("x", "/").backends.first().map(|u| u.pool.clone());
+        let pool = |t: &RoutingTable| t.route("x", "/").backends.first().map(|u| u.slots.clone());
         add(&mut r, "b", 2, "other", 1);
         let t2 = RoutingTable::build(&r, Some(&t1));
         assert!(Arc::ptr_eq(&pool(&t1).unwrap(), &pool(&t2).unwrap()));
