@@ -33,20 +33,7 @@ async fn seen(http: &Http, q: &Quayside, name: &str) -> Option<Value> {
         .cloned()
 }
 
-/// Wait until a GET of `/` with `host` is answered by a container whose hostname starts
-/// with `id_prefix` (whoami answers with its hostname = short container id).
-async fn wait_routed(http: &Http, q: &Quayside, host: &str, id: &str) {
-    let short = &id[..12];
-    eventually(
-        10,
-        &format!("container {short} routed for {host}"),
-        || async {
-            let r = http.get_host(&q.proxy_url("/"), host).await;
-            (r.status == StatusCode::OK && first_line(&r.body) == short).then_some(())
-        },
-    )
-    .await;
-}
+use common::docker::wait_routed;
 
 #[tokio::test]
 async fn labelled_containers_are_routed_others_are_not() {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::docker::{Scope, docker};
+use common::docker::{Scope, docker, wait_routed};
 use common::eventually;
 use common::{Http, Load, Quayside, test_config};
 use serde_json::Value;
@@ -91,7 +91,10 @@ async fn docker_stop_of_servers_that_answer_503_once_signalled_fails_no_request(
     let http = Http::new();
     let labels = [s.label("service", "term"), s.label("host", "term.test")];
     let start = |name: String| {
-        let id = s.run(&name, &labels, &["-e", "WHOAMI_SIGTERM_503=1"]);
+        // 503s from 1 s after SIGTERM: the kill event must have drained it by then. (300 ms was
+        // too tight while the other test in this file churned containers on the same daemon:
+        // 1 run in 10 let some requests through late.)
+        let id = s.run(&name, &labels, &["-e", "WHOAMI_SIGTERM_503=1000"]);
         (s.name(&name), id)
     };
     let mut live: Vec<(String, String)> = (0..2).map(|i| start(format!("a{i}"))).collect();
@@ -104,10 +107,9 @@ async fn docker_stop_of_servers_that_answer_503_once_signalled_fails_no_request(
     let load = Load::start(&q, "term.test", 4);
     for (i, slot) in live.iter_mut().enumerate() {
         let (name, id) = start(format!("b{i}"));
-        eventually(10, "replacement routed", || async {
-            routed(&http, &q, &name).await.then_some(())
-        })
-        .await;
+        // Answering, not just routed: a server still starting refuses connections, and the
+        // backend it replaces must not go before it can take the load.
+        wait_routed(&http, &q, "term.test", &id).await;
         let (_, old) = std::mem::replace(slot, (name, id));
         let before = load.total();
         // Returns once the container has exited: its 2 s of 503s are over.

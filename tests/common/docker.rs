@@ -233,3 +233,19 @@ impl Drop for Scope {
         }
     }
 }
+
+/// Wait until a GET of `/` with `host` is answered by a container whose hostname starts
+/// with `id_prefix` (whoami answers with its hostname = short container id).
+pub async fn wait_routed(http: &super::Http, q: &super::Quayside, host: &str, id: &str) {
+    let short = &id[..12];
+    super::eventually(
+        10,
+        &format!("container {short} routed for {host}"),
+        || async {
+            let r = http.get_host(&q.proxy_url("/"), host).await;
+            let first = r.body.lines().next().unwrap_or("");
+            (r.status == http::StatusCode::OK && first == short).then_some(())
+        },
+    )
+    .await;
+}

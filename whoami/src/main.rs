@@ -8,8 +8,8 @@
 //! Settings (env): `PORT` (default 80), `WHOAMI_NAME` (default the host name),
 //! `WHOAMI_IGNORE_SIGTERM=1` (keep serving on SIGTERM, like a server that never stops cleanly),
 //! `WHOAMI_DELAY_MS` (wait this long before every answer: a slow backend),
-//! `WHOAMI_SIGTERM_503=1` (like many real servers on SIGTERM: 300 ms later it answers every
-//! request with 503 and closes the connection, for 2 s, then exits).
+//! `WHOAMI_SIGTERM_503=MS` (like many real servers on SIGTERM: MS milliseconds later it answers
+//! every request with 503 and closes the connection, for 2 s, then exits).
 //! `whoami check [PORT]` is a HEALTHCHECK client: exits 0 if `/health` answers 200.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -51,13 +51,16 @@ fn main() {
     let flag = |name: &str| std::env::var(name).is_ok_and(|v| v == "1");
     let handler = if flag("WHOAMI_IGNORE_SIGTERM") {
         1 // SIG_IGN
-    } else if flag("WHOAMI_SIGTERM_503") {
+    } else if let Some(after) = std::env::var("WHOAMI_SIGTERM_503")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
         // Only an atomic store in the handler; the rest happens on an ordinary thread.
-        std::thread::spawn(|| {
+        std::thread::spawn(move || {
             while !TERMINATED.load(Ordering::SeqCst) {
                 std::thread::sleep(Duration::from_millis(5));
             }
-            std::thread::sleep(Duration::from_millis(300));
+            std::thread::sleep(Duration::from_millis(after));
             STOPPING.store(true, Ordering::SeqCst);
             std::thread::sleep(Duration::from_secs(2));
             std::process::exit(0);
