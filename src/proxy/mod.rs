@@ -109,10 +109,10 @@ pub async fn serve_workers(
     let slots = Arc::new(tokio::sync::Semaphore::new(config.max_connections.max(1)));
     let workers = config.workers.max(1);
     let all_workers = all_workers.max(first + workers);
-    let (balance, mut inboxes) = Balance::new(workers);
+    let (spread, mut inboxes) = Spread::new(workers);
     for i in 0..workers {
         let inbox = inboxes.remove(0);
-        let balance = balance.clone();
+        let spread = spread.clone();
         let listener = match std_listener.try_clone() {
             Ok(l) => l,
             Err(e) => {
@@ -150,7 +150,7 @@ pub async fn serve_workers(
                                 stop,
                                 tls,
                                 slots,
-                                Some((balance, i, inbox)),
+                                Some((spread, i, inbox)),
                             )
                             .await
                         }
@@ -177,7 +177,7 @@ pub async fn serve_workers(
 /// connection above the least loaded hands a new one over to it (so 64 keepalive connections
 /// end up 32 and 32, not 40 and 24 with one core saturated and the other idle).
 #[derive(Clone)]
-struct Balance {
+struct Spread {
     open: Arc<[std::sync::atomic::AtomicUsize]>,
     inboxes: Arc<[tokio::sync::mpsc::UnboundedSender<Handoff>]>,
 }
@@ -190,8 +190,8 @@ type Handoff = (
     OpenOn,
 );
 
-impl Balance {
-    fn new(workers: usize) -> (Balance, Vec<tokio::sync::mpsc::UnboundedReceiver<Handoff>>) {
+impl Spread {
+    fn new(workers: usize) -> (Spread, Vec<tokio::sync::mpsc::UnboundedReceiver<Handoff>>) {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..workers)
             .map(|_| tokio::sync::mpsc::unbounded_channel())
             .unzip();
@@ -199,7 +199,7 @@ impl Balance {
             .map(|_| std::sync::atomic::AtomicUsize::new(0))
             .collect();
         (
-            Balance {
+            Spread {
                 open,
                 inboxes: txs.into(),
             },
@@ -232,12 +232,12 @@ impl Balance {
 }
 
 /// Counts a connection as open on its worker while it lives.
-struct OpenOn(Option<(Balance, usize)>);
+struct OpenOn(Option<(Spread, usize)>);
 
 impl OpenOn {
-    fn on(balance: &Balance, worker: usize) -> OpenOn {
-        balance.open[worker].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        OpenOn(Some((balance.clone(), worker)))
+    fn on(spread: &Spread, worker: usize) -> OpenOn {
+        spread.open[worker].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenOn(Some((spread.clone(), worker)))
     }
 }
 
@@ -259,11 +259,11 @@ struct Worker {
     stop: watch::Receiver<bool>,
     tls: Option<Arc<tls::Tls>>,
     handshake_timeout: Duration,
-    balance: Option<(Balance, usize)>,
+    spread: Option<(Spread, usize)>,
 }
 
 /// Serve the proxy on `listener` until `stop` turns true, then finish in-flight requests
-/// (bounded by `shutdown_timeout`). `balance`: this worker's place among several, and its
+/// (bounded by `shutdown_timeout`). `spread`: this worker's place among several, and its
 /// inbox of connections handed over by the others.
 async fn serve(
     listener: TcpListener,
@@ -272,11 +272,7 @@ async fn serve(
     mut stop: watch::Receiver<bool>,
     tls: Option<Arc<tls::Tls>>,
     slots: Arc<tokio::sync::Semaphore>,
-    balance: Option<(
-        Balance,
-        usize,
-        tokio::sync::mpsc::UnboundedReceiver<Handoff>,
-    )>,
+    spread: Option<(Spread, usize, tokio::sync::mpsc::UnboundedReceiver<Handoff>)>,
 ) {
     let (open_tx, open_rx) = watch::channel(());
     // HTTP/1.1, and HTTP/2 (h2c with prior knowledge, or ALPN h2 over TLS), told apart by the
@@ -287,7 +283,7 @@ async fn serve(
         .keep_alive(true);
     let mut h2 = http2::Builder::new(TokioExecutor::new());
     h2.timer(TokioTimer::new());
-    let (balance, mut inbox) = match balance {
+    let (spread, mut inbox) = match spread {
         Some((b, i, rx)) => (Some((b, i)), Some(rx)),
         None => (None, None),
     };
@@ -299,7 +295,7 @@ async fn serve(
         stop: stop.clone(),
         tls,
         handshake_timeout: config.client_header_timeout,
-        balance,
+        spread,
     });
     // Connections handed over by the other workers, until stopping (this task holds the
     // worker, whose `open` receiver must go for the shutdown to see the last connection end).
@@ -344,7 +340,7 @@ async fn serve(
                 }
             },
         };
-        match &worker.balance {
+        match &worker.spread {
             Some((b, me)) => match b.claim(*me) {
                 (to, counted) if to != *me => {
                     worker.hand_over(b, (*me, to), (stream, peer, permit, counted))
@@ -371,7 +367,7 @@ impl Worker {
     /// if that worker has stopped, serve it here after all.
     fn hand_over(
         self: &Arc<Self>,
-        b: &Balance,
+        b: &Spread,
         (me, to): (usize, usize),
         (stream, peer, permit, counted): (
             tokio::net::TcpStream,
@@ -601,12 +597,12 @@ fn client_ip_value(peer: SocketAddr) -> HeaderValue {
 
 #[cfg(test)]
 mod tests {
-    use super::Balance;
+    use super::Spread;
     use std::sync::atomic::Ordering;
 
     #[test]
     fn connections_go_to_the_least_loaded_worker_once_one_is_ahead() {
-        let (b, _rx) = Balance::new(3);
+        let (b, _rx) = Spread::new(3);
         let set = |v: [usize; 3]| {
             for (c, n) in b.open.iter().zip(v) {
                 c.store(n, Ordering::Relaxed);
@@ -626,7 +622,7 @@ mod tests {
 
     #[test]
     fn a_burst_of_accepts_on_one_worker_is_split_evenly_before_the_others_take_theirs() {
-        let (b, _rx) = Balance::new(2);
+        let (b, _rx) = Spread::new(2);
         // Worker 0 accepts 16 connections in a row; worker 1 has not yet started any of those
         // handed to it. Each is counted where it goes at once.
         let claimed: Vec<_> = (0..16).map(|_| b.claim(0)).collect();
