@@ -240,7 +240,7 @@ async fn split_and_pipelined_heads_get_the_same_answers_as_whole_ones() {
     // Content-Length and chunked in a head that arrives in two parts: still 400 and closed.
     let mut s = TcpStream::connect(q.proxy).await.unwrap();
     s.write_all(&conflict[..40]).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    common::read_by_peer(&s).await;
     s.write_all(&conflict[40..]).await.unwrap();
     let text = read_to_close(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 400 "), "{text:?}");
@@ -271,7 +271,7 @@ async fn split_and_pipelined_heads_get_the_same_answers_as_whole_ones() {
     s.write_all(b"POST /form HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    common::read_by_peer(&s).await;
     s.write_all(b"hello").await.unwrap();
     assert!(read_responses(&mut s, 1).await.starts_with("HTTP/1.1 200 "));
     assert_eq!(hits(), 3);

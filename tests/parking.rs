@@ -79,7 +79,7 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
     up.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    common::read_by_peer(&up).await;
     up.write_all(b"lo\r\n0\r\n\r\n").await.unwrap();
     assert!(
         common::read_responses(&mut up, 1, "5\n")

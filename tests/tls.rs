@@ -368,7 +368,7 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
                 s.write_all(&both[..at]).await.unwrap();
             }
             s.flush().await.unwrap();
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            common::read_by_peer(s.get_ref().0).await;
             s.write_all(&both[at..]).await.unwrap();
             let text = until_close(&mut s).await;
             let what = format!("pipelined {pipelined}, split at {at}: {text:?}");
@@ -392,7 +392,7 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
     let (head, tail) = both.split_at(both.len() - 40);
     s.write_all(head).await.unwrap();
     s.flush().await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    common::read_by_peer(s.get_ref().0).await;
     s.write_all(tail).await.unwrap();
     let text = until_close(&mut s).await;
     assert_eq!(text.matches("HTTP/1.1 200 ").count(), 0, "{text:?}");

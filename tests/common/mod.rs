@@ -492,3 +492,40 @@ impl Load {
         assert_eq!(failures, 0, "{failures} of {total} requests failed");
     }
 }
+
+/// `0100007F:93D1` (a `/proc/net/tcp` address: IPv4 in host byte order, port in hex).
+fn proc_addr(s: &str) -> Option<SocketAddr> {
+    let (ip, port) = s.split_once(':')?;
+    let ip = u32::from_str_radix(ip, 16).ok()?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    Some(SocketAddr::from((ip.to_le_bytes(), port)))
+}
+
+/// Wait until every byte written on `s` so far has been read by the program at the other end
+/// (IPv4 loopback): `s` holds nothing unsent and the peer's socket nothing unread, as the
+/// kernel reports in `/proc/net/tcp`. A test that splits a request over two writes calls this
+/// between them, which proves the server got the two parts in two reads.
+pub async fn read_by_peer(s: &tokio::net::TcpStream) {
+    let (me, peer) = (s.local_addr().unwrap(), s.peer_addr().unwrap());
+    eventually(
+        5,
+        "the server to read what was sent so far",
+        || async move {
+            let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+            let (mut unsent, mut unread) = (None, None);
+            for line in table.lines().skip(1) {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                let (local, remote) = (proc_addr(f.get(1)?)?, proc_addr(f.get(2)?)?);
+                let (tx, rx) = f.get(4)?.split_once(':')?;
+                if local == me && remote == peer {
+                    unsent = u64::from_str_radix(tx, 16).ok();
+                }
+                if local == peer && remote == me {
+                    unread = u64::from_str_radix(rx, 16).ok();
+                }
+            }
+            (unsent? == 0 && unread? == 0).then_some(())
+        },
+    )
+    .await;
+}
