@@ -9,13 +9,6 @@ use common::{Backend, Http, Load, Quayside, test_config};
 use http::StatusCode;
 use serde_json::Value;
 
-async fn start(scope: &Scope) -> Quayside {
-    let mut c = test_config();
-    c.docker.enabled = true;
-    c.docker.label_prefix = scope.prefix().to_owned();
-    Quayside::start_with(c).await
-}
-
 fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
@@ -41,7 +34,7 @@ async fn labelled_containers_are_routed_others_are_not() {
         return;
     }
     let s = Scope::new();
-    let q = start(&s).await;
+    let q = s.quayside().await;
     let http = Http::new();
     let web = s.run("web", &[s.label("enable", "true")], &[]);
     let _plain = s.run("plain", &[], &[]);
@@ -95,7 +88,7 @@ async fn stop_and_kill_remove_backends_without_failed_requests() {
         return;
     }
     let s = Scope::new();
-    let q = start(&s).await;
+    let q = s.quayside().await;
     let http = Http::new();
     let ids: Vec<String> = ["a", "b", "c"]
         .iter()
@@ -137,7 +130,7 @@ async fn replicas_of_a_service_share_traffic_and_hosts_route_between_services() 
         return;
     }
     let s = Scope::new();
-    let q = start(&s).await;
+    let q = s.quayside().await;
     let http = Http::new();
     let api_labels = [s.label("service", "api"), s.label("host", "api.test")];
     let api1 = s.run("api-1", &api_labels, &[]);
@@ -180,7 +173,7 @@ async fn multiple_networks_need_a_choice() {
         return;
     }
     let s = Scope::new();
-    let q = start(&s).await;
+    let q = s.quayside().await;
     let http = Http::new();
     let n1 = s.network("n1");
     let n2 = s.network("n2");
@@ -213,7 +206,7 @@ async fn healthcheck_gates_routing() {
         return;
     }
     let s = Scope::new();
-    let q = start(&s).await;
+    let q = s.quayside().await;
     let http = Http::new();
     let id = s.run(
         "hc",
@@ -264,7 +257,7 @@ async fn a_bad_label_is_reported_and_disturbs_nothing() {
         return;
     }
     let s = Scope::new();
-    let q = start(&s).await;
+    let q = s.quayside().await;
     let http = Http::new();
     let good = s.run("good", &[s.label("enable", "true")], &[]);
     s.run("bad", &[s.label("port", "eighty")], &[]);
@@ -296,7 +289,7 @@ async fn a_manual_pin_overrides_a_container_until_deleted() {
         return;
     }
     let s = Scope::new();
-    let q = start(&s).await;
+    let q = s.quayside().await;
     let http = Http::new();
     let labels = [s.label("service", "pinsvc"), s.label("host", "pin.test")];
     let c = s.run("pinme", &labels, &[]);
@@ -350,7 +343,7 @@ async fn service_settings_from_the_api_win_over_labels_until_deleted() {
         return;
     }
     let s = Scope::new();
-    let q = start(&s).await;
+    let q = s.quayside().await;
     let http = Http::new();
     let c = s.run(
         "lbl",
@@ -382,7 +375,7 @@ async fn a_paused_container_is_not_routed_until_unpaused() {
         return;
     }
     let s = Scope::new();
-    let q = start(&s).await;
+    let q = s.quayside().await;
     let http = Http::new();
     let c = s.run("paused", &[s.label("enable", "true")], &[]);
     wait_routed(&http, &q, "x", &c).await;
@@ -500,7 +493,7 @@ async fn containers_started_while_quayside_was_down_are_found() {
     }
     let s = Scope::new();
     let c = s.run("early", &[s.label("enable", "true")], &[]);
-    let q = start(&s).await;
+    let q = s.quayside().await;
     let http = Http::new();
     wait_routed(&http, &q, "x", &c).await;
 }

@@ -6,7 +6,7 @@ mod common;
 
 use common::docker::{Scope, docker, wait_routed};
 use common::eventually;
-use common::{Http, Load, Quayside, test_config};
+use common::{Http, Load, Quayside};
 use serde_json::Value;
 
 async fn routed(http: &Http, q: &Quayside, name: &str) -> bool {
@@ -25,10 +25,7 @@ async fn rolling_replacement_under_load_fails_no_request() {
         return;
     }
     let s = Scope::new();
-    let mut c = test_config();
-    c.docker.enabled = true;
-    c.docker.label_prefix = s.prefix().to_owned();
-    let q = Quayside::start_with(c).await;
+    let q = s.quayside().await;
     let http = Http::new();
     let labels = [s.label("service", "roll"), s.label("host", "roll.test")];
     let mut generation = 0;
@@ -84,10 +81,7 @@ async fn docker_stop_of_servers_that_answer_503_once_signalled_fails_no_request(
         return;
     }
     let s = Scope::new();
-    let mut c = test_config();
-    c.docker.enabled = true;
-    c.docker.label_prefix = s.prefix().to_owned();
-    let q = Quayside::start_with(c).await;
+    let q = s.quayside().await;
     let http = Http::new();
     let labels = [s.label("service", "term"), s.label("host", "term.test")];
     let start = |name: String| {

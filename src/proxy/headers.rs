@@ -172,28 +172,25 @@ pub fn valid_authority(v: &[u8]) -> bool {
         [b'[', inner @ .., b']'] => inner
             .iter()
             .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.')),
-        _ => host.iter().all(|&b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b'%'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                )
-        }),
+        _ => host
+            .iter()
+            .all(|&b| unreserved(b) || sub_delim(b) || b == b'%'),
     }
+}
+
+/// RFC 3986's unreserved characters: letters, digits, `-`, `.`, `_`, `~`.
+#[inline]
+pub fn unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// RFC 3986's sub-delims: `!$&'()*+,;=`.
+#[inline]
+pub fn sub_delim(b: u8) -> bool {
+    matches!(
+        b,
+        b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'='
+    )
 }
 
 /// The protocol a request asks to switch to (`Connection: upgrade` and `Upgrade: X`).

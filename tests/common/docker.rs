@@ -153,6 +153,14 @@ impl Scope {
         Scope { id }
     }
 
+    /// A quayside in-process that follows this scope's containers (by its label prefix).
+    pub async fn quayside(&self) -> super::Quayside {
+        let mut c = super::test_config();
+        c.docker.enabled = true;
+        c.docker.label_prefix = self.prefix().to_owned();
+        super::Quayside::start_with(c).await
+    }
+
     /// The label prefix the test's quayside uses.
     pub fn prefix(&self) -> &str {
         &self.id

@@ -145,33 +145,12 @@ fn content_length(v: &[u8]) -> Option<u64> {
 /// A path and query the http crate also accepts unchanged, with nothing to decode: RFC 3986's
 /// unreserved and reserved characters and `%` (no fragment).
 fn plain_target(t: &str) -> bool {
+    use crate::proxy::headers::{sub_delim, unreserved};
     t.starts_with('/')
         && t.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(
-                    b,
-                    b'-' | b'.'
-                        | b'_'
-                        | b'~'
-                        | b':'
-                        | b'/'
-                        | b'?'
-                        | b'['
-                        | b']'
-                        | b'@'
-                        | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b'%'
-                )
+            unreserved(b)
+                || sub_delim(b)
+                || matches!(b, b':' | b'/' | b'?' | b'[' | b']' | b'@' | b'%')
         })
 }
 
