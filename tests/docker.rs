@@ -471,8 +471,16 @@ async fn drains_and_disables_of_containers_survive_a_restart_until_replaced() {
         "ids kept: {saved}"
     );
 
-    // Replaced (same name, new container): the new one is not drained.
+    // Gone: no entry, and /get says the drain waits for the container.
     docker(&["rm", "-f", &a]);
+    eventually(10, "a's entry gone, its drain kept and said so", || async {
+        get_no(&http, &q, &na)
+            .await
+            .contains("an override (draining) is kept for its container")
+            .then_some(())
+    })
+    .await;
+    // Replaced (same name, new container): the new one is not drained.
     let a2 = s.run("a", &on, &[]);
     eventually(10, "the replacement routed and active", || async {
         get_no(&http, &q, &na)

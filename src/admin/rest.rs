@@ -61,13 +61,6 @@ impl From<FieldError> for ApiError {
 
 type ApiResult = Result<Response, ApiError>;
 
-fn not_found(no: String) -> ApiError {
-    ApiError(
-        StatusCode::NOT_FOUND,
-        RegistryError::NotFound(no).to_string(),
-    )
-}
-
 fn parse_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(de).map_err(body_error)
@@ -106,7 +99,10 @@ async fn list_backends(State(reg): State<Handle>) -> Response {
 
 async fn get_backend(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
     let no = validate::no(&no)?;
-    let e = reg.registry().get(&no).ok_or_else(|| not_found(no))?;
+    let r = reg.registry();
+    let e = r
+        .get(&no)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, r.missing(&no)))?;
     let table = reg.shared().table.load();
     Ok(axum::Json(entry_json(&e, &table)).into_response())
 }

@@ -4,8 +4,8 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 
 use super::TextError;
+use crate::registry::Command;
 use crate::registry::validate::{self, FieldError, RawBackend};
-use crate::registry::{Command, RegistryError};
 use crate::routing::Handle;
 
 const ADD_USAGE: &str =
@@ -95,12 +95,9 @@ fn the_no(q: &Option<String>, usage: &str) -> Result<String, TextError> {
 pub async fn get(State(reg): State<Handle>, RawQuery(q): RawQuery) -> Result<String, TextError> {
     let no = the_no(&q, GET_USAGE)?;
     let registry = reg.registry();
-    let e = registry.get(&no).ok_or_else(|| {
-        TextError(
-            StatusCode::NOT_FOUND,
-            RegistryError::NotFound(no).to_string(),
-        )
-    })?;
+    let e = registry
+        .get(&no)
+        .ok_or_else(|| TextError(StatusCode::NOT_FOUND, registry.missing(&no)))?;
     let mut out = format!(
         "ip: {}\nport: {}\nservers: {}\nweight: {}\nservice: {}\nsource: {}\nstate: {}\n",
         e.spec.addr,

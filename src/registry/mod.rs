@@ -664,6 +664,22 @@ impl Registry {
         self.services.contains_key(name) || self.discovered_services.contains_key(name)
     }
 
+    /// Why `no` has no entry, in words: none at all, or an override kept for a container that
+    /// is not seen now (stopped, or removed and not yet replaced).
+    pub fn missing(&self, no: &str) -> String {
+        let base = RegistryError::NotFound(no.to_owned()).to_string();
+        match self.overrides.get(no) {
+            Some(o) => format!(
+                "{base}; an override ({}) is kept for its container {}, which is not running: it applies when that container is back, and POST /api/v1/backends/{no}/enable lifts it",
+                o.state.as_str(),
+                o.container_id
+                    .as_deref()
+                    .map_or("(not seen yet)", |id| &id[..id.len().min(12)]),
+            ),
+            None => base,
+        }
+    }
+
     /// Every `no` with a manual or a discovered entry.
     pub fn nos(&self) -> impl Iterator<Item = &String> + '_ {
         self.manual.keys().chain(
@@ -809,10 +825,15 @@ mod tests {
         })
         .unwrap();
         assert!(r.overrides().is_empty());
-        // One whose container is not seen now can still be lifted by its no.
+        // One whose container is not seen now can still be lifted by its no, and says so.
         r.apply(Command::Remove { no: "api".into() }).unwrap();
         r.apply(sync(vec![])).unwrap();
         assert!(r.get("api").is_none());
+        assert!(
+            r.missing("api")
+                .contains("override (disabled) is kept for its container c2")
+        );
+        assert_eq!(r.missing("zzz"), "no backend with no=zzz");
         r.apply(Command::SetState {
             no: "api".into(),
             state: AdminState::Active,
