@@ -151,6 +151,10 @@ pub fn settle_host(
     {
         return Err(HostError::Differs);
     }
+    // Already says it (an HTTP/2 client that sent both): no new header value to allocate.
+    if given.is_some_and(|h| h.as_bytes() == authority.as_str().as_bytes()) {
+        return Ok(());
+    }
     let v = HeaderValue::from_str(authority.as_str()).map_err(|_| HostError::Invalid)?;
     headers.insert(header::HOST, v);
     Ok(())
