@@ -126,15 +126,6 @@ async fn exchange(s: &mut TcpStream, buf: &mut Vec<u8>, req: &str, needle: &str)
     read_until(s, buf, needle).await
 }
 
-async fn read_to_end(s: &mut TcpStream) -> String {
-    let mut all = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
-        .await
-        .expect("the connection should close")
-        .unwrap();
-    String::from_utf8_lossy(&all).into_owned()
-}
-
 #[tokio::test]
 async fn informational_and_chunked_responses_are_relayed_as_sent() {
     let (b, _q, mut s) = setup(vec![
@@ -181,7 +172,7 @@ async fn a_body_delimited_by_close_is_relayed_and_closes_the_client_connection()
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let text = read_to_end(&mut s).await;
+    let text = common::read_to_close(&mut s).await;
     assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
     assert!(text.ends_with("\r\n\r\nall of it"), "{text}");
 }
@@ -231,7 +222,7 @@ async fn a_body_cut_short_by_the_backend_closes_the_client_connection() {
         .unwrap();
     // The client sees the head and the 3 bytes, then the end of the connection (so it can
     // tell the body is short), not a hang.
-    let text = read_to_end(&mut s).await;
+    let text = common::read_to_close(&mut s).await;
     assert!(text.ends_with("Content-Length: 10\r\n\r\nabc"), "{text}");
 }
 

@@ -131,13 +131,6 @@ async fn connections_over_the_limit_wait_to_be_accepted() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
 }
 
-/// Read until the peer closes (or 5 s pass); returns what came.
-async fn read_to_close(s: &mut TcpStream) -> String {
-    let mut buf = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
 #[tokio::test]
 async fn a_stalled_request_head_gets_408_and_an_idle_connection_just_closes() {
     let b = Backend::start("b").await;
@@ -151,7 +144,7 @@ async fn a_stalled_request_head_gets_408_and_an_idle_connection_just_closes() {
     s.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    let text = read_to_close(&mut s).await;
+    let text = common::read_to_close(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 408 "), "{text:?}");
     assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 0);
 
@@ -164,7 +157,7 @@ async fn a_stalled_request_head_gets_408_and_an_idle_connection_just_closes() {
     s.write_all(b"GET /two HTTP/1.1\r\nHost: x\r\n")
         .await
         .unwrap();
-    let text = read_to_close(&mut s).await;
+    let text = common::read_to_close(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 408 "), "{text:?}");
 
     // A keepalive connection that stays quiet between requests is closed without a word.
@@ -172,7 +165,7 @@ async fn a_stalled_request_head_gets_408_and_an_idle_connection_just_closes() {
     s.write_all(b"GET /one HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .unwrap();
-    let text = read_to_close(&mut s).await;
+    let text = common::read_to_close(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
     assert!(!text.contains("408"), "{text:?}");
 }
@@ -200,7 +193,7 @@ async fn ambiguous_framing_is_refused() {
     ] {
         let mut s = TcpStream::connect(q.proxy).await.unwrap();
         s.write_all(req).await.unwrap();
-        let text = read_to_close(&mut s).await;
+        let text = common::read_to_close(&mut s).await;
         assert!(
             text.starts_with("HTTP/1.1 400 "),
             "{:?} → {text:?}",
@@ -217,7 +210,7 @@ async fn ambiguous_framing_is_refused() {
     )
     .await
     .unwrap();
-    let text = read_to_close(&mut s).await;
+    let text = common::read_to_close(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 400 "), "{text:?}");
     assert!(
         text.contains("Content-Length and Transfer-Encoding"),
@@ -242,7 +235,7 @@ async fn split_and_pipelined_heads_get_the_same_answers_as_whole_ones() {
     s.write_all(&conflict[..40]).await.unwrap();
     common::read_by_peer(&s).await;
     s.write_all(&conflict[40..]).await.unwrap();
-    let text = read_to_close(&mut s).await;
+    let text = common::read_to_close(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 400 "), "{text:?}");
     assert_eq!(hits(), 0);
 
@@ -251,7 +244,7 @@ async fn split_and_pipelined_heads_get_the_same_answers_as_whole_ones() {
     let mut batch = b"GET /first HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
     batch.extend_from_slice(conflict);
     s.write_all(&batch).await.unwrap();
-    let text = read_to_close(&mut s).await;
+    let text = common::read_to_close(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
     assert_eq!(text.matches("HTTP/1.1 400 ").count(), 1, "{text:?}");
     assert_eq!(hits(), 1);
@@ -261,7 +254,7 @@ async fn split_and_pipelined_heads_get_the_same_answers_as_whole_ones() {
     s.write_all(b"GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHo")
         .await
         .unwrap();
-    let text = read_to_close(&mut s).await;
+    let text = common::read_to_close(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
     assert_eq!(text.matches("HTTP/1.1 408 ").count(), 1, "{text:?}");
     assert_eq!(hits(), 2);

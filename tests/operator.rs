@@ -6,12 +6,11 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
 use common::{Backend, Http, Quayside, full};
 use http::{Request, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 fn json(s: &str) -> Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
@@ -262,12 +261,7 @@ async fn two_hosts() -> (Quayside, Backend, Backend) {
 async fn raw(q: &Quayside, head: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(q.proxy).await.unwrap();
     s.write_all(head.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
-        .await
-        .expect("answer timed out")
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
+    common::read_to_close(&mut s).await
 }
 
 #[tokio::test]

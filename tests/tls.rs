@@ -267,13 +267,6 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
             .await
             .unwrap()
     };
-    async fn until_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
-        let mut all = Vec::new();
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut all))
-            .await
-            .expect("the connection should close");
-        String::from_utf8_lossy(&all).into_owned()
-    }
     /// What the first read after a request brings (a whole small response, here).
     async fn first_read<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Vec<u8> {
         let mut buf = vec![0u8; 4096];
@@ -292,7 +285,7 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
     s.write_all(b"GET /slow HTTP/1.1\r\nHost: a.test\r\n")
         .await
         .unwrap();
-    let text = until_close(&mut s).await;
+    let text = common::read_to_close(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 408 "), "{text:?}");
 
     // Content-Length and chunked together, behind a pipelined request: 200, then 400, closed.
@@ -300,7 +293,7 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
     s.write_all(&[&b"GET /first HTTP/1.1\r\nHost: a.test\r\n\r\n"[..], both].concat())
         .await
         .unwrap();
-    let text = until_close(&mut s).await;
+    let text = common::read_to_close(&mut s).await;
     assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
     assert_eq!(text.matches("HTTP/1.1 400 ").count(), 1, "{text:?}");
     assert!(
@@ -313,7 +306,7 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
     s.write_all(b"POST /up HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    let text = until_close(&mut s).await;
+    let text = common::read_to_close(&mut s).await;
     assert_eq!(text.matches("HTTP/1.1 200 ").count(), 2, "{text:?}");
     assert_eq!(text.matches("tls-backend\n").count(), 2, "{text:?}");
 
@@ -328,7 +321,7 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
         s.write_all(upload).await.unwrap();
         assert!(first_read(&mut s).await.starts_with(b"HTTP/1.1 200 "));
         s.write_all(next).await.unwrap();
-        let text = until_close(&mut s).await;
+        let text = common::read_to_close(&mut s).await;
         assert!(text.starts_with(&format!("HTTP/1.1 {status} ")), "{text:?}");
     }
 
@@ -343,7 +336,7 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
         }
         bytes.extend_from_slice(both);
         s.write_all(&bytes).await.unwrap();
-        let text = until_close(&mut s).await;
+        let text = common::read_to_close(&mut s).await;
         assert!(text.starts_with("HTTP/1.1 200 "), "{text:?}");
         assert_eq!(
             text.matches("HTTP/1.1 200 ").count(),
@@ -370,7 +363,7 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
             s.flush().await.unwrap();
             common::read_by_peer(s.get_ref().0).await;
             s.write_all(&both[at..]).await.unwrap();
-            let text = until_close(&mut s).await;
+            let text = common::read_to_close(&mut s).await;
             let what = format!("pipelined {pipelined}, split at {at}: {text:?}");
             assert_eq!(
                 text.matches("HTTP/1.1 200 ").count(),
@@ -394,7 +387,7 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
     s.flush().await.unwrap();
     common::read_by_peer(s.get_ref().0).await;
     s.write_all(tail).await.unwrap();
-    let text = until_close(&mut s).await;
+    let text = common::read_to_close(&mut s).await;
     assert_eq!(text.matches("HTTP/1.1 200 ").count(), 0, "{text:?}");
     assert_eq!(text.matches("HTTP/1.1 400 ").count(), 1, "{text:?}");
 }

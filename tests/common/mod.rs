@@ -529,3 +529,14 @@ pub async fn read_by_peer(s: &tokio::net::TcpStream) {
     )
     .await;
 }
+
+/// Read until the peer closes the connection (a reset counts as closing); panics if it is
+/// still open after 5 s. Returns what came.
+pub async fn read_to_close<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut all = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+        .await
+        .expect("the connection should close");
+    String::from_utf8_lossy(&all).into_owned()
+}
