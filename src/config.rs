@@ -339,6 +339,7 @@ impl Config {
                     Some(n) => n,
                     None => d.max_connections,
                 },
+                observer: None,
             },
         })
     }

@@ -10,8 +10,10 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use super::fast::exchange::RawBody;
+use super::plan::{Front, Observe, Plan};
 use super::pool::Checkin;
 use crate::health::BackendStats;
+use crate::routing::Upstream;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -72,8 +74,21 @@ impl Drop for InFlight {
     }
 }
 
+/// A request's [`Record`](super::plan::Record), handed to the observer when its response body
+/// is done with.
+pub struct Pending {
+    pub observer: Arc<dyn Observe>,
+    pub plan: Plan,
+    pub upstream: Arc<Upstream>,
+    pub status: u16,
+}
+
 pub struct Tracked {
     inner: Upstreamed,
+    /// Boxed: only while an observer is installed.
+    pending: Option<Box<Pending>>,
+    /// Body bytes relayed so far.
+    sent: u64,
     _slot: InFlight,
     /// The request body's `Expect: 100-continue` gate, if the backend answered without asking
     /// for the body: abandoned once this response is done with.
@@ -91,9 +106,12 @@ impl Tracked {
         slot: InFlight,
         gate: Option<Arc<Gate>>,
         checkin: Option<Checkin>,
+        pending: Option<Box<Pending>>,
     ) -> Self {
         Tracked {
             inner,
+            pending,
+            sent: 0,
             _slot: slot,
             _gate: gate.map(GateGuard),
             checkin,
@@ -108,6 +126,12 @@ impl Drop for Tracked {
             && (self.ended || self.inner.is_end_stream())
         {
             c.complete();
+        }
+        if let Some(p) = self.pending.take() {
+            let record = p
+                .plan
+                .record(Front::Hyper, p.status, Some(&p.upstream), self.sent);
+            p.observer.request(&record);
         }
     }
 }
@@ -169,8 +193,12 @@ impl Body for Tracked {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.ended = true;
+        match &polled {
+            Poll::Ready(None) => self.ended = true,
+            Poll::Ready(Some(Ok(frame))) => {
+                self.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            _ => {}
         }
         polled
     }

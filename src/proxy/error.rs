@@ -79,7 +79,7 @@ impl ProxyError {
     }
 
     /// The short text body of the error's response.
-    fn body(&self) -> String {
+    pub fn body(&self) -> String {
         let status = self.status();
         format!(
             "{} {}: {}\n",

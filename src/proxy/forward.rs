@@ -16,15 +16,14 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::body::{Capped, Gate, InFlight, Tracked, Upstreamed};
+use super::body::{Capped, Gate, InFlight, Pending, Tracked, Upstreamed};
 use super::fast::exchange;
+use super::plan::{self, Front, Observe, Plan, Record};
 use super::pool::{self, Checkin, ConnectError, Lost, WorkerPool};
 use super::retry::RetryBudget;
 use super::{ProxyConfig, ProxyError, headers};
-use crate::balance::hash::hash_bytes;
-use crate::health::now_ms;
 use crate::routing::Shared;
-use crate::routing::{HashKey, ServiceRoute, Upstream};
+use crate::routing::Upstream;
 
 pub type Body = Either<Tracked, Full<Bytes>>;
 
@@ -65,6 +64,8 @@ pub struct Forwarder {
     pub(super) max_body: u64,
     /// Worker threads of all the proxy's listeners: how many pools a backend may need.
     workers: usize,
+    /// Where each request's record goes.
+    pub(super) observer: Option<Arc<dyn Observe>>,
 }
 
 impl Forwarder {
@@ -78,6 +79,7 @@ impl Forwarder {
             response_header_timeout: config.response_header_timeout,
             budget: RetryBudget::default(),
             max_body: config.max_body_size.unwrap_or(u64::MAX),
+            observer: config.observer.clone(),
         }
     }
 
@@ -109,51 +111,19 @@ impl Forwarder {
     pub async fn handle(&self, req: Request<Incoming>, client: &Client) -> Response<Body> {
         match self.forward(req, client).await {
             Ok(resp) => resp,
-            Err(e) => {
+            Err((e, plan)) => {
                 log_failure(&e);
+                self.observe(|| plan::refused(Front::Hyper, &e, plan.as_ref()));
                 e.into_response().map(Either::Right)
             }
         }
     }
 
-    /// Count a failed attempt against its backend's passive health (and say so when that
-    /// ejects it).
-    pub(super) fn note_failure(&self, err: &ProxyError, upstream: &Upstream) {
-        if err.is_backend_failure() && upstream.stats.on_failure(now_ms()) {
-            let p = upstream.stats.passive();
-            tracing::warn!(
-                backend = %upstream.no,
-                error = %err,
-                cooldown_ms = p.ejected_until.saturating_sub(now_ms()),
-                "backend keeps failing; ejected from rotation for a cooldown, then tried again"
-            );
-        }
-    }
-
-    /// The backend to send a request to after `err`, if that is safe and allowed: the request
-    /// can be sent again (`replayable`), the backend never saw it (or the method is
-    /// idempotent and the connection failed), attempts and the retry budget are left.
-    pub(super) fn retry_on(
-        &self,
-        err: &ProxyError,
-        service: &ServiceRoute,
-        key: u64,
-        tried: &[Arc<Upstream>],
-        replayable: bool,
-        idempotent: bool,
-    ) -> Option<Arc<Upstream>> {
-        let retryable = err.never_reached_backend()
-            || (idempotent && matches!(err, ProxyError::Upstream { .. }));
-        if !(replayable && retryable && tried.len() < MAX_ATTEMPTS) {
-            return None;
-        }
-        let next = service.pick_other(key, tried)?;
-        if self.budget.withdraw() {
-            tracing::debug!(error = %err, retry_on = %next.no, "retrying on another backend");
-            Some(next.clone())
-        } else {
-            tracing::debug!(error = %err, "retry budget spent; not retrying");
-            None
+    /// Hand a request's record to the observer, if one is installed.
+    #[inline]
+    pub(super) fn observe<'a>(&self, record: impl FnOnce() -> Record<'a>) {
+        if let Some(o) = &self.observer {
+            o.request(&record());
         }
     }
 
@@ -161,7 +131,7 @@ impl Forwarder {
         &self,
         mut req: Request<Incoming>,
         client: &Client,
-    ) -> Result<Response<Body>, ProxyError> {
+    ) -> Result<Response<Body>, (ProxyError, Option<Plan>)> {
         // `Connection: upgrade` + `Upgrade: X` (WebSocket and any other protocol): forward the
         // handshake, and on 101 join the two upgraded connections.
         let upgrade = headers::upgrade_protocol(req.headers())
@@ -172,36 +142,23 @@ impl Forwarder {
         // absolute-form target or HTTP/2's `:authority` (otherwise the client would put the
         // backend's address there).
         headers::settle_host(parts.version, &parts.uri, &mut parts.headers)
-            .map_err(|e| ProxyError::BadRequest(e.as_str()))?;
-        let (service, first, key) = {
+            .map_err(|e| (ProxyError::BadRequest(e.as_str()), None))?;
+        let (mut plan, first) = {
             let table = self.shared.table.load();
             let host = parts
                 .headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .map_or("", headers::host_only);
-            let service = table.route(host, parts.uri.path());
-            let key = service
-                .hash_key
-                .as_ref()
-                .map_or(0, |k| hash_of(k, &parts.headers, client.ip));
-            let sticky = service
-                .sticky_cookie
-                .as_deref()
-                .and_then(|c| headers::cookie(&parts.headers, c))
-                .and_then(|no| service.by_no(no));
-            let Some(first) = sticky.or_else(|| service.pick(key)) else {
-                return Err(ProxyError::unavailable(service));
-            };
-            (service.clone(), first.clone(), key)
+                .unwrap_or("");
+            Plan::new(&table, host, parts.uri.path(), &parts.headers, client.ip)
         };
-
-        let pq = upstream_path(&parts.uri, service.strip_prefix.as_deref())?;
-        let sticky_had = service
-            .sticky_cookie
-            .as_deref()
-            .and_then(|c| headers::cookie(&parts.headers, c))
-            .map(str::to_owned);
+        let Some(first) = first else {
+            return Err((plan.unavailable(), Some(plan)));
+        };
+        let pq = match upstream_path(&plan, &parts.uri) {
+            Ok(pq) => pq,
+            Err(e) => return Err((e, Some(plan))),
+        };
         // gRPC needs `TE: trailers` end to end; it is the one TE value HTTP/2 allows.
         let te_trailers = parts
             .headers
@@ -222,15 +179,14 @@ impl Forwarder {
         headers::set_forwarded(&mut parts.headers, &client.ip_header, &client.proto);
         // A request without a body can be sent again elsewhere if the first backend never saw
         // it (or, for idempotent methods, dropped the connection before answering).
-        let replay =
-            (body.is_end_stream() && service.backends.len() > 1).then(|| parts.headers.clone());
+        let replay = (body.is_end_stream() && plan.service.backends.len() > 1)
+            .then(|| parts.headers.clone());
         // Too large by its declared length: refuse before any backend sees it.
         if let Some(len) = body.size_hint().exact()
             && len > self.max_body
         {
-            return Err(ProxyError::TooLarge {
-                limit: self.max_body,
-            });
+            let limit = self.max_body;
+            return Err((ProxyError::TooLarge { limit }, Some(plan)));
         }
         let mut capped = Capped::new(body, self.max_body);
         // `Expect: 100-continue` to an HTTP/1.1 backend: forwarded, and the body held back
@@ -257,16 +213,19 @@ impl Forwarder {
             && !te_trailers
             && expect.is_none()
             && parts.method != Method::CONNECT;
+        let idempotent = plan::is_idempotent(parts.method.as_str());
         let tripped = capped.tripped.clone();
         let mut body = Some(Either::Left(capped));
-        let mut tried: Vec<Arc<Upstream>> = Vec::new();
         let mut upstream = first;
         self.budget.deposit();
         loop {
             let mut req = Request::new(body.take().unwrap_or(Either::Right(Empty::new())));
             *req.method_mut() = parts.method.clone();
             if upstream.h2c {
-                *req.uri_mut() = upstream_uri(&pq, &upstream)?;
+                *req.uri_mut() = match upstream_uri(&pq, &upstream) {
+                    Ok(uri) => uri,
+                    Err(e) => return Err((e, Some(plan))),
+                };
                 *req.version_mut() = Version::HTTP_2;
             } else {
                 // Origin form on a connection of our own.
@@ -274,10 +233,10 @@ impl Forwarder {
                 *req.version_mut() = Version::HTTP_11;
             }
             *req.headers_mut() = match &replay {
-                Some(h) if !tried.is_empty() => h.clone(),
+                Some(h) if !plan.first_attempt() => h.clone(),
                 _ => std::mem::take(&mut parts.headers),
             };
-            if tried.is_empty()
+            if plan.first_attempt()
                 && let Some(g) = &expect
             {
                 let g = g.clone();
@@ -291,19 +250,17 @@ impl Forwarder {
             let started = Instant::now();
             let err = match self.send(req, &upstream, direct).await {
                 Ok((resp, checkin)) => {
-                    upstream
-                        .stats
-                        .on_success(started.elapsed().as_secs_f64() * 1000.0, now_ms());
+                    plan.answered(&upstream, started.elapsed());
                     let (mut head, incoming) = resp.into_parts();
                     if head.status == http::StatusCode::SWITCHING_PROTOCOLS
                         && let Some((_, client_side)) = upgrade
                     {
                         // (An upgrade always goes through hyper's client, which a 101 needs.)
                         let Upstreamed::Hyper(incoming) = incoming else {
-                            return Err(ProxyError::Upstream {
-                                no: upstream.no.clone(),
-                            });
+                            let no = upstream.no.clone();
+                            return Err((ProxyError::Upstream { no }, Some(plan)));
                         };
+                        self.observe(|| plan.record(Front::Hyper, 101, Some(&upstream), 0));
                         return Ok(tunnel(
                             Response::from_parts(head, incoming),
                             client_side,
@@ -313,14 +270,10 @@ impl Forwarder {
                         ));
                     }
                     headers::strip_hop_by_hop(&mut head.headers);
-                    if let Some(v) = headers::sticky_cookie(
-                        service.sticky_cookie.as_deref(),
-                        sticky_had.as_deref(),
-                        &upstream.no,
-                    ) {
+                    if let Some(v) = plan.set_cookie(&upstream) {
                         head.headers.append(header::SET_COOKIE, v);
                     }
-                    let gate = if tried.is_empty() {
+                    let gate = if plan.first_attempt() {
                         expect.clone()
                     } else {
                         None
@@ -328,7 +281,15 @@ impl Forwarder {
                     // The connection goes back to the pool when the body has been read, unless a
                     // held-back request body may still be on its way.
                     let checkin = checkin.filter(|_| gate.is_none());
-                    let body = Either::Left(Tracked::new(incoming, slot, gate, checkin));
+                    let pending = self.observer.as_ref().map(|o| {
+                        Box::new(Pending {
+                            observer: o.clone(),
+                            plan,
+                            upstream,
+                            status: head.status.as_u16(),
+                        })
+                    });
+                    let body = Either::Left(Tracked::new(incoming, slot, gate, checkin, pending));
                     return Ok(Response::from_parts(head, body));
                 }
                 Err(e) => e,
@@ -338,23 +299,13 @@ impl Forwarder {
                 .as_ref()
                 .is_some_and(|t| t.load(std::sync::atomic::Ordering::Relaxed))
             {
-                return Err(ProxyError::TooLarge {
-                    limit: self.max_body,
-                });
+                let limit = self.max_body;
+                return Err((ProxyError::TooLarge { limit }, Some(plan)));
             }
-            self.note_failure(&err, &upstream);
-            tried.push(upstream);
             let replayable = replay.is_some();
-            match self.retry_on(
-                &err,
-                &service,
-                key,
-                &tried,
-                replayable,
-                is_idempotent(&parts.method),
-            ) {
+            match plan.failed(&err, upstream, &self.budget, replayable, idempotent) {
                 Some(n) => upstream = n,
-                None => return Err(err),
+                None => return Err((err, Some(plan))),
             }
         }
     }
@@ -372,7 +323,8 @@ impl Forwarder {
         if direct && !upstream.h2c {
             let head = exchange::encode_head(&req, upstream);
             let method = req.method();
-            let (is_head, idempotent) = (method == Method::HEAD, is_idempotent(method));
+            let (is_head, idempotent) =
+                (method == Method::HEAD, plan::is_idempotent(method.as_str()));
             drop(req);
             let resp = exchange::send(self, &head, is_head, idempotent, upstream, pool).await?;
             return Ok((resp.map(Upstreamed::Raw), None));
@@ -421,8 +373,10 @@ impl Forwarder {
                 )
                 .await
                 .map_err(|e| connect_error(e, upstream))?;
-            let copy = (pooled && req.body().is_end_stream() && is_idempotent(req.method()))
-                .then(|| copy_request(&req));
+            let copy = (pooled
+                && req.body().is_end_stream()
+                && plan::is_idempotent(req.method().as_str()))
+            .then(|| copy_request(&req));
             match tx.try_send_request(req).await {
                 Ok(resp) => {
                     return Ok((
@@ -524,62 +478,17 @@ pub(super) fn log_failure(e: &ProxyError) {
     }
 }
 
-/// The client IP's hash for the `hash` strategy.
-pub(super) fn hash_of_ip(ip: IpAddr) -> u64 {
-    match ip {
-        IpAddr::V4(v4) => hash_bytes(2, &v4.octets()),
-        IpAddr::V6(v6) => hash_bytes(2, &v6.octets()),
-    }
-}
-
-/// The request's hash for the `hash` strategy.
-fn hash_of(key: &HashKey, headers: &http::HeaderMap, ip: IpAddr) -> u64 {
-    let bytes: Option<&[u8]> = match key {
-        HashKey::ClientIp => None,
-        HashKey::Header(h) => headers.get(h).map(|v| v.as_bytes()),
-        HashKey::Cookie(c) => headers::cookie(headers, c).map(str::as_bytes),
+/// The path and query to send upstream, as the plan rewrites it.
+fn upstream_path(plan: &Plan, original: &Uri) -> Result<PathAndQuery, ProxyError> {
+    let Some(pq) = original.path_and_query() else {
+        return Ok(PathAndQuery::from_static("/"));
     };
-    hash_of_value(bytes, ip)
-}
-
-/// The hash of the value a service's hash key names, or of the client's IP if the request has
-/// none (both paths hash the same way, so a client keeps its backend whichever serves it).
-pub(super) fn hash_of_value(value: Option<&[u8]>, ip: IpAddr) -> u64 {
-    match value {
-        Some(b) => hash_bytes(1, b),
-        None => hash_of_ip(ip),
-    }
-}
-
-/// Attempts per request, the first included.
-const MAX_ATTEMPTS: usize = 3;
-
-fn is_idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
-    )
-}
-
-/// The path and query to send upstream, with the service's prefix stripped if it says so.
-fn upstream_path(original: &Uri, strip: Option<&str>) -> Result<PathAndQuery, ProxyError> {
-    Ok(match (original.path_and_query(), strip) {
-        (Some(pq), Some(prefix)) => {
-            let rest = pq.path().strip_prefix(prefix).unwrap_or(pq.path());
-            let path = if rest.starts_with('/') {
-                rest.to_owned()
-            } else {
-                format!("/{rest}")
-            };
-            let s = match pq.query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path,
-            };
-            PathAndQuery::try_from(s).map_err(|_| ProxyError::BadRequest("invalid path"))?
+    match plan.target(pq.as_str()) {
+        std::borrow::Cow::Borrowed(_) => Ok(pq.clone()),
+        std::borrow::Cow::Owned(s) => {
+            PathAndQuery::try_from(s).map_err(|_| ProxyError::BadRequest("invalid path"))
         }
-        (Some(pq), None) => pq.clone(),
-        (None, _) => PathAndQuery::from_static("/"),
-    })
+    }
 }
 
 fn upstream_uri(pq: &PathAndQuery, upstream: &Upstream) -> Result<Uri, ProxyError> {

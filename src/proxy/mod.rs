@@ -11,6 +11,7 @@ mod fast;
 mod forward;
 mod framing;
 pub mod headers;
+pub mod plan;
 mod pool;
 mod retry;
 pub mod tls;
@@ -34,7 +35,7 @@ use tokio::sync::watch;
 use crate::routing::Shared;
 
 /// Timeouts and pool settings of the data plane.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ProxyConfig {
     /// TCP connect to a backend.
     pub connect_timeout: Duration,
@@ -55,6 +56,24 @@ pub struct ProxyConfig {
     pub max_body_size: Option<u64>,
     /// Client connections open at once, over all workers; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Gets one [`plan::Record`] per request, from both fronts (none: nothing is recorded).
+    pub observer: Option<Arc<dyn plan::Observe>>,
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_header_timeout", &self.response_header_timeout)
+            .field("client_header_timeout", &self.client_header_timeout)
+            .field("pool_idle_timeout", &self.pool_idle_timeout)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("workers", &self.workers)
+            .field("max_body_size", &self.max_body_size)
+            .field("max_connections", &self.max_connections)
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
 }
 
 impl Default for ProxyConfig {
@@ -68,6 +87,7 @@ impl Default for ProxyConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_body_size: None,
             max_connections: 50_000,
+            observer: None,
         }
     }
 }

@@ -27,12 +27,12 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::ProxyError;
 use super::body::InFlight;
 use super::forward::{Client, Forwarder};
+use super::plan::{self, Front, Plan};
 use super::pool::{self, Lost};
-use super::{ProxyError, headers};
-use crate::health::now_ms;
-use crate::routing::{HashKey, ServiceRoute, Upstream};
+use crate::routing::Upstream;
 use parse::{Framing, ResponseVerdict, Verdict};
 
 /// The most one read takes in.
@@ -277,17 +277,16 @@ struct Prepared {
     /// Head and body, as the backend gets them.
     out: Vec<u8>,
     info: Info,
-    service: Arc<ServiceRoute>,
+    plan: Plan,
     first: Arc<Upstream>,
-    key: u64,
-    /// The backend the client's sticky-session cookie named.
-    had: Option<Box<str>>,
 }
 
+/// Why [`prepare`] has nothing to send: the error, and the plan if the request was routed.
+type Refused = (ProxyError, Info, Option<Plan>);
+
 /// Parse, route and rewrite the request at the start of `inb` (no I/O, and nothing of the
-/// parse kept: the header slots never live across an await). `Err`: no backend to send it
-/// to.
-fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, (ProxyError, Info)> {
+/// parse kept: the header slots never live across an await).
+fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Refused>> {
     let mut slots = parse::header_slots();
     let req = match parse::request(inb, &mut slots, fwd.max_body) {
         Verdict::Fast(r) => r,
@@ -301,31 +300,24 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, (ProxyE
                 idempotent: false,
                 close: true,
             };
-            return Err((refuse, info));
+            return Err(Box::new((refuse, info, None)));
         }
     };
     let info = Info {
         len: req.len(),
         head: req.method == "HEAD",
-        idempotent: req.is_idempotent(),
+        idempotent: plan::is_idempotent(req.method),
         close: req.close,
     };
     let table = fwd.shared.table.load();
-    let service = table.route(headers::host_only(req.host), req.path);
-    let (key, had) = if service.hash_key.is_none() && service.sticky_cookie.is_none() {
-        (0, None)
-    } else {
-        pinned(service, &req, client)
-    };
-    let first = match had
-        .and_then(|no| service.by_no(no))
-        .or_else(|| service.pick(key))
-    {
+    let fields = parse::Fields(req.headers);
+    let (plan, first) = Plan::new(&table, req.host, req.path, &fields, client.ip);
+    let first = match first {
         Some(u) if u.h2c => return Ok(Prep::Slow),
-        Some(u) => u.clone(),
-        None => return Err((ProxyError::unavailable(service), info)),
+        Some(u) => u,
+        None => return Err(Box::new((plan.unavailable(), info, Some(plan)))),
     };
-    let target = parse::upstream_target(req.target, service.strip_prefix.as_deref());
+    let target = plan.target(req.target);
     let mut out = Vec::with_capacity(req.head_len + 160 + req.body_len);
     parse::write_upstream_head(
         &mut out,
@@ -338,37 +330,9 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, (ProxyE
     Ok(Prep::Ready(Prepared {
         out,
         info,
-        service: service.clone(),
+        plan,
         first,
-        key,
-        had: had.map(Box::from),
     }))
-}
-
-/// What pins a request to a backend, if its service says: the hash of its key for the `hash`
-/// strategy, and the backend its sticky-session cookie names.
-fn pinned<'b>(
-    service: &ServiceRoute,
-    req: &parse::Request<'_, 'b>,
-    client: &Client,
-) -> (u64, Option<&'b str>) {
-    let key = match &service.hash_key {
-        None => 0,
-        Some(HashKey::ClientIp) => super::forward::hash_of_ip(client.ip),
-        Some(HashKey::Header(h)) => {
-            super::forward::hash_of_value(parse::header(req.headers, h.as_str()), client.ip)
-        }
-        Some(HashKey::Cookie(c)) => super::forward::hash_of_value(
-            parse::cookie(req.headers, c).map(str::as_bytes),
-            client.ip,
-        ),
-    };
-    // A sticky session's cookie names the backend, if it is still routed.
-    let had = service
-        .sticky_cookie
-        .as_deref()
-        .and_then(|c| parse::cookie(req.headers, c));
-    (key, had)
 }
 
 /// Serve the request at the start of `inb`, if the fast path takes it.
@@ -379,34 +343,36 @@ async fn one<S: ClientIo>(
     inb: &[u8],
     stop: &watch::Receiver<bool>,
 ) -> Step {
-    let p = match prepare(fwd, client, inb) {
+    let Prepared {
+        out,
+        info,
+        mut plan,
+        first,
+    } = match prepare(fwd, client, inb) {
         Ok(Prep::Ready(p)) => p,
         Ok(Prep::Slow) => return Step::Slow,
         Ok(Prep::Partial) => return Step::Partial,
-        Err((e, info)) => return respond_error(stream, e, &info).await,
+        Err(refused) => {
+            let (e, info, plan) = *refused;
+            return respond_error(stream, fwd, e, &info, plan.as_ref()).await;
+        }
     };
     fwd.budget.deposit();
-    let mut tried: Vec<Arc<Upstream>> = Vec::new();
-    let mut upstream = p.first;
+    let mut upstream = first;
     loop {
         // A sticky service tells the client which backend answered, unless it knew.
-        let set_cookie = headers::sticky_cookie(
-            p.service.sticky_cookie.as_deref(),
-            p.had.as_deref(),
-            &upstream.no,
-        )
-        .map(|v| [b"set-cookie: ", v.as_bytes(), b"\r\n"].concat());
+        let set_cookie = plan
+            .set_cookie(&upstream)
+            .map(|v| [b"set-cookie: ", v.as_bytes(), b"\r\n"].concat());
         let extra = set_cookie.as_deref().unwrap_or_default();
-        let err = match attempt(stream, fwd, &upstream, &p.out, &p.info, stop, extra).await {
+        let err = match attempt(stream, fwd, &mut plan, &upstream, &out, &info, stop, extra).await {
             Ok(step) => return step,
             Err(e) => e,
         };
-        fwd.note_failure(&err, &upstream);
         // The whole request is in `out`: it can always be sent again where that is safe.
-        tried.push(upstream);
-        match fwd.retry_on(&err, &p.service, p.key, &tried, true, p.info.idempotent) {
+        match plan.failed(&err, upstream, &fwd.budget, true, info.idempotent) {
             Some(n) if !n.h2c => upstream = n,
-            _ => return respond_error(stream, err, &p.info).await,
+            _ => return respond_error(stream, fwd, err, &info, Some(&plan)).await,
         }
     }
 }
@@ -445,6 +411,7 @@ enum Head {
     Final {
         bytes: Vec<u8>,
         len: usize,
+        status: u16,
         framing: Framing,
         reusable: bool,
         close: bool,
@@ -475,6 +442,7 @@ fn client_head(up: &[u8], info: &Info, close: bool, extra: &[u8]) -> Head {
             Head::Final {
                 bytes,
                 len: r.head_len,
+                status: r.status,
                 framing: r.framing,
                 reusable: r.reusable,
                 close,
@@ -534,9 +502,11 @@ async fn first_answer(
 
 /// Send the request to one backend and relay its response. `Err` only while nothing has been
 /// written to the client (so it can still get a 5xx, or the request go elsewhere).
+#[allow(clippy::too_many_arguments)]
 async fn attempt<S: ClientIo>(
     stream: &mut S,
     fwd: &Forwarder,
+    plan: &mut Plan,
     upstream: &Upstream,
     out: &[u8],
     info: &Info,
@@ -576,13 +546,12 @@ async fn attempt<S: ClientIo>(
             Head::Final {
                 mut bytes,
                 len,
+                status,
                 framing,
                 reusable,
                 close,
             } => {
-                upstream
-                    .stats
-                    .on_success(started.elapsed().as_secs_f64() * 1000.0, now_ms());
+                plan.answered(upstream, started.elapsed());
                 // The head goes out with what of the body came with it.
                 let (relay, mut left) = first_part(&up[len..], framing);
                 let relay = match relay {
@@ -591,19 +560,21 @@ async fn attempt<S: ClientIo>(
                     Err(()) => return Err(failed()),
                 };
                 bytes.extend_from_slice(&up[len..len + relay.len]);
-                if stream.write_all(&bytes).await.is_err() {
-                    return Ok(Step::Close);
-                }
-                let ok = if relay.done {
+                let mut sent = relay.len as u64;
+                let ok = if stream.write_all(&bytes).await.is_err() {
+                    sent = 0;
+                    None
+                } else if relay.done {
                     Some(relay.len == up.len() - len)
                 } else {
                     // The rest of the body, as it arrives.
-                    relay_rest(stream, &mut conn, &mut up, framing, &mut left).await
+                    relay_rest(stream, &mut conn, &mut up, framing, &mut left, &mut sent).await
                 };
                 if ok == Some(true) && reusable {
                     pool.put_raw(conn);
                 }
                 drop(slot);
+                fwd.observe(|| plan.record(Front::Fast, status, Some(upstream), sent));
                 return Ok(match ok {
                     Some(_) if !close => Step::Next(info.len),
                     _ => Step::Close,
@@ -684,6 +655,7 @@ async fn relay_rest<S: ClientIo>(
     up: &mut Vec<u8>,
     framing: Framing,
     left: &mut Left,
+    sent: &mut u64,
 ) -> Option<bool> {
     debug_assert!(framing != Framing::Empty);
     loop {
@@ -707,6 +679,7 @@ async fn relay_rest<S: ClientIo>(
             Left::UntilClose => (n, false),
         };
         stream.write_all(&up[..take]).await.ok()?;
+        *sent += take as u64;
         if done {
             return Some(take == n);
         }
@@ -715,9 +688,17 @@ async fn relay_rest<S: ClientIo>(
 
 /// Answer with the error's status (the connection stays open unless the client asked to
 /// close).
-async fn respond_error<S: ClientIo>(stream: &mut S, e: ProxyError, info: &Info) -> Step {
+async fn respond_error<S: ClientIo>(
+    stream: &mut S,
+    fwd: &Forwarder,
+    e: ProxyError,
+    info: &Info,
+    plan: Option<&Plan>,
+) -> Step {
     super::forward::log_failure(&e);
-    if stream.write_all(&e.to_http1(info.close)).await.is_err() || info.close {
+    let written = stream.write_all(&e.to_http1(info.close)).await.is_ok();
+    fwd.observe(|| plan::refused(Front::Fast, &e, plan));
+    if !written || info.close {
         return Step::Close;
     }
     Step::Next(info.len)

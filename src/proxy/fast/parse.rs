@@ -9,7 +9,6 @@
 //! [`MAX_HEADERS`] headers, or any head that does not parse (hyper then answers 400/431/408
 //! as it always did).
 
-use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use httparse::Header;
@@ -62,13 +61,6 @@ impl Request<'_, '_> {
     /// Head and body: where the next request starts.
     pub fn len(&self) -> usize {
         self.head_len + self.body_len
-    }
-
-    pub fn is_idempotent(&self) -> bool {
-        matches!(
-            self.method,
-            "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
-        )
     }
 }
 
@@ -177,6 +169,19 @@ fn visible(v: &[u8]) -> bool {
     v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
 }
 
+/// A request's parsed headers, as the request plan reads them.
+pub struct Fields<'h, 'b>(pub &'h [Header<'b>]);
+
+impl crate::proxy::plan::RequestHead for Fields<'_, '_> {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        header(self.0, name)
+    }
+
+    fn cookie(&self, name: &str) -> Option<&str> {
+        cookie(self.0, name)
+    }
+}
+
 /// The value of the first header called `name` (lower case), as `HeaderMap::get` gives it.
 pub fn header<'b>(headers: &[Header<'b>], name: &str) -> Option<&'b [u8]> {
     headers
@@ -271,29 +276,6 @@ pub fn request<'h, 'b>(
         close,
         headers,
     })
-}
-
-/// The target to send upstream: with the service's prefix stripped if it says so (the rest
-/// always starts with `/`).
-pub fn upstream_target<'b>(target: &'b str, strip: Option<&str>) -> Cow<'b, str> {
-    let Some(prefix) = strip else {
-        return Cow::Borrowed(target);
-    };
-    let (path, query) = match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
-    };
-    let rest = path.strip_prefix(prefix).unwrap_or(path);
-    let mut s = String::with_capacity(target.len() + 1);
-    if !rest.starts_with('/') {
-        s.push('/');
-    }
-    s.push_str(rest);
-    if let Some(q) = query {
-        s.push('?');
-        s.push_str(q);
-    }
-    Cow::Owned(s)
 }
 
 /// Write the request head for the backend into `out`: the client's headers without the
@@ -758,15 +740,6 @@ mod tests {
              x-forwarded-for: 1.1.1.1, 10.0.0.1\r\nx-forwarded-proto: http\r\n\
              x-forwarded-host: app.test:8080\r\n\r\n"
         );
-    }
-
-    #[test]
-    fn a_prefix_is_stripped_as_the_hyper_path_strips_it() {
-        assert_eq!(upstream_target("/api/v1?q=1", Some("/api")), "/v1?q=1");
-        assert_eq!(upstream_target("/api", Some("/api")), "/");
-        assert_eq!(upstream_target("/apix", Some("/api")), "/x");
-        assert_eq!(upstream_target("/other", Some("/api")), "/other");
-        assert_eq!(upstream_target("/a?b", None), "/a?b");
     }
 
     fn resp(bytes: &[u8], head: bool) -> Option<(u16, Framing, bool, String)> {

@@ -1,0 +1,320 @@
+//! The one request plan both fronts follow: route → hash key and sticky cookie → pick → target
+//! rewrite → attempts under the retry rule → one [`Record`] per request, handed to the
+//! [`Observe`] hook. The fast path and hyper's side differ only in how they read a request
+//! head and move bytes; what a request means for routing is decided here, once.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+
+use super::ProxyError;
+use super::headers;
+use super::retry::RetryBudget;
+use crate::balance::hash::hash_bytes;
+use crate::health::now_ms;
+use crate::routing::{HashKey, RoutingTable, ServiceRoute, Upstream};
+
+/// Attempts per request, the first included.
+pub const MAX_ATTEMPTS: usize = 3;
+
+/// How a front reads a request head's headers (each front keeps its own parsed form).
+pub trait RequestHead {
+    /// The first value of header `name`.
+    fn header(&self, name: &str) -> Option<&[u8]>;
+    /// The value of cookie `name`.
+    fn cookie(&self, name: &str) -> Option<&str>;
+}
+
+impl RequestHead for http::HeaderMap {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.get(name).map(|v| v.as_bytes())
+    }
+
+    fn cookie(&self, name: &str) -> Option<&str> {
+        headers::cookie(self, name)
+    }
+}
+
+/// Which front served a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Front {
+    /// The byte-level HTTP/1.1 path.
+    Fast,
+    /// hyper's side (TLS with HTTP/2, h2c, upgrades, and what the fast path leaves it).
+    Hyper,
+}
+
+/// What became of one request, handed to the [`Observe`] hook when it is over.
+#[derive(Debug)]
+pub struct Record<'a> {
+    pub front: Front,
+    /// The service it was routed to (`None`: refused before routing).
+    pub service: Option<&'a ServiceRoute>,
+    /// The backend that answered, or whose failure was the answer (`None`: quayside answered
+    /// itself, with no backend to send to).
+    pub backend: Option<&'a Upstream>,
+    /// The status the client got.
+    pub status: u16,
+    /// Backends tried, the first included (0: none).
+    pub attempts: u32,
+    /// From routing to the last byte handed to the client.
+    pub duration: Duration,
+    /// From sending to the answering backend until its response head (`None`: no backend
+    /// answered).
+    pub upstream: Option<Duration>,
+    /// Response body bytes relayed to the client.
+    pub body_bytes: u64,
+}
+
+/// Where per-request records go: the next issue's metrics and access log plug in here, once,
+/// for both fronts. Called on the worker thread that served the request; it must not block.
+pub trait Observe: Send + Sync + 'static {
+    fn request(&self, record: &Record<'_>);
+}
+
+/// One request's way through the plan.
+pub struct Plan {
+    pub service: Arc<ServiceRoute>,
+    /// The hash of its key, for the `hash` strategy (0 otherwise).
+    key: u64,
+    /// The backend the client's sticky-session cookie named.
+    had: Option<Box<str>>,
+    /// Backends tried and failed, in order.
+    tried: Vec<Arc<Upstream>>,
+    pub started: Instant,
+    /// From sending to the answering backend until its response head.
+    pub upstream: Option<Duration>,
+}
+
+impl Plan {
+    /// Route a request and pick its first backend (`None`: nothing to pick; see
+    /// [`Plan::unavailable`]). A sticky session's backend wins while it is routed.
+    #[inline]
+    pub fn new(
+        table: &RoutingTable,
+        host: &str,
+        path: &str,
+        head: &impl RequestHead,
+        ip: IpAddr,
+    ) -> (Plan, Option<Arc<Upstream>>) {
+        let service = table.route(headers::host_only(host), path);
+        let (key, had) = if service.hash_key.is_none() && service.sticky_cookie.is_none() {
+            (0, None)
+        } else {
+            let had = service
+                .sticky_cookie
+                .as_deref()
+                .and_then(|c| head.cookie(c));
+            (hash_key(service.hash_key.as_ref(), head, ip), had)
+        };
+        let first = had
+            .and_then(|no| service.by_no(no))
+            .or_else(|| service.pick(key))
+            .cloned();
+        let plan = Plan {
+            service: service.clone(),
+            key,
+            had: had.map(Box::from),
+            tried: Vec::new(),
+            started: Instant::now(),
+            upstream: None,
+        };
+        (plan, first)
+    }
+
+    /// 503 for a service with nothing to pick.
+    pub fn unavailable(&self) -> ProxyError {
+        ProxyError::unavailable(&self.service)
+    }
+
+    /// The request target to send upstream: with the service's prefix stripped if it says so
+    /// (the rest always starts with `/`).
+    pub fn target<'t>(&self, target: &'t str) -> Cow<'t, str> {
+        strip_prefix(target, self.service.strip_prefix.as_deref())
+    }
+
+    /// The `Set-Cookie` value telling a sticky service's client which backend answered,
+    /// unless its cookie already said so.
+    pub fn set_cookie(&self, upstream: &Upstream) -> Option<HeaderValue> {
+        headers::sticky_cookie(
+            self.service.sticky_cookie.as_deref(),
+            self.had.as_deref(),
+            &upstream.no,
+        )
+    }
+
+    /// The first attempt (no retry yet).
+    pub fn first_attempt(&self) -> bool {
+        self.tried.is_empty()
+    }
+
+    /// The backend that failed last.
+    pub fn last_tried(&self) -> Option<&Upstream> {
+        self.tried.last().map(|u| &**u)
+    }
+
+    /// `upstream` answered `elapsed` after the request went to it.
+    pub fn answered(&mut self, upstream: &Upstream, elapsed: Duration) {
+        upstream
+            .stats
+            .on_success(elapsed.as_secs_f64() * 1000.0, now_ms());
+        self.upstream = Some(elapsed);
+    }
+
+    /// `upstream` failed with `err`: count it against the backend's passive health, and say
+    /// where the request goes next, if that is safe and allowed: the request can be sent again
+    /// (`replayable`), the backend never saw it (or the method is idempotent and the
+    /// connection failed), attempts and the retry budget are left.
+    pub fn failed(
+        &mut self,
+        err: &ProxyError,
+        upstream: Arc<Upstream>,
+        budget: &RetryBudget,
+        replayable: bool,
+        idempotent: bool,
+    ) -> Option<Arc<Upstream>> {
+        note_failure(err, &upstream);
+        self.tried.push(upstream);
+        let retryable = err.never_reached_backend()
+            || (idempotent && matches!(err, ProxyError::Upstream { .. }));
+        if !(replayable && retryable && self.tried.len() < MAX_ATTEMPTS) {
+            return None;
+        }
+        let next = self.service.pick_other(self.key, &self.tried)?;
+        if budget.withdraw() {
+            tracing::debug!(error = %err, retry_on = %next.no, "retrying on another backend");
+            Some(next.clone())
+        } else {
+            tracing::debug!(error = %err, "retry budget spent; not retrying");
+            None
+        }
+    }
+
+    /// The record of this request, now over.
+    pub fn record<'a>(
+        &'a self,
+        front: Front,
+        status: u16,
+        backend: Option<&'a Upstream>,
+        body_bytes: u64,
+    ) -> Record<'a> {
+        Record {
+            front,
+            service: Some(&self.service),
+            attempts: self.tried.len() as u32 + u32::from(self.upstream.is_some()),
+            backend,
+            status,
+            duration: self.started.elapsed(),
+            upstream: self.upstream,
+            body_bytes,
+        }
+    }
+}
+
+/// The record of a request quayside answered itself with `err`: refused before routing
+/// (`plan` is `None`), or with no backend left to try (the last one tried, if any, failed).
+pub fn refused<'a>(front: Front, err: &ProxyError, plan: Option<&'a Plan>) -> Record<'a> {
+    Record {
+        front,
+        service: plan.map(|p| &*p.service),
+        backend: plan.and_then(Plan::last_tried),
+        status: err.status().as_u16(),
+        attempts: plan.map_or(0, |p| p.tried.len() as u32),
+        duration: plan.map_or(Duration::ZERO, |p| p.started.elapsed()),
+        upstream: None,
+        body_bytes: err.body().len() as u64,
+    }
+}
+
+/// Count a failed attempt against its backend's passive health (and say so when that ejects
+/// it).
+fn note_failure(err: &ProxyError, upstream: &Upstream) {
+    if err.is_backend_failure() && upstream.stats.on_failure(now_ms()) {
+        let p = upstream.stats.passive();
+        tracing::warn!(
+            backend = %upstream.no,
+            error = %err,
+            cooldown_ms = p.ejected_until.saturating_sub(now_ms()),
+            "backend keeps failing; ejected from rotation for a cooldown, then tried again"
+        );
+    }
+}
+
+/// The request's hash for the `hash` strategy: of the value its key names, or of the client's
+/// IP if the request has none (so a client keeps its backend whichever front serves it).
+fn hash_key(key: Option<&HashKey>, head: &impl RequestHead, ip: IpAddr) -> u64 {
+    let value = match key {
+        None => return 0,
+        Some(HashKey::ClientIp) => None,
+        Some(HashKey::Header(h)) => head.header(h.as_str()),
+        Some(HashKey::Cookie(c)) => head.cookie(c).map(str::as_bytes),
+    };
+    match (value, ip) {
+        (Some(b), _) => hash_bytes(1, b),
+        (None, IpAddr::V4(v4)) => hash_bytes(2, &v4.octets()),
+        (None, IpAddr::V6(v6)) => hash_bytes(2, &v6.octets()),
+    }
+}
+
+/// `target` without `prefix` (the rest always starts with `/`, the query kept).
+pub fn strip_prefix<'t>(target: &'t str, prefix: Option<&str>) -> Cow<'t, str> {
+    let Some(prefix) = prefix else {
+        return Cow::Borrowed(target);
+    };
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let rest = path.strip_prefix(prefix).unwrap_or(path);
+    let mut s = String::with_capacity(target.len() + 1);
+    if !rest.starts_with('/') {
+        s.push('/');
+    }
+    s.push_str(rest);
+    if let Some(q) = query {
+        s.push('?');
+        s.push_str(q);
+    }
+    Cow::Owned(s)
+}
+
+pub fn is_idempotent(method: &str) -> bool {
+    matches!(
+        method,
+        "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE" | "TRACE"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_is_stripped_to_a_path_that_starts_with_a_slash() {
+        assert_eq!(strip_prefix("/api/x?q=1", Some("/api")), "/x?q=1");
+        assert_eq!(strip_prefix("/api?q=1", Some("/api")), "/?q=1");
+        assert_eq!(strip_prefix("/other", Some("/api")), "/other");
+        assert_eq!(strip_prefix("/api", Some("/api")), "/");
+        assert_eq!(strip_prefix("/apix", Some("/api")), "/x");
+        assert!(matches!(
+            strip_prefix("/api/x", None),
+            Cow::Borrowed("/api/x")
+        ));
+    }
+
+    #[test]
+    fn a_missing_key_hashes_the_client_ip() {
+        let h = http::HeaderMap::new();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let by_ip = hash_key(Some(&HashKey::ClientIp), &h, ip);
+        let key = HashKey::Header(http::HeaderName::from_static("x-user"));
+        assert_eq!(hash_key(Some(&key), &h, ip), by_ip);
+        let mut with = http::HeaderMap::new();
+        with.insert("x-user", HeaderValue::from_static("alice"));
+        assert_ne!(hash_key(Some(&key), &with, ip), by_ip);
+        assert_eq!(hash_key(None, &with, ip), 0);
+    }
+}
