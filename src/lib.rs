@@ -114,14 +114,15 @@ pub async fn run(
     let saver = registry.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    let discovery_status = discovery::docker::disabled_status();
+    let sources = discovery::sources::Sources::default();
     let watcher = if let Some(endpoint) = endpoint {
         tracing::info!(%endpoint, prefix = %config.docker.label_prefix, "watching Docker");
         let w = discovery::docker::Watcher::new(
+            discovery::docker::DEFAULT_NAME,
             endpoint,
             &config.docker.label_prefix,
             registry.clone(),
-            discovery_status.clone(),
+            &sources,
         );
         Some(tokio::spawn(w.run(stop_rx.clone())))
     } else {
@@ -174,7 +175,7 @@ pub async fn run(
         listeners.admin,
         admin::Ctx {
             registry,
-            discovery: discovery_status,
+            discovery: sources,
             tls,
         },
         stop_rx,

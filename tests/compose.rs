@@ -131,7 +131,7 @@ async fn the_compose_example_routes_by_scale_host_and_path() {
         .ok()
         .flatten()?;
         let v: serde_json::Value = serde_json::from_str(&r).ok()?;
-        let routed = v["containers"]
+        let routed = v["sources"][0]["containers"]
             .as_array()?
             .iter()
             .filter(|c| c["routed"] == true)

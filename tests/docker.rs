@@ -13,8 +13,17 @@ fn first_line(s: &str) -> &str {
     s.lines().next().unwrap_or("")
 }
 
+/// The status of the one Docker source (`GET /api/v1/discovery` lists every source).
 async fn discovery(http: &Http, q: &Quayside) -> Value {
-    serde_json::from_str(&http.get(&q.admin_url("/api/v1/discovery")).await.body).unwrap()
+    let all: Value =
+        serde_json::from_str(&http.get(&q.admin_url("/api/v1/discovery")).await.body).unwrap();
+    let sources = all["sources"].as_array().expect("a list of sources");
+    assert_eq!(sources.len(), 1, "{all}");
+    assert_eq!(
+        (&sources[0]["kind"], &sources[0]["name"]),
+        (&Value::from("docker"), &Value::from("default"))
+    );
+    sources[0].clone()
 }
 
 /// The container's discovery entry, by container name.
@@ -55,6 +64,7 @@ async fn labelled_containers_are_routed_others_are_not() {
     .unwrap();
     assert_eq!(v["container_id"], web.as_str());
     assert_eq!(v["source"], "docker");
+    assert_eq!(v["endpoint"], "default");
 
     // Only `web` takes traffic; `plain` is not ours, `off` is reported as disabled.
     for _ in 0..6 {

@@ -33,7 +33,11 @@ async fn backends_crud_and_errors() {
     assert_eq!(v["weight"], 3);
     assert_eq!(v["service"], "default");
     assert_eq!(v["source"], "manual");
+    assert_eq!(v["endpoint"], Value::Null);
     assert_eq!(v["state"], "active");
+    // Without Docker, no discovery source.
+    let d = json(&http.get(&q.admin_url("/api/v1/discovery")).await.body);
+    assert_eq!(d, serde_json::json!({ "sources": [] }));
 
     let list = json(&http.get(&q.admin_url("/api/v1/backends")).await.body);
     assert_eq!(list["backends"].as_array().unwrap().len(), 1);

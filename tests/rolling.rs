@@ -12,7 +12,7 @@ use serde_json::Value;
 async fn routed(http: &Http, q: &Quayside, name: &str) -> bool {
     let d: Value =
         serde_json::from_str(&http.get(&q.admin_url("/api/v1/discovery")).await.body).unwrap();
-    d["containers"]
+    d["sources"][0]["containers"]
         .as_array()
         .unwrap()
         .iter()

@@ -15,7 +15,7 @@ use axum::routing::{MethodRouter, get};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::discovery::docker::SharedStatus;
+use crate::discovery::sources::Sources;
 use crate::health::now_ms;
 use crate::registry::actor::ApplyError;
 use crate::registry::{Entry, RegistryError};
@@ -26,7 +26,7 @@ use crate::routing::RoutingTable;
 #[derive(Clone)]
 pub struct Ctx {
     pub registry: Handle,
-    pub discovery: SharedStatus,
+    pub discovery: Sources,
     pub tls: Option<std::sync::Arc<crate::proxy::tls::Tls>>,
 }
 
@@ -36,8 +36,8 @@ impl FromRef<Ctx> for Handle {
     }
 }
 
-impl FromRef<Ctx> for SharedStatus {
-    fn from_ref(c: &Ctx) -> SharedStatus {
+impl FromRef<Ctx> for Sources {
+    fn from_ref(c: &Ctx) -> Sources {
         c.discovery.clone()
     }
 }
@@ -182,6 +182,7 @@ fn entry_json(e: &Entry, table: &RoutingTable) -> serde_json::Value {
         "weight": e.spec.weight,
         "service": e.spec.service,
         "source": e.source.as_str(),
+        "endpoint": e.endpoint,
         "state": e.spec.state.as_str(),
         "container_id": e.container_id,
         "pinned": e.pinned,

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{apply_status, entry_json};
-use crate::discovery::docker::SharedStatus;
+use crate::discovery::sources::{SourceStatus, Sources};
 use crate::registry::actor::ApplyError;
 use crate::registry::validate::{self, FieldError, RawBackend};
 use crate::registry::{AdminState, Command, RegistryError, ServiceConfig};
@@ -181,8 +181,11 @@ async fn tls_reload(State(ctx): State<super::Ctx>) -> ApiResult {
     }
 }
 
-async fn discovery(State(status): State<SharedStatus>) -> Response {
-    axum::Json(&**status.load()).into_response()
+/// Every discovery source's status, one shape for all (none with `--no-docker`).
+async fn discovery(State(sources): State<Sources>) -> Response {
+    let list = sources.list();
+    let list: Vec<&SourceStatus> = list.iter().map(|s| &**s).collect();
+    axum::Json(serde_json::json!({ "sources": list })).into_response()
 }
 
 /// Fields of a service's JSON that describe it but are not settings: `PUT` accepts them back

@@ -9,67 +9,27 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arc_swap::ArcSwap;
 use bollard::Docker;
 use bollard::models::{ContainerInspectResponse, EventMessage, EventMessageTypeEnum};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures_util::{FutureExt, StreamExt};
-use serde::Serialize;
 use tokio::sync::watch;
 
 use super::labels::ContainerInfo;
-use super::{ContainerStatus, Discovery, short};
+use super::sources::{Conflict, Slot, SourceStatus, Sources};
+use super::{Discovery, short};
+use crate::registry::{Source, SourceId};
 use crate::routing::Handle;
+
+/// The name of the Docker endpoint given by `--docker-host` (or the default socket): entries
+/// it finds say `"endpoint": "default"`.
+pub const DEFAULT_NAME: &str = "default";
 
 pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// What `GET /api/v1/discovery` shows.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct DiscoveryStatus {
-    pub enabled: bool,
-    pub endpoint: Option<String>,
-    pub label_prefix: String,
-    /// `disabled`, `connecting`, `connected` or `disconnected`.
-    pub state: &'static str,
-    pub last_error: Option<String>,
-    /// When the last Docker event was handled (RFC 3339).
-    #[serde(serialize_with = "rfc3339")]
-    pub last_event: Option<SystemTime>,
-    /// When the last full sync was done (RFC 3339).
-    #[serde(serialize_with = "rfc3339")]
-    pub last_sync: Option<SystemTime>,
-    pub reconnects: u64,
-    pub containers: Vec<ContainerStatus>,
-    pub conflicts: Vec<Conflict>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct Conflict {
-    pub container: String,
-    pub message: String,
-}
-
-/// A time as RFC 3339 in UTC with milliseconds, e.g. `2026-12-01T17:00:12.345Z`.
-fn rfc3339<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.collect_str(&humantime::format_rfc3339_millis(*t)),
-        None => s.serialize_none(),
-    }
-}
-
-pub type SharedStatus = Arc<ArcSwap<DiscoveryStatus>>;
-
-pub fn disabled_status() -> SharedStatus {
-    Arc::new(ArcSwap::from_pointee(DiscoveryStatus {
-        state: "disabled",
-        ..Default::default()
-    }))
-}
 
 /// The endpoint to use: the flag, else `$DOCKER_HOST`, else the local socket. An endpoint
 /// quayside cannot speak to (`ssh://`, a typo) is an error to report at start, not a reason to
@@ -139,7 +99,7 @@ enum WatchError {
 pub struct Watcher {
     endpoint: String,
     registry: Handle,
-    status: SharedStatus,
+    status: Slot,
     discovery: Discovery,
     last_event: Option<SystemTime>,
     last_sync: Option<SystemTime>,
@@ -149,12 +109,37 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    pub fn new(endpoint: String, prefix: &str, registry: Handle, status: SharedStatus) -> Self {
+    /// A watcher of the Docker daemon at `endpoint`, as the source called `name`; its status
+    /// goes to `sources`.
+    pub fn new(
+        name: &str,
+        endpoint: String,
+        prefix: &str,
+        registry: Handle,
+        sources: &Sources,
+    ) -> Self {
+        let source = SourceId::new(Source::Docker, name);
+        let status = sources.slot(
+            source.clone(),
+            SourceStatus {
+                kind: Source::Docker.as_str(),
+                name: name.to_owned(),
+                endpoint: endpoint.clone(),
+                label_prefix: prefix.to_owned(),
+                state: "connecting",
+                last_error: None,
+                last_event: None,
+                last_sync: None,
+                reconnects: 0,
+                containers: Vec::new(),
+                conflicts: Vec::new(),
+            },
+        );
         Watcher {
             endpoint,
             registry,
             status,
-            discovery: Discovery::new(prefix, Vec::new()),
+            discovery: Discovery::new(source, prefix, Vec::new()),
             last_event: None,
             last_sync: None,
             reconnects: 0,
@@ -336,9 +321,11 @@ impl Watcher {
 
     fn publish_status(&self, state: &'static str, error: Option<String>) {
         let (_, conflicts) = self.discovery.sync_command();
-        self.status.store(Arc::new(DiscoveryStatus {
-            enabled: true,
-            endpoint: Some(self.endpoint.clone()),
+        let source = self.status.source();
+        self.status.set(SourceStatus {
+            kind: source.kind.as_str(),
+            name: source.name.clone(),
+            endpoint: self.endpoint.clone(),
             label_prefix: self.discovery.prefix().to_owned(),
             state,
             last_error: error,
@@ -350,7 +337,7 @@ impl Watcher {
                 .into_iter()
                 .map(|(container, message)| Conflict { container, message })
                 .collect(),
-        }));
+        });
     }
 }
 

@@ -8,12 +8,13 @@
 
 pub mod docker;
 pub mod labels;
+pub mod sources;
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::registry::{AdminState, BackendSpec, Command, Discovered, ServiceConfig};
+use crate::registry::{AdminState, BackendSpec, Command, Discovered, ServiceConfig, SourceId};
 use labels::{ContainerInfo, Skip};
 
 /// One container as discovery sees it.
@@ -28,6 +29,7 @@ struct Seen {
 /// The containers seen with our labels, by id.
 #[derive(Clone, Debug)]
 pub struct Discovery {
+    source: SourceId,
     prefix: String,
     own_networks: Vec<String>,
     containers: BTreeMap<String, Seen>,
@@ -59,8 +61,9 @@ pub struct ContainerStatus {
 }
 
 impl Discovery {
-    pub fn new(prefix: &str, own_networks: Vec<String>) -> Self {
+    pub fn new(source: SourceId, prefix: &str, own_networks: Vec<String>) -> Self {
         Discovery {
+            source,
             prefix: prefix.to_owned(),
             own_networks,
             containers: BTreeMap::new(),
@@ -202,11 +205,13 @@ impl Discovery {
                         },
                     },
                     container_id: s.info.id.clone(),
+                    source: self.source.clone(),
                 },
             );
         }
         (
             Command::SyncDiscovered {
+                source: self.source.clone(),
                 backends: backends.into_values().collect(),
                 services: services.into_iter().map(|(k, (c, _))| (k, c)).collect(),
             },
@@ -289,7 +294,11 @@ mod tests {
 
     #[test]
     fn first_container_wins_service_labels_and_no() {
-        let mut d = Discovery::new("quayside", vec![]);
+        let mut d = Discovery::new(
+            SourceId::new(crate::registry::Source::Docker, "default"),
+            "quayside",
+            vec![],
+        );
         d.upsert(info(
             "b",
             "api-2",
@@ -310,7 +319,10 @@ mod tests {
         ));
         d.upsert(info("c", "dup", 3, &[("quayside.no", "api-1")]));
         let (cmd, conflicts) = d.sync_command();
-        let Command::SyncDiscovered { backends, services } = cmd else {
+        let Command::SyncDiscovered {
+            backends, services, ..
+        } = cmd
+        else {
             unreachable!()
         };
         assert_eq!(backends.len(), 2);
@@ -331,7 +343,11 @@ mod tests {
 
     #[test]
     fn kill_drains_until_gone_and_unlabelled_are_ignored() {
-        let mut d = Discovery::new("quayside", vec![]);
+        let mut d = Discovery::new(
+            SourceId::new(crate::registry::Source::Docker, "default"),
+            "quayside",
+            vec![],
+        );
         d.upsert(info("a", "web", 1, &[("quayside.enable", "true")]));
         d.upsert(info("z", "plain", 1, &[("other", "x")]));
         assert_eq!(backends(&d).len(), 1);

@@ -14,7 +14,8 @@ pub mod actor;
 pub mod persist;
 pub mod validate;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use imbl::OrdMap;
 use std::net::{IpAddr, SocketAddr};
@@ -50,7 +51,7 @@ impl AdminState {
 }
 
 /// Where an entry came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     Manual,
@@ -63,6 +64,29 @@ impl Source {
             Source::Manual => "manual",
             Source::Docker => "docker",
         }
+    }
+}
+
+/// One discovery source: its kind, and the name of its endpoint (a source's sync replaces only
+/// the entries it found).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SourceId {
+    pub kind: Source,
+    pub name: String,
+}
+
+impl SourceId {
+    pub fn new(kind: Source, name: impl Into<String>) -> Self {
+        SourceId {
+            kind,
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for SourceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} endpoint {}", self.kind.as_str(), self.name)
     }
 }
 
@@ -88,6 +112,15 @@ impl BackendSpec {
 pub struct Discovered {
     pub spec: BackendSpec,
     pub container_id: String,
+    /// The source that found it.
+    pub source: SourceId,
+}
+
+/// What one discovery source found in its last sync.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Found {
+    backends: Arc<Vec<Discovered>>,
+    services: Arc<Vec<(String, ServiceConfig)>>,
 }
 
 /// An operator's drain or disable of a discovered entry, kept apart from the entry so that it
@@ -314,8 +347,11 @@ pub enum Command {
     PutService { name: String, config: ServiceConfig },
     /// Remove a service's settings (its backends stay, under no rules).
     DeleteService { name: String },
-    /// Replace the whole set of entries (and service settings from labels) found by discovery.
+    /// Replace the entries (and service settings from labels) that one discovery source
+    /// found; other sources' entries stay. A `no` or a service another source holds stays that
+    /// source's (each `Discovered` must carry `source`).
     SyncDiscovered {
+        source: SourceId,
         backends: Vec<Discovered>,
         services: Vec<(String, ServiceConfig)>,
     },
@@ -353,6 +389,8 @@ pub enum RegistryError {
 pub struct Entry {
     pub spec: BackendSpec,
     pub source: Source,
+    /// The discovery endpoint that found it (none for a manual entry).
+    pub endpoint: Option<String>,
     pub container_id: Option<String>,
     /// True when a manual entry overrides a discovered one with the same `no`.
     pub pinned: bool,
@@ -362,17 +400,17 @@ pub struct Entry {
 /// changed).
 fn changed_keys<V: PartialEq + Clone>(
     old: &OrdMap<String, V>,
-    new: &BTreeMap<&str, &V>,
+    new: &OrdMap<String, V>,
     out: &mut BTreeSet<String>,
 ) {
     for (k, v) in old {
-        if new.get(k.as_str()) != Some(&v) {
+        if new.get(k) != Some(v) {
             out.insert(k.clone());
         }
     }
     for (k, v) in new {
-        if old.get(*k) != Some(*v) {
-            out.insert((*k).to_owned());
+        if old.get(k) != Some(v) {
+            out.insert(k.clone());
         }
     }
 }
@@ -410,11 +448,14 @@ pub struct Registry {
     // Persistent maps (structural sharing): the registry task clones the registry for every
     // batch of changes, and that must not cost O(entries).
     manual: OrdMap<String, BackendSpec>,
+    /// What each discovery source found last; `discovered` and `discovered_services` merge it.
+    found: OrdMap<SourceId, Found>,
     discovered: OrdMap<String, Discovered>,
     overrides: OrdMap<String, Override>,
     services: OrdMap<String, ServiceConfig>,
-    /// Service settings from discovery labels; an operator's `services` entry wins.
-    discovered_services: OrdMap<String, ServiceConfig>,
+    /// Service settings from discovery labels, with the source they came from; an operator's
+    /// `services` entry wins.
+    discovered_services: OrdMap<String, (SourceId, ServiceConfig)>,
 }
 
 impl Registry {
@@ -471,12 +512,13 @@ impl Registry {
                 }
             }
             Command::SyncDiscovered {
-                backends: list,
+                source,
+                backends,
                 services,
             } => {
-                self.discovered = list.into_iter().map(|d| (d.spec.no.clone(), d)).collect();
+                (self.found, self.discovered, self.discovered_services) =
+                    self.synced(&source, backends, services);
                 self.settle_overrides();
-                self.discovered_services = services.into_iter().collect();
             }
         }
         Ok(())
@@ -499,19 +541,81 @@ impl Registry {
             Command::PutService { name, .. } | Command::DeleteService { name } => {
                 touched.services.insert(name.clone());
             }
-            Command::SyncDiscovered { backends, services } => {
-                let new: BTreeMap<&str, &Discovered> =
-                    backends.iter().map(|d| (d.spec.no.as_str(), d)).collect();
-                changed_keys(&self.discovered, &new, &mut touched.nos);
-                let new: BTreeMap<&str, &ServiceConfig> =
-                    services.iter().map(|(n, c)| (n.as_str(), c)).collect();
-                changed_keys(&self.discovered_services, &new, &mut touched.services);
-            }
+            Command::SyncDiscovered { .. } => {}
         }
-        self.apply(cmd)?;
+        if let Command::SyncDiscovered {
+            source,
+            backends,
+            services,
+        } = cmd
+        {
+            let (found, discovered, discovered_services) = self.synced(&source, backends, services);
+            changed_keys(&self.discovered, &discovered, &mut touched.nos);
+            changed_keys(
+                &self.discovered_services,
+                &discovered_services,
+                &mut touched.services,
+            );
+            (self.found, self.discovered, self.discovered_services) =
+                (found, discovered, discovered_services);
+            self.settle_overrides();
+        } else {
+            self.apply(cmd)?;
+        }
         changes.nos.extend(touched.nos);
         changes.services.extend(touched.services);
         Ok(())
+    }
+
+    /// What each source found and the merged discovered entries and label settings, after
+    /// `source` found `backends` and `services` (its earlier findings replaced, other sources'
+    /// kept). Where two sources found the same `no` or service name, the first source in
+    /// [`SourceId`] order wins; the other's entry comes back if the first one's goes.
+    #[allow(clippy::type_complexity)]
+    fn synced(
+        &self,
+        source: &SourceId,
+        backends: Vec<Discovered>,
+        services: Vec<(String, ServiceConfig)>,
+    ) -> (
+        OrdMap<SourceId, Found>,
+        OrdMap<String, Discovered>,
+        OrdMap<String, (SourceId, ServiceConfig)>,
+    ) {
+        let mut found = self.found.clone();
+        if backends.is_empty() && services.is_empty() {
+            found.remove(source);
+        } else {
+            let f = Found {
+                backends: Arc::new(backends),
+                services: Arc::new(services),
+            };
+            found.insert(source.clone(), f);
+        }
+        let mut discovered: OrdMap<String, Discovered> = OrdMap::new();
+        let mut labelled = OrdMap::new();
+        for (from, f) in &found {
+            for d in f.backends.iter() {
+                match discovered.get(&d.spec.no) {
+                    // (Every sync says it again: debug, not a warning per Docker event.)
+                    Some(first) => tracing::debug!(
+                        no = %d.spec.no,
+                        from = %from,
+                        kept = %first.source,
+                        "two discovery sources found the same no; the first one's entry is used: give one of them another quayside.no"
+                    ),
+                    None => {
+                        discovered.insert(d.spec.no.clone(), d.clone());
+                    }
+                }
+            }
+            for (name, config) in f.services.iter() {
+                if !labelled.contains_key(name) {
+                    labelled.insert(name.clone(), (from.clone(), config.clone()));
+                }
+            }
+        }
+        (found, discovered, labelled)
     }
 
     /// Set (or with `None` remove) a manual entry as saved, without the API's checks
@@ -586,6 +690,7 @@ impl Registry {
             return Some(Entry {
                 spec: m.clone(),
                 source: Source::Manual,
+                endpoint: None,
                 container_id: None,
                 pinned: self.discovered.contains_key(no),
             });
@@ -600,7 +705,8 @@ impl Registry {
         }
         Entry {
             spec,
-            source: Source::Docker,
+            source: d.source.kind,
+            endpoint: Some(d.source.name.clone()),
             container_id: Some(d.container_id.clone()),
             pinned: false,
         }
@@ -652,7 +758,7 @@ impl Registry {
             None => (
                 self.discovered_services
                     .get(name)
-                    .cloned()
+                    .map(|(_, c)| c.clone())
                     .unwrap_or_default(),
                 false,
             ),
@@ -740,8 +846,13 @@ mod tests {
         }
     }
 
+    fn docker(name: &str) -> SourceId {
+        SourceId::new(Source::Docker, name)
+    }
+
     fn sync(backends: Vec<Discovered>) -> Command {
         Command::SyncDiscovered {
+            source: docker("default"),
             backends,
             services: vec![],
         }
@@ -751,7 +862,74 @@ mod tests {
         Discovered {
             spec: spec(no, port),
             container_id: id.into(),
+            source: docker("default"),
         }
+    }
+
+    #[test]
+    fn a_sync_replaces_only_its_own_source_s_entries() {
+        let mut r = Registry::new();
+        let from = |name: &str, d: Vec<Discovered>, services: Vec<(String, ServiceConfig)>| {
+            let source = docker(name);
+            Command::SyncDiscovered {
+                backends: d
+                    .into_iter()
+                    .map(|d| Discovered {
+                        source: source.clone(),
+                        ..d
+                    })
+                    .collect(),
+                services,
+                source,
+            }
+        };
+        let cfg = |host: &str| ServiceConfig {
+            hosts: vec![host.into()],
+            ..Default::default()
+        };
+        let mut changes = Changes::default();
+        r.apply_tracked(
+            from(
+                "a",
+                vec![disc("web", 80, "c1")],
+                vec![("web".into(), cfg("a.test"))],
+            ),
+            &mut changes,
+        )
+        .unwrap();
+        r.apply_tracked(
+            from(
+                "b",
+                vec![disc("api", 81, "c2"), disc("web", 82, "c3")],
+                vec![
+                    ("web".into(), cfg("b.test")),
+                    ("api".into(), cfg("api.test")),
+                ],
+            ),
+            &mut changes,
+        )
+        .unwrap();
+        // Each entry says where it came from; a `no` the first source holds stays its.
+        let web = r.get("web").unwrap();
+        assert_eq!(
+            (web.source, web.endpoint.as_deref()),
+            (Source::Docker, Some("a"))
+        );
+        assert_eq!(web.spec.port, 80);
+        assert_eq!(r.get("api").unwrap().endpoint.as_deref(), Some("b"));
+        assert_eq!(r.service_config("web").0.hosts, vec!["a.test"]);
+        // An empty sync of `a` removes only a's entries and settings; b's take over.
+        let mut changes = Changes::default();
+        r.apply_tracked(from("a", vec![], vec![]), &mut changes)
+            .unwrap();
+        let web = r.get("web").unwrap();
+        assert_eq!((web.endpoint.as_deref(), web.spec.port), (Some("b"), 82));
+        assert_eq!(r.get("api").unwrap().spec.port, 81);
+        assert!(changes.nos.contains("web") && !changes.nos.contains("api"));
+        assert_eq!(r.service_config("web").0.hosts, vec!["b.test"]);
+        // A manual entry has no endpoint.
+        r.apply(Command::upsert(spec("m", 9000))).unwrap();
+        assert_eq!(r.get("m").unwrap().endpoint, None);
     }
 
     #[test]

@@ -512,7 +512,9 @@ mod tests {
         use crate::registry::Discovered;
         let path = tmp("override-id");
         let (_, mut store) = Store::open(&path).unwrap();
+        let source = crate::registry::SourceId::new(crate::registry::Source::Docker, "default");
         let web = |id: &str| Command::SyncDiscovered {
+            source: source.clone(),
             backends: vec![Discovered {
                 spec: BackendSpec {
                     no: "web".into(),
@@ -523,6 +525,7 @@ mod tests {
                     state: AdminState::Active,
                 },
                 container_id: id.into(),
+                source: source.clone(),
             }],
             services: vec![],
         };

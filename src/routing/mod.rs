@@ -661,7 +661,8 @@ mod tests {
         State(u8, u8),
         Service(u8, u8, bool, bool),
         DeleteService(u8),
-        Sync(Vec<(u8, u16, u8)>, Option<(u8, u8)>),
+        /// A sync by source 0 or 1.
+        Sync(u8, Vec<(u8, u16, u8)>, Option<(u8, u8)>),
     }
 
     const SERVICES: [&str; 3] = ["default", "api", "web"];
@@ -677,10 +678,11 @@ mod tests {
                 .prop_map(|(s, h, p, h2)| Op::Service(s, h, p, h2)),
             1 => (0u8..3).prop_map(Op::DeleteService),
             2 => (
+                0u8..2,
                 proptest::collection::vec((0u8..8, 1u16..3, 0u8..3), 0..5),
                 proptest::option::of((0u8..3, 0u8..3)),
             )
-                .prop_map(|(l, s)| Op::Sync(l, s)),
+                .prop_map(|(src, l, s)| Op::Sync(src, l, s)),
         ]
     }
 
@@ -729,19 +731,27 @@ mod tests {
             Op::DeleteService(s) => Command::DeleteService {
                 name: SERVICES[s as usize].into(),
             },
-            Op::Sync(list, svc) => Command::SyncDiscovered {
-                backends: list
-                    .into_iter()
-                    .map(|(n, p, s)| crate::registry::Discovered {
-                        spec: spec(n, p + 100, s, 1),
-                        container_id: format!("c{n}"),
-                    })
-                    .collect(),
-                services: svc
-                    .into_iter()
-                    .map(|(s, h)| (SERVICES[s as usize].to_owned(), config(h, false, false)))
-                    .collect(),
-            },
+            Op::Sync(src, list, svc) => {
+                let source = crate::registry::SourceId::new(
+                    crate::registry::Source::Docker,
+                    format!("endpoint-{src}"),
+                );
+                Command::SyncDiscovered {
+                    backends: list
+                        .into_iter()
+                        .map(|(n, p, s)| crate::registry::Discovered {
+                            spec: spec(n, p + 100, s, 1),
+                            container_id: format!("c{n}"),
+                            source: source.clone(),
+                        })
+                        .collect(),
+                    services: svc
+                        .into_iter()
+                        .map(|(s, h)| (SERVICES[s as usize].to_owned(), config(h, false, false)))
+                        .collect(),
+                    source,
+                }
+            }
         }
     }
 
