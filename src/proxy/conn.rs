@@ -29,8 +29,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::rt::{Read, ReadBufCursor, Write};
-use tokio::io::{AsyncRead, AsyncWrite};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::fast::Prefixed;
 use super::framing::{Follower, request_key};
@@ -244,38 +244,26 @@ impl<S> Drop for ConnIo<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> Read for ConnIo<S> {
+impl<S: AsyncRead + Unpin> AsyncRead for ConnIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        mut buf: ReadBufCursor<'_>,
+        buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let n = {
-            // SAFETY: the tokio ReadBuf only ever writes initialised bytes into `dst`, and we
-            // advance `buf` by exactly what it reports as filled.
-            let dst = unsafe { buf.as_mut() };
-            let mut tbuf = tokio::io::ReadBuf::uninit(dst);
-            let stream = match self.stream() {
-                Ok(s) => s,
-                Err(e) => return Poll::Ready(Err(e)),
-            };
-            match Pin::new(stream).poll_read(cx, &mut tbuf) {
-                Poll::Ready(Ok(())) => tbuf.filled().len(),
-                other => return other,
-            }
+        let before = buf.filled().len();
+        let stream = match self.stream() {
+            Ok(s) => s,
+            Err(e) => return Poll::Ready(Err(e)),
         };
-        if n > 0 {
-            // SAFETY: the read above initialised the first `n` bytes of `buf`.
-            let read = unsafe { std::slice::from_raw_parts(buf.as_mut().as_ptr().cast::<u8>(), n) };
-            self.state.on_read(read);
+        std::task::ready!(Pin::new(stream).poll_read(cx, buf))?;
+        if buf.filled().len() > before {
+            self.state.on_read(&buf.filled()[before..]);
         }
-        // SAFETY: `n` bytes were just initialised by the read above.
-        unsafe { buf.advance(n) };
         Poll::Ready(Ok(()))
     }
 }
 
-impl<S: AsyncWrite + Unpin> Write for ConnIo<S> {
+impl<S: AsyncWrite + Unpin> AsyncWrite for ConnIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -385,11 +373,11 @@ pub async fn drive_h1<IO, S>(
             super::fast::End::Slow(bytes) => bytes,
         };
         state.begin();
-        let io = ConnIo {
+        let io = TokioIo::new(ConnIo {
             stream: Some(Prefixed::new(prefix, stream)),
             state: state.clone(),
             back: back.clone(),
-        };
+        });
         // On the heap, so a parked connection's task does not keep hyper's state inline.
         let mut conn = Box::pin(builder.serve_connection(io, &service).with_upgrades());
         let quiet = tokio::time::sleep(PARK_AFTER);
