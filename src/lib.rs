@@ -23,9 +23,10 @@
 //!   checks; the Docker watcher (bollard adapter) and the pure label/container evaluation
 //!   behind it, which sends the discovered set to the registry.
 //! - [`proxy`]: the data plane: reads the current table without locks, forwards over keepalive
-//!   pools, classifies failures into 502/503/504. Plain HTTP/1.1 requests take a byte-level
-//!   fast path (httparse, pure rewriting in `proxy::fast::parse`); everything else (TLS,
-//!   HTTP/2, upgrades, chunked uploads, odd framing) is served by hyper.
+//!   pools, classifies failures into 502/503/504. One request plan (`proxy::plan`) serves two
+//!   fronts: plain HTTP/1.1 requests take a byte-level fast path (httparse, pure rewriting in
+//!   `proxy/codec/`); everything else (TLS, HTTP/2, upgrades, chunked uploads, odd framing) is
+//!   served by hyper. `proxy/upstream/` holds the backend pools, `proxy/server/` the workers.
 //! - [`admin`]: the admin API (axum) on its own listener: the seed-compatible `/add`, `/get`,
 //!   `/delete` and a JSON REST API under `/api/v1`.
 //! - [`config`]: flags, `QUAYSIDE_*` variables and the TOML file.

@@ -19,11 +19,12 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
-use super::parse::{self, Framing, ResponseVerdict};
-use super::read_append;
+use super::pool::WorkerPool;
+use super::raw::{first_answer, read_append};
 use crate::proxy::ProxyError;
-use crate::proxy::forward::{Forwarder, UpstreamBody};
-use crate::proxy::pool::WorkerPool;
+use crate::proxy::codec::body::Remaining;
+use crate::proxy::codec::parse::{self, Framing, ResponseVerdict};
+use crate::proxy::forwarder::{Forwarder, UpstreamBody};
 use crate::routing::Upstream;
 
 /// The request head as the backend gets it (origin form; `Host` from the backend's address if
@@ -70,8 +71,7 @@ pub async fn send(
         no: upstream.no.clone(),
         timeout: fwd.response_header_timeout,
     };
-    let (mut conn, mut up) =
-        super::first_answer(fwd, upstream, pool, head, idempotent, deadline).await?;
+    let (mut conn, mut up) = first_answer(fwd, upstream, pool, head, idempotent, deadline).await?;
     loop {
         if !up.is_empty() {
             let bytes = Bytes::from(std::mem::take(&mut up));
@@ -86,12 +86,7 @@ pub async fn send(
                     let mut body = RawBody {
                         conn: Some(conn),
                         pending: bytes.slice(len..),
-                        left: match framing {
-                            Framing::Empty => Left::Length(0),
-                            Framing::Length(n) => Left::Length(n),
-                            Framing::Chunked => Left::Chunks(parse::Chunks::default()),
-                            Framing::UntilClose => Left::UntilClose,
-                        },
+                        left: Remaining::new(framing),
                         reusable,
                         pool: pool.clone(),
                         read: BytesMut::new(),
@@ -159,14 +154,6 @@ fn response_head(bytes: &Bytes, is_head: bool) -> Head {
     Head::Final(resp, r.head_len, r.framing, r.reusable)
 }
 
-/// How much of a response body is still to come.
-enum Left {
-    Length(u64),
-    Chunks(parse::Chunks),
-    UntilClose,
-    Done,
-}
-
 /// A response body read from a raw backend connection, decoded. The connection goes back to
 /// its pool once the body has been read to its end with nothing after it (and the backend
 /// keeps it open); a body dropped before its end closes it.
@@ -174,7 +161,7 @@ pub struct RawBody {
     conn: Option<TcpStream>,
     /// Body bytes read and not yet handed on (still chunk-framed for a chunked body).
     pending: Bytes,
-    left: Left,
+    left: Remaining,
     reusable: bool,
     pool: Arc<WorkerPool>,
     /// Where the next read lands.
@@ -198,34 +185,12 @@ const BODY_READ: usize = 16 << 10;
 impl RawBody {
     /// The next piece of the body from the bytes already read, if there is one.
     fn next_piece(&mut self) -> Result<Option<Bytes>, RawBodyError> {
-        if self.pending.is_empty() {
-            return Ok(None);
+        let mut piece = None;
+        while piece.is_none() && !self.pending.is_empty() && !self.left.is_done() {
+            let s = (self.left.decode(&self.pending)).map_err(|_| RawBodyError::BadChunk)?;
+            piece = s.data.map(|d| self.pending.slice(d));
+            let _ = self.pending.split_to(s.used);
         }
-        let piece = match &mut self.left {
-            Left::Done => None,
-            Left::UntilClose => Some(std::mem::take(&mut self.pending)),
-            Left::Length(rest) => {
-                let take = self
-                    .pending
-                    .len()
-                    .min(usize::try_from(*rest).unwrap_or(usize::MAX));
-                *rest -= take as u64;
-                Some(self.pending.split_to(take))
-            }
-            Left::Chunks(c) => {
-                let mut piece = None;
-                while piece.is_none() && !self.pending.is_empty() {
-                    let s = c.data(&self.pending).map_err(|_| RawBodyError::BadChunk)?;
-                    piece = s.data.map(|d| self.pending.slice(d));
-                    let _ = self.pending.split_to(s.used);
-                    if s.done {
-                        self.left = Left::Done;
-                        break;
-                    }
-                }
-                piece
-            }
-        };
         self.settle();
         Ok(piece)
     }
@@ -233,10 +198,7 @@ impl RawBody {
     /// Once the body is complete: the connection back to its pool if nothing came after the
     /// body and the backend keeps it open, closed otherwise.
     fn settle(&mut self) {
-        if matches!(self.left, Left::Length(0)) {
-            self.left = Left::Done;
-        }
-        if matches!(self.left, Left::Done) {
+        if self.left.is_done() {
             if let Some(conn) = self.conn.take()
                 && self.reusable
                 && self.pending.is_empty()
@@ -268,7 +230,7 @@ impl Body for RawBody {
                 }
                 Ok(_) => {}
             }
-            if matches!(this.left, Left::Done) {
+            if this.left.is_done() {
                 return Poll::Ready(None);
             }
             let Some(conn) = this.conn.as_mut() else {
@@ -293,8 +255,8 @@ impl Body for RawBody {
             if n == 0 {
                 // The backend closed: the end of an until-close body, a truncated one otherwise.
                 this.conn = None;
-                if matches!(this.left, Left::UntilClose) {
-                    this.left = Left::Done;
+                if this.left.ends_at_close() {
+                    this.left = Remaining::Done;
                     return Poll::Ready(None);
                 }
                 return Poll::Ready(Some(Err(RawBodyError::Truncated)));
@@ -304,13 +266,13 @@ impl Body for RawBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.left, Left::Done) && self.pending.is_empty()
+        self.left.is_done() && self.pending.is_empty()
     }
 
     fn size_hint(&self) -> SizeHint {
         match self.left {
-            Left::Done => SizeHint::with_exact(0),
-            Left::Length(n) => SizeHint::with_exact(n),
+            Remaining::Done => SizeHint::with_exact(0),
+            Remaining::Length(n) => SizeHint::with_exact(n),
             _ => SizeHint::default(),
         }
     }

@@ -137,7 +137,7 @@ fn content_length(v: &[u8]) -> Option<u64> {
 /// A path and query the http crate also accepts unchanged, with nothing to decode: RFC 3986's
 /// unreserved and reserved characters and `%` (no fragment).
 fn plain_target(t: &str) -> bool {
-    use crate::proxy::headers::{sub_delim, unreserved};
+    use crate::proxy::codec::headers::{sub_delim, unreserved};
     t.starts_with('/')
         && t.bytes().all(|b| {
             unreserved(b)
@@ -942,7 +942,7 @@ mod tests {
                     map.append(http::HeaderName::from_bytes(n.as_bytes()).unwrap(), v);
                 }
             }
-            proptest::prop_assert_eq!(cookie(&raw, &name), crate::proxy::headers::cookie(&map, &name));
+            proptest::prop_assert_eq!(cookie(&raw, &name), crate::proxy::codec::headers::cookie(&map, &name));
             proptest::prop_assert_eq!(
                 header(&raw, "x-user"),
                 map.get("x-user").map(|v| v.as_bytes())
@@ -1025,8 +1025,8 @@ mod tests {
             let ours = lowered(sent.headers);
 
             let mut map = to_map(req.headers);
-            crate::proxy::headers::strip_hop_by_hop(&mut map);
-            crate::proxy::headers::set_forwarded(
+            crate::proxy::codec::headers::strip_hop_by_hop(&mut map);
+            crate::proxy::codec::headers::set_forwarded(
                 &mut map,
                 &http::HeaderValue::from_static("10.0.0.1"),
                 &http::HeaderValue::from_static("http"),
@@ -1061,7 +1061,7 @@ mod tests {
         #[test]
         fn a_plain_host_is_a_valid_authority(v in "[a-zA-Z0-9._:@\\[\\] -]{0,12}") {
             if plain_host(v.as_bytes()) {
-                proptest::prop_assert!(crate::proxy::headers::valid_authority(v.as_bytes()), "{}", v);
+                proptest::prop_assert!(crate::proxy::codec::headers::valid_authority(v.as_bytes()), "{}", v);
             }
         }
     }
@@ -1104,7 +1104,7 @@ mod tests {
             let ours = lowered(sent.headers);
 
             let mut map = to_map(resp.headers);
-            crate::proxy::headers::strip_hop_by_hop(&mut map);
+            crate::proxy::codec::headers::strip_hop_by_hop(&mut map);
             let theirs = lowered(&to_headers(&map));
             proptest::prop_assert_eq!(ours, theirs);
         }

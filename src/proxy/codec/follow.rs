@@ -1,5 +1,5 @@
 //! Following a client's requests through the bytes hyper reads, by their framing, however the
-//! reads split them (pure: fed bytes, no I/O). [`super::conn`] feeds it every read of a
+//! reads split them (pure: fed bytes, no I/O). `server::conn` feeds it every read of a
 //! connection that hyper serves, for two things hyper cannot tell it:
 //! - a request head with both `Content-Length` and `Transfer-Encoding` (hyper reads such a
 //!   request as chunked, drops the length and closes afterwards; quayside refuses it with
@@ -14,7 +14,8 @@
 //! be a tunnel's, a chunked body that is not, an overlong head) it stops, and is never again
 //! between requests (so the connection is never parked).
 
-use super::fast::parse::Chunks;
+use super::body::Remaining;
+use super::parse::Framing;
 
 /// Longest request head followed; a longer one stops the follower (hyper answers 431 to it
 /// long before).
@@ -119,9 +120,8 @@ enum Phase {
     Idle,
     /// In a head whose blank line has not arrived.
     Head(Head),
-    /// This many bytes of a sized body to come.
-    Sized(u64),
-    Chunked(Chunks),
+    /// A body to come.
+    Body(Remaining),
     /// The framing can no longer be followed.
     Lost,
 }
@@ -163,22 +163,13 @@ impl Follower {
                         return;
                     }
                 },
-                Phase::Sized(left) => {
-                    let n = bytes
-                        .len()
-                        .min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    *left -= n as u64;
-                    bytes = &bytes[n..];
-                    if *left == 0 {
-                        self.end_request();
-                    }
-                }
-                Phase::Chunked(chunks) => match chunks.feed(bytes) {
-                    Ok(Some(n)) => {
+                Phase::Body(left) => match left.relay(bytes) {
+                    Ok(n) => {
                         bytes = &bytes[n..];
-                        self.end_request();
+                        if left.is_done() {
+                            self.end_request();
+                        }
                     }
-                    Ok(None) => return,
                     // Not chunked after all: hyper answers 400 and closes.
                     Err(_) => self.phase = Phase::Lost,
                 },
@@ -222,9 +213,9 @@ impl Follower {
             head.has_content_length,
             head.content_length,
         ) {
-            (true, _, _) => Phase::Chunked(Chunks::default()),
+            (true, _, _) => Phase::Body(Remaining::new(Framing::Chunked)),
             (false, true, None) => Phase::Lost,
-            (false, true, Some(n)) if n > 0 => Phase::Sized(n),
+            (false, true, Some(n)) if n > 0 => Phase::Body(Remaining::new(Framing::Length(n))),
             _ => {
                 self.done = self.done.saturating_add(1);
                 Phase::Idle
@@ -240,8 +231,8 @@ impl Follower {
 
 #[cfg(test)]
 mod tests {
-    use super::{Chunks, Follower, Head, request_key};
-    use crate::proxy::fast::parse::Verdict;
+    use super::{Follower, Head, request_key};
+    use crate::proxy::codec::parse::{Chunks, Verdict};
 
     fn fed(reads: &[&[u8]]) -> Follower {
         let mut f = Follower::default();
@@ -495,8 +486,8 @@ mod tests {
                 return Ok(());
             };
             // The fast path frames the requests it takes alike, and refuses the same heads.
-            let mut slots = crate::proxy::fast::parse::header_slots();
-            match crate::proxy::fast::parse::request(&stream, &mut slots, u64::MAX) {
+            let mut slots = crate::proxy::codec::parse::header_slots();
+            match crate::proxy::codec::parse::request(&stream, &mut slots, u64::MAX) {
                 Verdict::Fast(r) => proptest::prop_assert_eq!(r.head_len + r.body_len, end),
                 Verdict::Conflict => proptest::prop_assert!(both),
                 Verdict::Slow | Verdict::Partial => proptest::prop_assert!(!both),
@@ -522,7 +513,7 @@ mod tests {
             ), 0..400),
             head in proptest::bool::ANY,
         ) {
-            use crate::proxy::fast::parse::{header_slots, request, response, response_slots};
+            use crate::proxy::codec::parse::{header_slots, request, response, response_slots};
             let _ = request(&bytes, &mut header_slots(), u64::MAX);
             let _ = response(&bytes, &mut response_slots(), head);
             let _ = Chunks::default().feed(&bytes);

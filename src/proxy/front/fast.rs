@@ -16,9 +16,6 @@
 //! So every limit, error and protocol feature is hyper's as before, and the fast path only
 //! ever sees requests whose meaning is plain.
 
-pub mod exchange;
-pub mod parse;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,16 +24,14 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::ProxyError;
 use super::body::InFlight;
-use super::forward::{Client, Forwarder};
-use super::plan::{self, Front, Plan};
-use super::pool::{self, Lost};
+use crate::proxy::ProxyError;
+use crate::proxy::codec::body::Remaining;
+use crate::proxy::codec::parse::{self, Framing, ResponseVerdict, Verdict};
+use crate::proxy::forwarder::{Client, Forwarder, log_failure};
+use crate::proxy::plan::{self, Front, Plan};
+use crate::proxy::upstream::raw::{first_answer, read_append};
 use crate::routing::Upstream;
-use parse::{Framing, ResponseVerdict, Verdict};
-
-/// The most one read takes in.
-const READ_SIZE: usize = 16 << 10;
 
 /// Bytes already read from a stream, put back in front of it (for hyper, when the fast path
 /// leaves it a connection).
@@ -173,7 +168,7 @@ struct Idle(&'static Counter);
 
 impl Idle {
     fn start() -> Idle {
-        let c = &IDLE[super::worker_index() % IDLE.len()];
+        let c = &IDLE[crate::proxy::worker_index() % IDLE.len()];
         bump(&c.idle, true);
         bump(&c.entries, true);
         Idle(c)
@@ -236,7 +231,9 @@ pub async fn serve<S: ClientIo>(
                 match more {
                     Ok(Ok(n)) if n > 0 => {}
                     Err(_) => {
-                        let _ = stream.write_all(super::conn::RESPONSE_408).await;
+                        let _ = stream
+                            .write_all(crate::proxy::server::conn::RESPONSE_408)
+                            .await;
                         return End::Closed;
                     }
                     Ok(_) => return End::Closed,
@@ -377,26 +374,6 @@ async fn one<S: ClientIo>(
     }
 }
 
-thread_local! {
-    /// Every read of the fast path lands here first, one buffer per worker thread; a
-    /// connection keeps only the bytes it got (a waiting connection holds no read buffer).
-    static SCRATCH: std::cell::RefCell<Box<[u8]>> =
-        std::cell::RefCell::new(vec![0; READ_SIZE].into_boxed_slice());
-}
-
-/// Wait for bytes on `s` and append what arrived to `buf`: 0 at the end of the stream.
-async fn read_append<R: AsyncRead + Unpin>(s: &mut R, buf: &mut Vec<u8>) -> std::io::Result<usize> {
-    std::future::poll_fn(|cx| {
-        SCRATCH.with_borrow_mut(|scratch| {
-            let mut rb = tokio::io::ReadBuf::new(scratch);
-            std::task::ready!(std::pin::Pin::new(&mut *s).poll_read(cx, &mut rb))?;
-            buf.extend_from_slice(rb.filled());
-            std::task::Poll::Ready(Ok(rb.filled().len()))
-        })
-    })
-    .await
-}
-
 /// A backend's response head, as the client gets it.
 enum Head {
     Incomplete,
@@ -447,55 +424,6 @@ fn client_head(up: &[u8], info: &Info, close: bool, extra: &[u8]) -> Head {
                 reusable: r.reusable,
                 close,
             }
-        }
-    }
-}
-
-/// Write `out` (a whole request) to `upstream` on a pooled raw connection, or a new one, and
-/// wait until `deadline` for the first bytes of the answer: the connection and those bytes. A
-/// request a pooled connection lost goes again as [`pool::Attempts`] says.
-async fn first_answer(
-    fwd: &Forwarder,
-    upstream: &Upstream,
-    pool: &pool::WorkerPool,
-    out: &[u8],
-    idempotent: bool,
-    deadline: tokio::time::Instant,
-) -> Result<(TcpStream, Vec<u8>), ProxyError> {
-    let failed = || ProxyError::Upstream {
-        no: upstream.no.clone(),
-    };
-    let mut attempts = pool::Attempts::default();
-    loop {
-        let (mut conn, pooled) = attempts
-            .checkout(
-                || pool.take_raw(fwd.pool_idle_timeout),
-                // Boxed: a new connection is rare, and its state would size every exchange's.
-                || Box::pin(pool::connect_raw(upstream.addr, fwd.connect_timeout)),
-            )
-            .await
-            .map_err(|e| super::forward::connect_error(e, upstream))?;
-        if conn.write_all(out).await.is_err() {
-            // A pooled connection the backend had closed: the request did not go out.
-            if attempts.again(pooled, Lost::NotSent, idempotent) {
-                continue;
-            }
-            return Err(failed());
-        }
-        let mut up = Vec::new();
-        match tokio::time::timeout_at(deadline, read_append(&mut conn, &mut up)).await {
-            Err(_) => {
-                return Err(ProxyError::ResponseTimeout {
-                    no: upstream.no.clone(),
-                    timeout: fwd.response_header_timeout,
-                });
-            }
-            Ok(Ok(n)) if n > 0 => return Ok((conn, up)),
-            // Closed before answering (a backend closing a connection it has just answered
-            // on, as hyper does when it did not read a request body in time, or the idle-close
-            // race). The whole request is in `out`, so an idempotent one may go again.
-            Ok(_) if attempts.again(pooled, Lost::Unanswered, idempotent) => {}
-            Ok(_) => return Err(failed()),
         }
     }
 }
@@ -553,22 +481,22 @@ async fn attempt<S: ClientIo>(
             } => {
                 plan.answered(upstream, started.elapsed());
                 // The head goes out with what of the body came with it.
-                let (relay, mut left) = first_part(&up[len..], framing);
-                let relay = match relay {
-                    Ok(r) => r,
-                    Err(()) if wrote_any => return Ok(Step::Close),
-                    Err(()) => return Err(failed()),
+                let mut left = Remaining::new(framing);
+                let relay = match left.relay(&up[len..]) {
+                    Ok(n) => n,
+                    Err(_) if wrote_any => return Ok(Step::Close),
+                    Err(_) => return Err(failed()),
                 };
-                bytes.extend_from_slice(&up[len..len + relay.len]);
-                let mut sent = relay.len as u64;
+                bytes.extend_from_slice(&up[len..len + relay]);
+                let mut sent = relay as u64;
                 let ok = if stream.write_all(&bytes).await.is_err() {
                     sent = 0;
                     None
-                } else if relay.done {
-                    Some(relay.len == up.len() - len)
+                } else if left.is_done() {
+                    Some(relay == up.len() - len)
                 } else {
                     // The rest of the body, as it arrives.
-                    relay_rest(stream, &mut conn, &mut up, framing, &mut left, &mut sent).await
+                    relay_rest(stream, &mut conn, &mut up, &mut left, &mut sent).await
                 };
                 if ok == Some(true) && reusable {
                     pool.put_raw(conn);
@@ -591,60 +519,6 @@ async fn attempt<S: ClientIo>(
     }
 }
 
-/// How much of a response body is still to come.
-enum Left {
-    Length(u64),
-    Chunks(parse::Chunks),
-    UntilClose,
-}
-
-/// Of the body bytes that came with the head: how many belong to this response, and whether
-/// that is all of it.
-struct Relay {
-    len: usize,
-    done: bool,
-}
-
-/// Split the body bytes that came with the head. `Err` for a broken chunked body.
-fn first_part(bytes: &[u8], framing: Framing) -> (Result<Relay, ()>, Left) {
-    match framing {
-        Framing::Empty => (Ok(Relay { len: 0, done: true }), Left::Length(0)),
-        Framing::Length(n) => {
-            let len = bytes.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-            let left = n - len as u64;
-            (
-                Ok(Relay {
-                    len,
-                    done: left == 0,
-                }),
-                Left::Length(left),
-            )
-        }
-        Framing::Chunked => {
-            let mut chunks = parse::Chunks::default();
-            let relay = match chunks.feed(bytes) {
-                Ok(Some(end)) => Ok(Relay {
-                    len: end,
-                    done: true,
-                }),
-                Ok(None) => Ok(Relay {
-                    len: bytes.len(),
-                    done: false,
-                }),
-                Err(_) => Err(()),
-            };
-            (relay, Left::Chunks(chunks))
-        }
-        Framing::UntilClose => (
-            Ok(Relay {
-                len: bytes.len(),
-                done: false,
-            }),
-            Left::UntilClose,
-        ),
-    }
-}
-
 /// Relay the rest of a response body from the backend to the client as it arrives, in reads
 /// of [`READ_SIZE`] (memory stays bounded whatever the body's size). `Some(clean)` once
 /// the body is complete (`clean`: the backend sent nothing after it, so its connection can be
@@ -653,34 +527,20 @@ async fn relay_rest<S: ClientIo>(
     stream: &mut S,
     conn: &mut TcpStream,
     up: &mut Vec<u8>,
-    framing: Framing,
-    left: &mut Left,
+    left: &mut Remaining,
     sent: &mut u64,
 ) -> Option<bool> {
-    debug_assert!(framing != Framing::Empty);
     loop {
         up.clear();
         let n = read_append(conn, up).await.ok()?;
         if n == 0 {
             // The backend closed: the end of an until-close body, a truncated one otherwise.
-            return matches!(left, Left::UntilClose).then_some(false);
+            return left.ends_at_close().then_some(false);
         }
-        let (take, done) = match left {
-            Left::Length(rest) => {
-                let take = n.min(usize::try_from(*rest).unwrap_or(usize::MAX));
-                *rest -= take as u64;
-                (take, *rest == 0)
-            }
-            Left::Chunks(c) => match c.feed(up) {
-                Ok(Some(end)) => (end, true),
-                Ok(None) => (n, false),
-                Err(_) => return None,
-            },
-            Left::UntilClose => (n, false),
-        };
+        let take = left.relay(up).ok()?;
         stream.write_all(&up[..take]).await.ok()?;
         *sent += take as u64;
-        if done {
+        if left.is_done() {
             return Some(take == n);
         }
     }
@@ -695,7 +555,7 @@ async fn respond_error<S: ClientIo>(
     info: &Info,
     plan: Option<&Plan>,
 ) -> Step {
-    super::forward::log_failure(&e);
+    log_failure(&e);
     let written = stream.write_all(&e.to_http1(info.close)).await.is_ok();
     fwd.observe(|| plan::refused(Front::Fast, &e, plan));
     if !written || info.close {

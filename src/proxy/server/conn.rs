@@ -1,4 +1,4 @@
-//! HTTP/1.1 client connections, plain or TLS: the fast path first ([`super::fast`]); when it
+//! HTTP/1.1 client connections, plain or TLS: the fast path first ([`fast`]); when it
 //! leaves a request to hyper, hyper's connection, wrapped so that an idle keepalive connection
 //! holds no hyper buffers, and a client that stalls in the middle of a request head gets
 //! `408 Request Timeout` (hyper itself closes such a connection without a word). Once hyper
@@ -17,7 +17,7 @@
 //! come), and the client spoke HTTP/1.1 without `Connection: close` (its responses are
 //! self-delimiting, so a response still streaming when the park begins ends normally and the
 //! socket stays open). Where requests end is followed in the bytes as they are read, by
-//! [`super::framing`], which also finds a head with both `Content-Length` and
+//! [`crate::proxy::codec::follow`], which also finds a head with both `Content-Length` and
 //! `Transfer-Encoding` (refused with 400), however the reads split it. A head stalled behind a
 //! pipelined request is closed without the 408.
 
@@ -32,8 +32,10 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::fast::Prefixed;
-use super::framing::{Follower, request_key};
+use crate::proxy::codec::follow::{Follower, request_key};
+use crate::proxy::forwarder::{Client, Forwarder};
+use crate::proxy::front::fast::{self, Prefixed};
+use crate::proxy::front::hyper::Body;
 use tokio::sync::watch;
 
 /// Quiet time between requests after which a connection gives its hyper buffers back (checked
@@ -48,7 +50,7 @@ static PARKS: AtomicU64 = AtomicU64::new(0);
 /// idle on the fast path, where hyper hands its connections back once quiet (TLS ones keep
 /// rustls's buffers).
 pub fn parked_connections() -> u64 {
-    super::fast::idle_connections()
+    fast::idle_connections()
 }
 
 /// Parks and closes in one interval that make it a busy one.
@@ -63,7 +65,7 @@ const TRIM_AFTER_PARKS: u64 = 1000;
 /// one. Never under sustained load, where the pages it frees would be faulted straight back.
 pub async fn trim_freed_memory(mut stop: watch::Receiver<bool>) {
     keep_freed_memory();
-    let parks = || PARKS.load(Ordering::Relaxed) + super::fast::idle_entries();
+    let parks = || PARKS.load(Ordering::Relaxed) + fast::idle_entries();
     let mut last = parks();
     let mut busy = false;
     loop {
@@ -115,7 +117,7 @@ fn keep_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
 
-pub(super) const RESPONSE_408: &[u8] =
+pub(in crate::proxy) const RESPONSE_408: &[u8] =
     b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
 
 /// What the driver, the I/O wrapper and the service share about one client connection.
@@ -346,13 +348,13 @@ pub async fn drive_h1<IO, S>(
     mut stop: watch::Receiver<bool>,
     peer: SocketAddr,
     keepalive: Duration,
-    fwd: &super::forward::Forwarder,
-    client: &super::forward::Client,
+    fwd: &Forwarder,
+    client: &Client,
 ) where
-    IO: super::fast::ClientIo + 'static,
+    IO: fast::ClientIo + 'static,
     S: hyper::service::Service<
             http::Request<hyper::body::Incoming>,
-            Response = http::Response<super::forward::Body>,
+            Response = http::Response<Body>,
         >,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -363,14 +365,13 @@ pub async fn drive_h1<IO, S>(
     let back: HandBack<IO> = Arc::default();
     let mut stream = stream;
     loop {
-        let prefix = match super::fast::serve(&mut stream, fwd, client, &mut stop, keepalive).await
-        {
-            super::fast::End::Closed => {
+        let prefix = match fast::serve(&mut stream, fwd, client, &mut stop, keepalive).await {
+            fast::End::Closed => {
                 // A clean end (close_notify, over TLS).
                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
                 return;
             }
-            super::fast::End::Slow(bytes) => bytes,
+            fast::End::Slow(bytes) => bytes,
         };
         state.begin();
         let io = TokioIo::new(ConnIo {

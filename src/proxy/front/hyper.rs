@@ -1,7 +1,8 @@
-//! One request: route, pick, rewrite, send, classify the outcome.
+//! hyper's side of one request: the plan's steps on `http` types, sent through hyper's
+//! client (bodies, upgrades, h2c backends) or, when bodiless, over a raw pooled connection
+//! ([`exchange`]).
 
 use std::error::Error as _;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use std::time::Instant;
@@ -12,17 +13,15 @@ use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Body as _;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 
 use super::body::{Capped, Gate, InFlight, Pending, Tracked, Upstreamed};
-use super::fast::exchange;
-use super::plan::{self, Front, Observe, Plan, Record};
-use super::pool::{self, Checkin, ConnectError, Lost, WorkerPool};
-use super::retry::RetryBudget;
-use super::{ProxyConfig, ProxyError, headers};
-use crate::routing::Shared;
+use crate::proxy::ProxyError;
+use crate::proxy::codec::headers;
+use crate::proxy::forwarder::{Client, Forwarder, UpstreamBody, connect_error, log_failure};
+use crate::proxy::plan::{self, Front, Plan};
+use crate::proxy::upstream::exchange;
+use crate::proxy::upstream::pool::{self, Checkin, Lost, WorkerPool};
 use crate::routing::Upstream;
 
 pub type Body = Either<Tracked, Full<Bytes>>;
@@ -38,76 +37,7 @@ pub fn refuse_conflicting_framing() -> Response<Body> {
     resp
 }
 
-/// The client side of a connection, worked out once per connection.
-#[derive(Clone)]
-pub struct Client {
-    pub ip: IpAddr,
-    /// The IP as a header value, for `X-Forwarded-For`.
-    pub ip_header: HeaderValue,
-    /// `http` or `https`, for `X-Forwarded-Proto`.
-    pub proto: HeaderValue,
-}
-/// The client's body, or an empty one for a retried bodiless request.
-pub type UpstreamBody = Either<Capped, Empty<Bytes>>;
-
-/// An h2c backend's client.
-pub type UpstreamClient = HttpClient<HttpConnector, UpstreamBody>;
-
-pub struct Forwarder {
-    pub(super) shared: Arc<Shared>,
-    pub(super) connect_timeout: Duration,
-    pub(super) pool_idle_timeout: Duration,
-    /// How long an upgraded connection outlives the routing of its backend.
-    tunnel_grace: Duration,
-    pub(super) budget: RetryBudget,
-    pub(super) response_header_timeout: Duration,
-    pub(super) max_body: u64,
-    /// Worker threads of all the proxy's listeners: how many pools a backend may need.
-    workers: usize,
-    /// Where each request's record goes.
-    pub(super) observer: Option<Arc<dyn Observe>>,
-}
-
 impl Forwarder {
-    pub fn new(shared: Arc<Shared>, config: &ProxyConfig, workers: usize) -> Self {
-        Forwarder {
-            shared,
-            workers,
-            connect_timeout: config.connect_timeout,
-            pool_idle_timeout: config.pool_idle_timeout,
-            tunnel_grace: config.shutdown_timeout,
-            response_header_timeout: config.response_header_timeout,
-            budget: RetryBudget::default(),
-            max_body: config.max_body_size.unwrap_or(u64::MAX),
-            observer: config.observer.clone(),
-        }
-    }
-
-    /// This worker's pool for the backend, created on its first request.
-    pub(super) fn pool<'a>(&self, upstream: &'a Upstream) -> &'a Arc<WorkerPool> {
-        upstream
-            .slots
-            .slot(super::worker_index(), self.workers)
-            .get_or_init(|| Box::new(pool::new_pool(self.pool_idle_timeout)))
-            .downcast_ref::<Arc<WorkerPool>>()
-            .expect("only the proxy fills a backend's worker slots, always with its pool")
-    }
-
-    /// The h2c client of a backend that speaks HTTP/2: one multiplexed connection.
-    fn h2_client<'a>(&self, pool: &'a WorkerPool) -> &'a UpstreamClient {
-        pool.h2.get_or_init(|| {
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
-            connector.set_connect_timeout(Some(self.connect_timeout));
-            HttpClient::builder(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(self.pool_idle_timeout)
-                .http2_only(true)
-                .build(connector)
-        })
-    }
-
     pub async fn handle(&self, req: Request<Incoming>, client: &Client) -> Response<Body> {
         match self.forward(req, client).await {
             Ok(resp) => resp,
@@ -116,14 +46,6 @@ impl Forwarder {
                 self.observe(|| plan::refused(Front::Hyper, &e, plan.as_ref()));
                 e.into_response().map(Either::Right)
             }
-        }
-    }
-
-    /// Hand a request's record to the observer, if one is installed.
-    #[inline]
-    pub(super) fn observe<'a>(&self, record: impl FnOnce() -> Record<'a>) {
-        if let Some(o) = &self.observer {
-            o.request(&record());
         }
     }
 
@@ -420,18 +342,6 @@ fn copy_request(req: &Request<UpstreamBody>) -> Request<UpstreamBody> {
     copy
 }
 
-pub(super) fn connect_error(e: ConnectError, upstream: &Upstream) -> ProxyError {
-    let no = upstream.no.clone();
-    tracing::debug!(error = %e, addr = %upstream.addr, "connect failed");
-    match e {
-        ConnectError::TimedOut => ProxyError::ConnectTimeout { no },
-        ConnectError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-            ProxyError::ConnectTimeout { no }
-        }
-        _ => ProxyError::Connect { no },
-    }
-}
-
 /// Answer the client's upgrade with the backend's 101 and copy bytes both ways until either side
 /// closes. The tunnel keeps its in-flight slot, and lives on whatever the routing table does.
 fn tunnel(
@@ -465,17 +375,6 @@ fn tunnel(
     // Keep Upgrade/Connection: they are the point of a 101.
     let (head, _) = resp.into_parts();
     Response::from_parts(head, Either::Right(Full::new(Bytes::new())))
-}
-
-/// Log a request that was not forwarded: a warning for a backend's failure, a debug line for
-/// what the client or the table made of it.
-pub(super) fn log_failure(e: &ProxyError) {
-    match e {
-        ProxyError::NoBackend { .. } | ProxyError::AllDown { .. } | ProxyError::BadRequest(_) => {
-            tracing::debug!(error = %e, "request not forwarded")
-        }
-        _ => tracing::warn!(error = %e, "request failed"),
-    }
 }
 
 /// The path and query to send upstream, as the plan rewrites it.

@@ -9,10 +9,10 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
-use super::fast::exchange::RawBody;
-use super::plan::{Front, Observe, Plan};
-use super::pool::Checkin;
 use crate::health::BackendStats;
+use crate::proxy::plan::{Front, Observe, Plan};
+use crate::proxy::upstream::exchange::RawBody;
+use crate::proxy::upstream::pool::Checkin;
 use crate::routing::Upstream;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

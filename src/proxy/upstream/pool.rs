@@ -22,7 +22,7 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::forward::{UpstreamBody, UpstreamClient};
+use crate::proxy::forwarder::{UpstreamBody, UpstreamClient};
 
 /// Idle keepalive connections kept per backend and proxy worker. Each holds hyper's buffers
 /// (~16 KiB), so a burst of 10,000 concurrent requests must not leave 10,000 behind.

@@ -1,0 +1,122 @@
+//! What both fronts share per worker: the routing table, the data plane's settings, this
+//! worker's backend pools, the retry budget and the request observer.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderValue;
+use http_body_util::{Either, Empty};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::front::body::Capped;
+use super::plan::{Observe, Record};
+use super::retry::RetryBudget;
+use super::upstream::pool::{self, ConnectError, WorkerPool};
+use super::{ProxyConfig, ProxyError};
+use crate::routing::{Shared, Upstream};
+
+/// The client side of a connection, worked out once per connection.
+#[derive(Clone)]
+pub struct Client {
+    pub ip: IpAddr,
+    /// The IP as a header value, for `X-Forwarded-For`.
+    pub ip_header: HeaderValue,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: HeaderValue,
+}
+/// The client's body, or an empty one for a retried bodiless request.
+pub type UpstreamBody = Either<Capped, Empty<Bytes>>;
+
+/// An h2c backend's client.
+pub type UpstreamClient = HttpClient<HttpConnector, UpstreamBody>;
+
+pub struct Forwarder {
+    pub(in crate::proxy) shared: Arc<Shared>,
+    pub(in crate::proxy) connect_timeout: Duration,
+    pub(in crate::proxy) pool_idle_timeout: Duration,
+    /// How long an upgraded connection outlives the routing of its backend.
+    pub(in crate::proxy) tunnel_grace: Duration,
+    pub(in crate::proxy) budget: RetryBudget,
+    pub(in crate::proxy) response_header_timeout: Duration,
+    pub(in crate::proxy) max_body: u64,
+    /// Worker threads of all the proxy's listeners: how many pools a backend may need.
+    pub(in crate::proxy) workers: usize,
+    /// Where each request's record goes.
+    pub(in crate::proxy) observer: Option<Arc<dyn Observe>>,
+}
+
+impl Forwarder {
+    pub fn new(shared: Arc<Shared>, config: &ProxyConfig, workers: usize) -> Self {
+        Forwarder {
+            shared,
+            workers,
+            connect_timeout: config.connect_timeout,
+            pool_idle_timeout: config.pool_idle_timeout,
+            tunnel_grace: config.shutdown_timeout,
+            response_header_timeout: config.response_header_timeout,
+            budget: RetryBudget::default(),
+            max_body: config.max_body_size.unwrap_or(u64::MAX),
+            observer: config.observer.clone(),
+        }
+    }
+
+    /// This worker's pool for the backend, created on its first request.
+    pub(in crate::proxy) fn pool<'a>(&self, upstream: &'a Upstream) -> &'a Arc<WorkerPool> {
+        upstream
+            .slots
+            .slot(super::server::worker_index(), self.workers)
+            .get_or_init(|| Box::new(pool::new_pool(self.pool_idle_timeout)))
+            .downcast_ref::<Arc<WorkerPool>>()
+            .expect("only the proxy fills a backend's worker slots, always with its pool")
+    }
+
+    /// The h2c client of a backend that speaks HTTP/2: one multiplexed connection.
+    pub(in crate::proxy) fn h2_client<'a>(&self, pool: &'a WorkerPool) -> &'a UpstreamClient {
+        pool.h2.get_or_init(|| {
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            connector.set_connect_timeout(Some(self.connect_timeout));
+            HttpClient::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(self.pool_idle_timeout)
+                .http2_only(true)
+                .build(connector)
+        })
+    }
+
+    /// Hand a request's record to the observer, if one is installed.
+    #[inline]
+    pub fn observe<'a>(&self, record: impl FnOnce() -> Record<'a>) {
+        if let Some(o) = &self.observer {
+            o.request(&record());
+        }
+    }
+}
+
+pub fn connect_error(e: ConnectError, upstream: &Upstream) -> ProxyError {
+    let no = upstream.no.clone();
+    tracing::debug!(error = %e, addr = %upstream.addr, "connect failed");
+    match e {
+        ConnectError::TimedOut => ProxyError::ConnectTimeout { no },
+        ConnectError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            ProxyError::ConnectTimeout { no }
+        }
+        _ => ProxyError::Connect { no },
+    }
+}
+
+/// Log a request that was not forwarded: a warning for a backend's failure, a debug line for
+/// what the client or the table made of it.
+pub fn log_failure(e: &ProxyError) {
+    match e {
+        ProxyError::NoBackend { .. } | ProxyError::AllDown { .. } | ProxyError::BadRequest(_) => {
+            tracing::debug!(error = %e, "request not forwarded")
+        }
+        _ => tracing::warn!(error = %e, "request failed"),
+    }
+}
