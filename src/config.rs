@@ -339,6 +339,7 @@ impl Config {
                     Some(n) => n,
                     None => d.max_connections,
                 },
+                park_after: d.park_after,
                 observer: None,
             },
         })

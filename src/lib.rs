@@ -84,6 +84,17 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    run_with(listeners, config, Arc::default(), shutdown).await
+}
+
+/// [`run`] with a data-plane runtime handle of the caller's, to read its counters (parked
+/// connections) while it runs.
+pub async fn run_with(
+    listeners: Listeners,
+    config: Config,
+    runtime: Arc<proxy::Runtime>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let endpoint = config
         .docker
         .enabled
@@ -131,17 +142,20 @@ pub async fn run(
         None
     };
 
-    let trimmer = tokio::spawn(proxy::trim_freed_memory(stop_rx.clone()));
+    let trimmer = tokio::spawn(proxy::trim_freed_memory(runtime.clone(), stop_rx.clone()));
     let prober = tokio::spawn(probe::run(registry.shared().clone(), stop_rx.clone()));
     // The plain listener's workers are 0..n, the TLS listener's n..2n: each its own pools.
     let all_workers = config.proxy.workers * if listeners.tls.is_some() { 2 } else { 1 };
     let proxy = tokio::spawn(proxy::serve_workers(
-        listeners.proxy,
+        proxy::Listener {
+            socket: listeners.proxy,
+            tls: None,
+            first: 0,
+        },
         registry.shared().clone(),
+        runtime.clone(),
         config.proxy.clone(),
         stop_rx.clone(),
-        None,
-        0,
         all_workers,
     ));
     let tls_proxy = match (listeners.tls, &tls) {
@@ -161,12 +175,15 @@ pub async fn run(
                 }
             }
             Some(tokio::spawn(proxy::serve_workers(
-                l,
+                proxy::Listener {
+                    socket: l,
+                    tls: Some(t.clone()),
+                    first: config.proxy.workers,
+                },
                 registry.shared().clone(),
+                runtime.clone(),
                 config.proxy.clone(),
                 stop_rx.clone(),
-                Some(t.clone()),
-                config.proxy.workers,
                 all_workers,
             )))
         }

@@ -1,6 +1,5 @@
 //! Idle keepalive client connections give hyper's buffers back ("parking") and still serve
-//! the next request on the same socket. A test binary of its own: the parked-connection
-//! count is per process.
+//! the next request on the same socket.
 
 mod common;
 
@@ -11,9 +10,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Wait until exactly `n` connections are parked.
-async fn parked(n: u64, what: &str) {
+async fn parked(q: &Quayside, n: u64, what: &str) {
     common::eventually(5, what, || async {
-        (quayside::proxy::parked_connections() == n).then_some(())
+        (q.runtime.parked_connections() == n).then_some(())
     })
     .await;
 }
@@ -32,7 +31,7 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
     let http = Http::new();
     http.get(&q.admin_url(&format!("/add?no=b&ip=127.0.0.1&port={}", b.port())))
         .await;
-    assert_eq!(quayside::proxy::parked_connections(), 0);
+    assert_eq!(q.runtime.parked_connections(), 0);
 
     // Plain requests (the fast path): the connection holds nothing once it is idle.
     let mut conns = Vec::new();
@@ -53,7 +52,7 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
         .unwrap();
     let mut rest = Vec::new();
     closing.read_to_end(&mut rest).await.unwrap();
-    parked(3, "the three idle fast-path connections parked").await;
+    parked(&q, 3, "the three idle fast-path connections parked").await;
 
     // A request hyper serves (one with `TE: trailers`): parked once quiet for 0.25-0.5 s.
     let mut slow = TcpStream::connect(q.proxy).await.unwrap();
@@ -67,8 +66,8 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
     );
     // Not at once: hyper's connection is parked only once quiet (a wait that shows it is not).
     tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(quayside::proxy::parked_connections(), 3);
-    parked(4, "the connection hyper served parked once quiet").await;
+    assert_eq!(q.runtime.parked_connections(), 3);
+    parked(&q, 4, "the connection hyper served parked once quiet").await;
     conns.push(slow);
 
     // A chunked upload, its body split over two reads: hyper reads it, the I/O layer finds
@@ -86,7 +85,7 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
             .await
             .starts_with("HTTP/1.1 200 ")
     );
-    parked(5, "the chunked upload's connection parked").await;
+    parked(&q, 5, "the chunked upload's connection parked").await;
     conns.push(up);
 
     // The next request pipelined behind a chunked upload: both answered, and once both are
@@ -98,7 +97,7 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
         .unwrap();
     let text = common::read_responses(&mut piped, 2, "b\n").await;
     assert_eq!(text.matches("HTTP/1.1 200 ").count(), 2, "{text}");
-    parked(6, "the pipelined connection parked").await;
+    parked(&q, 6, "the pipelined connection parked").await;
     conns.push(piped);
 
     // A request pipelined behind an upload whose body is still to come (the rest is sent
@@ -112,7 +111,7 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
         .unwrap();
     // Longer than a connection takes to park (0.25-0.5 s): this one must not.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(quayside::proxy::parked_connections(), 6);
+    assert_eq!(q.runtime.parked_connections(), 6);
     unfinished
         .write_all(b"0\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -128,8 +127,8 @@ async fn an_idle_keepalive_connection_is_parked_and_serves_the_next_request() {
         assert!(text.starts_with("HTTP/1.1 200 "), "{text}");
         assert!(!text.contains("connection: close"), "{text}");
     }
-    parked(6, "every connection parked again").await;
+    parked(&q, 6, "every connection parked again").await;
     drop(conns);
-    parked(0, "closed connections no longer counted").await;
+    parked(&q, 0, "closed connections no longer counted").await;
     assert_eq!(b.hits.load(std::sync::atomic::Ordering::SeqCst), 16);
 }

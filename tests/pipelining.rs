@@ -73,7 +73,7 @@ async fn pipelined_bursts_split_anywhere_are_all_answered_in_order_across_parkin
             // Quiet: whether hyper or the fast path had it, the connection ends up idle on
             // the fast path, holding no buffers.
             common::eventually(5, "the connection parked", || async {
-                (quayside::proxy::parked_connections() == 1).then_some(())
+                (q.runtime.parked_connections() == 1).then_some(())
             })
             .await;
         }

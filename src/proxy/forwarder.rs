@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::front::body::Capped;
 use super::plan::{Observe, Record};
 use super::retry::RetryBudget;
+use super::server::runtime::Runtime;
 use super::upstream::pool::{self, ConnectError, WorkerPool};
 use super::{ProxyConfig, ProxyError};
 use crate::routing::{Shared, Upstream};
@@ -47,12 +48,25 @@ pub struct Forwarder {
     pub(in crate::proxy) workers: usize,
     /// Where each request's record goes.
     pub(in crate::proxy) observer: Option<Arc<dyn Observe>>,
+    pub(in crate::proxy) runtime: Arc<Runtime>,
+    /// See [`ProxyConfig::park_after`].
+    pub(in crate::proxy) park_after: Duration,
+    /// This worker's backend pools, swept of idle connections.
+    sweep: pool::Sweep,
 }
 
 impl Forwarder {
-    pub fn new(shared: Arc<Shared>, config: &ProxyConfig, workers: usize) -> Self {
+    pub fn new(
+        shared: Arc<Shared>,
+        runtime: Arc<Runtime>,
+        config: &ProxyConfig,
+        workers: usize,
+    ) -> Self {
         Forwarder {
             shared,
+            runtime,
+            park_after: config.park_after,
+            sweep: pool::Sweep::default(),
             workers,
             connect_timeout: config.connect_timeout,
             pool_idle_timeout: config.pool_idle_timeout,
@@ -69,7 +83,7 @@ impl Forwarder {
         upstream
             .slots
             .slot(super::server::worker_index(), self.workers)
-            .get_or_init(|| Box::new(pool::new_pool(self.pool_idle_timeout)))
+            .get_or_init(|| Box::new(self.sweep.new_pool(self.pool_idle_timeout)))
             .downcast_ref::<Arc<WorkerPool>>()
             .expect("only the proxy fills a backend's worker slots, always with its pool")
     }

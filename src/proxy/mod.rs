@@ -23,8 +23,9 @@ mod upstream;
 pub use codec::headers;
 pub use error::ProxyError;
 pub use forwarder::{UpstreamBody, UpstreamClient};
-pub use server::conn::{parked_connections, trim_freed_memory};
-pub use server::{serve_workers, worker_index};
+pub use server::conn::trim_freed_memory;
+pub use server::runtime::Runtime;
+pub use server::{Listener, serve_workers, worker_index};
 pub use upstream::pool::WorkerPool;
 
 use std::sync::Arc;
@@ -52,6 +53,10 @@ pub struct ProxyConfig {
     pub max_body_size: Option<u64>,
     /// Client connections open at once, over all workers; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Quiet time between requests after which a connection hyper serves gives its buffers
+    /// back and returns to the fast path (checked once per this interval, so a connection
+    /// parks 1–2 intervals after its last byte).
+    pub park_after: Duration,
     /// Gets one [`plan::Record`] per request, from both fronts (none: nothing is recorded).
     pub observer: Option<Arc<dyn plan::Observe>>,
 }
@@ -67,6 +72,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("workers", &self.workers)
             .field("max_body_size", &self.max_body_size)
             .field("max_connections", &self.max_connections)
+            .field("park_after", &self.park_after)
             .field("observer", &self.observer.is_some())
             .finish()
     }
@@ -83,6 +89,7 @@ impl Default for ProxyConfig {
             workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
             max_body_size: None,
             max_connections: 50_000,
+            park_after: Duration::from_millis(250),
             observer: None,
         }
     }

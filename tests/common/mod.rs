@@ -250,6 +250,8 @@ impl Backend {
 pub struct Quayside {
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
+    /// Its data plane's counters.
+    pub runtime: Arc<quayside::proxy::Runtime>,
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<JoinHandle<Result<(), quayside::StartError>>>,
 }
@@ -288,13 +290,15 @@ impl Quayside {
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (proxy_addr, admin_addr) = (proxy.local_addr().unwrap(), admin.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(quayside::run(
+        let runtime = Arc::new(quayside::proxy::Runtime::default());
+        let task = tokio::spawn(quayside::run_with(
             Listeners {
                 proxy,
                 admin,
                 tls: None,
             },
             config,
+            runtime.clone(),
             async move {
                 let _ = stopped.await;
             },
@@ -302,6 +306,7 @@ impl Quayside {
         Quayside {
             proxy: proxy_addr,
             admin: admin_addr,
+            runtime,
             stop: Some(stop),
             task: Some(task),
         }

@@ -17,7 +17,6 @@
 //! ever sees requests whose meaning is plain.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -126,61 +125,6 @@ pub enum End {
     Slow(Vec<u8>),
 }
 
-/// Idle client connections waiting here, and how many times one went idle, per proxy worker
-/// (each worker counts its own, on a cache line of its own).
-#[repr(align(64))]
-struct Counter {
-    idle: AtomicU64,
-    entries: AtomicU64,
-}
-
-static IDLE: [Counter; 64] = [const {
-    Counter {
-        idle: AtomicU64::new(0),
-        entries: AtomicU64::new(0),
-    }
-}; 64];
-
-/// Connections idle in the fast path, over all workers: a plain one holds no buffer then (a
-/// TLS one still holds rustls's).
-pub fn idle_connections() -> u64 {
-    IDLE.iter().map(|c| c.idle.load(Ordering::Relaxed)).sum()
-}
-
-/// How many times a fast-path connection went idle (freeing its buffers), over all workers.
-pub fn idle_entries() -> u64 {
-    IDLE.iter().map(|c| c.entries.load(Ordering::Relaxed)).sum()
-}
-
-/// An atomic add: a counter is shared by every thread with its worker index, which is more than
-/// one when several servers run in one process (tests do) or there are more workers than
-/// counters. (On a cache line of its own per index, the locked add is uncontended.)
-fn bump(c: &AtomicU64, up: bool) {
-    if up {
-        c.fetch_add(1, Ordering::Relaxed);
-    } else {
-        c.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Counts one idle connection while it lives.
-struct Idle(&'static Counter);
-
-impl Idle {
-    fn start() -> Idle {
-        let c = &IDLE[crate::proxy::worker_index() % IDLE.len()];
-        bump(&c.idle, true);
-        bump(&c.entries, true);
-        Idle(c)
-    }
-}
-
-impl Drop for Idle {
-    fn drop(&mut self) {
-        bump(&self.0.idle, false);
-    }
-}
-
 /// Serve requests on `stream` while the fast path takes them. Returns when the connection is
 /// done, or at the first request it leaves to hyper.
 pub async fn serve<S: ClientIo>(
@@ -199,7 +143,7 @@ pub async fn serve<S: ClientIo>(
             inb = Vec::new();
             // (The read holds no buffer while it waits: see `read_append`.)
             let read = {
-                let _idle = Idle::start();
+                let _idle = fwd.runtime.idle();
                 tokio::select! {
                     biased;
                     r = read_append(stream, &mut inb) => r,
@@ -562,24 +506,4 @@ async fn respond_error<S: ClientIo>(
         return Step::Close;
     }
     Step::Next(info.len)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn threads_sharing_a_counter_lose_no_count() {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        let c = AtomicU64::new(0);
-        std::thread::scope(|s| {
-            for _ in 0..2 {
-                s.spawn(|| {
-                    for _ in 0..200_000 {
-                        super::bump(&c, true);
-                        super::bump(&c, false);
-                    }
-                });
-            }
-        });
-        assert_eq!(c.load(Ordering::Relaxed), 0);
-    }
 }

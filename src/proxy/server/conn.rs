@@ -6,7 +6,7 @@
 //!
 //! hyper keeps an 8 KiB read buffer and an 8 KiB write buffer for as long as a connection is
 //! open, idle or not: 10,000 idle keepalive clients would pin 160 MiB. So once a connection has
-//! been quiet for [`PARK_AFTER`] between requests, the driver asks hyper to close it
+//! been quiet for `park_after` (`ProxyConfig`) between requests, the driver asks hyper to close it
 //! gracefully, takes the stream back when hyper shuts its side down (see [`ConnIo`]), drops
 //! hyper's state and hands the stream to the fast path, which waits for the next request
 //! holding no buffer. To the client it is one keepalive connection throughout.
@@ -32,26 +32,12 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::runtime::Runtime;
 use crate::proxy::codec::follow::{Follower, request_key};
 use crate::proxy::forwarder::{Client, Forwarder};
 use crate::proxy::front::fast::{self, Prefixed};
 use crate::proxy::front::hyper::Body;
 use tokio::sync::watch;
-
-/// Quiet time between requests after which a connection gives its hyper buffers back (checked
-/// once per this interval, so a connection parks 1–2 intervals after its last byte).
-pub const PARK_AFTER: Duration = Duration::from_millis(250);
-
-/// Parks and closes so far, in this process (the trimmer looks at how many happened since it
-/// last ran).
-static PARKS: AtomicU64 = AtomicU64::new(0);
-
-/// How many client connections are parked (idle, holding no hyper buffers) right now: those
-/// idle on the fast path, where hyper hands its connections back once quiet (TLS ones keep
-/// rustls's buffers).
-pub fn parked_connections() -> u64 {
-    fast::idle_connections()
-}
 
 /// Parks and closes in one interval that make it a busy one.
 const TRIM_AFTER_PARKS: u64 = 1000;
@@ -63,9 +49,9 @@ const TRIM_AFTER_PARKS: u64 = 1000;
 /// once a busy spell is over: after an interval with many parks (the fast path's connections
 /// go idle, freeing their buffers, after every request, so those count too) comes a quiet
 /// one. Never under sustained load, where the pages it frees would be faulted straight back.
-pub async fn trim_freed_memory(mut stop: watch::Receiver<bool>) {
+pub async fn trim_freed_memory(runtime: Arc<Runtime>, mut stop: watch::Receiver<bool>) {
     keep_freed_memory();
-    let parks = || PARKS.load(Ordering::Relaxed) + fast::idle_entries();
+    let parks = || runtime.parks();
     let mut last = parks();
     let mut busy = false;
     loop {
@@ -329,11 +315,11 @@ impl<S: Unpin> ConnIo<S> {
 }
 
 /// Counts a connection's end for the trimmer.
-struct CountClose;
+struct CountClose<'a>(&'a Runtime);
 
-impl Drop for CountClose {
+impl Drop for CountClose<'_> {
     fn drop(&mut self) {
-        PARKS.fetch_add(1, Ordering::Relaxed);
+        self.0.parked();
     }
 }
 
@@ -359,7 +345,7 @@ pub async fn drive_h1<IO, S>(
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     use tokio::io::AsyncWriteExt;
-    let _closed = CountClose;
+    let _closed = CountClose(&fwd.runtime);
     let state = Arc::new(ConnState::default());
     let service = make_service(state.clone());
     let back: HandBack<IO> = Arc::default();
@@ -381,7 +367,7 @@ pub async fn drive_h1<IO, S>(
         });
         // On the heap, so a parked connection's task does not keep hyper's state inline.
         let mut conn = Box::pin(builder.serve_connection(io, &service).with_upgrades());
-        let quiet = tokio::time::sleep(PARK_AFTER);
+        let quiet = tokio::time::sleep(fwd.park_after);
         let mut quiet = std::pin::pin!(quiet);
         let mut seen = state.activity.load(Ordering::Relaxed);
         let mut stopping = false;
@@ -396,7 +382,7 @@ pub async fn drive_h1<IO, S>(
                     let now = state.activity.load(Ordering::Relaxed);
                     if now != seen || !state.parkable() {
                         seen = now;
-                        quiet.as_mut().reset(tokio::time::Instant::now() + PARK_AFTER);
+                        quiet.as_mut().reset(tokio::time::Instant::now() + fwd.park_after);
                     } else {
                         state.parking.store(true, Ordering::Relaxed);
                         conn.as_mut().graceful_shutdown();

@@ -3,6 +3,7 @@
 //! first and handed to hyper when it must ([`conn`]).
 
 pub mod conn;
+pub mod runtime;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use super::forwarder::{self, Forwarder};
 use super::front::{fast, hyper as forward};
 use super::{ProxyConfig, tls};
 use crate::routing::Shared;
+use runtime::Runtime;
 
 thread_local! {
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -29,23 +31,36 @@ pub fn worker_index() -> usize {
     WORKER.with(|w| w.get())
 }
 
+/// One proxy listener and what its workers serve on it.
+pub struct Listener {
+    pub socket: TcpListener,
+    /// TLS, for a TLS listener.
+    pub tls: Option<Arc<tls::Tls>>,
+    /// The [`worker_index`] of its first worker thread: each listener's workers need indexes
+    /// of their own, or a plain and a TLS worker would share backend connection pools, and
+    /// the connections one opened (driven by its runtime) would be used by the other, each
+    /// request waking both threads.
+    pub first: usize,
+}
+
 /// Serve the proxy on `config.workers` threads, each running its own current-thread runtime
 /// and accepting from the same socket, until `stop` turns true; then each finishes its
 /// in-flight requests (bounded by `shutdown_timeout`). Resolves when all workers are done.
-/// `first` is the [`worker_index`] of the first of these threads: each listener's workers
-/// need indexes of their own, or a plain and a TLS worker would share backend connection
-/// pools, and the connections one opened (driven by its runtime) would be used by the other,
-/// each request waking both threads. `all_workers` counts the worker threads of every
-/// listener: how many connection pools a backend may need.
+/// `all_workers` counts the worker threads of every listener: how many connection pools a
+/// backend may need.
 pub async fn serve_workers(
-    listener: TcpListener,
+    listener: Listener,
     shared: Arc<Shared>,
+    runtime: Arc<Runtime>,
     config: ProxyConfig,
     stop: watch::Receiver<bool>,
-    tls: Option<Arc<tls::Tls>>,
-    first: usize,
     all_workers: usize,
 ) {
+    let Listener {
+        socket: listener,
+        tls,
+        first,
+    } = listener;
     let std_listener = match listener.into_std() {
         Ok(l) => l,
         Err(e) => {
@@ -68,8 +83,9 @@ pub async fn serve_workers(
                 break;
             }
         };
-        let (shared, config, stop, tls, slots) = (
+        let (shared, runtime, config, stop, tls, slots) = (
             shared.clone(),
+            runtime.clone(),
             config.clone(),
             stop.clone(),
             tls.clone(),
@@ -90,7 +106,7 @@ pub async fn serve_workers(
                 rt.block_on(async move {
                     match TcpListener::from_std(listener) {
                         Ok(l) => {
-                            let forwarder = Forwarder::new(shared, &config, all_workers);
+                            let forwarder = Forwarder::new(shared, runtime, &config, all_workers);
                             serve(
                                 l,
                                 forwarder,

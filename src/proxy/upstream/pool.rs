@@ -245,25 +245,26 @@ impl Checkin {
     }
 }
 
-thread_local! {
-    /// The pools this worker thread has created, for the idle sweep.
-    static SWEEP: OnceLock<Arc<Mutex<Vec<Weak<WorkerPool>>>>> = const { OnceLock::new() };
-}
+/// One worker's pools, for the idle sweep: a task on the worker's runtime (started with the
+/// first pool) closes their idle connections every quarter of `max_idle`.
+#[derive(Default)]
+pub struct Sweep(OnceLock<Arc<Mutex<Vec<Weak<WorkerPool>>>>>);
 
-/// A new pool, swept of idle connections by a task on this thread's runtime (started with
-/// the first pool) every quarter of `max_idle`.
-pub fn new_pool(max_idle: Duration) -> Arc<WorkerPool> {
-    let pool = Arc::new(WorkerPool::default());
-    SWEEP.with(|s| {
-        let list = s.get_or_init(|| {
+impl Sweep {
+    /// A new pool, swept with the others.
+    pub fn new_pool(&self, max_idle: Duration) -> Arc<WorkerPool> {
+        let pool = Arc::new(WorkerPool::default());
+        let list = self.0.get_or_init(|| {
             let list: Arc<Mutex<Vec<Weak<WorkerPool>>>> = Arc::default();
-            let swept = list.clone();
+            let swept = Arc::downgrade(&list);
             let every = (max_idle / 4).max(Duration::from_millis(100));
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(every);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
+                    // The worker's forwarder is gone: so is every pool.
+                    let Some(swept) = swept.upgrade() else { return };
                     let pools: Vec<Arc<WorkerPool>> = {
                         let mut l = swept.lock().unwrap_or_else(|e| e.into_inner());
                         l.retain(|w| w.strong_count() > 0);
@@ -279,8 +280,8 @@ pub fn new_pool(max_idle: Duration) -> Arc<WorkerPool> {
         list.lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(Arc::downgrade(&pool));
-    });
-    pool
+        pool
+    }
 }
 
 #[cfg(test)]
