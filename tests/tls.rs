@@ -65,6 +65,7 @@ async fn start_tls(
     std::net::SocketAddr,
     std::net::SocketAddr,
     tokio::sync::oneshot::Sender<()>,
+    std::sync::Arc<quayside::proxy::Runtime>,
 ) {
     let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -75,20 +76,22 @@ async fn start_tls(
         tls.local_addr().unwrap(),
     );
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(quayside::run(
+    let runtime = std::sync::Arc::new(quayside::proxy::Runtime::default());
+    tokio::spawn(quayside::run_with(
         Listeners {
             proxy,
             admin,
             tls: Some(tls),
         },
         config,
+        runtime.clone(),
         async move {
             let _ = stopped.await;
         },
     ));
     let url = format!("http://{admin_addr}/add?no=1&ip=127.0.0.1&port={backend_port}");
     assert_eq!(Http::new().get(&url).await.status, 200);
-    (plain_addr, admin_addr, tls_addr, stop)
+    (plain_addr, admin_addr, tls_addr, stop, runtime)
 }
 
 #[tokio::test]
@@ -102,7 +105,7 @@ async fn tls_by_sni_with_h2_and_reload_without_dropping_connections() {
     let mut config = test_config();
     config.tls.certs = vec![dir.join("a.crt"), dir.join("b.crt")];
     config.tls.keys = vec![dir.join("a.key"), dir.join("b.key")];
-    let (_, admin_addr, tls_addr, _stop) = start_tls(config, backend.port()).await;
+    let (_, admin_addr, tls_addr, _stop, _) = start_tls(config, backend.port()).await;
     let http = Http::new();
 
     // SNI picks the certificate: each name verifies only against its own root.
@@ -259,7 +262,7 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
     config.tls.keys = vec![dir.join("a.key")];
     // Longer than the quiet time after which hyper hands a connection back (PARK_AFTER, twice).
     config.proxy.client_header_timeout = std::time::Duration::from_millis(1000);
-    let (_, _, tls_addr, _stop) = start_tls(config, backend.port()).await;
+    let (_, _, tls_addr, _stop, runtime) = start_tls(config, backend.port()).await;
     let open = || async {
         let tcp = TcpStream::connect(tls_addr).await.unwrap();
         connector(&[&root], &[b"http/1.1"])
@@ -381,7 +384,10 @@ async fn raw_http1_over_tls_gets_408_400_and_falls_back_to_hyper() {
         .await
         .unwrap();
     assert!(first_read(&mut s).await.starts_with(b"HTTP/1.1 200 "));
-    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    common::eventually(5, "hyper handed the quiet connection back", || async {
+        (runtime.parked_connections() == 1).then_some(())
+    })
+    .await;
     let (head, tail) = both.split_at(both.len() - 40);
     s.write_all(head).await.unwrap();
     s.flush().await.unwrap();
@@ -435,7 +441,7 @@ async fn plain_and_tls_workers_keep_backend_connections_of_their_own() {
     config.tls.keys = vec![dir.join("a.key")];
     // One worker per listener: the plain one and the TLS one.
     config.proxy.workers = 1;
-    let (plain_addr, _, tls_addr, _stop) = start_tls(config, backend.port()).await;
+    let (plain_addr, _, tls_addr, _stop, _) = start_tls(config, backend.port()).await;
 
     async fn get<S: AsyncRead + AsyncWrite + Unpin>(s: &mut S) {
         s.write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
