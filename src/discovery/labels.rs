@@ -112,14 +112,111 @@ pub struct Routable {
 }
 
 /// A label quayside reads (under the prefix): its name, whether it sets the service (the first
-/// container of a service wins) or the container's own entry, and what it means. The README's
-/// label table is checked against this list (`tests/docs.rs`), and reading a label that is not
-/// in it is a bug caught in debug builds.
-#[derive(Debug)]
+/// container of a service wins) or the container's own entry, what it means, and its parser.
+/// Labels are read only through this list, so a label is added in one place: the README's
+/// label table is checked against it (`tests/docs.rs`), and unknown labels are the ones not in
+/// it.
 pub struct LabelDoc {
     pub name: &'static str,
     pub service_level: bool,
     pub meaning: &'static str,
+    /// Reads the label's value into what a container's labels ask for; the error names the
+    /// label and says why.
+    parse: fn(&mut Draft, &str) -> Result<(), FieldError>,
+}
+
+impl std::fmt::Debug for LabelDoc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabelDoc")
+            .field("name", &self.name)
+            .field("service_level", &self.service_level)
+            .finish()
+    }
+}
+
+/// What one container's labels ask for, as [`LABELS`]' parsers read them.
+#[derive(Default)]
+struct Draft {
+    enabled: bool,
+    no: Option<String>,
+    service: Option<String>,
+    weight: u32,
+    port: Option<u16>,
+    network: Option<String>,
+    /// Service-level settings (used only if a service-level label is set).
+    cfg: ServiceConfig,
+    health: HealthLabels,
+}
+
+#[derive(Default)]
+struct HealthLabels {
+    path: Option<String>,
+    interval: Option<crate::types::Dur>,
+    timeout: Option<crate::types::Dur>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+}
+
+fn boolean(v: &str) -> Result<bool, FieldError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(FieldError::new("value", "must be true or false")),
+    }
+}
+
+fn duration(v: &str) -> Result<crate::types::Dur, FieldError> {
+    crate::types::parse_duration(v)
+        .map(crate::types::Dur)
+        .map_err(|r| FieldError::new("value", r))
+}
+
+fn count(v: &str) -> Result<u32, FieldError> {
+    match v.trim().parse::<u32>() {
+        Ok(n) if (1..=100).contains(&n) => Ok(n),
+        _ => Err(FieldError::new("value", format!("must be 1-100, got {v}"))),
+    }
+}
+
+fn host(d: &mut Draft, v: &str) -> Result<(), FieldError> {
+    for h in v.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+        d.cfg.hosts.push(validate::host_rule(h)?);
+    }
+    Ok(())
+}
+
+fn lb(d: &mut Draft, v: &str) -> Result<(), FieldError> {
+    d.cfg.lb = Strategy::parse(v)
+        .ok_or_else(|| FieldError::new("lb", format!("must be {}", Strategy::NAMES)))?;
+    Ok(())
+}
+
+fn hash_key(d: &mut Draft, v: &str) -> Result<(), FieldError> {
+    validate::hash_key(v.trim())?;
+    d.cfg.hash_key = Some(v.trim().to_owned());
+    Ok(())
+}
+
+/// `true` uses the default cookie name; anything else is the cookie name.
+fn sticky(d: &mut Draft, v: &str) -> Result<(), FieldError> {
+    d.cfg.sticky_cookie = match v.trim().to_ascii_lowercase().as_str() {
+        "false" | "0" | "no" => None,
+        "true" | "1" | "yes" => Some("quayside_sticky".to_owned()),
+        _ => {
+            validate::cookie_name("sticky", v.trim())?;
+            Some(v.trim().to_owned())
+        }
+    };
+    Ok(())
+}
+
+fn protocol(d: &mut Draft, v: &str) -> Result<(), FieldError> {
+    d.cfg.protocol = match v.trim() {
+        "http1" | "http" => crate::registry::Protocol::Http1,
+        "h2c" => crate::registry::Protocol::H2c,
+        _ => return Err(FieldError::new("protocol", "must be http1 or h2c")),
+    };
+    Ok(())
 }
 
 /// Every label, in the README's order.
@@ -128,124 +225,168 @@ pub const LABELS: &[LabelDoc] = &[
         name: "enable",
         service_level: false,
         meaning: "`true`/`false`; a container with any other `quayside.*` label is enabled unless this says `false`",
+        parse: |d, v| {
+            d.enabled = boolean(v)?;
+            Ok(())
+        },
     },
     LabelDoc {
         name: "port",
         service_level: false,
         meaning: "the container port to send to; default: its one exposed port (several and no label → skipped with a warning)",
+        parse: |d, v| {
+            d.port = Some(validate::port(v)?);
+            Ok(())
+        },
     },
     LabelDoc {
         name: "service",
         service_level: false,
         meaning: "the pool (default `default`); containers of one service share it, so `--scale` just works",
+        parse: |d, v| {
+            d.service = Some(validate::service(v)?);
+            Ok(())
+        },
     },
     LabelDoc {
         name: "host",
         service_level: true,
         meaning: "comma-separated host names for the service (`*.example.com` allowed)",
+        parse: host,
     },
     LabelDoc {
         name: "path",
         service_level: true,
         meaning: "path prefix for the service, matched by whole segments (`/docs` matches `/docs`, `/docs/…`, not `/docsx`)",
+        parse: |d, v| {
+            d.cfg.path_prefix = Some(validate::path_prefix(v)?);
+            Ok(())
+        },
     },
     LabelDoc {
         name: "strip_prefix",
         service_level: true,
         meaning: "`true`: strip the service's path prefix before forwarding (`/docs/a` reaches the backend as `/a`)",
+        parse: |d, v| {
+            d.cfg.strip_prefix = boolean(v)?;
+            Ok(())
+        },
     },
     LabelDoc {
         name: "weight",
         service_level: false,
         meaning: "1–1000 (default 1)",
+        parse: |d, v| {
+            d.weight = validate::weight(v)?;
+            Ok(())
+        },
     },
     LabelDoc {
         name: "network",
         service_level: false,
         meaning: "which network's IP to use; else the network shared with quayside's own container; else the only network (several and no way to choose → skipped, naming them)",
+        parse: |d, v| {
+            d.network = Some(v.to_owned());
+            Ok(())
+        },
     },
     LabelDoc {
         name: "no",
         service_level: false,
         meaning: "the entry's key; default the container name",
+        parse: |d, v| {
+            d.no = Some(validate::no(v)?);
+            Ok(())
+        },
     },
     LabelDoc {
         name: "lb",
         service_level: true,
         meaning: "the service's balancing strategy: `round_robin`, `random`, `p2c`, `least_conn`, `hash`",
+        parse: lb,
     },
     LabelDoc {
         name: "hash_key",
         service_level: true,
         meaning: "for `hash`: `client_ip` (default), `header:X-User` or `cookie:session`",
+        parse: hash_key,
     },
     LabelDoc {
         name: "sticky",
         service_level: true,
         meaning: "`true` (cookie `quayside_sticky`) or a cookie name: sticky sessions",
+        parse: sticky,
     },
     LabelDoc {
         name: "health.path",
         service_level: true,
         meaning: "turns on active health checks: GET this path on every backend; 2xx or 3xx passes",
+        parse: |d, v| {
+            d.health.path = Some(v.trim().to_owned());
+            Ok(())
+        },
     },
     LabelDoc {
         name: "health.interval",
         service_level: true,
         meaning: "time between probes (default 5s)",
+        parse: |d, v| {
+            d.health.interval = Some(duration(v)?);
+            Ok(())
+        },
     },
     LabelDoc {
         name: "health.timeout",
         service_level: true,
         meaning: "a probe's timeout, at most the interval (default 2s, or the interval if shorter)",
+        parse: |d, v| {
+            d.health.timeout = Some(duration(v)?);
+            Ok(())
+        },
     },
     LabelDoc {
         name: "health.rise",
         service_level: true,
         meaning: "successes in a row that bring a backend back, 1–100 (default 2)",
+        parse: |d, v| {
+            d.health.rise = Some(count(v)?);
+            Ok(())
+        },
     },
     LabelDoc {
         name: "health.fall",
         service_level: true,
         meaning: "failures in a row that take it out, 1–100 (default 3)",
+        parse: |d, v| {
+            d.health.fall = Some(count(v)?);
+            Ok(())
+        },
     },
     LabelDoc {
         name: "health",
         service_level: true,
         meaning: "the same as `quayside.health.path`",
+        parse: |d, v| {
+            d.health.path = Some(v.trim().to_owned());
+            Ok(())
+        },
     },
     LabelDoc {
         name: "slow_start",
         service_level: true,
         meaning: "e.g. `30s`: a backend that just became available ramps up its share over this time (durations: 1ms to 24h)",
+        parse: |d, v| {
+            d.cfg.slow_start = Some(duration(v)?);
+            Ok(())
+        },
     },
     LabelDoc {
         name: "protocol",
         service_level: true,
         meaning: "`http1` (default) or `h2c` to the backends (gRPC)",
+        parse: protocol,
     },
 ];
-
-/// The labels of one container under one prefix.
-struct Labels<'a> {
-    c: &'a ContainerInfo,
-    prefix: &'a str,
-}
-
-impl<'a> Labels<'a> {
-    /// `<prefix>.<name>`.
-    fn key(&self, name: &str) -> String {
-        format!("{}.{name}", self.prefix)
-    }
-
-    fn get(&self, name: &str) -> Option<&'a str> {
-        debug_assert!(
-            LABELS.iter().any(|l| l.name == name),
-            "label {name} is read but not described in LABELS"
-        );
-        self.c.labels.get(&self.key(name)).map(String::as_str)
-    }
-}
 
 /// The labels under `prefix` that quayside does not know (typos such as `quayside.prot`): they
 /// change nothing, which is worth saying.
@@ -276,6 +417,25 @@ fn bad(label: String, value: &str, e: FieldError) -> Skip {
     }
 }
 
+/// Read every label under `prefix` by its parser in [`LABELS`], in their order; the first bad
+/// one is the container's [`Skip`]. `service_set`: a service-level label is set.
+fn read(c: &ContainerInfo, prefix: &str) -> Result<(Draft, bool), Skip> {
+    let mut d = Draft {
+        enabled: true,
+        weight: 1,
+        ..Default::default()
+    };
+    let mut service_set = false;
+    for l in LABELS {
+        let key = format!("{prefix}.{}", l.name);
+        if let Some(v) = c.labels.get(&key) {
+            (l.parse)(&mut d, v).map_err(|e| bad(key, v, e))?;
+            service_set |= l.service_level;
+        }
+    }
+    Ok((d, service_set))
+}
+
 /// Decide about one container. `own_networks` are the networks of quayside's own container
 /// (empty when it runs outside Docker).
 pub fn evaluate(
@@ -283,27 +443,11 @@ pub fn evaluate(
     prefix: &str,
     own_networks: &[String],
 ) -> Result<Routable, Skip> {
-    let labels = Labels { c, prefix };
-    let key = |name: &str| labels.key(name);
-    let label = |name: &str| labels.get(name);
-
+    let key = |name: &str| format!("{prefix}.{name}");
     // Labels first: a bad label is reported whatever the container's state.
-    let enabled = match label("enable") {
-        None => true,
-        Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" => true,
-            "false" | "0" | "no" => false,
-            _ => {
-                return Err(bad(
-                    key("enable"),
-                    v,
-                    FieldError::new("enable", "must be true or false"),
-                ));
-            }
-        },
-    };
-    let no = match label("no") {
-        Some(v) => validate::no(v).map_err(|e| bad(key("no"), v, e))?,
+    let (mut d, service_set) = read(c, prefix)?;
+    let no = match d.no.take() {
+        Some(no) => no,
         None => validate::no(&c.name).map_err(|e| {
             bad(
                 "container name".into(),
@@ -312,20 +456,16 @@ pub fn evaluate(
             )
         })?,
     };
-    let service = match label("service") {
-        Some(v) => validate::service(v).map_err(|e| bad(key("service"), v, e))?,
-        None => validate::DEFAULT_SERVICE.to_owned(),
+    let service = d
+        .service
+        .take()
+        .unwrap_or_else(|| validate::DEFAULT_SERVICE.to_owned());
+    let service_config = if service_set {
+        Some(service_settings(c, prefix, &service, &mut d)?)
+    } else {
+        None
     };
-    let weight = match label("weight") {
-        Some(v) => validate::weight(v).map_err(|e| bad(key("weight"), v, e))?,
-        None => 1,
-    };
-    let port_label = match label("port") {
-        Some(v) => Some(validate::port(v).map_err(|e| bad(key("port"), v, e))?),
-        None => None,
-    };
-    let service_config = service_labels(c, prefix)?;
-    if !enabled {
+    if !d.enabled {
         return Err(Skip::Disabled);
     }
     if !c.running {
@@ -339,7 +479,7 @@ pub fn evaluate(
     {
         return Err(Skip::Unhealthy { status: h.clone() });
     }
-    let port = match (port_label, c.exposed_ports.as_slice()) {
+    let port = match (d.port, c.exposed_ports.as_slice()) {
         (Some(p), _) => p,
         (None, [only]) => *only,
         (None, exposed) => {
@@ -350,15 +490,15 @@ pub fn evaluate(
         }
     };
     let names: Vec<String> = c.networks.keys().cloned().collect();
-    let network = match label("network") {
+    let network = match d.network {
         Some(n) => {
-            if !c.networks.contains_key(n) {
+            if !c.networks.contains_key(&n) {
                 return Err(Skip::NetworkNotFound {
-                    network: n.to_owned(),
+                    network: n,
                     networks: names,
                 });
             }
-            n.to_owned()
+            n
         }
         None => {
             let shared: Vec<&String> = names.iter().filter(|n| own_networks.contains(n)).collect();
@@ -382,122 +522,27 @@ pub fn evaluate(
         no,
         addr,
         port,
-        weight,
+        weight: d.weight,
         service,
         service_config,
     })
 }
 
-fn bool_label(label: String, v: &str) -> Result<bool, Skip> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err(bad(
-            label,
-            v,
-            FieldError::new("value", "must be true or false"),
-        )),
-    }
-}
-
-fn dur_label(label: String, v: &str) -> Result<crate::types::Dur, Skip> {
-    crate::types::parse_duration(v)
-        .map(crate::types::Dur)
-        .map_err(|r| bad(label, v, FieldError::new("value", r)))
-}
-
-fn count_label(label: String, v: &str) -> Result<u32, Skip> {
-    match v.trim().parse::<u32>() {
-        Ok(n) if (1..=100).contains(&n) => Ok(n),
-        _ => Err(bad(
-            label,
-            v,
-            FieldError::new("value", format!("must be 1-100, got {v}")),
-        )),
-    }
-}
-
-/// The service-level labels (`host`, `path`, `strip_prefix`, `lb`, `hash_key`, `sticky`,
-/// `slow_start`, `health.*`), if any is set.
-fn service_labels(c: &ContainerInfo, prefix: &str) -> Result<Option<ServiceConfig>, Skip> {
-    let labels = Labels { c, prefix };
-    let key = |name: &str| labels.key(name);
-    let label = |name: &str| labels.get(name);
-    if LABELS
-        .iter()
-        .filter(|l| l.service_level)
-        .all(|l| label(l.name).is_none())
-    {
-        return Ok(None);
-    }
-    let mut cfg = ServiceConfig::default();
-    if let Some(v) = label("host") {
-        for h in v.split(',').map(str::trim).filter(|h| !h.is_empty()) {
-            cfg.hosts
-                .push(validate::host_rule(h).map_err(|e| bad(key("host"), v, e))?);
-        }
-    }
-    if let Some(v) = label("path") {
-        cfg.path_prefix = Some(validate::path_prefix(v).map_err(|e| bad(key("path"), v, e))?);
-    }
-    if let Some(v) = label("strip_prefix") {
-        cfg.strip_prefix = bool_label(key("strip_prefix"), v)?;
-    }
-    if let Some(v) = label("lb") {
-        cfg.lb = Strategy::parse(v).ok_or_else(|| {
-            bad(
-                key("lb"),
-                v,
-                FieldError::new("lb", format!("must be {}", Strategy::NAMES)),
-            )
-        })?;
-    }
-    if let Some(v) = label("hash_key") {
-        validate::hash_key(v.trim()).map_err(|e| bad(key("hash_key"), v, e))?;
-        cfg.hash_key = Some(v.trim().to_owned());
-    }
-    if let Some(v) = label("sticky") {
-        // `true` uses the default cookie name; anything else is the cookie name.
-        cfg.sticky_cookie = match v.trim().to_ascii_lowercase().as_str() {
-            "false" | "0" | "no" => None,
-            "true" | "1" | "yes" => Some("quayside_sticky".to_owned()),
-            _ => {
-                validate::cookie_name("sticky", v.trim()).map_err(|e| bad(key("sticky"), v, e))?;
-                Some(v.trim().to_owned())
-            }
-        };
-    }
-    if let Some(v) = label("protocol") {
-        cfg.protocol = match v.trim() {
-            "http1" | "http" => crate::registry::Protocol::Http1,
-            "h2c" => crate::registry::Protocol::H2c,
-            _ => {
-                return Err(bad(
-                    key("protocol"),
-                    v,
-                    FieldError::new("protocol", "must be http1 or h2c"),
-                ));
-            }
-        };
-    }
-    if let Some(v) = label("slow_start") {
-        cfg.slow_start = Some(dur_label(key("slow_start"), v)?);
-    }
-    if let Some(v) = label("health.path").or(label("health")) {
-        let interval = label("health.interval")
-            .map(|v| dur_label(key("health.interval"), v))
-            .transpose()?;
-        let timeout = label("health.timeout")
-            .map(|v| dur_label(key("health.timeout"), v))
-            .transpose()?;
-        let mut h = crate::registry::HealthCheck::with(v.trim().to_owned(), interval, timeout);
-        if let Some(v) = label("health.rise") {
-            h.rise = count_label(key("health.rise"), v)?;
-        }
-        if let Some(v) = label("health.fall") {
-            h.fall = count_label(key("health.fall"), v)?;
-        }
-        cfg.health = Some(h);
+/// The service-level settings the labels ask for, checked as a whole.
+fn service_settings(
+    c: &ContainerInfo,
+    prefix: &str,
+    service: &str,
+    d: &mut Draft,
+) -> Result<ServiceConfig, Skip> {
+    let key = |name: &str| format!("{prefix}.{name}");
+    let mut cfg = std::mem::take(&mut d.cfg);
+    let h = std::mem::take(&mut d.health);
+    if let Some(path) = h.path {
+        let mut check = crate::registry::HealthCheck::with(path, h.interval, h.timeout);
+        check.rise = h.rise.unwrap_or(check.rise);
+        check.fall = h.fall.unwrap_or(check.fall);
+        cfg.health = Some(check);
     } else if let Some(n) = [
         "health.interval",
         "health.timeout",
@@ -505,16 +550,15 @@ fn service_labels(c: &ContainerInfo, prefix: &str) -> Result<Option<ServiceConfi
         "health.fall",
     ]
     .iter()
-    .find(|n| label(n).is_some())
+    .find(|n| c.labels.contains_key(&key(n)))
     {
         return Err(bad(
             key(n),
-            label(n).unwrap_or_default(),
+            &c.labels[&key(n)],
             FieldError::new("health", format!("needs {} too", key("health.path"))),
         ));
     }
-    let name = label("service").unwrap_or(validate::DEFAULT_SERVICE);
-    cfg.validated(name).map(Some).map_err(|e| {
+    cfg.validated(service).map_err(|e| {
         let label = match e.field {
             "hosts" => key("host"),
             "path_prefix" => key("path"),
@@ -598,9 +642,10 @@ mod tests {
             ("quayside.hash_key", "body", "client_ip"),
             (
                 "quayside.health.interval",
-                "soon",
+                "5s",
                 "needs quayside.health.path",
             ),
+            ("quayside.health.interval", "soon", "duration"),
             ("quayside.slow_start", "later", "duration"),
             (
                 "quayside.slow_start",
