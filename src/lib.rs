@@ -20,8 +20,10 @@
 //! - [`routing`]: the immutable [`routing::RoutingTable`] snapshot: host/path matching and each
 //!   service's backends and balancer. Built purely from the registry.
 //! - [`probe`] and [`discovery`], the observers: the task that probes backends for active health
-//!   checks; the Docker watcher (bollard adapter) and the pure label/container evaluation
-//!   behind it, which sends the discovered set to the registry.
+//!   checks; the discovery sources, each with an identity of its own
+//!   ([`registry::SourceId`]) whose sync replaces only its own entries and whose status has one
+//!   shape ([`discovery::sources`]): today the Docker watcher (bollard adapter) and the pure
+//!   label/container evaluation behind it.
 //! - [`proxy`]: the data plane: reads the current table without locks, forwards over keepalive
 //!   pools, classifies failures into 502/503/504. One request plan (`proxy::plan`) serves two
 //!   fronts: plain HTTP/1.1 requests take a byte-level fast path (httparse, pure rewriting in
@@ -33,7 +35,8 @@
 //! - this file: [`run`], which wires them together.
 //!
 //! [`run`] takes already-bound listeners, so tests bind port 0 and run the real server
-//! in-process.
+//! in-process; [`run_with`] also takes the data plane's runtime handle ([`proxy::Runtime`]),
+//! whose counters the caller can read while it runs.
 
 pub mod admin;
 pub mod balance;

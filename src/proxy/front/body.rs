@@ -74,7 +74,7 @@ impl Drop for InFlight {
     }
 }
 
-/// A request's [`Record`](super::plan::Record), handed to the observer when its response body
+/// A request's [`Record`](crate::proxy::plan::Record), handed to the observer when its response body
 /// is done with.
 pub struct Pending {
     pub observer: Arc<dyn Observe>,

@@ -2,15 +2,16 @@
 //! as bytes over pooled raw backend connections, the way nginx does it.
 //!
 //! Every HTTP/1.1 client connection starts here (plain, or TLS with ALPN `http/1.1`). Each
-//! request head is parsed once (httparse), routed
-//! and balanced like any other, and its head rewritten straight into the bytes sent upstream;
-//! the backend's head is parsed once, rewritten for the client, and its body relayed as it
-//! arrives (a chunked body as it is, its end found by [`parse::Chunks`]). No `http::Request`,
+//! request head is parsed once (httparse), routed and balanced by the request plan
+//! ([`crate::proxy::plan`]) as on hyper's side, and its head rewritten straight into the bytes
+//! sent upstream; the backend's head is parsed once, rewritten for the client, and its body
+//! relayed as it arrives (a chunked body as it is, its end found by the codec's
+//! [`Remaining`]). No `http::Request`,
 //! no `HeaderMap`, no body channel, no task per backend connection. An idle connection holds
 //! no buffer at all between requests (it is parked from its first idle moment).
 //!
 //! A head or small body split over reads is gathered here (408 if it stalls). The first
-//! request the fast path does not take in full (see [`parse`]: upgrades, `Expect`, chunked or
+//! request the fast path does not take in full (see `codec::parse`: upgrades, `Expect`, chunked or
 //! large request bodies, HTTP/1.0, h2c backends, anything odd) goes to hyper with the bytes read so far; hyper serves the connection (plain or TLS)
 //! until it is quiet and parks, and it comes back here after.
 //! So every limit, error and protocol feature is hyper's as before, and the fast path only
@@ -464,7 +465,7 @@ async fn attempt<S: ClientIo>(
 }
 
 /// Relay the rest of a response body from the backend to the client as it arrives, in reads
-/// of [`READ_SIZE`] (memory stays bounded whatever the body's size). `Some(clean)` once
+/// of `upstream::raw`'s read size (memory stays bounded whatever the body's size). `Some(clean)` once
 /// the body is complete (`clean`: the backend sent nothing after it, so its connection can be
 /// reused); `None` if either side failed (the client's connection must close).
 async fn relay_rest<S: ClientIo>(
