@@ -19,4 +19,6 @@ COPY --from=build /src/target/x86_64-unknown-linux-gnu/release/quayside /quaysid
 EXPOSE 8080 8001
 VOLUME /data
 ENTRYPOINT ["/quayside"]
-CMD ["--admin-listen", "0.0.0.0:8001", "--state", "/data/state.json"]
+# The admin API stays on the container's loopback unless told otherwise: beyond it, it needs
+# a token (QUAYSIDE_ADMIN_LISTEN=0.0.0.0:8001 with QUAYSIDE_ADMIN_TOKEN, as docker-compose.yml).
+CMD ["--state", "/data/state.json"]

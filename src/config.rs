@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::admin::{AdminConfig, Token};
 use crate::proxy::ProxyConfig;
 use crate::types::check_duration;
 pub use crate::types::parse_duration;
@@ -45,6 +46,56 @@ pub struct Cli {
     /// Anyone who can reach it can change routing: keep it on loopback or a private network.
     #[arg(long, env = "QUAYSIDE_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+
+    /// Token for the admin API: clients send `Authorization: Bearer TOKEN`. Without one, the
+    /// admin API starts only on a loopback address (see --admin-insecure)
+    #[arg(
+        long,
+        env = "QUAYSIDE_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_token: Option<String>,
+
+    /// File holding the admin token (Docker and Swarm secrets), instead of --admin-token
+    #[arg(long, env = "QUAYSIDE_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    pub admin_token_file: Option<PathBuf>,
+
+    /// Token for read-only use of the admin API (dashboards, Prometheus): every GET, no change
+    #[arg(
+        long,
+        env = "QUAYSIDE_ADMIN_READ_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub admin_read_token: Option<String>,
+
+    /// File holding the read-only token, instead of --admin-read-token
+    #[arg(long, env = "QUAYSIDE_ADMIN_READ_TOKEN_FILE", value_name = "PATH")]
+    pub admin_read_token_file: Option<PathBuf>,
+
+    /// Serve the admin API on a non-loopback address without a token (anyone who reaches it
+    /// can change routing; a warning is logged at start)
+    #[arg(long, env = "QUAYSIDE_ADMIN_INSECURE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub admin_insecure: Option<bool>,
+
+    /// Host names the admin API answers to besides localhost and IP addresses (a request for
+    /// another name is refused: DNS rebinding); comma-separated or repeated
+    #[arg(
+        long,
+        env = "QUAYSIDE_ADMIN_HOST",
+        value_name = "NAME",
+        value_delimiter = ','
+    )]
+    pub admin_host: Vec<String>,
+
+    /// TLS certificate (PEM) for the admin listener, with --admin-tls-key
+    #[arg(long, env = "QUAYSIDE_ADMIN_TLS_CERT", value_name = "FILE")]
+    pub admin_tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) for the admin listener
+    #[arg(long, env = "QUAYSIDE_ADMIN_TLS_KEY", value_name = "FILE")]
+    pub admin_tls_key: Option<PathBuf>,
 
     /// State file for manual backends, drains and service settings
     /// [default: quayside-state.json in the working directory]
@@ -127,6 +178,14 @@ pub struct Cli {
 pub struct FileConfig {
     pub listen: Option<SocketAddr>,
     pub admin_listen: Option<SocketAddr>,
+    /// (Tokens themselves only by flag, environment or file: not in the config file.)
+    pub admin_token_file: Option<PathBuf>,
+    pub admin_read_token_file: Option<PathBuf>,
+    pub admin_insecure: Option<bool>,
+    #[serde(default)]
+    pub admin_host: Vec<String>,
+    pub admin_tls_cert: Option<PathBuf>,
+    pub admin_tls_key: Option<PathBuf>,
     pub state: Option<PathBuf>,
     pub no_docker: Option<bool>,
     pub docker_host: Option<String>,
@@ -190,11 +249,49 @@ pub struct DockerConfig {
     pub label_prefix: String,
 }
 
+/// A token from its flag or environment variable, or from a file (trailing white space
+/// dropped: secrets files usually end with a newline).
+fn token(
+    value: Option<String>,
+    file: Option<PathBuf>,
+    key: &str,
+) -> Result<Option<Token>, ConfigError> {
+    let err = |reason: String| ConfigError::Value {
+        key: key.to_owned(),
+        reason,
+    };
+    let t = match (value, file) {
+        (Some(_), Some(_)) => {
+            return Err(err(format!(
+                "give --{} or --{}-file, not both",
+                key.replace('_', "-"),
+                key.replace('_', "-")
+            )));
+        }
+        (Some(v), None) => v,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?
+            .trim_end()
+            .to_owned(),
+        (None, None) => return Ok(None),
+    };
+    if t.is_empty() {
+        return Err(err("must not be empty".into()));
+    }
+    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(err(
+            "must be one word of visible characters (it goes in an Authorization header)".into(),
+        ));
+    }
+    Ok(Some(Token::new(t)))
+}
+
 /// Fully resolved settings.
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    pub admin: AdminConfig,
     /// Where manual changes are saved; `None` keeps them in memory only (tests).
     pub state: Option<PathBuf>,
     pub docker: DockerConfig,
@@ -267,8 +364,57 @@ impl Config {
                 ),
             });
         }
+        let admin = AdminConfig {
+            token: token(
+                cli.admin_token,
+                cli.admin_token_file.or(file.admin_token_file),
+                "admin_token",
+            )?,
+            read_token: token(
+                cli.admin_read_token,
+                cli.admin_read_token_file.or(file.admin_read_token_file),
+                "admin_read_token",
+            )?,
+            insecure: cli.admin_insecure.or(file.admin_insecure).unwrap_or(false),
+            hosts: if cli.admin_host.is_empty() {
+                file.admin_host
+            } else {
+                cli.admin_host
+            }
+            .into_iter()
+            .map(|h| h.trim().to_ascii_lowercase())
+            .filter(|h| !h.is_empty())
+            .collect(),
+            tls: match (
+                cli.admin_tls_cert.or(file.admin_tls_cert),
+                cli.admin_tls_key.or(file.admin_tls_key),
+            ) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Value {
+                        key: "admin_tls_cert".into(),
+                        reason: "--admin-tls-cert and --admin-tls-key go together".into(),
+                    });
+                }
+            },
+        };
+        if admin.read_token.is_some() && admin.read_token == admin.token {
+            return Err(ConfigError::Value {
+                key: "admin_read_token".into(),
+                reason: "must differ from the admin token".into(),
+            });
+        }
+        if admin.read_token.is_some() && admin.token.is_none() {
+            return Err(ConfigError::Value {
+                key: "admin_read_token".into(),
+                reason: "needs --admin-token too (without it the API would be open to change)"
+                    .into(),
+            });
+        }
         Ok(Config {
             tls,
+            admin,
             listen: cli
                 .listen
                 .or(file.listen)

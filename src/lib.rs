@@ -77,6 +77,20 @@ pub enum StartError {
     NoTlsListener,
     #[error(transparent)]
     Docker(#[from] discovery::docker::EndpointError),
+    #[error(
+        "the admin API would listen on {addr} without a token: anyone who reaches it could change routing. Set --admin-token (or QUAYSIDE_ADMIN_TOKEN, or --admin-token-file), listen on a loopback address, or pass --admin-insecure to accept the risk"
+    )]
+    AdminOpen { addr: std::net::SocketAddr },
+    #[error("cannot read the admin listener's address: {0}")]
+    AdminAddr(std::io::Error),
+}
+
+/// An admin API beyond loopback needs a token, or the explicit `--admin-insecure`.
+pub fn check_admin_exposure(config: &Config, addr: std::net::SocketAddr) -> Result<(), StartError> {
+    if config.admin.token.is_none() && !addr.ip().is_loopback() && !config.admin.insecure {
+        return Err(StartError::AdminOpen { addr });
+    }
+    Ok(())
 }
 
 /// Load the state file, start the registry, serve the proxy and the admin API until `shutdown`
@@ -98,6 +112,23 @@ pub async fn run_with(
     runtime: Arc<proxy::Runtime>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let admin_addr = listeners
+        .admin
+        .local_addr()
+        .map_err(StartError::AdminAddr)?;
+    if config.admin.token.is_none() && !admin_addr.ip().is_loopback() {
+        if !config.admin.insecure {
+            return Err(StartError::AdminOpen { addr: admin_addr });
+        }
+        tracing::warn!(addr = %admin_addr, "the admin API listens beyond loopback without a token (--admin-insecure): anyone who reaches it can change routing; set --admin-token");
+    }
+    let admin_tls = match &config.admin.tls {
+        Some((cert, key)) => Some(Arc::new(proxy::tls::Tls::new(
+            std::slice::from_ref(cert),
+            std::slice::from_ref(key),
+        )?)),
+        None => None,
+    };
     let endpoint = config
         .docker
         .enabled
@@ -192,15 +223,21 @@ pub async fn run_with(
         }
         _ => None,
     };
-    let admin = tokio::spawn(admin::serve(
-        listeners.admin,
-        admin::Ctx {
-            registry,
-            discovery: sources,
-            tls,
-        },
-        stop_rx,
-    ));
+    let admin_config = config.admin.clone();
+    let admin = tokio::spawn(async move {
+        admin::serve(
+            listeners.admin,
+            admin::Ctx {
+                registry,
+                discovery: sources,
+                tls,
+            },
+            &admin_config,
+            admin_tls,
+            stop_rx,
+        )
+        .await
+    });
 
     shutdown.await;
     tracing::info!(

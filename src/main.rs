@@ -51,6 +51,8 @@ async fn start() -> anyhow::Result<()> {
         .init();
 
     let config = Config::from_args()?;
+    // Before binding anything: the refusal is then the only line.
+    quayside::check_admin_exposure(&config, config.admin_listen)?;
     let proxy = bind(config.listen, "the proxy", "--listen").await?;
     let admin = bind(config.admin_listen, "the admin API", "--admin-listen").await?;
     let tls = if config.tls.certs.is_empty() {

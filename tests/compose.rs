@@ -11,6 +11,9 @@ use common::Http;
 use common::eventually;
 use http::StatusCode;
 
+/// The admin token the test's stack runs with (in the environment, as `.env` would give it).
+const TOKEN: &str = "compose-test-token";
+
 struct Project {
     name: String,
     root: &'static str,
@@ -38,6 +41,7 @@ impl Project {
         let mut c = Command::new(program);
         c.current_dir(self.root)
             .env("COMPOSE_PROJECT_NAME", &self.name)
+            .env("QUAYSIDE_ADMIN_TOKEN", TOKEN)
             .envs(self.images.iter().map(|(k, v)| (*k, v.as_str())));
         c
     }
@@ -106,6 +110,26 @@ async fn the_compose_example_routes_by_scale_host_and_path() {
         .unwrap();
     assert!(st.success(), "scripts/build-images.sh failed");
 
+    // Without a token (no .env), Compose refuses to start and says what to do.
+    let bare = std::env::temp_dir().join(format!("quayside-compose-{}", std::process::id()));
+    std::fs::create_dir_all(&bare).unwrap();
+    std::fs::copy(
+        format!("{root}/docker-compose.yml"),
+        bare.join("docker-compose.yml"),
+    )
+    .unwrap();
+    let out = Command::new("docker-compose")
+        .arg("config")
+        .current_dir(&bare)
+        .env_remove("QUAYSIDE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&bare);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("create .env with QUAYSIDE_ADMIN_TOKEN"),
+        "{err}"
+    );
     let (http_port, admin_port) = (free_port(), free_port());
     let env = [
         ("QUAYSIDE_HTTP_PORT", http_port.to_string()),
@@ -139,6 +163,9 @@ async fn the_compose_example_routes_by_scale_host_and_path() {
         (routed == 4).then_some(())
     })
     .await;
+    // The admin API answers only with the token.
+    let r = http.get(&format!("{admin}/api/v1/discovery")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
     // web: two replicas alternate.
     let mut seen = Vec::new();
     for _ in 0..4 {
@@ -188,9 +215,11 @@ async fn the_compose_example_routes_by_scale_host_and_path() {
         .unwrap()
         .to_owned();
     let web = docker_name(&web);
-    let r = http
-        .method("POST", &format!("{admin}/api/v1/backends/{web}/drain"), "")
-        .await;
+    let drain = http::Request::post(format!("{admin}/api/v1/backends/{web}/drain"))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(common::full(""))
+        .unwrap();
+    let r = http.send(drain).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
     let out = project.compose(&["restart", "quayside"], &env);
     assert!(
@@ -223,12 +252,16 @@ fn docker_name(id: &str) -> String {
         .to_owned()
 }
 
-/// GET that returns None instead of panicking while the stack starts.
+/// GET with the admin token that returns None instead of panicking while the stack starts.
 async fn probe(url: &str) -> Option<String> {
     use http_body_util::BodyExt;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
-    let resp = client.get(url.parse().ok()?).await.ok()?;
+    let req = http::Request::get(url)
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(http_body_util::Empty::new())
+        .ok()?;
+    let resp = client.request(req).await.ok()?;
     let body = resp.into_body().collect().await.ok()?.to_bytes();
     Some(String::from_utf8_lossy(&body).into_owned())
 }

@@ -355,7 +355,7 @@ async fn admin_not_found_and_wrong_method_name_what_exists() {
     let http = Http::new();
     let r = http.get(&q.admin_url("/nothing-here")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
-    for (path, _) in quayside::admin::route_list() {
+    for (path, _, _) in quayside::admin::route_list() {
         assert!(r.body.contains(path), "404 lacks {path}: {}", r.body);
     }
     let r = http
@@ -367,7 +367,7 @@ async fn admin_not_found_and_wrong_method_name_what_exists() {
     assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(r.body.contains("POST"), "{}", r.body);
     // Every route takes the methods it lists and answers 405 to the others.
-    for (path, methods) in quayside::admin::route_list() {
+    for (path, methods, _) in quayside::admin::route_list() {
         let path = path.replace("{no}", "nope").replace("{name}", "nope");
         for method in ["GET", "POST", "PUT", "DELETE"] {
             let r = http.method(method, &q.admin_url(&path), "{}").await;

@@ -477,3 +477,49 @@ async fn plain_and_tls_workers_keep_backend_connections_of_their_own() {
     get(&mut plain).await;
     assert_eq!(accepted.load(SeqCst), 2);
 }
+
+#[tokio::test]
+async fn the_admin_api_can_be_served_over_tls() {
+    let dir = std::env::temp_dir().join(format!("quayside-admin-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let der = write_cert(&dir, "admin", "localhost");
+    let mut config = test_config();
+    config.admin.token = Some(quayside::admin::Token::new("tls-admin-token"));
+    config.admin.tls = Some((dir.join("admin.crt"), dir.join("admin.key")));
+    let q = common::Quayside::start_with(config).await;
+    let tcp = common::eventually(5, "the admin listener", || async {
+        TcpStream::connect(q.admin).await.ok()
+    })
+    .await;
+    let tls = connector(&[&der], &[b"http/1.1"])
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for (token, want) in [(None, 401), (Some("tls-admin-token"), 200)] {
+        let mut req = http::Request::get("/api/v1/backends").header("host", "localhost");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = sender
+            .send_request(req.body(common::full("")).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), want, "{token:?}");
+        let _ = resp.into_body().collect().await;
+    }
+    // Plain HTTP to the TLS listener gets no HTTP answer.
+    let mut plain = TcpStream::connect(q.admin).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut plain,
+        b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let answer = common::read_to_close(&mut plain).await;
+    assert!(!answer.contains("HTTP/1.1"), "{answer:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -4,8 +4,11 @@
 //! Every handler validates its input fully before sending one command to the registry, so a
 //! 4xx never changes anything; the OK comes back only after the change is saved.
 
+pub mod auth;
 mod rest;
 mod seed;
+
+pub use auth::{Access, AdminConfig, Token};
 
 use axum::Router;
 use axum::extract::FromRef;
@@ -48,6 +51,8 @@ impl FromRef<Ctx> for Sources {
 pub struct Route {
     pub path: &'static str,
     pub methods: &'static str,
+    /// What every method of the route needs; `None`: by method ([`Access::of_method`]).
+    pub access: Option<Access>,
     handler: MethodRouter<Ctx>,
 }
 
@@ -56,43 +61,66 @@ impl Route {
         Route {
             path,
             methods,
+            access: None,
             handler,
         }
+    }
+
+    /// The route needs `access` whatever the method (the seed API changes routing on GET).
+    fn access(mut self, access: Access) -> Route {
+        self.access = Some(access);
+        self
     }
 }
 
 /// Every route of the admin API.
 pub fn routes() -> Vec<Route> {
     let mut all = vec![
-        Route::new("/add", "GET, POST", get(seed::add).post(seed::add)),
-        Route::new("/get", "GET, POST", get(seed::get).post(seed::get)),
-        Route::new("/delete", "GET, POST", get(seed::delete).post(seed::delete)),
-        Route::new("/healthz", "GET", get(|| async { "ok\n" })),
+        Route::new("/add", "GET, POST", get(seed::add).post(seed::add)).access(Access::Change),
+        Route::new("/get", "GET, POST", get(seed::get).post(seed::get)).access(Access::Read),
+        Route::new("/delete", "GET, POST", get(seed::delete).post(seed::delete))
+            .access(Access::Change),
+        Route::new("/healthz", "GET", get(|| async { "ok\n" })).access(Access::Open),
     ];
     all.extend(rest::routes());
     all
 }
 
-/// Each route's path and methods, for the 404 and 405 answers (and tests).
-pub fn route_list() -> &'static [(&'static str, &'static str)] {
-    static LIST: std::sync::OnceLock<Vec<(&'static str, &'static str)>> =
-        std::sync::OnceLock::new();
-    LIST.get_or_init(|| routes().iter().map(|r| (r.path, r.methods)).collect())
+/// Each route's path, methods and access, for the 404 and 405 answers, the guard (and tests).
+pub fn route_list() -> &'static [(&'static str, &'static str, Option<Access>)] {
+    type List = Vec<(&'static str, &'static str, Option<Access>)>;
+    static LIST: std::sync::OnceLock<List> = std::sync::OnceLock::new();
+    LIST.get_or_init(|| {
+        routes()
+            .iter()
+            .map(|r| (r.path, r.methods, r.access))
+            .collect()
+    })
 }
 
-pub fn router(ctx: Ctx) -> Router {
+/// What a request for `path` with `method` needs (an unknown path: reading, for its 404).
+pub fn access(path: &str, method: &axum::http::Method) -> Access {
+    route_list()
+        .iter()
+        .find(|(pattern, _, _)| route_matches(pattern, path))
+        .and_then(|(_, _, access)| *access)
+        .unwrap_or_else(|| Access::of_method(method))
+}
+
+pub fn router(ctx: Ctx, guard: std::sync::Arc<auth::Guard>) -> Router {
     routes()
         .into_iter()
         .fold(Router::new(), |router, r| router.route(r.path, r.handler))
         .fallback(not_found)
         .layer(axum::middleware::from_fn(explain_405))
+        .layer(axum::middleware::from_fn_with_state(guard, auth::guard))
         .with_state(ctx)
 }
 
 async fn not_found(uri: axum::http::Uri) -> (StatusCode, String) {
     let routes: String = route_list()
         .iter()
-        .map(|(path, methods)| format!("  {methods:<16} {path}\n"))
+        .map(|(path, methods, _)| format!("  {methods:<16} {path}\n"))
         .collect();
     (
         StatusCode::NOT_FOUND,
@@ -110,8 +138,8 @@ async fn explain_405(req: axum::extract::Request, next: axum::middleware::Next) 
     }
     let allow = route_list()
         .iter()
-        .find(|(pattern, _)| route_matches(pattern, &path))
-        .map_or("", |(_, methods)| *methods);
+        .find(|(pattern, _, _)| route_matches(pattern, &path))
+        .map_or("", |(_, methods, _)| *methods);
     let mut resp = (
         StatusCode::METHOD_NOT_ALLOWED,
         format!("method not allowed on {path}; it takes {allow}\n"),
@@ -134,15 +162,75 @@ fn route_matches(pattern: &str, path: &str) -> bool {
         }
     }
 }
-/// Serve the admin API until `stop` turns true.
-pub async fn serve(listener: TcpListener, ctx: Ctx, mut stop: watch::Receiver<bool>) {
-    let app = router(ctx);
+/// Serve the admin API until `stop` turns true, over TLS if `tls` is given.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Ctx,
+    admin: &AdminConfig,
+    tls: Option<std::sync::Arc<crate::proxy::tls::Tls>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let app = router(ctx, auth::Guard::new(admin));
+    if let Some(tls) = tls {
+        return serve_tls(listener, app, tls, stop).await;
+    }
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop.wait_for(|s| *s).await;
     });
     if let Err(e) = server.await {
         tracing::error!(error = %e, "admin API server failed");
     }
+}
+
+/// The admin API over TLS (HTTP/1.1 or HTTP/2 by ALPN).
+async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    tls: std::sync::Arc<crate::proxy::tls::Tls>,
+    mut stop: watch::Receiver<bool>,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed; retrying in 50 ms");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (acceptor, app, watcher) = (tls.acceptor.clone(), app.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "admin TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "admin TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "admin connection ended");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
 }
 
 /// Status code for a failed registry change.

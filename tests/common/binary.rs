@@ -14,12 +14,17 @@ pub struct Proc {
 impl Proc {
     /// Start it on port 0 without Docker, plus `args`.
     pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Proc {
+        Self::spawn_with_admin("127.0.0.1:0", args)
+    }
+
+    /// The same with the admin API on `admin`.
+    pub fn spawn_with_admin<S: AsRef<std::ffi::OsStr>>(admin: &str, args: &[S]) -> Proc {
         let mut child = Command::new(env!("CARGO_BIN_EXE_quayside"))
             .args([
                 "--listen",
                 "127.0.0.1:0",
                 "--admin-listen",
-                "127.0.0.1:0",
+                admin,
                 "--no-docker",
             ])
             .args(args)
@@ -65,6 +70,14 @@ impl Proc {
             .and_then(|s| s.split_whitespace().next())
             .unwrap_or_else(|| panic!("no addr= in {line:?}"))
             .to_owned()
+    }
+}
+
+impl Proc {
+    /// Stop it (SIGKILL) and wait.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
