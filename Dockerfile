@@ -22,3 +22,4 @@ ENTRYPOINT ["/quayside"]
 # The admin API stays on the container's loopback unless told otherwise: beyond it, it needs
 # a token (QUAYSIDE_ADMIN_LISTEN=0.0.0.0:8001 with QUAYSIDE_ADMIN_TOKEN, as docker-compose.yml).
 CMD ["--state", "/data/state.json"]
+HEALTHCHECK --interval=10s --timeout=6s --start-period=5s CMD ["/quayside", "healthcheck"]

@@ -34,6 +34,9 @@ Examples:
 #[derive(Debug, Default, Parser)]
 #[command(name = "quayside", version, after_help = AFTER_HELP)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+
     /// TOML file with the same keys as the flags (listen, admin_listen, state, ...)
     #[arg(long, env = "QUAYSIDE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -172,6 +175,14 @@ pub struct Cli {
     pub shutdown_timeout: Option<Duration>,
 }
 
+/// What to do instead of serving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+pub enum Sub {
+    /// Ask a running quayside's /readyz on --admin-listen (the image's HEALTHCHECK, which has no
+    /// curl): exit 0 when ready, 1 otherwise
+    Healthcheck,
+}
+
 /// The `--config` file. Same keys as the flags, with `_` for `-`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -289,6 +300,8 @@ fn token(
 /// Fully resolved settings.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// `quayside healthcheck`: ask the running server instead of serving.
+    pub healthcheck: bool,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub admin: AdminConfig,
@@ -413,6 +426,7 @@ impl Config {
             });
         }
         Ok(Config {
+            healthcheck: cli.command == Some(Sub::Healthcheck),
             tls,
             admin,
             listen: cli

@@ -163,6 +163,18 @@ async fn the_compose_example_routes_by_scale_host_and_path() {
         (routed == 4).then_some(())
     })
     .await;
+    // The image's HEALTHCHECK (`quayside healthcheck`, asking /readyz) passes.
+    let id = String::from_utf8_lossy(&project.compose(&["ps", "-q", "quayside"], &env).stdout)
+        .trim()
+        .to_owned();
+    eventually(30, "the quayside container healthy", || async {
+        let out = Command::new("docker")
+            .args(["inspect", "-f", "{{.State.Health.Status}}", &id])
+            .output()
+            .ok()?;
+        (String::from_utf8_lossy(&out.stdout).trim() == "healthy").then_some(())
+    })
+    .await;
     // The admin API answers only with the token.
     let r = http.get(&format!("{admin}/api/v1/discovery")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);

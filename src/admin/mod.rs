@@ -81,9 +81,25 @@ pub fn routes() -> Vec<Route> {
         Route::new("/delete", "GET, POST", get(seed::delete).post(seed::delete))
             .access(Access::Change),
         Route::new("/healthz", "GET", get(|| async { "ok\n" })).access(Access::Open),
+        Route::new("/readyz", "GET", get(readyz)).access(Access::Open),
     ];
     all.extend(rest::routes());
     all
+}
+
+/// 200 once the state is loaded, the listeners are bound (both before the admin API serves)
+/// and every discovery source has finished its first sync or reported that it cannot
+/// connect; 503 saying which source is still syncing otherwise.
+async fn readyz(axum::extract::State(sources): axum::extract::State<Sources>) -> Response {
+    let waiting = sources.not_ready();
+    if waiting.is_empty() {
+        return (StatusCode::OK, "ready\n").into_response();
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {}\n", waiting.join("; ")),
+    )
+        .into_response()
 }
 
 /// Each route's path, methods and access, for the 404 and 405 answers, the guard (and tests).

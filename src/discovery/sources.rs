@@ -65,6 +65,21 @@ impl Sources {
         slot
     }
 
+    /// Why quayside is not ready yet: the sources that have neither finished their first sync
+    /// nor reported that they cannot connect (none: ready).
+    pub fn not_ready(&self) -> Vec<String> {
+        self.lock()
+            .values()
+            .filter(|s| s.state == "connecting")
+            .map(|s| {
+                format!(
+                    "{} source {} ({}) has not finished its first sync",
+                    s.kind, s.name, s.endpoint
+                )
+            })
+            .collect()
+    }
+
     /// Every source's status, in source order.
     pub fn list(&self) -> Vec<Arc<SourceStatus>> {
         self.lock().values().cloned().collect()
