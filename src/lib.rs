@@ -43,6 +43,7 @@ pub mod balance;
 pub mod config;
 pub mod discovery;
 pub mod health;
+pub mod metrics;
 pub mod probe;
 pub mod proxy;
 pub mod registry;
@@ -108,7 +109,7 @@ pub async fn run(
 /// connections) while it runs.
 pub async fn run_with(
     listeners: Listeners,
-    config: Config,
+    mut config: Config,
     runtime: Arc<proxy::Runtime>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
@@ -157,6 +158,12 @@ pub async fn run_with(
         Some(tls)
     };
     let registry = routing::Handle::spawn(initial, store);
+    // Every request's record goes to the metrics (and to a caller's own observer, if any).
+    let metrics = Arc::new(metrics::Metrics::default());
+    config.proxy.observer = Some(match config.proxy.observer.take() {
+        Some(own) => Arc::new(proxy::plan::Tee(metrics.clone(), own)),
+        None => metrics.clone(),
+    });
     let saver = registry.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -231,6 +238,8 @@ pub async fn run_with(
                 registry,
                 discovery: sources,
                 tls,
+                metrics,
+                runtime,
             },
             &admin_config,
             admin_tls,

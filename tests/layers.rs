@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["routing"],
     &["probe", "discovery"],
     &["proxy"],
+    &["metrics"],
     &["admin"],
     &["config"],
 ];

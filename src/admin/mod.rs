@@ -31,6 +31,8 @@ pub struct Ctx {
     pub registry: Handle,
     pub discovery: Sources,
     pub tls: Option<std::sync::Arc<crate::proxy::tls::Tls>>,
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    pub runtime: std::sync::Arc<crate::proxy::Runtime>,
 }
 
 impl FromRef<Ctx> for Handle {
@@ -82,6 +84,7 @@ pub fn routes() -> Vec<Route> {
             .access(Access::Change),
         Route::new("/healthz", "GET", get(|| async { "ok\n" })).access(Access::Open),
         Route::new("/readyz", "GET", get(readyz)).access(Access::Open),
+        Route::new("/metrics", "GET", get(metrics)),
     ];
     all.extend(rest::routes());
     all
@@ -100,6 +103,37 @@ async fn readyz(axum::extract::State(sources): axum::extract::State<Sources>) ->
         format!("not ready: {}\n", waiting.join("; ")),
     )
         .into_response()
+}
+
+/// Prometheus metrics: OpenMetrics text when the client accepts it (Prometheus does), the
+/// classic text format otherwise.
+async fn metrics(
+    axum::extract::State(ctx): axum::extract::State<Ctx>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let openmetrics = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/openmetrics-text"));
+    let registry = ctx.registry.registry();
+    let shared = ctx.registry.shared();
+    let table = shared.table.load();
+    let text = ctx.metrics.encode(
+        &crate::metrics::Scrape {
+            table: &table,
+            registry: &registry,
+            generation: shared.generation.load(std::sync::atomic::Ordering::Relaxed),
+            sources: &ctx.discovery,
+            runtime: &ctx.runtime,
+        },
+        openmetrics,
+    );
+    let content_type = if openmetrics {
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
+    ([(axum::http::header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 /// Each route's path, methods and access, for the 404 and 405 answers, the guard (and tests).

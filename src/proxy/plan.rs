@@ -75,6 +75,16 @@ pub trait Observe: Send + Sync + 'static {
     fn request(&self, record: &Record<'_>);
 }
 
+/// Two observers, each given every record (quayside's metrics and a caller's own).
+pub struct Tee(pub Arc<dyn Observe>, pub Arc<dyn Observe>);
+
+impl Observe for Tee {
+    fn request(&self, record: &Record<'_>) {
+        self.0.request(record);
+        self.1.request(record);
+    }
+}
+
 /// One request's way through the plan.
 pub struct Plan {
     pub service: Arc<ServiceRoute>,

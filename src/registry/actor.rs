@@ -29,6 +29,8 @@ pub trait Publish: Send + Sync + Sized + 'static {
 pub struct Shared<T> {
     pub registry: ArcSwap<Registry>,
     pub table: ArcSwap<T>,
+    /// Tables published so far (the first is 1).
+    pub generation: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +73,7 @@ impl<T: Publish> Handle<T> {
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(T::build(&initial)),
             registry: ArcSwap::from_pointee(initial),
+            generation: std::sync::atomic::AtomicU64::new(1),
         });
         let (tx, rx) = mpsc::channel(MAX_BATCH);
         tokio::spawn(run(rx, shared.clone(), store));
@@ -146,6 +149,9 @@ async fn run<T: Publish>(
                     let prev = shared.table.load_full();
                     let table = Arc::new(T::update(&next, &prev, &changes));
                     shared.table.store(table.clone());
+                    shared
+                        .generation
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     table.replaced(&prev, &changes);
                     shared.registry.store(next);
                 }

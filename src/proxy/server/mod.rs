@@ -20,7 +20,7 @@ use super::forwarder::{self, Forwarder};
 use super::front::{fast, hyper as forward};
 use super::{ProxyConfig, tls};
 use crate::routing::Shared;
-use runtime::Runtime;
+use runtime::{Handshake, Runtime};
 
 thread_local! {
     static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
@@ -397,6 +397,7 @@ impl Worker {
                     match sniff_h2(&stream, handshake_timeout).await {
                         Some(true) => {
                             let conn = http.h2.serve_connection(TokioIo::new(stream), service);
+                            let counted = (counted, fwd_h1.runtime.connection(false, true));
                             tokio::spawn(async move {
                                 let (_open, _permit, _counted) = (open, permit, counted);
                                 drive(conn, stop, peer).await
@@ -404,6 +405,7 @@ impl Worker {
                         }
                         Some(false) => {
                             drop(service);
+                            let counted = (counted, fwd_h1.runtime.connection(false, false));
                             tokio::spawn(async move {
                                 let (_open, _permit, _counted) = (open, permit, counted);
                                 let timeout = handshake_timeout;
@@ -420,19 +422,29 @@ impl Worker {
                     let (_open, _permit, _counted) = (open, permit, counted);
                     let accepted =
                         tokio::time::timeout(handshake_timeout, tls.acceptor.accept(stream)).await;
+                    let runtime = fwd_h1.runtime.clone();
                     match accepted {
                         Ok(Ok(s)) => {
+                            runtime.handshake(Handshake::Ok);
                             if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                let _conn = runtime.connection(true, true);
                                 let conn = http.h2.serve_connection(TokioIo::new(s), service);
                                 drive(conn, stop, peer).await
                             } else {
                                 drop(service);
+                                let _conn = runtime.connection(true, false);
                                 let timeout = handshake_timeout;
                                 serve_h1(s, &http, stop, peer, timeout, fwd_h1, client_h1).await
                             }
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Ok(Err(e)) => {
+                            runtime.handshake(Handshake::Failed);
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => {
+                            runtime.handshake(Handshake::TimedOut);
+                            tracing::debug!(%peer, "TLS handshake timed out")
+                        }
                     }
                 });
             }

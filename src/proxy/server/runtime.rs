@@ -13,6 +13,52 @@ pub struct Runtime {
     /// Parks and closes of hyper-served connections so far (the trimmer looks at how many
     /// happened since it last ran).
     parks: AtomicU64,
+    /// Client connections by listener (plain, TLS) and protocol (HTTP/1.1, HTTP/2).
+    conns: [Conns; 4],
+    /// TLS handshakes: completed, failed, timed out.
+    handshakes: [AtomicU64; 3],
+}
+
+#[derive(Debug, Default)]
+struct Conns {
+    accepted: AtomicU64,
+    open: AtomicU64,
+}
+
+/// How a TLS handshake ended.
+#[derive(Clone, Copy, Debug)]
+pub enum Handshake {
+    Ok,
+    Failed,
+    TimedOut,
+}
+
+impl Handshake {
+    pub const ALL: [(Handshake, &str); 3] = [
+        (Handshake::Ok, "ok"),
+        (Handshake::Failed, "failed"),
+        (Handshake::TimedOut, "timeout"),
+    ];
+}
+
+/// Counts one open connection while it lives.
+pub(in crate::proxy) struct OpenConn(std::sync::Arc<Runtime>, usize);
+
+impl Drop for OpenConn {
+    fn drop(&mut self) {
+        self.0.conns[self.1].open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One line of [`Runtime::connections`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnCount {
+    /// `http` or `https`.
+    pub listener: &'static str,
+    /// `http1` or `http2`.
+    pub protocol: &'static str,
+    pub accepted: u64,
+    pub open: u64,
 }
 
 /// Idle client connections waiting on the fast path, and how many times one went idle, for
@@ -29,6 +75,8 @@ impl Default for Runtime {
         Runtime {
             idle: (0..SLOTS).map(|_| Counter::default()).collect(),
             parks: AtomicU64::new(0),
+            conns: Default::default(),
+            handshakes: Default::default(),
         }
     }
 }
@@ -42,6 +90,38 @@ impl Runtime {
             .iter()
             .map(|c| c.idle.load(Ordering::Relaxed))
             .sum()
+    }
+
+    /// A client connection accepted on the TLS listener or not, speaking HTTP/2 or not: counted
+    /// as open until the guard is dropped.
+    pub(in crate::proxy) fn connection(
+        self: &std::sync::Arc<Self>,
+        tls: bool,
+        h2: bool,
+    ) -> OpenConn {
+        let i = usize::from(tls) * 2 + usize::from(h2);
+        self.conns[i].accepted.fetch_add(1, Ordering::Relaxed);
+        self.conns[i].open.fetch_add(1, Ordering::Relaxed);
+        OpenConn(self.clone(), i)
+    }
+
+    /// Connections accepted and open, per listener and protocol.
+    pub fn connections(&self) -> [ConnCount; 4] {
+        std::array::from_fn(|i| ConnCount {
+            listener: if i >= 2 { "https" } else { "http" },
+            protocol: if i % 2 == 1 { "http2" } else { "http1" },
+            accepted: self.conns[i].accepted.load(Ordering::Relaxed),
+            open: self.conns[i].open.load(Ordering::Relaxed),
+        })
+    }
+
+    pub(in crate::proxy) fn handshake(&self, h: Handshake) {
+        self.handshakes[h as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// TLS handshakes so far, by result.
+    pub fn handshakes(&self, h: Handshake) -> u64 {
+        self.handshakes[h as usize].load(Ordering::Relaxed)
     }
 
     /// Connections parked or closed so far (each time one freed its buffers).

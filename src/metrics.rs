@@ -1,0 +1,505 @@
+//! Prometheus metrics: counted per request through the request plan's [`Observe`] hook, on
+//! the worker that served it, and gathered at scrape time together with what the routing
+//! table, the registry, the discovery sources and the process say at that moment.
+//!
+//! Per request: one lookup in this worker's shard (an immutable map read without a lock; a new
+//! series copies the map once, the only allocation), then a few uncontended atomic adds. Series
+//! of a backend that is gone (its runtime record dropped) are pruned at the next scrape, so they
+//! disappear; label values are the service and backend names and status codes, all bounded.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+
+use arc_swap::ArcSwap;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::discovery::sources::Sources;
+use crate::health::{BackendStats, now_ms};
+use crate::proxy::plan::{Observe, Record};
+use crate::proxy::{Handshake, Runtime};
+use crate::registry::{AdminState, Registry};
+use crate::routing::RoutingTable;
+
+/// Upper bounds of the request duration buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Per-worker shards (indexed by the worker index, as the data plane's own counters are).
+const SHARDS: usize = 64;
+
+/// One series' counts: requests with one status from one backend (or none) of one service.
+#[derive(Debug)]
+struct Series {
+    service: String,
+    /// The entry's `no`; empty for answers quayside gave itself.
+    backend: String,
+    code: u16,
+    /// The backend's runtime record: the series goes when it does.
+    alive: Option<Weak<BackendStats>>,
+    requests: AtomicU64,
+    /// Attempts after the first.
+    retries: AtomicU64,
+    /// Per bucket of [`BUCKETS`] (not cumulative), then the overflow.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+/// Key of a series in a shard: the backend's runtime record (its address) or, for answers
+/// without a backend, the service name's hash; and the status.
+type Key = (usize, u64, u16);
+type Map = HashMap<Key, Arc<Series>, fnv::FnvBuildHasher>;
+
+#[derive(Default)]
+struct Shard {
+    series: ArcSwap<Map>,
+    /// Held only to add or prune series.
+    grow: Mutex<()>,
+}
+
+/// The metrics: install it as the proxy's observer, and [`Metrics::encode`] at scrape time.
+pub struct Metrics {
+    shards: Box<[Shard]>,
+    /// Requests refused before routing (no service), by status.
+    refused: Shard,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            refused: Shard::default(),
+        }
+    }
+}
+
+impl Observe for Metrics {
+    fn request(&self, r: &Record<'_>) {
+        let (key, shard) = match (r.service, r.backend) {
+            (_, Some(b)) => (
+                (Arc::as_ptr(&b.stats) as usize, 0, r.status),
+                &self.shards[crate::proxy::worker_index() % SHARDS],
+            ),
+            (Some(s), None) => (
+                (0, fnv_hash(&s.name), r.status),
+                &self.shards[crate::proxy::worker_index() % SHARDS],
+            ),
+            (None, None) => ((0, 0, r.status), &self.refused),
+        };
+        let series = match shard.series.load().get(&key) {
+            Some(s) => s.clone(),
+            None => shard.add(key, r),
+        };
+        series.requests.fetch_add(1, Ordering::Relaxed);
+        if r.attempts > 1 {
+            series
+                .retries
+                .fetch_add(u64::from(r.attempts - 1), Ordering::Relaxed);
+        }
+        let secs = r.duration.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        series.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        series
+            .sum_micros
+            .fetch_add(r.duration.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+fn fnv_hash(s: &str) -> u64 {
+    use std::hash::Hasher;
+    let mut h = fnv::FnvHasher::default();
+    h.write(s.as_bytes());
+    h.finish()
+}
+
+impl Shard {
+    /// Add the series for `key` (a copy of the map with it; rare).
+    #[cold]
+    fn add(&self, key: Key, r: &Record<'_>) -> Arc<Series> {
+        let _g = self.grow.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = self.series.load().get(&key) {
+            return s.clone();
+        }
+        let series = Arc::new(Series {
+            service: r.service.map(|s| s.name.clone()).unwrap_or_default(),
+            backend: r.backend.map(|b| b.no.clone()).unwrap_or_default(),
+            code: r.status,
+            alive: r.backend.map(|b| Arc::downgrade(&b.stats)),
+            requests: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            buckets: Default::default(),
+            sum_micros: AtomicU64::new(0),
+        });
+        let mut next = Map::clone(&self.series.load());
+        next.insert(key, series.clone());
+        self.series.store(Arc::new(next));
+        series
+    }
+
+    /// Drop the series of backends that are gone.
+    fn prune(&self) {
+        let dead = |s: &Series| s.alive.as_ref().is_some_and(|w| w.strong_count() == 0);
+        if !self.series.load().values().any(|s| dead(s)) {
+            return;
+        }
+        let _g = self.grow.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = Map::clone(&self.series.load());
+        next.retain(|_, s| !dead(s));
+        self.series.store(Arc::new(next));
+    }
+}
+
+/// What a scrape reads besides the request counts.
+pub struct Scrape<'a> {
+    pub table: &'a RoutingTable,
+    pub registry: &'a Registry,
+    pub generation: u64,
+    pub sources: &'a Sources,
+    pub runtime: &'a Runtime,
+}
+
+/// Request counts summed over the workers.
+#[derive(Default)]
+struct Sums {
+    requests: BTreeMap<(String, String, u16), u64>,
+    retries: BTreeMap<String, u64>,
+    /// Per service: bucket counts, count, sum of seconds.
+    durations: BTreeMap<String, ([u64; BUCKETS.len() + 1], u64, f64)>,
+}
+
+impl Metrics {
+    fn sums(&self) -> Sums {
+        let mut sums = Sums::default();
+        for shard in self.shards.iter().chain(std::iter::once(&self.refused)) {
+            shard.prune();
+            for s in shard.series.load().values() {
+                let n = s.requests.load(Ordering::Relaxed);
+                *sums
+                    .requests
+                    .entry((s.service.clone(), s.backend.clone(), s.code))
+                    .or_default() += n;
+                *sums.retries.entry(s.service.clone()).or_default() +=
+                    s.retries.load(Ordering::Relaxed);
+                let d = sums.durations.entry(s.service.clone()).or_default();
+                for (i, b) in s.buckets.iter().enumerate() {
+                    d.0[i] += b.load(Ordering::Relaxed);
+                }
+                d.1 += n;
+                d.2 += s.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+            }
+        }
+        sums
+    }
+
+    /// Everything, as OpenMetrics text (what Prometheus asks for) or, with `openmetrics`
+    /// false, the classic Prometheus text format (what `curl` and older tools get).
+    pub fn encode(&self, scrape: &Scrape<'_>, openmetrics: bool) -> String {
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(Collected(self.collect(scrape))));
+        let mut out = String::new();
+        // (Writing to a String cannot fail.)
+        let _ = if openmetrics {
+            prometheus_client::encoding::text::encode(&mut out, &registry)
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &registry)
+        };
+        out
+    }
+
+    fn collect(&self, scrape: &Scrape<'_>) -> Vec<Family> {
+        let sums = self.sums();
+        let mut families = Vec::new();
+        let mut f = Family::new(
+            "quayside_requests",
+            "Requests answered, by service, backend (empty: answered by quayside itself) and status code",
+            MetricType::Counter,
+        );
+        for ((service, backend, code), n) in &sums.requests {
+            f.push(
+                vec![
+                    ("service", service.clone()),
+                    ("backend", backend.clone()),
+                    ("code", code.to_string()),
+                ],
+                Value::Counter(*n),
+            );
+        }
+        families.push(f);
+        let mut f = Family::new(
+            "quayside_request_duration_seconds",
+            "From routing to the last byte relayed, by service",
+            MetricType::Histogram,
+        );
+        for (service, (buckets, count, sum)) in &sums.durations {
+            // (Per bucket: the encoder makes them cumulative.)
+            let list = buckets
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (BUCKETS.get(i).copied().unwrap_or(f64::INFINITY), *n))
+                .collect();
+            f.push(
+                vec![("service", service.clone())],
+                Value::Histogram(*sum, *count, list),
+            );
+        }
+        families.push(f);
+        let mut f = Family::new(
+            "quayside_retries",
+            "Attempts after the first, by service",
+            MetricType::Counter,
+        );
+        for (service, n) in &sums.retries {
+            f.push(vec![("service", service.clone())], Value::Counter(*n));
+        }
+        families.push(f);
+        families.extend(backends(scrape));
+        families.extend(control(scrape));
+        families.extend(process());
+        families
+    }
+}
+
+/// Per backend, from the routing table and the registry: up, in flight, ejections, probes.
+fn backends(scrape: &Scrape<'_>) -> Vec<Family> {
+    let now = now_ms();
+    let mut up = Family::new(
+        "quayside_backend_up",
+        "1 while the backend is routable, 0 otherwise (drained, disabled, ejected, unhealthy)",
+        MetricType::Gauge,
+    );
+    let mut in_flight = Family::new(
+        "quayside_backend_in_flight",
+        "Requests in flight at the backend",
+        MetricType::Gauge,
+    );
+    let mut ejections = Family::new(
+        "quayside_backend_ejections",
+        "Times passive health checks took the backend out of rotation",
+        MetricType::Counter,
+    );
+    let mut probe = Family::new(
+        "quayside_backend_probe_up",
+        "The active health check's verdict: 1 up, 0 down (only for services with health checks)",
+        MetricType::Gauge,
+    );
+    for e in scrape.registry.entries() {
+        let stats = scrape.table.stats(&e.spec.no);
+        let labels = || {
+            vec![
+                ("service", e.spec.service.clone()),
+                ("backend", e.spec.no.clone()),
+            ]
+        };
+        let routable =
+            e.spec.state == AdminState::Active && stats.is_some_and(|s| s.available(now));
+        let source = match &e.endpoint {
+            Some(name) if name != crate::discovery::docker::DEFAULT_NAME => {
+                format!("{}:{name}", e.source.as_str())
+            }
+            _ => e.source.as_str().to_owned(),
+        };
+        let mut l = labels();
+        l.push(("source", source));
+        l.push(("state", e.spec.state.as_str().to_owned()));
+        up.push(l, Value::Gauge(i64::from(routable)));
+        let Some(s) = stats else { continue };
+        in_flight.push(
+            labels(),
+            Value::Gauge(i64::from(s.in_flight.load(Ordering::Relaxed))),
+        );
+        ejections.push(labels(), Value::Counter(u64::from(s.passive().ejections)));
+        if scrape
+            .table
+            .service(&e.spec.service)
+            .is_some_and(|svc| svc.health.is_some())
+        {
+            probe.push(labels(), Value::Gauge(i64::from(s.active().up)));
+        }
+    }
+    vec![up, in_flight, ejections, probe]
+}
+
+/// The control plane and the listeners: routing table generation, discovery sources,
+/// connections and TLS handshakes.
+fn control(scrape: &Scrape<'_>) -> Vec<Family> {
+    let mut generation = Family::new(
+        "quayside_routing_table_generation",
+        "Routing tables published since start",
+        MetricType::Gauge,
+    );
+    generation.push(vec![], Value::Gauge(scrape.generation as i64));
+    let mut connected = Family::new(
+        "quayside_discovery_connected",
+        "1 while the discovery source is connected and synced",
+        MetricType::Gauge,
+    );
+    let mut reconnects = Family::new(
+        "quayside_discovery_reconnects",
+        "Times the discovery source lost its connection",
+        MetricType::Counter,
+    );
+    for s in scrape.sources.list() {
+        let labels = || vec![("kind", s.kind.to_owned()), ("source", s.name.clone())];
+        connected.push(labels(), Value::Gauge(i64::from(s.state == "connected")));
+        reconnects.push(labels(), Value::Counter(s.reconnects));
+    }
+    let mut accepted = Family::new(
+        "quayside_connections_accepted",
+        "Client connections accepted, by listener and protocol",
+        MetricType::Counter,
+    );
+    let mut open = Family::new(
+        "quayside_connections_open",
+        "Client connections open, by listener and protocol",
+        MetricType::Gauge,
+    );
+    for c in scrape.runtime.connections() {
+        let labels = || {
+            vec![
+                ("listener", c.listener.to_owned()),
+                ("protocol", c.protocol.to_owned()),
+            ]
+        };
+        accepted.push(labels(), Value::Counter(c.accepted));
+        open.push(labels(), Value::Gauge(c.open as i64));
+    }
+    let mut handshakes = Family::new(
+        "quayside_tls_handshakes",
+        "TLS handshakes on the proxy's TLS listener, by result",
+        MetricType::Counter,
+    );
+    for (h, name) in Handshake::ALL {
+        handshakes.push(
+            vec![("result", name.to_owned())],
+            Value::Counter(scrape.runtime.handshakes(h)),
+        );
+    }
+    vec![
+        generation, connected, reconnects, accepted, open, handshakes,
+    ]
+}
+
+/// The process, from /proc: resident memory, open files, CPU time.
+fn process() -> Vec<Family> {
+    let mut out = Vec::new();
+    let page = 4096;
+    if let Some(rss) = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<i64>().ok())
+    {
+        let mut f = Family::new(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            MetricType::Gauge,
+        );
+        f.push(vec![], Value::Gauge(rss * page));
+        out.push(f);
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        let mut f = Family::new(
+            "process_open_fds",
+            "Open file descriptors",
+            MetricType::Gauge,
+        );
+        f.push(vec![], Value::Gauge(dir.count() as i64));
+        out.push(f);
+    }
+    // Fields 14 and 15 of /proc/self/stat (after the command name in parentheses): user and
+    // system time in clock ticks (100 per second on Linux).
+    if let Some(ticks) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+    {
+        let mut f = Family::new(
+            "process_cpu_seconds",
+            "User and system CPU time spent, in seconds",
+            MetricType::Counter,
+        );
+        f.push(vec![], Value::CounterF(ticks as f64 / 100.0));
+        out.push(f);
+    }
+    out
+}
+
+/// One metric family as gathered at scrape time.
+#[derive(Debug)]
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    samples: Vec<(Vec<(&'static str, String)>, Value)>,
+}
+
+#[derive(Debug)]
+enum Value {
+    Counter(u64),
+    CounterF(f64),
+    Gauge(i64),
+    /// Sum, count, per-bucket counts (upper bound, count in it).
+    Histogram(f64, u64, Vec<(f64, u64)>),
+}
+
+impl Family {
+    fn new(name: &'static str, help: &'static str, kind: MetricType) -> Family {
+        Family {
+            name,
+            help,
+            kind,
+            samples: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, labels: Vec<(&'static str, String)>, v: Value) {
+        self.samples.push((labels, v));
+    }
+}
+
+/// The families of one scrape, for prometheus-client's encoder.
+#[derive(Debug)]
+struct Collected(Vec<Family>);
+
+impl prometheus_client::collector::Collector for Collected {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for f in &self.0 {
+            if f.samples.is_empty() {
+                continue;
+            }
+            let mut m = encoder.encode_descriptor(f.name, f.help, None, f.kind)?;
+            for (labels, v) in &f.samples {
+                let mut e = m.encode_family(labels)?;
+                match v {
+                    Value::Counter(n) => ConstCounter::new(*n).encode(e)?,
+                    Value::CounterF(n) => ConstCounter::new(*n).encode(e)?,
+                    Value::Gauge(n) => ConstGauge::new(*n).encode(e)?,
+                    Value::Histogram(sum, count, buckets) => {
+                        e.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+                            *sum, *count, buckets, None,
+                        )?
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_bounds_increase() {
+        assert!(BUCKETS.windows(2).all(|w| w[0] < w[1]));
+    }
+}
