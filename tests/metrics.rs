@@ -15,6 +15,23 @@ use quayside::admin::Token;
 const ADMIN: &str = "metrics-admin-token";
 const READ: &str = "metrics-read-token";
 
+/// Whether `tool` runs here; without it the test is skipped, unless the run requires the
+/// external tools (`QUAYSIDE_REQUIRE_DOCKER=1`, as `.ci/run` sets), when it fails.
+fn have(tool: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("QUAYSIDE_REQUIRE_DOCKER").ok().as_deref() != Some("1"),
+            "QUAYSIDE_REQUIRE_DOCKER=1 but {tool} is missing (apt-get install prometheus)"
+        );
+        eprintln!("SKIPPED: {tool} is not installed (apt-get install prometheus)");
+    }
+    ok
+}
+
 async fn start() -> Quayside {
     let mut c = test_config();
     c.admin.token = Some(Token::new(ADMIN));
@@ -183,27 +200,29 @@ async fn counts_match_the_requests_sent_and_gone_backends_disappear() {
     // same counts.
     let text = scrape_as(&q, false).await;
     assert_eq!(requests(&text), got);
-    let mut check = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (apt-get install prometheus)");
-    use std::io::Write;
-    check
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = check.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if have("promtool") {
+        let mut check = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("promtool (apt-get install prometheus)");
+        use std::io::Write;
+        check
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = check.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     // Drained: up 0 with its state; deleted: its series are gone.
     let r = admin(&q, "POST", "/api/v1/backends/b/drain", "").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -286,6 +305,9 @@ impl Drop for Prometheus {
 
 #[tokio::test]
 async fn a_real_prometheus_scrapes_the_counts_with_the_read_token() {
+    if !have("prometheus") {
+        return;
+    }
     let a = Backend::start("a").await;
     let q = start().await;
     let r = admin(
