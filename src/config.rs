@@ -100,6 +100,15 @@ pub struct Cli {
     #[arg(long, env = "QUAYSIDE_ADMIN_TLS_KEY", value_name = "FILE")]
     pub admin_tls_key: Option<PathBuf>,
 
+    /// Write an access log line per request to this file, or `-` for stdout [default: off].
+    /// SIGUSR1 reopens the file (logrotate)
+    #[arg(long, env = "QUAYSIDE_ACCESS_LOG", value_name = "PATH")]
+    pub access_log: Option<PathBuf>,
+
+    /// Access log format: `json` or `common` [default: json]
+    #[arg(long, env = "QUAYSIDE_ACCESS_LOG_FORMAT", value_name = "FORMAT")]
+    pub access_log_format: Option<String>,
+
     /// State file for manual backends, drains and service settings
     /// [default: quayside-state.json in the working directory]
     #[arg(long, env = "QUAYSIDE_STATE", value_name = "PATH")]
@@ -197,6 +206,8 @@ pub struct FileConfig {
     pub admin_host: Vec<String>,
     pub admin_tls_cert: Option<PathBuf>,
     pub admin_tls_key: Option<PathBuf>,
+    pub access_log: Option<PathBuf>,
+    pub access_log_format: Option<String>,
     pub state: Option<PathBuf>,
     pub no_docker: Option<bool>,
     pub docker_host: Option<String>,
@@ -302,6 +313,8 @@ fn token(
 pub struct Config {
     /// `quayside healthcheck`: ask the running server instead of serving.
     pub healthcheck: bool,
+    /// Where and how to write the access log (none: off).
+    pub access_log: Option<(crate::access_log::Target, crate::access_log::Format)>,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub admin: AdminConfig,
@@ -425,8 +438,32 @@ impl Config {
                     .into(),
             });
         }
+        let format = match cli
+            .access_log_format
+            .or(file.access_log_format)
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("json") => crate::access_log::Format::Json,
+            Some("common") => crate::access_log::Format::Common,
+            Some(other) => {
+                return Err(ConfigError::Value {
+                    key: "access_log_format".into(),
+                    reason: format!("must be json or common, got {other}"),
+                });
+            }
+        };
+        let access_log = cli.access_log.or(file.access_log).map(|p| {
+            let target = if p.as_os_str() == "-" {
+                crate::access_log::Target::Stdout
+            } else {
+                crate::access_log::Target::File(p)
+            };
+            (target, format)
+        });
         Ok(Config {
             healthcheck: cli.command == Some(Sub::Healthcheck),
+            access_log,
             tls,
             admin,
             listen: cli

@@ -38,6 +38,7 @@
 //! in-process; [`run_with`] also takes the data plane's runtime handle ([`proxy::Runtime`]),
 //! whose counters the caller can read while it runs.
 
+pub mod access_log;
 pub mod admin;
 pub mod balance;
 pub mod config;
@@ -84,6 +85,8 @@ pub enum StartError {
     AdminOpen { addr: std::net::SocketAddr },
     #[error("cannot read the admin listener's address: {0}")]
     AdminAddr(std::io::Error),
+    #[error(transparent)]
+    AccessLog(#[from] access_log::OpenError),
 }
 
 /// An admin API beyond loopback needs a token, or the explicit `--admin-insecure`.
@@ -159,13 +162,41 @@ pub async fn run_with(
     };
     let registry = routing::Handle::spawn(initial, store);
     // Every request's record goes to the metrics (and to a caller's own observer, if any).
-    let metrics = Arc::new(metrics::Metrics::default());
-    config.proxy.observer = Some(match config.proxy.observer.take() {
-        Some(own) => Arc::new(proxy::plan::Tee(metrics.clone(), own)),
-        None => metrics.clone(),
-    });
-    let saver = registry.clone();
     let (stop_tx, stop_rx) = watch::channel(false);
+    let metrics = Arc::new(metrics::Metrics::default());
+    let mut observer: Arc<dyn proxy::plan::Observe> = metrics.clone();
+    let access_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (access_log, access_writer) = match config.access_log.clone() {
+        Some((target, format)) => {
+            let log = access_log::AccessLog::new(format);
+            let writer = log.start(target, access_stop.clone())?;
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::user_defined1()) {
+                Ok(mut usr1) => {
+                    let (log, mut stop) = (log.clone(), stop_rx.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            tokio::select! {
+                                _ = usr1.recv() => log.reopen(),
+                                _ = stop.wait_for(|s| *s) => return,
+                            }
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGUSR1; the access log cannot be reopened after rotation")
+                }
+            }
+            observer = Arc::new(proxy::plan::Tee(observer, log.clone()));
+            (Some(log), Some(writer))
+        }
+        None => (None, None),
+    };
+    if let Some(own) = config.proxy.observer.take() {
+        observer = Arc::new(proxy::plan::Tee(observer, own));
+    }
+    config.proxy.observer = Some(observer);
+    let saver = registry.clone();
 
     let sources = discovery::sources::Sources::default();
     let watcher = if let Some(endpoint) = endpoint {
@@ -240,6 +271,7 @@ pub async fn run_with(
                 tls,
                 metrics,
                 runtime,
+                access_log: access_log.clone(),
             },
             &admin_config,
             admin_tls,
@@ -265,6 +297,11 @@ pub async fn run_with(
     }
     let _ = tokio::time::timeout(config.proxy.shutdown_timeout, admin).await;
     saver.compact().await;
+    // The access log's last lines (requests finished during the shutdown).
+    access_stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(w) = access_writer {
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
+    }
     Ok(())
 }
 

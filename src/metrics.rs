@@ -163,6 +163,8 @@ pub struct Scrape<'a> {
     pub generation: u64,
     pub sources: &'a Sources,
     pub runtime: &'a Runtime,
+    /// Access log lines dropped (none: no access log).
+    pub access_log_dropped: Option<u64>,
 }
 
 /// Request counts summed over the workers.

@@ -17,7 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["routing"],
     &["probe", "discovery"],
     &["proxy"],
-    &["metrics"],
+    &["metrics", "access_log"],
     &["admin"],
     &["config"],
 ];

@@ -33,6 +33,7 @@ pub struct Ctx {
     pub tls: Option<std::sync::Arc<crate::proxy::tls::Tls>>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     pub runtime: std::sync::Arc<crate::proxy::Runtime>,
+    pub access_log: Option<std::sync::Arc<crate::access_log::AccessLog>>,
 }
 
 impl FromRef<Ctx> for Handle {
@@ -125,6 +126,7 @@ async fn metrics(
             generation: shared.generation.load(std::sync::atomic::Ordering::Relaxed),
             sources: &ctx.discovery,
             runtime: &ctx.runtime,
+            access_log_dropped: ctx.access_log.as_ref().map(|l| l.dropped()),
         },
         openmetrics,
     );

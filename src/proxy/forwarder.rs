@@ -48,6 +48,8 @@ pub struct Forwarder {
     pub(in crate::proxy) workers: usize,
     /// Where each request's record goes.
     pub(in crate::proxy) observer: Option<Arc<dyn Observe>>,
+    /// The observer wants each record's [`super::plan::Meta`].
+    pub(in crate::proxy) details: bool,
     pub(in crate::proxy) runtime: Arc<Runtime>,
     /// See [`ProxyConfig::park_after`].
     pub(in crate::proxy) park_after: Duration,
@@ -75,6 +77,7 @@ impl Forwarder {
             budget: RetryBudget::default(),
             max_body: config.max_body_size.unwrap_or(u64::MAX),
             observer: config.observer.clone(),
+            details: config.observer.as_ref().is_some_and(|o| o.details()),
         }
     }
 

@@ -47,10 +47,57 @@ pub enum Front {
     Hyper,
 }
 
+/// What the request was, for an access log: given to observers that ask for it
+/// ([`Observe::details`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Meta<'a> {
+    pub client: IpAddr,
+    pub tls: bool,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`.
+    pub proto: &'static str,
+    pub method: &'a str,
+    pub host: &'a str,
+    /// Path and query, as the client sent them.
+    pub target: &'a str,
+    pub user_agent: &'a str,
+    pub request_id: &'a str,
+}
+
+/// [`Meta`] kept by hyper's side until its response body is done with.
+#[derive(Debug)]
+pub struct OwnedMeta {
+    pub client: IpAddr,
+    pub tls: bool,
+    pub proto: &'static str,
+    pub method: http::Method,
+    pub host: String,
+    pub target: String,
+    pub user_agent: String,
+    pub request_id: String,
+}
+
+impl OwnedMeta {
+    pub fn meta(&self) -> Meta<'_> {
+        Meta {
+            client: self.client,
+            tls: self.tls,
+            proto: self.proto,
+            method: self.method.as_str(),
+            host: &self.host,
+            target: &self.target,
+            user_agent: &self.user_agent,
+            request_id: &self.request_id,
+        }
+    }
+}
+
 /// What became of one request, handed to the [`Observe`] hook when it is over.
 #[derive(Debug)]
 pub struct Record<'a> {
     pub front: Front,
+    /// The request itself, if the observers asked for it ([`Observe::details`]) and it was
+    /// read far enough.
+    pub meta: Option<Meta<'a>>,
     /// The service it was routed to (`None`: refused before routing).
     pub service: Option<&'a ServiceRoute>,
     /// The backend that answered, or whose failure was the answer (`None`: quayside answered
@@ -73,6 +120,12 @@ pub struct Record<'a> {
 /// for both fronts. Called on the worker thread that served the request; it must not block.
 pub trait Observe: Send + Sync + 'static {
     fn request(&self, record: &Record<'_>);
+
+    /// Whether records must carry [`Meta`] (method, host, path...), which costs the fronts
+    /// some work per request: an access log wants it, counters do not.
+    fn details(&self) -> bool {
+        false
+    }
 }
 
 /// Two observers, each given every record (quayside's metrics and a caller's own).
@@ -83,6 +136,15 @@ impl Observe for Tee {
         self.0.request(record);
         self.1.request(record);
     }
+
+    fn details(&self) -> bool {
+        self.0.details() || self.1.details()
+    }
+}
+
+/// A new request id's random bits.
+pub fn random_id() -> u128 {
+    (u128::from(crate::balance::rng::next()) << 64) | u128::from(crate::balance::rng::next())
 }
 
 /// One request's way through the plan.
@@ -97,6 +159,8 @@ pub struct Plan {
     pub started: Instant,
     /// From sending to the answering backend until its response head.
     pub upstream: Option<Duration>,
+    /// The request, kept by hyper's side when the observers want it.
+    pub details: Option<Box<OwnedMeta>>,
 }
 
 impl Plan {
@@ -131,6 +195,7 @@ impl Plan {
             tried: Vec::new(),
             started: Instant::now(),
             upstream: None,
+            details: None,
         };
         (plan, first)
     }
@@ -203,16 +268,19 @@ impl Plan {
         }
     }
 
-    /// The record of this request, now over.
+    /// The record of this request, now over (`meta`: the fast path's borrowed view; hyper's
+    /// side keeps its own in the plan).
     pub fn record<'a>(
         &'a self,
         front: Front,
         status: u16,
         backend: Option<&'a Upstream>,
         body_bytes: u64,
+        meta: Option<Meta<'a>>,
     ) -> Record<'a> {
         Record {
             front,
+            meta: meta.or_else(|| self.details.as_ref().map(|d| d.meta())),
             service: Some(&self.service),
             attempts: self.tried.len() as u32 + u32::from(self.upstream.is_some()),
             backend,
@@ -226,9 +294,15 @@ impl Plan {
 
 /// The record of a request quayside answered itself with `err`: refused before routing
 /// (`plan` is `None`), or with no backend left to try (the last one tried, if any, failed).
-pub fn refused<'a>(front: Front, err: &ProxyError, plan: Option<&'a Plan>) -> Record<'a> {
+pub fn refused<'a>(
+    front: Front,
+    err: &ProxyError,
+    plan: Option<&'a Plan>,
+    meta: Option<Meta<'a>>,
+) -> Record<'a> {
     Record {
         front,
+        meta: meta.or_else(|| plan.and_then(|p| p.details.as_ref()).map(|d| d.meta())),
         service: plan.map(|p| &*p.service),
         backend: plan.and_then(Plan::last_tried),
         status: err.status().as_u16(),

@@ -192,6 +192,12 @@ async fn backend_handle(o: Opts, req: Request<Incoming>) -> Result<Response<BoxB
     h.insert("x-seen-xfp", seen(req.headers().get("x-forwarded-proto")));
     h.insert("x-seen-connection", seen(req.headers().get("connection")));
     h.insert("x-seen-secret", seen(req.headers().get("x-hop-secret")));
+    h.insert("x-seen-request-id", seen(req.headers().get("x-request-id")));
+    // An id of the backend's own, which the client must not get in place of the request's.
+    h.insert(
+        "x-request-id",
+        http::HeaderValue::from_static("from-the-backend"),
+    );
     // A hop-by-hop header the proxy must not pass back.
     h.insert("keep-alive", http::HeaderValue::from_static("timeout=99"));
     Ok(resp)

@@ -17,6 +17,40 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Longest client `X-Request-Id` kept.
+pub const MAX_REQUEST_ID: usize = 128;
+
+/// A client's `X-Request-Id` is kept if it is 1 to [`MAX_REQUEST_ID`] visible ASCII
+/// characters (no spaces: it goes into logs as one word); otherwise quayside makes one.
+pub fn valid_request_id(v: &[u8]) -> bool {
+    !v.is_empty() && v.len() <= MAX_REQUEST_ID && v.iter().all(|b| (0x21..0x7f).contains(b))
+}
+
+/// A new request id: 32 hex digits of a random 128-bit number.
+pub fn new_request_id(random: u128) -> [u8; 32] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((random >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    out
+}
+
+/// The request's id: the client's `X-Request-Id` if it is kept, else a new one; in `headers`
+/// as the one `X-Request-Id` (the backend gets it).
+pub fn settle_request_id(headers: &mut HeaderMap, random: impl FnOnce() -> u128) -> HeaderValue {
+    let given = headers
+        .get(&X_REQUEST_ID)
+        .filter(|v| valid_request_id(v.as_bytes()))
+        .cloned();
+    let id = given.unwrap_or_else(|| {
+        HeaderValue::from_bytes(&new_request_id(random())).expect("hex digits are a valid value")
+    });
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
 
 /// Remove hop-by-hop headers, including any named in `Connection`.
 /// `Transfer-Encoding` is left to hyper, which re-frames the body on each leg.

@@ -54,6 +54,9 @@ pub struct Request<'h, 'b> {
     pub body_len: usize,
     /// The client sent `Connection: close`.
     pub close: bool,
+    /// The client's `X-Request-Id`, if it sent one that is kept (see
+    /// [`super::headers::valid_request_id`]).
+    pub request_id: Option<&'b [u8]>,
     pub headers: &'h [Header<'b>],
 }
 
@@ -95,6 +98,8 @@ enum Kind {
     XForwardedFor,
     /// `X-Forwarded-Proto` and `-Host`, replaced.
     XForwardedOther,
+    /// `X-Request-Id`: one, kept or made, goes both ways.
+    RequestId,
     Other,
 }
 
@@ -107,6 +112,7 @@ fn kind(name: &str) -> Kind {
         7 if is("upgrade") || is("trailer") => Kind::NeedsHyper,
         10 if is("connection") => Kind::Connection,
         10 if is("keep-alive") => Kind::Dropped,
+        12 if is("x-request-id") => Kind::RequestId,
         14 if is("content-length") => Kind::ContentLength,
         15 if is("x-forwarded-for") => Kind::XForwardedFor,
         16 if is("proxy-connection") => Kind::Dropped,
@@ -223,8 +229,14 @@ pub fn request<'h, 'b>(
     let mut length = None;
     let (mut has_length, mut chunked) = (false, false);
     let mut close = false;
+    let mut request_id = None;
     for h in headers {
         match kind(h.name) {
+            Kind::RequestId => {
+                if request_id.is_none() && super::headers::valid_request_id(h.value) {
+                    request_id = Some(h.value);
+                }
+            }
             Kind::Host if host.is_none() && plain_host(h.value) => host = Some(h.value),
             Kind::ContentLength => {
                 // One plain number; anything else (a second one too) is hyper's to judge.
@@ -274,6 +286,7 @@ pub fn request<'h, 'b>(
         head_len,
         body_len,
         close,
+        request_id,
         headers,
     })
 }
@@ -287,6 +300,7 @@ pub fn write_upstream_head(
     target: &str,
     client_ip: &[u8],
     proto: &[u8],
+    request_id: &[u8],
 ) {
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
@@ -298,7 +312,7 @@ pub fn write_upstream_head(
             Kind::XForwardedFor => {
                 xff.get_or_insert(h.value);
             }
-            Kind::Connection | Kind::Dropped | Kind::XForwardedOther => {}
+            Kind::Connection | Kind::Dropped | Kind::XForwardedOther | Kind::RequestId => {}
             _ => {
                 out.extend_from_slice(h.name.as_bytes());
                 out.extend_from_slice(b": ");
@@ -317,6 +331,8 @@ pub fn write_upstream_head(
     out.extend_from_slice(proto);
     out.extend_from_slice(b"\r\nx-forwarded-host: ");
     out.extend_from_slice(req.host.as_bytes());
+    out.extend_from_slice(b"\r\nx-request-id: ");
+    out.extend_from_slice(request_id);
     out.extend_from_slice(b"\r\n\r\n");
 }
 
@@ -434,7 +450,7 @@ pub fn response<'h, 'b>(
 /// (`Transfer-Encoding` kept for a chunked body, which is relayed as it is), `extra` (whole
 /// header lines of the proxy's own), and `Connection: close` if the client's connection ends
 /// after it.
-pub fn write_client_head(out: &mut Vec<u8>, resp: &Response<'_, '_>, close: bool, extra: &[u8]) {
+pub fn write_client_head(out: &mut Vec<u8>, resp: &Response<'_, '_>, close: bool, extra: &[&[u8]]) {
     out.extend_from_slice(b"HTTP/1.1 ");
     let code = resp.status.min(999);
     out.extend_from_slice(&[
@@ -454,7 +470,8 @@ pub fn write_client_head(out: &mut Vec<u8>, resp: &Response<'_, '_>, close: bool
     };
     for h in resp.headers {
         let keep = match kind(h.name) {
-            Kind::Connection | Kind::Dropped | Kind::NeedsHyper => false,
+            // (The request's id goes back in `extra`.)
+            Kind::Connection | Kind::Dropped | Kind::NeedsHyper | Kind::RequestId => false,
             Kind::TransferEncoding => resp.framing == Framing::Chunked,
             // A chunked body's length is the chunks'; a stray Content-Length goes.
             Kind::ContentLength => resp.framing != Framing::Chunked,
@@ -467,7 +484,9 @@ pub fn write_client_head(out: &mut Vec<u8>, resp: &Response<'_, '_>, close: bool
             out.extend_from_slice(b"\r\n");
         }
     }
-    out.extend_from_slice(extra);
+    for e in extra {
+        out.extend_from_slice(e);
+    }
     if close || resp.framing == Framing::UntilClose {
         out.extend_from_slice(b"connection: close\r\n");
     }
@@ -733,12 +752,12 @@ mod tests {
             panic!("taken")
         };
         let mut out = Vec::new();
-        write_upstream_head(&mut out, &r, "/x?y", b"10.0.0.1", b"http");
+        write_upstream_head(&mut out, &r, "/x?y", b"10.0.0.1", b"http", b"id-1");
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /x?y HTTP/1.1\r\nHost: app.test:8080\r\nAccept: */*\r\n\
              x-forwarded-for: 1.1.1.1, 10.0.0.1\r\nx-forwarded-proto: http\r\n\
-             x-forwarded-host: app.test:8080\r\n\r\n"
+             x-forwarded-host: app.test:8080\r\nx-request-id: id-1\r\n\r\n"
         );
     }
 
@@ -747,7 +766,7 @@ mod tests {
         match response(bytes, &mut slots, head) {
             ResponseVerdict::Ready(r) => {
                 let mut out = Vec::new();
-                write_client_head(&mut out, &r, false, b"");
+                write_client_head(&mut out, &r, false, &[]);
                 Some((
                     r.status,
                     r.framing,
@@ -1017,7 +1036,9 @@ mod tests {
                 return Err(proptest::test_runner::TestCaseError::fail("not taken"));
             };
             let mut out = Vec::new();
-            write_upstream_head(&mut out, &req, req.target, b"10.0.0.1", b"http");
+            let made = crate::proxy::codec::headers::new_request_id(7);
+            let id = req.request_id.unwrap_or(&made);
+            write_upstream_head(&mut out, &req, req.target, b"10.0.0.1", b"http", id);
             let mut sent_slots = header_slots();
             let mut sent = httparse::Request::new(&mut []);
             let n = sent.parse_with_uninit_headers(&out, &mut sent_slots).unwrap();
@@ -1031,6 +1052,7 @@ mod tests {
                 &http::HeaderValue::from_static("10.0.0.1"),
                 &http::HeaderValue::from_static("http"),
             );
+            crate::proxy::codec::headers::settle_request_id(&mut map, || 7);
             let theirs = lowered(&to_headers(&map));
             proptest::prop_assert_eq!(ours, theirs);
         }
@@ -1095,7 +1117,7 @@ mod tests {
                 return Err(proptest::test_runner::TestCaseError::fail("not parsed"));
             };
             let mut out = Vec::new();
-            write_client_head(&mut out, &resp, false, b"");
+            write_client_head(&mut out, &resp, false, &[]);
             let mut sent_slots = header_slots();
             let mut sent = httparse::Response::new(&mut []);
             httparse::ParserConfig::default()

@@ -130,7 +130,7 @@ impl Drop for Tracked {
         if let Some(p) = self.pending.take() {
             let record = p
                 .plan
-                .record(Front::Hyper, p.status, Some(&p.upstream), self.sent);
+                .record(Front::Hyper, p.status, Some(&p.upstream), self.sent, None);
             p.observer.request(&record);
         }
     }

@@ -17,6 +17,7 @@
 //! So every limit, error and protocol feature is hyper's as before, and the fast path only
 //! ever sees requests whose meaning is plain.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ use crate::proxy::ProxyError;
 use crate::proxy::codec::body::Remaining;
 use crate::proxy::codec::parse::{self, Framing, ResponseVerdict, Verdict};
 use crate::proxy::forwarder::{Client, Forwarder, log_failure};
-use crate::proxy::plan::{self, Front, Plan};
+use crate::proxy::plan::{self, Front, Meta, Plan};
 use crate::proxy::upstream::raw::{first_answer, read_append};
 use crate::routing::Upstream;
 
@@ -207,7 +208,9 @@ struct Info {
     close: bool,
 }
 
-/// What [`prepare`] made of the bytes at the start of a client's buffer.
+/// What [`prepare`] made of the bytes at the start of a client's buffer. (Not boxed: it lives
+/// once per request on the stack, and a box would be an allocation per request.)
+#[allow(clippy::large_enum_variant)]
 enum Prep {
     Ready(Prepared),
     Slow,
@@ -221,10 +224,79 @@ struct Prepared {
     info: Info,
     plan: Plan,
     first: Arc<Upstream>,
+    seen: Seen,
 }
 
 /// Why [`prepare`] has nothing to send: the error, and the plan if the request was routed.
-type Refused = (ProxyError, Info, Option<Plan>);
+struct Refused {
+    err: ProxyError,
+    info: Info,
+    plan: Option<Plan>,
+    seen: Option<Seen>,
+}
+
+/// The request's id: the client's (where it is in the client's buffer) or one made here.
+enum Id {
+    Given(Range<usize>),
+    Made([u8; 32]),
+}
+
+/// What a record says about the request, as places in the client's buffer (nothing of the
+/// parse outlives [`prepare`]).
+struct Seen {
+    id: Id,
+    /// Method, host, target and user agent, when the observers want them.
+    spans: Option<[Range<usize>; 4]>,
+}
+
+impl Seen {
+    fn new(fwd: &Forwarder, inb: &[u8], req: &parse::Request<'_, '_>) -> Seen {
+        // Where `s`, a part of `inb`, sits in it (an empty or foreign slice: nowhere).
+        let span = |s: &[u8]| match (s.as_ptr() as usize).checked_sub(inb.as_ptr() as usize) {
+            Some(start) if !s.is_empty() && start + s.len() <= inb.len() => start..start + s.len(),
+            _ => 0..0,
+        };
+        Seen {
+            id: match req.request_id {
+                Some(v) => Id::Given(span(v)),
+                None => Id::Made(crate::proxy::codec::headers::new_request_id(
+                    plan::random_id(),
+                )),
+            },
+            spans: fwd.details.then(|| {
+                let ua = parse::header(req.headers, "user-agent").unwrap_or_default();
+                [
+                    span(req.method.as_bytes()),
+                    span(req.host.as_bytes()),
+                    span(req.target.as_bytes()),
+                    span(ua),
+                ]
+            }),
+        }
+    }
+
+    fn id<'a>(&'a self, inb: &'a [u8]) -> &'a [u8] {
+        match &self.id {
+            Id::Given(r) => &inb[r.clone()],
+            Id::Made(m) => m,
+        }
+    }
+
+    fn meta<'a>(&'a self, inb: &'a [u8], client: &Client) -> Option<Meta<'a>> {
+        let [method, host, target, ua] = self.spans.as_ref()?;
+        let text = |r: &Range<usize>| std::str::from_utf8(&inb[r.clone()]).unwrap_or("");
+        Some(Meta {
+            client: client.ip,
+            tls: client.proto == "https",
+            proto: "HTTP/1.1",
+            method: text(method),
+            host: text(host),
+            target: text(target),
+            user_agent: text(ua),
+            request_id: std::str::from_utf8(self.id(inb)).unwrap_or(""),
+        })
+    }
+}
 
 /// Parse, route and rewrite the request at the start of `inb` (no I/O, and nothing of the
 /// parse kept: the header slots never live across an await).
@@ -242,7 +314,12 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
                 idempotent: false,
                 close: true,
             };
-            return Err(Box::new((refuse, info, None)));
+            return Err(Box::new(Refused {
+                err: refuse,
+                info,
+                plan: None,
+                seen: None,
+            }));
         }
     };
     let info = Info {
@@ -257,8 +334,16 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
     let first = match first {
         Some(u) if u.h2c => return Ok(Prep::Slow),
         Some(u) => u,
-        None => return Err(Box::new((plan.unavailable(), info, Some(plan)))),
+        None => {
+            return Err(Box::new(Refused {
+                err: plan.unavailable(),
+                info,
+                plan: Some(plan),
+                seen: Some(Seen::new(fwd, inb, &req)),
+            }));
+        }
     };
+    let seen = Seen::new(fwd, inb, &req);
     let target = plan.target(req.target);
     let mut out = Vec::with_capacity(req.head_len + 160 + req.body_len);
     parse::write_upstream_head(
@@ -267,6 +352,7 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
         &target,
         client.ip_header.as_bytes(),
         client.proto.as_bytes(),
+        seen.id(inb),
     );
     out.extend_from_slice(&inb[req.head_len..info.len]);
     Ok(Prep::Ready(Prepared {
@@ -274,6 +360,7 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
         info,
         plan,
         first,
+        seen,
     }))
 }
 
@@ -290,15 +377,23 @@ async fn one<S: ClientIo>(
         info,
         mut plan,
         first,
+        seen,
     } = match prepare(fwd, client, inb) {
         Ok(Prep::Ready(p)) => p,
         Ok(Prep::Slow) => return Step::Slow,
         Ok(Prep::Partial) => return Step::Partial,
         Err(refused) => {
-            let (e, info, plan) = *refused;
-            return respond_error(stream, fwd, e, &info, plan.as_ref()).await;
+            let Refused {
+                err,
+                info,
+                plan,
+                seen,
+            } = *refused;
+            let meta = seen.as_ref().and_then(|s| s.meta(inb, client));
+            return respond_error(stream, fwd, err, &info, plan.as_ref(), meta).await;
         }
     };
+    let meta = seen.meta(inb, client);
     fwd.budget.deposit();
     let mut upstream = first;
     loop {
@@ -306,15 +401,24 @@ async fn one<S: ClientIo>(
         let set_cookie = plan
             .set_cookie(&upstream)
             .map(|v| [b"set-cookie: ", v.as_bytes(), b"\r\n"].concat());
-        let extra = set_cookie.as_deref().unwrap_or_default();
-        let err = match attempt(stream, fwd, &mut plan, &upstream, &out, &info, stop, extra).await {
+        let extra: [&[u8]; 4] = [
+            set_cookie.as_deref().unwrap_or_default(),
+            b"x-request-id: ",
+            seen.id(inb),
+            b"\r\n",
+        ];
+        let err = match attempt(
+            stream, fwd, &mut plan, &upstream, &out, &info, stop, &extra, meta,
+        )
+        .await
+        {
             Ok(step) => return step,
             Err(e) => e,
         };
         // The whole request is in `out`: it can always be sent again where that is safe.
         match plan.failed(&err, upstream, &fwd.budget, true, info.idempotent) {
             Some(n) if !n.h2c => upstream = n,
-            _ => return respond_error(stream, fwd, err, &info, Some(&plan)).await,
+            _ => return respond_error(stream, fwd, err, &info, Some(&plan), meta).await,
         }
     }
 }
@@ -343,7 +447,7 @@ enum Head {
 /// Parse the response head at the start of `up` and write the client's (no I/O; the slots
 /// never live across an await). `close`: the client's connection ends after this response;
 /// `extra`: header lines of the proxy's own for it (a sticky session's cookie).
-fn client_head(up: &[u8], info: &Info, close: bool, extra: &[u8]) -> Head {
+fn client_head(up: &[u8], info: &Info, close: bool, extra: &[&[u8]]) -> Head {
     let mut slots = parse::response_slots();
     match parse::response(up, &mut slots, info.head) {
         ResponseVerdict::Incomplete => Head::Incomplete,
@@ -351,7 +455,7 @@ fn client_head(up: &[u8], info: &Info, close: bool, extra: &[u8]) -> Head {
         ResponseVerdict::Ready(r) if r.status == 101 => Head::Switching,
         ResponseVerdict::Ready(r) if r.is_informational() => {
             let mut bytes = Vec::with_capacity(r.head_len + 32);
-            parse::write_client_head(&mut bytes, &r, false, b"");
+            parse::write_client_head(&mut bytes, &r, false, &[]);
             Head::Informational {
                 bytes,
                 len: r.head_len,
@@ -384,7 +488,8 @@ async fn attempt<S: ClientIo>(
     out: &[u8],
     info: &Info,
     stop: &watch::Receiver<bool>,
-    extra: &[u8],
+    extra: &[&[u8]],
+    meta: Option<Meta<'_>>,
 ) -> Result<Step, ProxyError> {
     let pool = fwd.pool(upstream);
     let slot = InFlight::start(&upstream.stats);
@@ -447,7 +552,7 @@ async fn attempt<S: ClientIo>(
                     pool.put_raw(conn);
                 }
                 drop(slot);
-                fwd.observe(|| plan.record(Front::Fast, status, Some(upstream), sent));
+                fwd.observe(|| plan.record(Front::Fast, status, Some(upstream), sent, meta));
                 return Ok(match ok {
                     Some(_) if !close => Step::Next(info.len),
                     _ => Step::Close,
@@ -499,10 +604,11 @@ async fn respond_error<S: ClientIo>(
     e: ProxyError,
     info: &Info,
     plan: Option<&Plan>,
+    meta: Option<Meta<'_>>,
 ) -> Step {
     log_failure(&e);
     let written = stream.write_all(&e.to_http1(info.close)).await.is_ok();
-    fwd.observe(|| plan::refused(Front::Fast, &e, plan));
+    fwd.observe(|| plan::refused(Front::Fast, &e, plan, meta));
     if !written || info.close {
         return Step::Close;
     }

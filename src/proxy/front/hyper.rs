@@ -43,7 +43,7 @@ impl Forwarder {
             Ok(resp) => resp,
             Err((e, plan)) => {
                 log_failure(&e);
-                self.observe(|| plan::refused(Front::Hyper, &e, plan.as_ref()));
+                self.observe(|| plan::refused(Front::Hyper, &e, plan.as_ref(), None));
                 e.into_response().map(Either::Right)
             }
         }
@@ -99,6 +99,31 @@ impl Forwarder {
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
         headers::set_forwarded(&mut parts.headers, &client.ip_header, &client.proto);
+        let request_id = headers::settle_request_id(&mut parts.headers, plan::random_id);
+        if self.details {
+            let header = |name| {
+                parts
+                    .headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            plan.details = Some(Box::new(plan::OwnedMeta {
+                client: client.ip,
+                tls: client.proto == "https",
+                proto: version_name(parts.version),
+                method: parts.method.clone(),
+                host: header(header::HOST),
+                target: parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned(),
+                user_agent: header(header::USER_AGENT),
+                request_id: request_id.to_str().unwrap_or("").to_owned(),
+            }));
+        }
         // A request without a body can be sent again elsewhere if the first backend never saw
         // it (or, for idempotent methods, dropped the connection before answering).
         let replay = (body.is_end_stream() && plan.service.backends.len() > 1)
@@ -182,7 +207,7 @@ impl Forwarder {
                             let no = upstream.no.clone();
                             return Err((ProxyError::Upstream { no }, Some(plan)));
                         };
-                        self.observe(|| plan.record(Front::Hyper, 101, Some(&upstream), 0));
+                        self.observe(|| plan.record(Front::Hyper, 101, Some(&upstream), 0, None));
                         return Ok(tunnel(
                             Response::from_parts(head, incoming),
                             client_side,
@@ -192,6 +217,8 @@ impl Forwarder {
                         ));
                     }
                     headers::strip_hop_by_hop(&mut head.headers);
+                    head.headers
+                        .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
                     if let Some(v) = plan.set_cookie(&upstream) {
                         head.headers.append(header::SET_COOKIE, v);
                     }
@@ -375,6 +402,16 @@ fn tunnel(
     // Keep Upgrade/Connection: they are the point of a 101.
     let (head, _) = resp.into_parts();
     Response::from_parts(head, Either::Right(Full::new(Bytes::new())))
+}
+
+fn version_name(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// The path and query to send upstream, as the plan rewrites it.
