@@ -100,6 +100,10 @@ pub struct Cli {
     #[arg(long, env = "QUAYSIDE_ADMIN_TLS_KEY", value_name = "FILE")]
     pub admin_tls_key: Option<PathBuf>,
 
+    /// quayside's own log lines: `text` or `json` (one object per line) [default: text]
+    #[arg(long, env = "QUAYSIDE_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+
     /// Write an access log line per request to this file, or `-` for stdout [default: off].
     /// SIGUSR1 reopens the file (logrotate)
     #[arg(long, env = "QUAYSIDE_ACCESS_LOG", value_name = "PATH")]
@@ -208,6 +212,7 @@ pub struct FileConfig {
     pub admin_tls_key: Option<PathBuf>,
     pub access_log: Option<PathBuf>,
     pub access_log_format: Option<String>,
+    pub log_format: Option<String>,
     pub state: Option<PathBuf>,
     pub no_docker: Option<bool>,
     pub docker_host: Option<String>,
@@ -313,6 +318,8 @@ fn token(
 pub struct Config {
     /// `quayside healthcheck`: ask the running server instead of serving.
     pub healthcheck: bool,
+    /// quayside's own logs as JSON lines.
+    pub log_json: bool,
     /// Where and how to write the access log (none: off).
     pub access_log: Option<(crate::access_log::Target, crate::access_log::Format)>,
     pub listen: SocketAddr,
@@ -461,8 +468,19 @@ impl Config {
             };
             (target, format)
         });
+        let log_json = match cli.log_format.or(file.log_format).as_deref().map(str::trim) {
+            None | Some("text") => false,
+            Some("json") => true,
+            Some(other) => {
+                return Err(ConfigError::Value {
+                    key: "log_format".into(),
+                    reason: format!("must be text or json, got {other}"),
+                });
+            }
+        };
         Ok(Config {
             healthcheck: cli.command == Some(Sub::Healthcheck),
+            log_json,
             access_log,
             tls,
             admin,

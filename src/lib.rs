@@ -272,6 +272,7 @@ pub async fn run_with(
                 metrics,
                 runtime,
                 access_log: access_log.clone(),
+                stop: stop_rx.clone(),
             },
             &admin_config,
             admin_tls,

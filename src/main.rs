@@ -42,15 +42,19 @@ fn one_line(e: &anyhow::Error) -> String {
 }
 
 async fn start() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
+    let config = Config::from_args()?;
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("QUAYSIDE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    if config.log_json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 
-    let config = Config::from_args()?;
     if config.healthcheck {
         return healthcheck(config.admin_listen).await;
     }

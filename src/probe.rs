@@ -48,6 +48,7 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 }
                 due.insert(key, now.saturating_add(hc.interval.0.as_millis() as u64));
                 let (client, up, hc) = (client.clone(), up.clone(), hc.clone());
+                let (shared, service) = (shared.clone(), service.name.clone());
                 tokio::spawn(async move {
                     let uri = format!("http://{}{}", up.authority, hc.path);
                     let ok = match uri.parse() {
@@ -65,8 +66,18 @@ pub async fn run(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                                 .since_ms
                                 .store(now_ms(), std::sync::atomic::Ordering::Relaxed);
                             tracing::info!(backend = %up.no, path = %hc.path, "health check passes again; backend back in rotation");
+                            let why = format!("GET {} passed {} times", hc.path, hc.rise);
+                            let registry = shared.registry.load();
+                            shared
+                                .events
+                                .health("health_up", &registry, &up.no, &service, why);
                         } else {
                             tracing::warn!(backend = %up.no, path = %hc.path, fall = hc.fall, "health check failing; backend taken out of rotation until it passes {} times", hc.rise);
+                            let why = format!("GET {} failed {} times", hc.path, hc.fall);
+                            let registry = shared.registry.load();
+                            shared
+                                .events
+                                .health("health_down", &registry, &up.no, &service, why);
                         }
                     }
                 });

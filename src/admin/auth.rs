@@ -191,6 +191,10 @@ pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Res
     if access == Access::Open {
         return next.run(req).await;
     }
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "?".to_owned(), |c| c.0.ip().to_string());
     let Some(full) = g.allows(req.headers()) else {
         return refuse(
             &path,
@@ -219,7 +223,15 @@ pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Res
             );
         }
     }
-    next.run(req).await
+    // Who made a change, for the events and the log.
+    let who = match (&g.token, full) {
+        (None, _) => format!("{peer} (no token)"),
+        (Some(_), true) => format!("{peer} (admin token)"),
+        (Some(_), false) => format!("{peer} (read token)"),
+    };
+    crate::registry::actor::BY
+        .scope(Some(who), next.run(req))
+        .await
 }
 
 #[cfg(test)]

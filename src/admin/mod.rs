@@ -34,6 +34,8 @@ pub struct Ctx {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     pub runtime: std::sync::Arc<crate::proxy::Runtime>,
     pub access_log: Option<std::sync::Arc<crate::access_log::AccessLog>>,
+    /// Turns true when quayside stops (ends the event streams).
+    pub stop: watch::Receiver<bool>,
 }
 
 impl FromRef<Ctx> for Handle {
@@ -226,6 +228,7 @@ pub async fn serve(
     if let Some(tls) = tls {
         return serve_tls(listener, app, tls, stop).await;
     }
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = stop.wait_for(|s| *s).await;
     });
@@ -255,7 +258,10 @@ async fn serve_tls(
                 }
             },
         };
-        let (acceptor, app, watcher) = (tls.acceptor.clone(), app.clone(), graceful.watcher());
+        let app = app
+            .clone()
+            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+        let (acceptor, watcher) = (tls.acceptor.clone(), graceful.watcher());
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(
                 std::time::Duration::from_secs(10),

@@ -35,6 +35,7 @@ pub fn routes() -> Vec<super::Route> {
             get(get_service).put(put_service).delete(delete_service),
         ),
         Route::new("/api/v1/discovery", "GET", get(discovery)),
+        Route::new("/api/v1/events", "GET", get(events)),
         Route::new("/api/v1/tls/reload", "POST", post(tls_reload)),
     ]
 }
@@ -179,6 +180,38 @@ async fn tls_reload(State(ctx): State<super::Ctx>) -> ApiResult {
             format!("{e}; still serving the previous certificates"),
         )),
     }
+}
+
+/// Server-Sent Events: the kept events after `Last-Event-ID` (all kept ones without it), then
+/// each as it happens, until quayside stops or the client falls behind (then it is dropped
+/// and resumes with `Last-Event-ID`).
+async fn events(State(ctx): State<super::Ctx>, headers: axum::http::HeaderMap) -> Response {
+    use axum::response::sse::{Event as Sse, KeepAlive};
+    use futures_util::StreamExt;
+    let last = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    let (backlog, rx) = ctx.registry.shared().events.subscribe(last);
+    let live =
+        futures_util::stream::unfold((rx, ctx.stop.clone()), |(mut rx, mut stop)| async move {
+            let next = tokio::select! {
+                e = rx.recv() => e.ok(),
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            next.map(|e| (e, (rx, stop)))
+        });
+    let stream = futures_util::stream::iter(backlog).chain(live).map(|e| {
+        Ok::<_, std::convert::Infallible>(
+            Sse::default()
+                .id(e.id.to_string())
+                .event(e.kind)
+                .json_data(&*e)
+                .unwrap_or_default(),
+        )
+    });
+    axum::response::sse::Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// Every discovery source's status, one shape for all (none with `--no-docker`).

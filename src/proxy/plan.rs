@@ -15,7 +15,7 @@ use super::headers;
 use super::retry::RetryBudget;
 use crate::balance::hash::hash_bytes;
 use crate::health::now_ms;
-use crate::routing::{HashKey, RoutingTable, ServiceRoute, Upstream};
+use crate::routing::{HashKey, RoutingTable, ServiceRoute, Shared, Upstream};
 
 /// Attempts per request, the first included.
 pub const MAX_ATTEMPTS: usize = 3;
@@ -247,11 +247,11 @@ impl Plan {
         &mut self,
         err: &ProxyError,
         upstream: Arc<Upstream>,
-        budget: &RetryBudget,
+        (budget, shared): (&RetryBudget, &Shared),
         replayable: bool,
         idempotent: bool,
     ) -> Option<Arc<Upstream>> {
-        note_failure(err, &upstream);
+        note_failure(err, &upstream, &self.service.name, shared);
         self.tried.push(upstream);
         let retryable = err.never_reached_backend()
             || (idempotent && matches!(err, ProxyError::Upstream { .. }));
@@ -315,14 +315,22 @@ pub fn refused<'a>(
 
 /// Count a failed attempt against its backend's passive health (and say so when that ejects
 /// it).
-fn note_failure(err: &ProxyError, upstream: &Upstream) {
+fn note_failure(err: &ProxyError, upstream: &Upstream, service: &str, shared: &Shared) {
     if err.is_backend_failure() && upstream.stats.on_failure(now_ms()) {
         let p = upstream.stats.passive();
+        let cooldown_ms = p.ejected_until.saturating_sub(now_ms());
         tracing::warn!(
             backend = %upstream.no,
             error = %err,
-            cooldown_ms = p.ejected_until.saturating_sub(now_ms()),
+            cooldown_ms,
             "backend keeps failing; ejected from rotation for a cooldown, then tried again"
+        );
+        shared.events.health(
+            "ejected",
+            &shared.registry.load(),
+            &upstream.no,
+            service,
+            format!("{err}; out of rotation for {cooldown_ms} ms"),
         );
     }
 }

@@ -31,6 +31,13 @@ pub struct Shared<T> {
     pub table: ArcSwap<T>,
     /// Tables published so far (the first is 1).
     pub generation: std::sync::atomic::AtomicU64,
+    /// What changed, as events.
+    pub events: super::events::Events,
+}
+
+tokio::task_local! {
+    /// Who is asking for the changes made in this task (the admin API sets it per request).
+    pub static BY: Option<String>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +54,8 @@ type Reply = oneshot::Sender<Result<(), ApplyError>>;
 
 #[allow(clippy::large_enum_variant)] // nearly every message is an `Apply`
 enum Msg {
-    Apply(Command, Reply),
+    /// A command, and who asked for it.
+    Apply(Command, Reply, Option<String>),
     /// Fold the journal into the state file (clean shutdown).
     Compact(oneshot::Sender<()>),
 }
@@ -74,6 +82,7 @@ impl<T: Publish> Handle<T> {
             table: ArcSwap::from_pointee(T::build(&initial)),
             registry: ArcSwap::from_pointee(initial),
             generation: std::sync::atomic::AtomicU64::new(1),
+            events: Default::default(),
         });
         let (tx, rx) = mpsc::channel(MAX_BATCH);
         tokio::spawn(run(rx, shared.clone(), store));
@@ -83,8 +92,9 @@ impl<T: Publish> Handle<T> {
     /// Apply a command; returns once it is saved and published.
     pub async fn apply(&self, cmd: Command) -> Result<(), ApplyError> {
         let (reply, rx) = oneshot::channel();
+        let by = BY.try_with(Clone::clone).ok().flatten();
         self.tx
-            .send(Msg::Apply(cmd, reply))
+            .send(Msg::Apply(cmd, reply, by))
             .await
             .map_err(|_| ApplyError::Closed)?;
         rx.await.map_err(|_| ApplyError::Closed)?
@@ -121,9 +131,13 @@ async fn run<T: Publish>(
         let mut changes = Changes::default();
         let mut results: Vec<(Result<(), RegistryError>, Reply)> = Vec::with_capacity(batch.len());
         let mut compact = Vec::new();
+        let mut by_no: std::collections::HashMap<String, String> = Default::default();
         for msg in batch.drain(..) {
             match msg {
-                Msg::Apply(cmd, reply) => {
+                Msg::Apply(cmd, reply, by) => {
+                    if let (Some(by), Some(no)) = (by, cmd.no()) {
+                        by_no.insert(no.to_owned(), by);
+                    }
                     results.push((next.apply_tracked(cmd, &mut changes), reply))
                 }
                 Msg::Compact(done) => compact.push(done),
@@ -153,7 +167,12 @@ async fn run<T: Publish>(
                         .generation
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     table.replaced(&prev, &changes);
-                    shared.registry.store(next);
+                    shared.registry.store(next.clone());
+                    shared
+                        .events
+                        .diff(&current, &next, changes.nos.iter(), |no| {
+                            by_no.get(no).cloned()
+                        });
                 }
                 for (r, reply) in results {
                     let _ = reply.send(r.map_err(ApplyError::from));

@@ -11,6 +11,7 @@
 //! overrides, so they survive a re-sync of the discovered set.
 
 pub mod actor;
+pub mod events;
 pub mod persist;
 pub mod validate;
 
@@ -358,6 +359,15 @@ pub enum Command {
 }
 
 impl Command {
+    /// The entry a command is about, if it is about one.
+    pub fn no(&self) -> Option<&str> {
+        match self {
+            Command::Upsert { spec, .. } => Some(&spec.no),
+            Command::Remove { no } | Command::SetState { no, .. } => Some(no),
+            _ => None,
+        }
+    }
+
     /// Add or replace a manual entry exactly as `spec` says.
     pub fn upsert(spec: BackendSpec) -> Command {
         Command::Upsert {

@@ -381,6 +381,18 @@ impl Http {
             .expect("request timed out")
             .expect("request failed");
         let (parts, body) = resp.into_parts();
+        // An event stream does not end: its head is the answer.
+        if parts
+            .headers
+            .get("content-type")
+            .is_some_and(|v| v == "text/event-stream")
+        {
+            return Reply {
+                status: parts.status,
+                headers: parts.headers,
+                body: String::new(),
+            };
+        }
         let bytes = body.collect().await.expect("body").to_bytes();
         Reply {
             status: parts.status,

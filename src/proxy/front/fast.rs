@@ -416,7 +416,8 @@ async fn one<S: ClientIo>(
             Err(e) => e,
         };
         // The whole request is in `out`: it can always be sent again where that is safe.
-        match plan.failed(&err, upstream, &fwd.budget, true, info.idempotent) {
+        let ctx = (&fwd.budget, &*fwd.shared);
+        match plan.failed(&err, upstream, ctx, true, info.idempotent) {
             Some(n) if !n.h2c => upstream = n,
             _ => return respond_error(stream, fwd, err, &info, Some(&plan), meta).await,
         }

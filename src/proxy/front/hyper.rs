@@ -252,7 +252,8 @@ impl Forwarder {
                 return Err((ProxyError::TooLarge { limit }, Some(plan)));
             }
             let replayable = replay.is_some();
-            match plan.failed(&err, upstream, &self.budget, replayable, idempotent) {
+            let ctx = (&self.budget, &*self.shared);
+            match plan.failed(&err, upstream, ctx, replayable, idempotent) {
                 Some(n) => upstream = n,
                 None => return Err((err, Some(plan))),
             }

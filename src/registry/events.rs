@@ -1,0 +1,252 @@
+//! Routing events: every change of an entry (added, removed, drained, enabled, disabled,
+//! pinned, unpinned, updated) and of its health (up, down, ejected), with its time, `no`,
+//! service, source, reason and who made it. The last [`KEEP`] are kept so a client can resume
+//! from the id it saw last; live ones are broadcast (a client that falls behind the channel is
+//! dropped, never buffered without bound).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use super::{Entry, Registry};
+
+/// Events kept for clients that resume.
+pub const KEEP: usize = 1000;
+/// Live events a client may fall behind by before it is dropped.
+const LAG: usize = 256;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Event {
+    pub id: u64,
+    /// RFC 3339, milliseconds.
+    pub time: String,
+    /// `added`, `removed`, `drained`, `enabled`, `disabled`, `pinned`, `unpinned`, `updated`,
+    /// `health_up`, `health_down` or `ejected`.
+    pub kind: &'static str,
+    pub no: String,
+    pub service: String,
+    /// `manual`, or the discovery source (`docker`, `docker:<endpoint>` beyond the default).
+    pub source: String,
+    pub reason: String,
+    /// Who made the change (the admin client's address and token kind), when a person did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+}
+
+/// The event log, shared by the registry task, the data plane and the probes.
+pub struct Events {
+    ring: Mutex<(u64, VecDeque<Arc<Event>>)>,
+    live: broadcast::Sender<Arc<Event>>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Events {
+            ring: Mutex::new((0, VecDeque::with_capacity(KEEP))),
+            live: broadcast::channel(LAG).0,
+        }
+    }
+}
+
+impl std::fmt::Debug for Events {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Events")
+    }
+}
+
+/// What [`Events::emit`] needs besides the kind.
+pub struct About<'a> {
+    pub no: &'a str,
+    pub service: &'a str,
+    pub source: String,
+    pub reason: String,
+    pub by: Option<String>,
+}
+
+impl Events {
+    pub fn emit(&self, kind: &'static str, about: About<'_>) {
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        ring.0 += 1;
+        let event = Arc::new(Event {
+            id: ring.0,
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            kind,
+            no: about.no.to_owned(),
+            service: about.service.to_owned(),
+            source: about.source,
+            reason: about.reason,
+            by: about.by,
+        });
+        if ring.1.len() == KEEP {
+            ring.1.pop_front();
+        }
+        ring.1.push_back(event.clone());
+        // (Sent under the lock, so a subscriber sees each event once: in the backlog or live.)
+        let _ = self.live.send(event);
+    }
+
+    /// The kept events after `last` (all kept ones without it), and a receiver of the ones
+    /// that follow them.
+    pub fn subscribe(
+        &self,
+        last: Option<u64>,
+    ) -> (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>) {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let backlog = ring
+            .1
+            .iter()
+            .filter(|e| last.is_none_or(|l| e.id > l))
+            .cloned()
+            .collect();
+        (backlog, self.live.subscribe())
+    }
+
+    /// Events for the entries `nos` changed from `before` to `after`.
+    pub fn diff<'a>(
+        &self,
+        before: &Registry,
+        after: &Registry,
+        nos: impl Iterator<Item = &'a String>,
+        by: impl Fn(&str) -> Option<String>,
+    ) {
+        for no in nos {
+            let (old, new) = (before.get(no), after.get(no));
+            let change: Option<(&'static str, &Entry, String)> = match (&old, &new) {
+                (None, Some(n)) => Some(("added", n, added(n))),
+                (Some(o), None) => Some(("removed", o, removed(o))),
+                (Some(o), Some(n)) if o.pinned != n.pinned => Some(if n.pinned {
+                    (
+                        "pinned",
+                        n,
+                        "a manual entry overrides the discovered one".into(),
+                    )
+                } else {
+                    (
+                        "unpinned",
+                        n,
+                        "the manual entry is gone; the discovered one routes again".into(),
+                    )
+                }),
+                (Some(o), Some(n)) if o.spec.state != n.spec.state => {
+                    let kind = match n.spec.state {
+                        super::AdminState::Active => "enabled",
+                        super::AdminState::Draining => "drained",
+                        super::AdminState::Disabled => "disabled",
+                    };
+                    let why = format!(
+                        "state {} -> {}",
+                        o.spec.state.as_str(),
+                        n.spec.state.as_str()
+                    );
+                    Some((kind, n, why))
+                }
+                (Some(o), Some(n)) if o.spec != n.spec || o.source != n.source => {
+                    let why = format!(
+                        "now {}:{} weight {} in service {}",
+                        n.spec.addr, n.spec.port, n.spec.weight, n.spec.service
+                    );
+                    Some(("updated", n, why))
+                }
+                _ => None,
+            };
+            if let Some((kind, e, reason)) = change {
+                self.emit(
+                    kind,
+                    About {
+                        no,
+                        service: &e.spec.service,
+                        source: source_of(e),
+                        reason,
+                        by: by(no),
+                    },
+                );
+            }
+        }
+    }
+}
+
+impl Events {
+    /// A health change of the backend `no` of `service`, as `registry` knows the entry.
+    pub fn health(
+        &self,
+        kind: &'static str,
+        registry: &Registry,
+        no: &str,
+        service: &str,
+        reason: String,
+    ) {
+        let source = registry.get(no).map(|e| source_of(&e)).unwrap_or_default();
+        self.emit(
+            kind,
+            About {
+                no,
+                service,
+                source,
+                reason,
+                by: None,
+            },
+        );
+    }
+}
+
+/// `manual`, `docker`, or `docker:<endpoint>` for endpoints other than the default.
+pub fn source_of(e: &Entry) -> String {
+    match &e.endpoint {
+        Some(name) if name != "default" => format!("{}:{name}", e.source.as_str()),
+        _ => e.source.as_str().to_owned(),
+    }
+}
+
+fn added(e: &Entry) -> String {
+    match &e.container_id {
+        Some(id) => format!(
+            "container {} found by the {} source",
+            &id[..id.len().min(12)],
+            source_of(e)
+        ),
+        None => format!("added by hand at {}:{}", e.spec.addr, e.spec.port),
+    }
+}
+
+fn removed(e: &Entry) -> String {
+    match &e.container_id {
+        Some(id) => format!(
+            "container {} no longer routed (stopped, removed or unlabelled)",
+            &id[..id.len().min(12)]
+        ),
+        None => "removed by hand".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_resuming_client_gets_what_it_missed_and_no_more_than_kept() {
+        let ev = Events::default();
+        let about = || About {
+            no: "1",
+            service: "default",
+            source: "manual".into(),
+            reason: "test".into(),
+            by: None,
+        };
+        for _ in 0..(KEEP + 5) {
+            ev.emit("added", about());
+        }
+        let (all, _) = ev.subscribe(None);
+        assert_eq!(all.len(), KEEP);
+        assert_eq!(all[0].id, 6);
+        let (after, mut rx) = ev.subscribe(Some(KEEP as u64 + 3));
+        assert_eq!(
+            after.iter().map(|e| e.id).collect::<Vec<_>>(),
+            vec![KEEP as u64 + 4, KEEP as u64 + 5]
+        );
+        ev.emit("removed", about());
+        assert_eq!(rx.try_recv().unwrap().kind, "removed");
+    }
+}

@@ -1,0 +1,158 @@
+//! `GET /api/v1/events`: Server-Sent Events of every routing change, read by a real HTTP
+//! client as they happen, with who made each change; a client resumes with `Last-Event-ID`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Http, Quayside, full, test_config};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use quayside::admin::Token;
+use serde_json::Value;
+
+const ADMIN: &str = "events-admin";
+const READ: &str = "events-read";
+
+/// An open event stream.
+struct Stream {
+    body: Incoming,
+    text: String,
+}
+
+impl Stream {
+    async fn open(q: &Quayside, last: Option<u64>) -> Stream {
+        let mut req = Request::get(q.admin_url("/api/v1/events"))
+            .header("authorization", format!("Bearer {READ}"));
+        if let Some(id) = last {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<common::BoxBody>();
+        let resp = client.request(req.body(full("")).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        Stream {
+            body: resp.into_body(),
+            text: String::new(),
+        }
+    }
+
+    /// The next event: (id, kind, data).
+    async fn next(&mut self) -> (u64, String, Value) {
+        loop {
+            if let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                        .map(|v| v.trim().to_owned())
+                };
+                let Some(data) = field("data") else { continue }; // a keep-alive comment
+                return (
+                    field("id").unwrap().parse().unwrap(),
+                    field("event").unwrap(),
+                    serde_json::from_str(&data).unwrap(),
+                );
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(5), self.body.frame())
+                .await
+                .expect("an event within 5 s")
+                .expect("the stream is open")
+                .unwrap();
+            if let Ok(d) = frame.into_data() {
+                self.text.push_str(&String::from_utf8_lossy(&d));
+            }
+        }
+    }
+}
+
+async fn admin(q: &Quayside, method: &str, path: &str) -> StatusCode {
+    let req = Request::builder()
+        .method(method)
+        .uri(q.admin_url(path))
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(full(""))
+        .unwrap();
+    Http::new().send(req).await.status
+}
+
+#[tokio::test]
+async fn changes_stream_as_events_and_a_client_resumes() {
+    let mut c = test_config();
+    c.admin.token = Some(Token::new(ADMIN));
+    c.admin.read_token = Some(Token::new(READ));
+    let q = Quayside::start_with(c).await;
+    let mut s = Stream::open(&q, None).await;
+    // A port nothing listens on: requests fail, and the third failure ejects the backend.
+    let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    assert_eq!(
+        admin(&q, "GET", &format!("/add?no=e1&ip=127.0.0.1&port={dead}")).await,
+        200
+    );
+    let (added, kind, v) = s.next().await;
+    assert_eq!(kind, "added");
+    assert_eq!(
+        (
+            v["no"].as_str(),
+            v["service"].as_str(),
+            v["source"].as_str()
+        ),
+        (Some("e1"), Some("default"), Some("manual"))
+    );
+    assert_eq!(v["by"], "127.0.0.1 (admin token)");
+    assert!(humantime::parse_rfc3339(v["time"].as_str().unwrap()).is_ok());
+    assert_eq!(admin(&q, "POST", "/api/v1/backends/e1/drain").await, 200);
+    let (_, kind, v) = s.next().await;
+    assert_eq!(
+        (kind.as_str(), v["reason"].as_str()),
+        ("drained", Some("state active -> draining"))
+    );
+    assert_eq!(admin(&q, "POST", "/api/v1/backends/e1/enable").await, 200);
+    assert_eq!(s.next().await.1, "enabled");
+    let http = Http::new();
+    for _ in 0..3 {
+        assert_eq!(
+            http.get(&q.proxy_url("/")).await.status,
+            StatusCode::BAD_GATEWAY
+        );
+    }
+    let (_, kind, v) = s.next().await;
+    assert_eq!(kind, "ejected", "{v}");
+    assert!(
+        v["reason"].as_str().unwrap().contains("could not connect"),
+        "{v}"
+    );
+    assert!(v.get("by").is_none(), "{v}");
+    assert_eq!(admin(&q, "DELETE", "/api/v1/backends/e1").await, 204);
+    let (removed, kind, _) = s.next().await;
+    assert_eq!(kind, "removed");
+    // Resuming after the first event gives the rest, in order, then live ones.
+    let mut again = Stream::open(&q, Some(added)).await;
+    let mut kinds = Vec::new();
+    loop {
+        let (id, kind, _) = again.next().await;
+        kinds.push(kind);
+        if id == removed {
+            break;
+        }
+    }
+    assert_eq!(kinds, ["drained", "enabled", "ejected", "removed"]);
+    assert_eq!(
+        admin(&q, "GET", &format!("/add?no=e2&ip=127.0.0.1&port={dead}")).await,
+        200
+    );
+    let (id, kind, _) = again.next().await;
+    assert_eq!((id, kind.as_str()), (removed + 1, "added"));
+    // Without a token: 401 (the read token is enough, as above).
+    let r = Http::new().get(&q.admin_url("/api/v1/events")).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+}
