@@ -115,9 +115,9 @@ def wrk(port, duration=DURATION, conns=CONNS, host=None):
     return rps, n, errors
 
 
-def start_quayside(state=None, proxy=Q_PROXY, admin=Q_ADMIN, binary=QUAYSIDE):
+def start_quayside(state=None, proxy=Q_PROXY, admin=Q_ADMIN, binary=QUAYSIDE, extra=()):
     args = [binary, "--no-docker", "--listen", f"127.0.0.1:{proxy}", "--admin-listen",
-            f"127.0.0.1:{admin}", "--state", state or os.path.join(work, "q-state.json")]
+            f"127.0.0.1:{admin}", "--state", state or os.path.join(work, "q-state.json"), *extra]
     p = spawn(args, preexec_fn=lambda: resource.setrlimit(
         resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2))
     time.sleep(0.8)
@@ -142,6 +142,15 @@ def main():
         "seed": (spawn(["nginx", "-c", seed_conf, "-p", work + "/"]), 18480),
         "openresty-fair": (spawn(["nginx", "-c", os.path.join(ROOT, "bench/conf/openresty-fair.conf"), "-p", work + "/"]), 18780),
     }
+    # With access logs to a file each: quayside's JSON lines against nginx's combined format.
+    logged_conf = os.path.join(work, "nginx-static-log.conf")
+    with open(os.path.join(ROOT, "bench/conf/nginx-static.conf")) as f:
+        open(logged_conf, "w").write(f.read()
+            .replace("access_log off;", f"access_log {work}/nginx-access.log;")
+            .replace("18580", "18590").replace("nginx-static.pid", "nginx-static-log.pid"))
+    targets["quayside-log"] = (start_quayside(os.path.join(work, "log-state.json"), 18392, 18393,
+                                              extra=("--access-log", os.path.join(work, "q-access.log"))), 18392)
+    targets["nginx-static-log"] = (spawn(["nginx", "-c", logged_conf, "-p", work + "/"]), 18590)
     # QUAYSIDE_BASE=path/to/quayside: another build side by side, for an A/B comparison.
     if os.environ.get("QUAYSIDE_BASE"):
         targets["quayside-base"] = (start_quayside(os.path.join(work, "base-state.json"), 18390, 18391,

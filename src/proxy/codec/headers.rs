@@ -32,8 +32,9 @@ pub fn valid_request_id(v: &[u8]) -> bool {
 pub fn new_request_id(random: u128) -> [u8; 32] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = HEX[((random >> (124 - 4 * i)) & 0xf) as usize];
+    for (i, b) in random.to_be_bytes().iter().enumerate() {
+        out[2 * i] = HEX[usize::from(b >> 4)];
+        out[2 * i + 1] = HEX[usize::from(b & 0xf)];
     }
     out
 }
@@ -45,9 +46,12 @@ pub fn settle_request_id(headers: &mut HeaderMap, random: impl FnOnce() -> u128)
         .get(&X_REQUEST_ID)
         .filter(|v| valid_request_id(v.as_bytes()))
         .cloned();
-    let id = given.unwrap_or_else(|| {
+    let mut id = given.unwrap_or_else(|| {
         HeaderValue::from_bytes(&new_request_id(random())).expect("hex digits are a valid value")
     });
+    // Never indexed by HPACK: each value is new, and indexing one only evicts useful entries
+    // from the HTTP/2 header table (which cost the encoder a table search per response).
+    id.set_sensitive(true);
     headers.insert(X_REQUEST_ID.clone(), id.clone());
     id
 }
@@ -283,6 +287,16 @@ pub fn host_only(authority: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_id_is_the_number_in_hex() {
+        let id = new_request_id(0x0123_4567_89ab_cdef_fedc_ba98_7654_3210);
+        assert_eq!(&id, b"0123456789abcdeffedcba9876543210");
+        assert!(valid_request_id(&id));
+        assert!(!valid_request_id(b""));
+        assert!(!valid_request_id(b"has space"));
+        assert!(!valid_request_id(&[b'x'; 129]));
+    }
 
     #[test]
     fn strips_connection_named_and_standard() {

@@ -345,7 +345,8 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
     };
     let seen = Seen::new(fwd, inb, &req);
     let target = plan.target(req.target);
-    let mut out = Vec::with_capacity(req.head_len + 160 + req.body_len);
+    // Room for the forwarding headers and the request id: one allocation, no growth.
+    let mut out = Vec::with_capacity(req.head_len + 224 + req.body_len);
     parse::write_upstream_head(
         &mut out,
         &req,
@@ -455,7 +456,7 @@ fn client_head(up: &[u8], info: &Info, close: bool, extra: &[&[u8]]) -> Head {
         ResponseVerdict::Invalid => Head::Invalid,
         ResponseVerdict::Ready(r) if r.status == 101 => Head::Switching,
         ResponseVerdict::Ready(r) if r.is_informational() => {
-            let mut bytes = Vec::with_capacity(r.head_len + 32);
+            let mut bytes = Vec::with_capacity(r.head_len + 96);
             parse::write_client_head(&mut bytes, &r, false, &[]);
             Head::Informational {
                 bytes,
@@ -464,7 +465,9 @@ fn client_head(up: &[u8], info: &Info, close: bool, extra: &[&[u8]]) -> Head {
         }
         ResponseVerdict::Ready(r) => {
             let close = close || r.framing == Framing::UntilClose;
-            let mut bytes = Vec::with_capacity(r.head_len + 64 + (up.len() - r.head_len));
+            let extra_len: usize = extra.iter().map(|e| e.len()).sum();
+            let mut bytes =
+                Vec::with_capacity(r.head_len + 32 + extra_len + (up.len() - r.head_len));
             parse::write_client_head(&mut bytes, &r, close, extra);
             Head::Final {
                 bytes,
