@@ -29,8 +29,11 @@
 //!   fronts: plain HTTP/1.1 requests take a byte-level fast path (httparse, pure rewriting in
 //!   `proxy/codec/`); everything else (TLS, HTTP/2, upgrades, chunked uploads, odd framing) is
 //!   served by hyper. `proxy/upstream/` holds the backend pools, `proxy/server/` the workers.
+//! - [`metrics`] and [`access_log`], the request plan's observers: Prometheus counters
+//!   gathered per worker, and the access log's buffers and writer thread.
 //! - [`admin`]: the admin API (axum) on its own listener: the seed-compatible `/add`, `/get`,
-//!   `/delete` and a JSON REST API under `/api/v1`.
+//!   `/delete`, a JSON REST API under `/api/v1` (events included), `/metrics`, `/readyz`; its
+//!   guard checks tokens, the `Host` and cross-site marks.
 //! - [`config`]: flags, `QUAYSIDE_*` variables and the TOML file.
 //! - this file: [`run`], which wires them together.
 //!
