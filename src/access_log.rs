@@ -179,19 +179,48 @@ fn string(out: &mut String, s: &str) {
     out.push('"');
 }
 
+thread_local! {
+    /// The time as RFC 3339 up to the second, and the second it is for: formatted once a
+    /// second per worker, not per line.
+    static SECOND: std::cell::RefCell<(u64, String)> =
+        const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+/// Now, as RFC 3339 in UTC with milliseconds.
+fn now_rfc3339(out: &mut String) {
+    let now = SystemTime::now();
+    let since = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    SECOND.with_borrow_mut(|(second, text)| {
+        if *second != since.as_secs() {
+            *second = since.as_secs();
+            text.clear();
+            // "2026-12-01T20:41:07Z" without the "Z".
+            let full = humantime::format_rfc3339_seconds(now).to_string();
+            text.push_str(full.trim_end_matches('Z'));
+        }
+        out.push_str(text);
+    });
+    let _ = write!(out, ".{:03}Z", since.subsec_millis());
+}
+
 fn json_line(out: &mut String, r: &Record<'_>) {
-    let time = humantime::format_rfc3339_millis(SystemTime::now());
-    let _ = write!(out, "{{\"time\":\"{time}\"");
+    out.push_str("{\"time\":\"");
+    now_rfc3339(out);
+    out.push('"');
     let field = |out: &mut String, name: &str, v: &str| {
         let _ = write!(out, ",\"{name}\":");
         string(out, v);
     };
     let m = r.meta;
-    field(
-        out,
-        "client",
-        &m.map(|m| m.client.to_string()).unwrap_or_default(),
-    );
+    // (Addresses need no escaping: written as they are.)
+    match m {
+        Some(m) => {
+            let _ = write!(out, ",\"client\":\"{}\"", m.client);
+        }
+        None => out.push_str(",\"client\":\"\""),
+    }
     field(out, "method", m.map_or("", |m| m.method));
     field(out, "host", m.map_or("", |m| m.host));
     field(out, "path", m.map_or("", |m| m.target));
@@ -211,11 +240,12 @@ fn json_line(out: &mut String, r: &Record<'_>) {
     }
     field(out, "service", r.service.map_or("", |s| s.name.as_str()));
     field(out, "backend", r.backend.map_or("", |b| b.no.as_str()));
-    field(
-        out,
-        "upstream",
-        &r.backend.map(|b| b.addr.to_string()).unwrap_or_default(),
-    );
+    match r.backend {
+        Some(b) => {
+            let _ = write!(out, ",\"upstream\":\"{}\"", b.addr);
+        }
+        None => out.push_str(",\"upstream\":\"\""),
+    }
     let _ = write!(out, ",\"attempts\":{}", r.attempts);
     field(out, "request_id", m.map_or("", |m| m.request_id));
     let _ = write!(out, ",\"tls\":{}", m.is_some_and(|m| m.tls));
@@ -262,6 +292,18 @@ fn common_line(out: &mut String, r: &Record<'_>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cached_time_is_rfc3339_with_milliseconds() {
+        let mut a = String::new();
+        now_rfc3339(&mut a);
+        let mut b = String::new();
+        now_rfc3339(&mut b);
+        for t in [&a, &b] {
+            assert_eq!(t.len(), 24, "{t}");
+            assert!(humantime::parse_rfc3339(t).is_ok(), "{t}");
+        }
+    }
 
     #[test]
     fn json_strings_are_escaped() {
