@@ -77,8 +77,16 @@ async fn every_request_is_a_json_line_with_its_request_id() {
     assert_eq!(r.status, StatusCode::OK);
     let r = http.get(&q.proxy_url("/gone")).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    // quayside's own answers carry the id too, on both fronts.
+    let gone_id = r.headers["x-request-id"].to_str().unwrap().to_owned();
+    let req = Request::get(q.proxy_url("/gone-h2"))
+        .body(full(""))
+        .unwrap();
+    let resp = common::h2_client().request(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let gone_h2_id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
 
-    let lines = lines(&path, 5).await;
+    let lines = lines(&path, 6).await;
     let v: Vec<Value> = lines
         .iter()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -115,7 +123,8 @@ async fn every_request_is_a_json_line_with_its_request_id() {
     assert_eq!(gone["backend"], "");
     assert_eq!(gone["attempts"], 0);
     assert_eq!(gone["upstream_ms"], Value::Null);
-    assert_eq!(gone["request_id"].as_str().unwrap().len(), 32);
+    assert_eq!(gone["request_id"], gone_id.as_str());
+    assert_eq!(find("/gone-h2")["request_id"], gone_h2_id.as_str());
 }
 
 #[tokio::test]

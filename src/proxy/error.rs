@@ -91,10 +91,19 @@ impl ProxyError {
 
     /// The whole HTTP/1.1 response, for the fast path (with `Connection: close` if `close`).
     pub fn to_http1(&self, close: bool) -> Vec<u8> {
+        self.to_http1_with_id(close, None)
+    }
+
+    /// The same, with the request's `X-Request-Id` when it has one.
+    pub fn to_http1_with_id(&self, close: bool, request_id: Option<&[u8]>) -> Vec<u8> {
         let status = self.status();
         let body = self.body();
+        let id = request_id
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .map(|id| format!("x-request-id: {id}\r\n"))
+            .unwrap_or_default();
         format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}date: {}\r\n\r\n{body}",
+            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}{id}date: {}\r\n\r\n{body}",
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
             body.len(),

@@ -161,6 +161,8 @@ pub struct Plan {
     pub upstream: Option<Duration>,
     /// The request, kept by hyper's side when the observers want it.
     pub details: Option<Box<OwnedMeta>>,
+    /// The request's id, kept by hyper's side for an answer of quayside's own.
+    pub request_id: Option<HeaderValue>,
 }
 
 impl Plan {
@@ -196,6 +198,7 @@ impl Plan {
             started: Instant::now(),
             upstream: None,
             details: None,
+            request_id: None,
         };
         (plan, first)
     }

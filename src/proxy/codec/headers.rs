@@ -42,6 +42,13 @@ pub fn new_request_id(random: u128) -> [u8; 32] {
 /// The request's id: the client's `X-Request-Id` if it is kept, else a new one; in `headers`
 /// as the one `X-Request-Id` (the backend gets it).
 pub fn settle_request_id(headers: &mut HeaderMap, random: impl FnOnce() -> u128) -> HeaderValue {
+    let id = request_id(headers, random);
+    headers.insert(X_REQUEST_ID.clone(), id.clone());
+    id
+}
+
+/// The request's id (see [`settle_request_id`]), without setting it.
+pub fn request_id(headers: &HeaderMap, random: impl FnOnce() -> u128) -> HeaderValue {
     let given = headers
         .get(&X_REQUEST_ID)
         .filter(|v| valid_request_id(v.as_bytes()))
@@ -52,7 +59,6 @@ pub fn settle_request_id(headers: &mut HeaderMap, random: impl FnOnce() -> u128)
     // Never indexed by HPACK: each value is new, and indexing one only evicts useful entries
     // from the HTTP/2 header table (which cost the encoder a table search per response).
     id.set_sensitive(true);
-    headers.insert(X_REQUEST_ID.clone(), id.clone());
     id
 }
 

@@ -391,7 +391,8 @@ async fn one<S: ClientIo>(
                 seen,
             } = *refused;
             let meta = seen.as_ref().and_then(|s| s.meta(inb, client));
-            return respond_error(stream, fwd, err, &info, plan.as_ref(), meta).await;
+            let id = seen.as_ref().map(|s| s.id(inb));
+            return respond_error(stream, fwd, err, &info, plan.as_ref(), (meta, id)).await;
         }
     };
     let meta = seen.meta(inb, client);
@@ -420,7 +421,10 @@ async fn one<S: ClientIo>(
         let ctx = (&fwd.budget, &*fwd.shared);
         match plan.failed(&err, upstream, ctx, true, info.idempotent) {
             Some(n) if !n.h2c => upstream = n,
-            _ => return respond_error(stream, fwd, err, &info, Some(&plan), meta).await,
+            _ => {
+                let id = Some(seen.id(inb));
+                return respond_error(stream, fwd, err, &info, Some(&plan), (meta, id)).await;
+            }
         }
     }
 }
@@ -608,10 +612,11 @@ async fn respond_error<S: ClientIo>(
     e: ProxyError,
     info: &Info,
     plan: Option<&Plan>,
-    meta: Option<Meta<'_>>,
+    (meta, id): (Option<Meta<'_>>, Option<&[u8]>),
 ) -> Step {
     log_failure(&e);
-    let written = stream.write_all(&e.to_http1(info.close)).await.is_ok();
+    let answer = e.to_http1_with_id(info.close, id);
+    let written = stream.write_all(&answer).await.is_ok();
     fwd.observe(|| plan::refused(Front::Fast, &e, plan, meta));
     if !written || info.close {
         return Step::Close;

@@ -44,7 +44,11 @@ impl Forwarder {
             Err((e, plan)) => {
                 log_failure(&e);
                 self.observe(|| plan::refused(Front::Hyper, &e, plan.as_ref(), None));
-                e.into_response().map(Either::Right)
+                let mut resp = e.into_response().map(Either::Right);
+                if let Some(id) = plan.and_then(|p| p.request_id) {
+                    resp.headers_mut().insert(headers::X_REQUEST_ID.clone(), id);
+                }
+                resp
             }
         }
     }
@@ -74,6 +78,32 @@ impl Forwarder {
                 .unwrap_or("");
             Plan::new(&table, host, parts.uri.path(), &parts.headers, client.ip)
         };
+        let request_id = headers::request_id(&parts.headers, plan::random_id);
+        plan.request_id = Some(request_id.clone());
+        if self.details {
+            let header = |name| {
+                parts
+                    .headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            plan.details = Some(Box::new(plan::OwnedMeta {
+                client: client.ip,
+                tls: client.proto == "https",
+                proto: version_name(parts.version),
+                method: parts.method.clone(),
+                host: header(header::HOST),
+                target: parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned(),
+                user_agent: header(header::USER_AGENT),
+                request_id: request_id.to_str().unwrap_or("").to_owned(),
+            }));
+        }
         let Some(first) = first else {
             return Err((plan.unavailable(), Some(plan)));
         };
@@ -99,31 +129,9 @@ impl Forwarder {
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
         headers::set_forwarded(&mut parts.headers, &client.ip_header, &client.proto);
-        let request_id = headers::settle_request_id(&mut parts.headers, plan::random_id);
-        if self.details {
-            let header = |name| {
-                parts
-                    .headers
-                    .get(name)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned()
-            };
-            plan.details = Some(Box::new(plan::OwnedMeta {
-                client: client.ip,
-                tls: client.proto == "https",
-                proto: version_name(parts.version),
-                method: parts.method.clone(),
-                host: header(header::HOST),
-                target: parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_owned(),
-                user_agent: header(header::USER_AGENT),
-                request_id: request_id.to_str().unwrap_or("").to_owned(),
-            }));
-        }
+        parts
+            .headers
+            .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
         // A request without a body can be sent again elsewhere if the first backend never saw
         // it (or, for idempotent methods, dropped the connection before answering).
         let replay = (body.is_end_stream() && plan.service.backends.len() > 1)
