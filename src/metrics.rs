@@ -90,14 +90,23 @@ impl Observe for Metrics {
             ),
             (None, None) => ((0, 0, r.status), &self.refused),
         };
-        let series = match shard.series.load().get(&key) {
-            Some(s) => s.clone(),
-            None => shard.add(key, r),
-        };
-        series.requests.fetch_add(1, Ordering::Relaxed);
+        // Counted through the map's guard: no reference count taken per request.
+        let map = shard.series.load();
+        match map.get(&key) {
+            Some(series) => series.count(r),
+            None => {
+                drop(map);
+                shard.add(key, r).count(r);
+            }
+        }
+    }
+}
+
+impl Series {
+    fn count(&self, r: &Record<'_>) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
         if r.attempts > 1 {
-            series
-                .retries
+            self.retries
                 .fetch_add(u64::from(r.attempts - 1), Ordering::Relaxed);
         }
         let secs = r.duration.as_secs_f64();
@@ -105,9 +114,8 @@ impl Observe for Metrics {
             .iter()
             .position(|&b| secs <= b)
             .unwrap_or(BUCKETS.len());
-        series.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        series
-            .sum_micros
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
             .fetch_add(r.duration.as_micros() as u64, Ordering::Relaxed);
     }
 }

@@ -447,3 +447,20 @@ fn start_up_errors_are_one_line_without_a_backtrace() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let p = common::binary::Proc::spawn(&["--log-format", "json"]);
+    let line = p.wait_for("admin API listening", std::time::Duration::from_secs(10));
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["level"], "INFO", "{line}");
+    assert_eq!(v["fields"]["message"], "admin API listening", "{line}");
+    assert!(
+        v["fields"]["addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{line}"
+    );
+}
