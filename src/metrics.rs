@@ -309,12 +309,7 @@ fn backends(scrape: &Scrape<'_>) -> Vec<Family> {
         };
         let routable =
             e.spec.state == AdminState::Active && stats.is_some_and(|s| s.available(now));
-        let source = match &e.endpoint {
-            Some(name) if name != crate::discovery::docker::DEFAULT_NAME => {
-                format!("{}:{name}", e.source.as_str())
-            }
-            _ => e.source.as_str().to_owned(),
-        };
+        let source = crate::registry::events::source_of(&e);
         let mut l = labels();
         l.push(("source", source));
         l.push(("state", e.spec.state.as_str().to_owned()));

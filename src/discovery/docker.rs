@@ -25,7 +25,7 @@ use crate::routing::Handle;
 
 /// The name of the Docker endpoint given by `--docker-host` (or the default socket): entries
 /// it finds say `"endpoint": "default"`.
-pub const DEFAULT_NAME: &str = "default";
+pub const DEFAULT_NAME: &str = crate::registry::DEFAULT_ENDPOINT;
 
 pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 const BACKOFF_MIN: Duration = Duration::from_millis(100);

@@ -195,7 +195,7 @@ impl Events {
 /// `manual`, `docker`, or `docker:<endpoint>` for endpoints other than the default.
 pub fn source_of(e: &Entry) -> String {
     match &e.endpoint {
-        Some(name) if name != "default" => format!("{}:{name}", e.source.as_str()),
+        Some(name) if name != super::DEFAULT_ENDPOINT => format!("{}:{name}", e.source.as_str()),
         _ => e.source.as_str().to_owned(),
     }
 }

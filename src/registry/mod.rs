@@ -68,6 +68,9 @@ impl Source {
     }
 }
 
+/// The name of the first (or only) Docker endpoint: its entries' `no`s are kept as they are.
+pub const DEFAULT_ENDPOINT: &str = "default";
+
 /// One discovery source: its kind, and the name of its endpoint (a source's sync replaces only
 /// the entries it found).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
