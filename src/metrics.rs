@@ -173,6 +173,10 @@ pub struct Scrape<'a> {
     pub runtime: &'a Runtime,
     /// Access log lines dropped (none: no access log).
     pub access_log_dropped: Option<u64>,
+    /// Routing events so far, by kind and source.
+    pub events: &'a crate::registry::events::Events,
+    /// State-file write durations (none: no state file).
+    pub state_writes: Option<&'a crate::registry::persist::WriteTimes>,
 }
 
 /// Request counts summed over the workers.
@@ -299,6 +303,11 @@ fn backends(scrape: &Scrape<'_>) -> Vec<Family> {
         "The active health check's verdict: 1 up, 0 down (only for services with health checks)",
         MetricType::Gauge,
     );
+    let mut probes = Family::new(
+        "quayside_backend_probes",
+        "Active health probes done, by result (passed, failed)",
+        MetricType::Counter,
+    );
     for e in scrape.registry.entries() {
         let stats = scrape.table.stats(&e.spec.no);
         let labels = || {
@@ -326,9 +335,14 @@ fn backends(scrape: &Scrape<'_>) -> Vec<Family> {
             .is_some_and(|svc| svc.health.is_some())
         {
             probe.push(labels(), Value::Gauge(i64::from(s.active().up)));
+            for (result, n) in [("passed", &s.probes_passed), ("failed", &s.probes_failed)] {
+                let mut l = labels();
+                l.push(("result", result.to_owned()));
+                probes.push(l, Value::Counter(n.load(Ordering::Relaxed)));
+            }
         }
     }
-    vec![up, in_flight, ejections, probe]
+    vec![up, in_flight, ejections, probe, probes]
 }
 
 /// The control plane and the listeners: routing table generation, discovery sources,
@@ -350,10 +364,52 @@ fn control(scrape: &Scrape<'_>) -> Vec<Family> {
         "Times the discovery source lost its connection",
         MetricType::Counter,
     );
+    let mut events = Family::new(
+        "quayside_discovery_events",
+        "Events received from the discovery source's endpoint",
+        MetricType::Counter,
+    );
+    let mut syncs = Family::new(
+        "quayside_discovery_syncs",
+        "Full listings done by the discovery source (the first, and one after each reconnect)",
+        MetricType::Counter,
+    );
     for s in scrape.sources.list() {
         let labels = || vec![("kind", s.kind.to_owned()), ("source", s.name.clone())];
         connected.push(labels(), Value::Gauge(i64::from(s.state == "connected")));
         reconnects.push(labels(), Value::Counter(s.reconnects));
+        events.push(labels(), Value::Counter(s.events));
+        syncs.push(labels(), Value::Counter(s.syncs));
+    }
+    let mut changes = Family::new(
+        "quayside_registry_changes",
+        "Changes of entries and service settings, by source (manual, docker, docker:<endpoint>) and kind",
+        MetricType::Counter,
+    );
+    let mut health = Family::new(
+        "quayside_backend_health_changes",
+        "Backends' health changes (health_up, health_down, ejected), by source and kind",
+        MetricType::Counter,
+    );
+    for ((kind, source), n) in scrape.events.counts() {
+        let f = if matches!(kind, "health_up" | "health_down" | "ejected") {
+            &mut health
+        } else {
+            &mut changes
+        };
+        f.push(
+            vec![("source", source), ("kind", kind.to_owned())],
+            Value::Counter(n),
+        );
+    }
+    let mut writes = Family::new(
+        "quayside_state_write_duration_seconds",
+        "State-file writes (journal appends and rewrites, each made durable), by duration",
+        MetricType::Histogram,
+    );
+    if let Some(w) = scrape.state_writes {
+        let (buckets, count, sum) = w.snapshot();
+        writes.push(vec![], Value::Histogram(sum, count, buckets));
     }
     let mut accepted = Family::new(
         "quayside_connections_accepted",
@@ -387,7 +443,8 @@ fn control(scrape: &Scrape<'_>) -> Vec<Family> {
         );
     }
     vec![
-        generation, connected, reconnects, accepted, open, handshakes,
+        generation, connected, reconnects, events, syncs, changes, health, writes, accepted, open,
+        handshakes,
     ]
 }
 

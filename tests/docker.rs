@@ -77,6 +77,26 @@ async fn labelled_containers_are_routed_others_are_not() {
         humantime::parse_rfc3339(d["last_sync"].as_str().unwrap()).is_ok(),
         "{d}"
     );
+    assert_eq!(d["syncs"], 1, "{d}");
+    // (Started after the first sync: seen through its events.)
+    assert!(d["events"].as_u64().unwrap() >= 1, "{d}");
+    // The same in the metrics, and the entry the source added counted as its change.
+    let text = http.get(&q.admin_url("/metrics")).await.body;
+    let value = |series: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert!(
+        value("quayside_discovery_events_total{kind=\"docker\",source=\"default\"}")
+            .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+    assert!(
+        value("quayside_registry_changes_total{source=\"docker\",kind=\"added\"}")
+            .is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
     let names: Vec<&str> = d["containers"]
         .as_array()
         .unwrap()
@@ -601,6 +621,8 @@ async fn losing_the_docker_connection_keeps_routes_and_resyncs() {
     })
     .await;
     assert!(d["reconnects"].as_u64().unwrap() >= 1);
+    // The first sync and the one after reconnecting (more if the cut took a few tries).
+    assert!(d["syncs"].as_u64().unwrap() >= 2, "{d}");
     let _ = std::fs::remove_file(&sock);
 }
 

@@ -71,11 +71,15 @@ impl Stream {
 }
 
 async fn admin(q: &Quayside, method: &str, path: &str) -> StatusCode {
+    admin_with(q, method, path, "").await
+}
+
+async fn admin_with(q: &Quayside, method: &str, path: &str, body: &str) -> StatusCode {
     let req = Request::builder()
         .method(method)
         .uri(q.admin_url(path))
         .header("authorization", format!("Bearer {ADMIN}"))
-        .body(full(""))
+        .body(full(body.to_owned()))
         .unwrap();
     Http::new().send(req).await.status
 }
@@ -152,6 +156,39 @@ async fn changes_stream_as_events_and_a_client_resumes() {
     );
     let (id, kind, _) = again.next().await;
     assert_eq!((id, kind.as_str()), (removed + 1, "added"));
+    // A service's settings: set (with what), changed, removed; each with who did it.
+    let body = r#"{"path_prefix": "/api", "lb": "round_robin"}"#;
+    assert_eq!(
+        admin_with(&q, "PUT", "/api/v1/services/web", body).await,
+        200
+    );
+    let (_, kind, v) = again.next().await;
+    assert_eq!(
+        (kind.as_str(), v["service"].as_str(), v["no"].as_str()),
+        ("service_set", Some("web"), Some("")),
+        "{v}"
+    );
+    assert_eq!(v["source"], "manual");
+    assert_eq!(v["by"], "127.0.0.1 (admin token)");
+    assert!(
+        v["reason"]
+            .as_str()
+            .unwrap()
+            .contains("\"path_prefix\":\"/api\""),
+        "{v}"
+    );
+    // The same settings again change nothing, so no event: the next one is the removal.
+    assert_eq!(
+        admin_with(&q, "PUT", "/api/v1/services/web", body).await,
+        200
+    );
+    assert_eq!(admin(&q, "DELETE", "/api/v1/services/web").await, 204);
+    let (_, kind, v) = again.next().await;
+    assert_eq!(
+        (kind.as_str(), v["service"].as_str()),
+        ("service_removed", Some("web")),
+        "{v}"
+    );
     // Without a token: 401 (the read token is enough, as above).
     let r = Http::new().get(&q.admin_url("/api/v1/events")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);

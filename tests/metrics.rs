@@ -109,6 +109,34 @@ fn key(service: &str, backend: &str, code: u16) -> (String, String, String) {
     (service.into(), backend.into(), code.to_string())
 }
 
+/// `promtool check metrics` accepts `text` (skipped without promtool, unless required).
+fn promtool_accepts(text: &str) {
+    if !have("promtool") {
+        return;
+    }
+    let mut check = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (apt-get install prometheus)");
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn counts_match_the_requests_sent_and_gone_backends_disappear() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
@@ -200,29 +228,7 @@ async fn counts_match_the_requests_sent_and_gone_backends_disappear() {
     // same counts.
     let text = scrape_as(&q, false).await;
     assert_eq!(requests(&text), got);
-    if have("promtool") {
-        let mut check = Command::new("promtool")
-            .args(["check", "metrics"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("promtool (apt-get install prometheus)");
-        use std::io::Write;
-        check
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = check.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    promtool_accepts(&text);
     // Drained: up 0 with its state; deleted: its series are gone.
     let r = admin(&q, "POST", "/api/v1/backends/b/drain", "").await;
     assert_eq!(r.status, StatusCode::OK);
@@ -236,6 +242,82 @@ async fn counts_match_the_requests_sent_and_gone_backends_disappear() {
     })
     .await;
     assert!(text.contains("backend=\"a\""), "{text}");
+}
+
+/// The value of the sample `series` (its name and labels exactly as written) in `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn control_plane_changes_state_writes_and_probes_are_counted() {
+    let dir = std::env::temp_dir().join(format!("quayside-metrics-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut c = test_config();
+    c.admin.token = Some(Token::new(ADMIN));
+    c.admin.read_token = Some(Token::new(READ));
+    c.state = Some(dir.join("state.json"));
+    let q = Quayside::start_with(c).await;
+    let (up, down) = (Backend::start("up").await, Backend::start("down").await);
+    down.healthy
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    for (no, b, service) in [
+        ("u", &up, "checked"),
+        ("d", &down, "checked"),
+        ("x", &up, "other"),
+    ] {
+        let body = format!(
+            r#"{{"address": "127.0.0.1", "port": {}, "service": "{service}"}}"#,
+            b.port()
+        );
+        let r = admin(&q, "PUT", &format!("/api/v1/backends/{no}"), &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    }
+    let r = admin(&q, "POST", "/api/v1/backends/x/drain", "").await;
+    assert_eq!(r.status, StatusCode::OK);
+    let body = r#"{"health": {"path": "/health", "interval": "200ms", "fall": 2}}"#;
+    let r = admin(&q, "PUT", "/api/v1/services/checked", body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let text = eventually(10, "probes counted and d marked down", || async {
+        let text = scrape(&q).await;
+        let failed = sample(
+            &text,
+            "quayside_backend_probes_total{service=\"checked\",backend=\"d\",result=\"failed\"}",
+        )?;
+        let passed = sample(
+            &text,
+            "quayside_backend_probes_total{service=\"checked\",backend=\"u\",result=\"passed\"}",
+        )?;
+        let down = sample(
+            &text,
+            "quayside_backend_health_changes_total{source=\"manual\",kind=\"health_down\"}",
+        )?;
+        (failed >= 2.0 && passed >= 1.0 && down == 1.0).then_some(text)
+    })
+    .await;
+    let changes = |kind: &str| {
+        sample(
+            &text,
+            &format!("quayside_registry_changes_total{{source=\"manual\",kind=\"{kind}\"}}"),
+        )
+    };
+    assert_eq!(changes("added"), Some(3.0), "{text}");
+    assert_eq!(changes("drained"), Some(1.0), "{text}");
+    assert_eq!(changes("service_set"), Some(1.0), "{text}");
+    assert_eq!(changes("removed"), None, "{text}");
+    // Five changes, each appended to the journal and made durable before it was answered.
+    let writes = sample(&text, "quayside_state_write_duration_seconds_count").unwrap();
+    assert_eq!(writes, 5.0, "{text}");
+    let le_1s = sample(
+        &text,
+        "quayside_state_write_duration_seconds_bucket{le=\"1.0\"}",
+    );
+    assert_eq!(le_1s, Some(5.0), "{text}");
+    promtool_accepts(&scrape_as(&q, false).await);
+    q.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A Prometheus server of the test's own, scraping `target` every second with `token`.

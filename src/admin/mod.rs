@@ -129,6 +129,8 @@ async fn metrics(
             sources: &ctx.discovery,
             runtime: &ctx.runtime,
             access_log_dropped: ctx.access_log.as_ref().map(|l| l.dropped()),
+            events: &shared.events,
+            state_writes: shared.state_writes.as_deref(),
         },
         openmetrics,
     );

@@ -104,6 +104,8 @@ pub struct Watcher {
     last_event: Option<SystemTime>,
     last_sync: Option<SystemTime>,
     reconnects: u64,
+    events: u64,
+    syncs: u64,
     /// The current session got as far as a full sync.
     synced: bool,
 }
@@ -131,6 +133,8 @@ impl Watcher {
                 last_event: None,
                 last_sync: None,
                 reconnects: 0,
+                events: 0,
+                syncs: 0,
                 containers: Vec::new(),
                 conflicts: Vec::new(),
             },
@@ -143,6 +147,8 @@ impl Watcher {
             last_event: None,
             last_sync: None,
             reconnects: 0,
+            events: 0,
+            syncs: 0,
             synced: false,
         }
     }
@@ -214,6 +220,7 @@ impl Watcher {
         let count = infos.len();
         self.discovery.replace_all(infos);
         self.last_sync = Some(SystemTime::now());
+        self.syncs += 1;
         self.synced = true;
         self.publish().await;
         tracing::info!(endpoint = %self.endpoint, containers = count, "connected to Docker and synced");
@@ -239,6 +246,7 @@ impl Watcher {
     async fn handle(&mut self, docker: &Docker, ev: EventMessage) -> Result<bool, WatchError> {
         let action = ev.action.as_deref().unwrap_or("");
         let actor = ev.actor.unwrap_or_default();
+        self.events += 1;
         self.last_event = ev
             .time_nano
             .and_then(|n| u64::try_from(n).ok())
@@ -332,6 +340,8 @@ impl Watcher {
             last_event: self.last_event,
             last_sync: self.last_sync,
             reconnects: self.reconnects,
+            events: self.events,
+            syncs: self.syncs,
             containers: self.discovery.status(),
             conflicts: conflicts
                 .into_iter()

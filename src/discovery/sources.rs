@@ -31,6 +31,10 @@ pub struct SourceStatus {
     #[serde(serialize_with = "rfc3339")]
     pub last_sync: Option<SystemTime>,
     pub reconnects: u64,
+    /// Events received from the endpoint (all of them, whether they changed routing or not).
+    pub events: u64,
+    /// Full listings done (the first sync and one after each reconnect).
+    pub syncs: u64,
     /// Every labelled container it sees: routed or not, and why.
     pub containers: Vec<ContainerStatus>,
     pub conflicts: Vec<Conflict>,

@@ -31,6 +31,9 @@ pub struct BackendStats {
     pub in_flight: AtomicU32,
     pub requests: AtomicU64,
     pub failures: AtomicU64,
+    /// Active health probes that passed and that failed.
+    pub probes_passed: AtomicU64,
+    pub probes_failed: AtomicU64,
     passive: AtomicU64,
     active: AtomicU32,
     ewma_bits: AtomicU64,
@@ -49,6 +52,8 @@ impl Default for BackendStats {
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            probes_passed: AtomicU64::new(0),
+            probes_failed: AtomicU64::new(0),
             passive: AtomicU64::new(passive::State::default().pack()),
             active: AtomicU32::new(active::State::default().pack()),
             ewma_bits: AtomicU64::new(0f64.to_bits()),
@@ -160,6 +165,12 @@ impl BackendStats {
 
     /// Record an active probe result. Returns the new state.
     pub fn on_probe(&self, ok: bool, rise: u32, fall: u32) -> active::State {
+        if ok {
+            &self.probes_passed
+        } else {
+            &self.probes_failed
+        }
+        .fetch_add(1, Ordering::Relaxed);
         let mut cur = self.active.load(Ordering::Relaxed);
         loop {
             let next = active::step(active::State::unpack(cur), ok, rise, fall);

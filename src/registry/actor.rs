@@ -33,6 +33,8 @@ pub struct Shared<T> {
     pub generation: std::sync::atomic::AtomicU64,
     /// What changed, as events.
     pub events: super::events::Events,
+    /// How long the state file's writes take (none: no state file).
+    pub state_writes: Option<Arc<persist::WriteTimes>>,
 }
 
 tokio::task_local! {
@@ -83,6 +85,7 @@ impl<T: Publish> Handle<T> {
             registry: ArcSwap::from_pointee(initial),
             generation: std::sync::atomic::AtomicU64::new(1),
             events: Default::default(),
+            state_writes: store.as_ref().map(|s| s.times()),
         });
         let (tx, rx) = mpsc::channel(MAX_BATCH);
         tokio::spawn(run(rx, shared.clone(), store));
@@ -131,12 +134,18 @@ async fn run<T: Publish>(
         let mut changes = Changes::default();
         let mut results: Vec<(Result<(), RegistryError>, Reply)> = Vec::with_capacity(batch.len());
         let mut compact = Vec::new();
+        // Who asked for the change of each entry (by `no`) and service (by name).
         let mut by_no: std::collections::HashMap<String, String> = Default::default();
+        let mut by_service: std::collections::HashMap<String, String> = Default::default();
         for msg in batch.drain(..) {
             match msg {
                 Msg::Apply(cmd, reply, by) => {
-                    if let (Some(by), Some(no)) = (by, cmd.no()) {
-                        by_no.insert(no.to_owned(), by);
+                    if let Some(by) = by {
+                        if let Some(no) = cmd.no() {
+                            by_no.insert(no.to_owned(), by);
+                        } else if let Some(name) = cmd.service() {
+                            by_service.insert(name.to_owned(), by);
+                        }
                     }
                     results.push((next.apply_tracked(cmd, &mut changes), reply))
                 }
@@ -172,6 +181,11 @@ async fn run<T: Publish>(
                         .events
                         .diff(&current, &next, changes.nos.iter(), |no| {
                             by_no.get(no).cloned()
+                        });
+                    shared
+                        .events
+                        .services(&current, &next, changes.services.iter(), |name| {
+                            by_service.get(name).cloned()
                         });
                 }
                 for (r, reply) in results {

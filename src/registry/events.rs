@@ -1,10 +1,11 @@
 //! Routing events: every change of an entry (added, removed, drained, enabled, disabled,
-//! pinned, unpinned, updated) and of its health (up, down, ejected), with its time, `no`,
-//! service, source, reason and who made it. The last [`KEEP`] are kept so a client can resume
+//! pinned, unpinned, updated), of a service's settings (set, removed) and of a backend's health
+//! (up, down, ejected), with its time, `no`, service, source, reason and who made it. Each kind
+//! is also counted per source, for the metrics. The last [`KEEP`] are kept so a client can resume
 //! from the id it saw last; live ones are broadcast (a client that falls behind the channel is
 //! dropped, never buffered without bound).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -24,8 +25,9 @@ pub struct Event {
     /// RFC 3339, milliseconds.
     pub time: String,
     /// `added`, `removed`, `drained`, `enabled`, `disabled`, `pinned`, `unpinned`, `updated`,
-    /// `health_up`, `health_down` or `ejected`.
+    /// `service_set`, `service_removed`, `health_up`, `health_down` or `ejected`.
     pub kind: &'static str,
+    /// The entry (empty for a service's settings).
     pub no: String,
     pub service: String,
     /// `manual`, or the discovery source (`docker`, `docker:<endpoint>` beyond the default).
@@ -38,14 +40,21 @@ pub struct Event {
 
 /// The event log, shared by the registry task, the data plane and the probes.
 pub struct Events {
-    ring: Mutex<(u64, VecDeque<Arc<Event>>)>,
+    ring: Mutex<Ring>,
     live: broadcast::Sender<Arc<Event>>,
 }
+
+/// The last id, the kept events, and the events so far by kind and source.
+type Ring = (
+    u64,
+    VecDeque<Arc<Event>>,
+    BTreeMap<(&'static str, String), u64>,
+);
 
 impl Default for Events {
     fn default() -> Self {
         Events {
-            ring: Mutex::new((0, VecDeque::with_capacity(KEEP))),
+            ring: Mutex::new((0, VecDeque::with_capacity(KEEP), BTreeMap::new())),
             live: broadcast::channel(LAG).0,
         }
     }
@@ -70,6 +79,12 @@ impl Events {
     pub fn emit(&self, kind: &'static str, about: About<'_>) {
         let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         ring.0 += 1;
+        match ring.2.get_mut(&(kind, about.source.clone())) {
+            Some(n) => *n += 1,
+            None => {
+                ring.2.insert((kind, about.source.clone()), 1);
+            }
+        }
         let event = Arc::new(Event {
             id: ring.0,
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -86,6 +101,12 @@ impl Events {
         ring.1.push_back(event.clone());
         // (Sent under the lock, so a subscriber sees each event once: in the backlog or live.)
         let _ = self.live.send(event);
+    }
+
+    /// How many events of each kind each source caused so far.
+    pub fn counts(&self) -> Vec<((&'static str, String), u64)> {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        ring.2.iter().map(|(k, n)| (k.clone(), *n)).collect()
     }
 
     /// The kept events after `last` (all kept ones without it), and a receiver of the ones
@@ -169,6 +190,49 @@ impl Events {
 }
 
 impl Events {
+    /// Events for the services `names` whose settings changed from `before` to `after`.
+    pub fn services<'a>(
+        &self,
+        before: &Registry,
+        after: &Registry,
+        names: impl Iterator<Item = &'a String>,
+        by: impl Fn(&str) -> Option<String>,
+    ) {
+        for name in names {
+            let (old, new) = (before.service_config(name), after.service_config(name));
+            let (old_source, new_source) =
+                (before.service_source(name), after.service_source(name));
+            if old == new && old_source == new_source {
+                continue;
+            }
+            let (kind, source, reason) = match new_source {
+                Some(source) => (
+                    "service_set",
+                    source.clone(),
+                    match serde_json::to_string(&new.0) {
+                        Ok(json) => format!("settings from {source}: {json}"),
+                        Err(_) => format!("settings from {source}"),
+                    },
+                ),
+                None => (
+                    "service_removed",
+                    old_source.unwrap_or_default(),
+                    "its own settings are gone; the defaults apply".into(),
+                ),
+            };
+            self.emit(
+                kind,
+                About {
+                    no: "",
+                    service: name,
+                    source,
+                    reason,
+                    by: by(name),
+                },
+            );
+        }
+    }
+
     /// A health change of the backend `no` of `service`, as `registry` knows the entry.
     pub fn health(
         &self,
@@ -195,8 +259,17 @@ impl Events {
 /// `manual`, `docker`, or `docker:<endpoint>` for endpoints other than the default.
 pub fn source_of(e: &Entry) -> String {
     match &e.endpoint {
-        Some(name) if name != super::DEFAULT_ENDPOINT => format!("{}:{name}", e.source.as_str()),
-        _ => e.source.as_str().to_owned(),
+        Some(name) => source_name(e.source, name),
+        None => e.source.as_str().to_owned(),
+    }
+}
+
+/// The name of the source `kind` at the endpoint `name`, as events and metrics give it.
+pub fn source_name(kind: super::Source, name: &str) -> String {
+    if name == super::DEFAULT_ENDPOINT || kind == super::Source::Manual {
+        kind.as_str().to_owned()
+    } else {
+        format!("{}:{name}", kind.as_str())
     }
 }
 

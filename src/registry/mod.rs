@@ -371,6 +371,14 @@ impl Command {
         }
     }
 
+    /// The service whose settings a command changes, if it changes one's settings only.
+    pub fn service(&self) -> Option<&str> {
+        match self {
+            Command::PutService { name, .. } | Command::DeleteService { name } => Some(name),
+            _ => None,
+        }
+    }
+
     /// Add or replace a manual entry exactly as `spec` says.
     pub fn upsert(spec: BackendSpec) -> Command {
         Command::Upsert {
@@ -776,6 +784,17 @@ impl Registry {
                 false,
             ),
         }
+    }
+
+    /// Where the settings in force for `name` come from: `manual` (an operator), the discovery
+    /// source whose labels set them, or none (defaults).
+    pub fn service_source(&self, name: &str) -> Option<String> {
+        if self.services.contains_key(name) {
+            return Some(Source::Manual.as_str().to_owned());
+        }
+        self.discovered_services
+            .get(name)
+            .map(|(source, _)| events::source_name(source.kind, &source.name))
     }
 
     /// Whether `name` has settings of its own (from an operator or from labels).

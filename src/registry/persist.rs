@@ -279,9 +279,62 @@ pub struct Store {
     /// Bytes in the file: lines, then zeros.
     journal_cap: u64,
     snapshot_len: u64,
+    /// How long its writes took, for the metrics.
+    times: std::sync::Arc<WriteTimes>,
+}
+
+/// Upper bounds of the state-file write duration buckets, in seconds (an append is one write
+/// and an fdatasync; a rewrite, a few).
+pub const WRITE_BUCKETS: [f64; 10] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1.0,
+];
+
+/// The durations of the state file's writes (journal appends and rewrites), in buckets.
+#[derive(Debug, Default)]
+pub struct WriteTimes {
+    /// Per bucket of [`WRITE_BUCKETS`] (not cumulative), then the overflow.
+    buckets: [std::sync::atomic::AtomicU64; WRITE_BUCKETS.len() + 1],
+    sum_nanos: std::sync::atomic::AtomicU64,
+}
+
+impl WriteTimes {
+    fn observe(&self, since: std::time::Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let d = since.elapsed();
+        let secs = d.as_secs_f64();
+        let i = WRITE_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(WRITE_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Relaxed);
+        self.sum_nanos.fetch_add(d.as_nanos() as u64, Relaxed);
+    }
+
+    /// Per bucket (upper bound, count in it; not cumulative), the count and the sum in seconds.
+    pub fn snapshot(&self) -> (Vec<(f64, u64)>, u64, f64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let list: Vec<(f64, u64)> = self
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                (
+                    WRITE_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY),
+                    n.load(Relaxed),
+                )
+            })
+            .collect();
+        let count = list.iter().map(|(_, n)| n).sum();
+        (list, count, self.sum_nanos.load(Relaxed) as f64 / 1e9)
+    }
 }
 
 impl Store {
+    /// How long this store's writes took.
+    pub fn times(&self) -> std::sync::Arc<WriteTimes> {
+        self.times.clone()
+    }
+
     /// Load the registry from the state file and its journal (both may be missing) and open
     /// the journal for appending. A torn last line (a crash in the middle of a write, never
     /// acknowledged) is cut off; anything else unreadable refuses to start.
@@ -358,6 +411,7 @@ impl Store {
             journal.sync_all().map_err(write)?;
         }
         let mut store = Store {
+            times: Default::default(),
             path: path.to_owned(),
             journal,
             journal_len: complete as u64,
@@ -382,6 +436,7 @@ impl Store {
         if recs.is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let mut line = serde_json::to_vec(&recs).expect("records serialise");
         line.push(b'\n');
         let jpath = journal_path(&self.path);
@@ -404,6 +459,7 @@ impl Store {
             return Err(write(e));
         }
         self.journal_len += line.len() as u64;
+        self.times.observe(started);
         Ok(())
     }
 
@@ -428,6 +484,7 @@ impl Store {
 
     /// Rewrite the state file from `reg` (atomically) and empty the journal.
     pub fn compact(&mut self, reg: &Registry) -> Result<(), StateError> {
+        let started = std::time::Instant::now();
         let bytes = encode(reg);
         save(&self.path, &bytes)?;
         self.snapshot_len = bytes.len() as u64;
@@ -441,6 +498,7 @@ impl Store {
             self.journal_len = 0;
             self.journal_cap = 0;
         }
+        self.times.observe(started);
         Ok(())
     }
 }
