@@ -56,7 +56,7 @@ async fn start() -> anyhow::Result<()> {
     }
 
     if config.healthcheck {
-        return healthcheck(config.admin_listen).await;
+        return healthcheck(&config).await;
     }
     // Before binding anything: the refusal is then the only line.
     quayside::check_admin_exposure(&config, config.admin_listen)?;
@@ -80,35 +80,13 @@ async fn start() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `quayside healthcheck`: GET /readyz from the admin listener (a wildcard address is asked on
-/// loopback); the answer's body is printed, and anything but 200 is an error.
-async fn healthcheck(mut addr: SocketAddr) -> anyhow::Result<()> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    let ask = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await?;
-        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            .await?;
-        let mut answer = Vec::new();
-        s.read_to_end(&mut answer).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&answer).into_owned())
-    };
-    let answer = tokio::time::timeout(std::time::Duration::from_secs(5), ask)
-        .await
-        .map_err(|_| anyhow::anyhow!("no answer from the admin API on {addr} within 5s"))?
-        .map_err(|e| anyhow::anyhow!("cannot ask the admin API on {addr}: {e}"))?;
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b).trim();
-    if answer.starts_with("HTTP/1.1 200 ") {
-        println!("{body}");
-        Ok(())
-    } else {
-        anyhow::bail!("{body}")
-    }
+/// `quayside healthcheck`: ask /readyz; the answer's body is printed, and anything but 200 is
+/// an error (one line, exit 1).
+async fn healthcheck(config: &Config) -> anyhow::Result<()> {
+    let cert = config.admin.tls.as_ref().map(|(cert, _)| cert.as_path());
+    let body = quayside::admin::healthcheck::ask(config.admin_listen, cert).await?;
+    println!("{body}");
+    Ok(())
 }
 
 async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {

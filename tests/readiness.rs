@@ -74,3 +74,47 @@ fn the_healthcheck_subcommand_asks_readyz() {
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("cannot ask the admin API"), "{err}");
 }
+
+#[test]
+fn the_healthcheck_speaks_tls_to_a_tls_admin_listener_pinned_to_its_certificate() {
+    let dir = std::env::temp_dir().join(format!("quayside-hc-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // The certificate names the operator's host, not 127.0.0.1: pinned, it is still accepted.
+    for stem in ["admin", "other"] {
+        let c = rcgen::generate_simple_self_signed(vec!["admin.example.com".into()]).unwrap();
+        std::fs::write(dir.join(format!("{stem}.crt")), c.cert.pem()).unwrap();
+        std::fs::write(
+            dir.join(format!("{stem}.key")),
+            c.signing_key.serialize_pem(),
+        )
+        .unwrap();
+    }
+    let cert = dir.join("admin.crt").display().to_string();
+    let key = dir.join("admin.key").display().to_string();
+    let p = common::binary::Proc::spawn(&["--admin-tls-cert", &cert, "--admin-tls-key", &key]);
+    let admin = p.addr("admin API listening");
+    let run = |cert: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_quayside"))
+            .args([
+                "--admin-listen",
+                &admin,
+                "--admin-tls-cert",
+                cert,
+                "--admin-tls-key",
+                &key,
+            ])
+            .arg("healthcheck")
+            .output()
+            .unwrap()
+    };
+    let out = run(&cert);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ready\n");
+    // Another certificate than the listener's: refused, in one line.
+    let out = run(&dir.join("other.crt").display().to_string());
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("another certificate"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

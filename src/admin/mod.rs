@@ -5,6 +5,7 @@
 //! 4xx never changes anything; the OK comes back only after the change is saved.
 
 pub mod auth;
+pub mod healthcheck;
 mod rest;
 mod seed;
 
