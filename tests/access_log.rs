@@ -173,3 +173,69 @@ async fn the_common_format_and_sigusr1_reopen() {
             .contains("GET /one")
     );
 }
+
+/// Requests quayside answers before it can read them are logged too: a head that stalls (408,
+/// with the request id the answer carried) and heads hyper refuses (400, 431).
+#[tokio::test]
+async fn stalled_and_malformed_requests_get_a_line() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let path = temp("unread");
+    let mut c = test_config();
+    c.access_log = Some((Target::File(path.to_owned()), Format::Json));
+    c.proxy.client_header_timeout = Duration::from_millis(300);
+    let q = Quayside::start_with(c).await;
+    let answer = |sent: Vec<u8>| async move {
+        let mut s = tokio::net::TcpStream::connect(q.proxy).await.unwrap();
+        s.write_all(&sent).await.unwrap();
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    // Half a head, then nothing (the fast path waits for the rest, then answers).
+    let stalled = answer(b"GET /never HTTP/1.1\r\nHost: x\r\n".to_vec()).await;
+    assert!(stalled.starts_with("HTTP/1.1 408 "), "{stalled:?}");
+    let id = stalled
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .unwrap_or_else(|| panic!("no request id in {stalled:?}"))
+        .to_owned();
+    // Not HTTP at all: hyper refuses it with 400.
+    let garbage = answer(b"\x01\x02 nonsense\r\n\r\n".to_vec()).await;
+    assert!(garbage.starts_with("HTTP/1.1 400 "), "{garbage:?}");
+    // A head larger than hyper takes: 431.
+    let mut big = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..200 {
+        big.extend_from_slice(format!("x-filler-{i}: {}\r\n", "y".repeat(2000)).as_bytes());
+    }
+    big.extend_from_slice(b"\r\n");
+    let large = answer(big).await;
+    assert!(large.starts_with("HTTP/1.1 431 "), "{large:?}");
+
+    let v: Vec<Value> = lines(&path, 3)
+        .await
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // (Lines from different workers may come in any order.)
+    let mut statuses: Vec<u64> = v.iter().map(|l| l["status"].as_u64().unwrap()).collect();
+    statuses.sort();
+    assert_eq!(statuses, [400, 408, 431], "{v:?}");
+    let timed_out = v.iter().find(|l| l["status"] == 408).unwrap();
+    assert_eq!(timed_out["request_id"], id.as_str());
+    for l in &v {
+        assert_eq!(l["client"], "127.0.0.1", "{l}");
+        assert_eq!(
+            (l["service"].as_str(), l["backend"].as_str()),
+            (Some(""), Some("")),
+            "{l}"
+        );
+        assert_eq!(l["attempts"], 0, "{l}");
+    }
+    // And counted, as answers quayside gave itself.
+    let text = Http::new().get(&q.admin_url("/metrics")).await.body;
+    for code in [408, 400, 431] {
+        let series =
+            format!("quayside_requests_total{{service=\"\",backend=\"\",code=\"{code}\"}} 1");
+        assert!(text.contains(&series), "{series} in {text}");
+    }
+}

@@ -115,6 +115,56 @@ impl Forwarder {
     }
 }
 
+/// What quayside answered to a client before it could read a request far enough to route it:
+/// 408 for a head that stalled, or hyper's own 400/414/431 for one it could not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unread {
+    /// 408, sent by quayside (with a request id of its own).
+    TimedOut,
+    /// Refused by hyper with this status (hyper wrote the answer; no id reached the client).
+    Malformed(u16),
+}
+
+impl Forwarder {
+    /// Answer 408 on `stream` (a head stalled) and record it; the answer carries the request id
+    /// the record has.
+    pub(in crate::proxy) async fn answer_408<S: tokio::io::AsyncWrite + Unpin>(
+        &self,
+        stream: &mut S,
+        client: &Client,
+        front: super::plan::Front,
+    ) {
+        use tokio::io::AsyncWriteExt;
+        let id = super::codec::headers::new_request_id(super::plan::random_id());
+        let mut answer = Vec::with_capacity(128);
+        answer.extend_from_slice(
+            b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\nx-request-id: ",
+        );
+        answer.extend_from_slice(&id);
+        answer.extend_from_slice(b"\r\n\r\n");
+        let sent = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(&answer).await?;
+            stream.shutdown().await
+        })
+        .await;
+        tracing::debug!(client = %client.ip, sent = ?sent, "request head stalled; answered 408");
+        let id = std::str::from_utf8(&id).unwrap_or("");
+        self.observe(|| super::plan::unread(front, Unread::TimedOut, client, id));
+    }
+
+    /// Record a request hyper refused before it reached quayside (it wrote the answer).
+    pub(in crate::proxy) fn refused_by_hyper(&self, client: &Client, status: u16) {
+        self.observe(|| {
+            super::plan::unread(
+                super::plan::Front::Hyper,
+                Unread::Malformed(status),
+                client,
+                "",
+            )
+        });
+    }
+}
+
 pub fn connect_error(e: ConnectError, upstream: &Upstream) -> ProxyError {
     let no = upstream.no.clone();
     tracing::debug!(error = %e, addr = %upstream.addr, "connect failed");

@@ -316,6 +316,39 @@ pub fn refused<'a>(
     }
 }
 
+/// The record of a request quayside answered before it could read it far enough to route
+/// it (see [`Unread`](super::forwarder::Unread)): no service, no method or path.
+pub fn unread<'a>(
+    front: Front,
+    what: super::forwarder::Unread,
+    client: &super::forwarder::Client,
+    request_id: &'a str,
+) -> Record<'a> {
+    Record {
+        front,
+        meta: Some(Meta {
+            client: client.ip,
+            tls: client.proto == "https",
+            proto: "HTTP/1.1",
+            method: "",
+            host: "",
+            target: "",
+            user_agent: "",
+            request_id,
+        }),
+        service: None,
+        backend: None,
+        status: match what {
+            super::forwarder::Unread::TimedOut => 408,
+            super::forwarder::Unread::Malformed(status) => status,
+        },
+        attempts: 0,
+        duration: Duration::ZERO,
+        upstream: None,
+        body_bytes: 0,
+    }
+}
+
 /// Count a failed attempt against its backend's passive health (and say so when that ejects
 /// it).
 fn note_failure(err: &ProxyError, upstream: &Upstream, service: &str, shared: &Shared) {

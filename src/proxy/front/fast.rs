@@ -177,9 +177,7 @@ pub async fn serve<S: ClientIo>(
                 match more {
                     Ok(Ok(n)) if n > 0 => {}
                     Err(_) => {
-                        let _ = stream
-                            .write_all(crate::proxy::server::conn::RESPONSE_408)
-                            .await;
+                        fwd.answer_408(stream, client, Front::Fast).await;
                         return End::Closed;
                     }
                     Ok(_) => return End::Closed,

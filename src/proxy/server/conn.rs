@@ -103,8 +103,22 @@ fn keep_freed_memory() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_freed_memory() {}
 
-pub(in crate::proxy) const RESPONSE_408: &[u8] =
-    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+/// The status hyper answered a request it could not parse with (it writes that answer itself,
+/// and tells only through the error): 431 for a head too large, 414 for a target too long
+/// (hyper's error says so only in its text), 400 for the rest.
+fn refusal(e: &hyper::Error) -> Option<u16> {
+    if e.is_parse_too_large() {
+        Some(431)
+    } else if e.is_parse() {
+        Some(if e.to_string().contains("uri is too long") {
+            414
+        } else {
+            400
+        })
+    } else {
+        None
+    }
+}
 
 /// What the driver, the I/O wrapper and the service share about one client connection.
 #[derive(Default)]
@@ -407,11 +421,10 @@ pub async fn drive_h1<IO, S>(
             Ok(()) => return,
             Err(e) => {
                 if let Some(mut s) = handed {
-                    let answer = async {
-                        s.write_all(RESPONSE_408).await?;
-                        s.shutdown().await
-                    };
-                    let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+                    fwd.answer_408(&mut s, client, crate::proxy::plan::Front::Hyper)
+                        .await;
+                } else if let Some(status) = refusal(&e) {
+                    fwd.refused_by_hyper(client, status);
                 }
                 tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 return;
