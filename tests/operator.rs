@@ -456,11 +456,23 @@ fn log_format_json_writes_one_json_object_per_line() {
         serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(v["level"], "INFO", "{line}");
     assert_eq!(v["fields"]["message"], "admin API listening", "{line}");
-    assert!(
-        v["fields"]["addr"]
-            .as_str()
-            .unwrap()
-            .starts_with("127.0.0.1:"),
+    let admin = v["fields"]["addr"].as_str().unwrap().to_owned();
+    assert!(admin.starts_with("127.0.0.1:"), "{line}");
+    // A change through the admin API is logged with who made it.
+    let add = std::process::Command::new("curl")
+        .args([
+            "-sf",
+            &format!("http://{admin}/add?no=w1&ip=127.0.0.1&port=9"),
+        ])
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{add:?}");
+    let line = p.wait_for("through the admin API", std::time::Duration::from_secs(10));
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(
+        (v["fields"]["kind"].as_str(), v["fields"]["no"].as_str()),
+        (Some("added"), Some("w1")),
         "{line}"
     );
+    assert_eq!(v["fields"]["by"], "127.0.0.1 (no token)", "{line}");
 }

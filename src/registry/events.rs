@@ -95,6 +95,26 @@ impl Events {
             reason: about.reason,
             by: about.by,
         });
+        // A change an operator made is logged with who made it; the others are logged where
+        // they are found (discovery, health), so only at debug here.
+        match &event.by {
+            Some(by) => tracing::info!(
+                kind,
+                no = %event.no,
+                service = %event.service,
+                by = %by,
+                reason = %event.reason,
+                "routing changed through the admin API"
+            ),
+            None => tracing::debug!(
+                kind,
+                no = %event.no,
+                service = %event.service,
+                source = %event.source,
+                reason = %event.reason,
+                "routing changed"
+            ),
+        }
         if ring.1.len() == KEEP {
             ring.1.pop_front();
         }
