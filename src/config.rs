@@ -9,6 +9,8 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::discovery::docker::Endpoint;
+
 use crate::admin::{AdminConfig, Token};
 use crate::proxy::ProxyConfig;
 use crate::types::check_duration;
@@ -122,10 +124,16 @@ pub struct Cli {
     #[arg(long, env = "QUAYSIDE_NO_DOCKER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub no_docker: Option<bool>,
 
-    /// Docker endpoint (unix:///path, tcp://host:port) [default: $DOCKER_HOST, else
+    /// Docker endpoint (unix:///path, tcp://host:port), as NAME=URI to name it; repeat it (or
+    /// separate with commas) to follow several daemons [default: $DOCKER_HOST, else
     /// unix:///var/run/docker.sock]
-    #[arg(long, env = "QUAYSIDE_DOCKER_HOST", value_name = "URI")]
-    pub docker_host: Option<String>,
+    #[arg(
+        long,
+        env = "QUAYSIDE_DOCKER_HOST",
+        value_name = "[NAME=]URI",
+        value_delimiter = ','
+    )]
+    pub docker_host: Vec<String>,
 
     /// Prefix of the container labels quayside reads (`<prefix>.port`, ...) [default: quayside]
     #[arg(long, env = "QUAYSIDE_LABEL_PREFIX", value_name = "PREFIX")]
@@ -216,6 +224,9 @@ pub struct FileConfig {
     pub state: Option<PathBuf>,
     pub no_docker: Option<bool>,
     pub docker_host: Option<String>,
+    /// `[[docker]]` tables: one per Docker daemon.
+    #[serde(default)]
+    pub docker: Vec<FileEndpoint>,
     pub label_prefix: Option<String>,
     pub connect_timeout: Option<FileDuration>,
     pub response_header_timeout: Option<FileDuration>,
@@ -266,12 +277,24 @@ pub enum ConfigError {
     Value { key: String, reason: String },
 }
 
+/// A `[[docker]]` table of the config file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileEndpoint {
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub address: Option<String>,
+}
+
 /// Docker discovery settings.
 #[derive(Clone, Debug)]
 pub struct DockerConfig {
     pub enabled: bool,
-    /// Explicit endpoint; `None` means `$DOCKER_HOST`, else the local socket.
-    pub host: Option<String>,
+    /// The daemons to follow; none: one, at `$DOCKER_HOST` or else the local socket.
+    pub endpoints: Vec<Endpoint>,
     /// Label prefix, `quayside` by default.
     pub label_prefix: String,
 }
@@ -499,7 +522,7 @@ impl Config {
             ),
             docker: DockerConfig {
                 enabled: !cli.no_docker.or(file.no_docker).unwrap_or(false),
-                host: cli.docker_host.or(file.docker_host),
+                endpoints: endpoints(cli.docker_host, file.docker_host, file.docker)?,
                 label_prefix: label_prefix(cli.label_prefix.or(file.label_prefix))?,
             },
             proxy: ProxyConfig {
@@ -561,6 +584,99 @@ impl Config {
     }
 }
 
+/// The Docker endpoints: from `--docker-host` (each `URI` or `NAME=URI`), else the file's
+/// `[[docker]]` tables, else its `docker_host`. Unnamed ones are `default` (the first) and
+/// `docker2`, `docker3`, ... (by position); names must be distinct.
+fn endpoints(
+    cli: Vec<String>,
+    file_host: Option<String>,
+    tables: Vec<FileEndpoint>,
+) -> Result<Vec<Endpoint>, ConfigError> {
+    let err = |key: String, reason: String| ConfigError::Value { key, reason };
+    if file_host.is_some() && !tables.is_empty() {
+        return Err(err(
+            "docker_host".into(),
+            "give the Docker endpoints either as docker_host or as [[docker]] tables, not both"
+                .into(),
+        ));
+    }
+    let tables: Vec<(String, FileEndpoint)> = if !cli.is_empty() {
+        cli.into_iter()
+            .map(|v| {
+                // `NAME=URI`: a name has no `:` or `/`, which every URI has before any `=`.
+                let (name, host) = match v.split_once('=') {
+                    Some((n, h)) if !n.contains([':', '/']) => (Some(n.to_owned()), h.to_owned()),
+                    _ => (None, v),
+                };
+                let e = FileEndpoint {
+                    name,
+                    host: Some(host),
+                    ..Default::default()
+                };
+                ("--docker-host".to_owned(), e)
+            })
+            .collect()
+    } else if !tables.is_empty() {
+        tables
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| (format!("docker[{i}]"), t))
+            .collect()
+    } else {
+        match file_host {
+            Some(h) => vec![(
+                "docker_host".to_owned(),
+                FileEndpoint {
+                    host: Some(h),
+                    ..Default::default()
+                },
+            )],
+            None => return Ok(Vec::new()),
+        }
+    };
+    let mut out: Vec<Endpoint> = Vec::new();
+    for (i, (key, t)) in tables.into_iter().enumerate() {
+        let name = match t.name {
+            Some(n) => crate::registry::validate::service(&n)
+                .map_err(|e| err(format!("{key}.name"), e.reason))?,
+            None if i == 0 => crate::discovery::docker::DEFAULT_NAME.to_owned(),
+            None => format!("docker{}", i + 1),
+        };
+        if out.iter().any(|e| e.name == name) {
+            return Err(err(
+                format!("{key}.name"),
+                format!("{name:?} names two Docker endpoints; give each its own name"),
+            ));
+        }
+        let tls = match (t.tls_ca, t.tls_cert, t.tls_key) {
+            (None, None, None) => None,
+            (Some(ca), Some(cert), Some(key)) => {
+                Some(crate::discovery::docker::EndpointTls { ca, cert, key })
+            }
+            _ => {
+                return Err(err(
+                    format!("{key}.tls_cert"),
+                    "tls_ca, tls_cert and tls_key go together".into(),
+                ));
+            }
+        };
+        let address = t
+            .address
+            .map(|a| {
+                crate::registry::validate::ip(&a)
+                    .map_err(|e| err(format!("{key}.address"), e.reason))
+            })
+            .transpose()?;
+        out.push(Endpoint {
+            name,
+            host: t.host,
+            tls,
+            address,
+        });
+    }
+    Ok(out)
+}
+
 fn label_prefix(v: Option<String>) -> Result<String, ConfigError> {
     let v = v.unwrap_or_else(|| "quayside".to_owned());
     let ok = !v.is_empty()
@@ -617,6 +733,59 @@ mod tests {
         let cli = Cli::try_parse_from(["quayside", "--no-docker=false"]).unwrap();
         let file: FileConfig = toml::from_str("no_docker = true").unwrap();
         assert!(Config::resolve(cli, file).unwrap().docker.enabled);
+    }
+
+    #[test]
+    fn docker_endpoints_from_flags_and_tables() {
+        let resolve = |args: &[&str], file: &str| {
+            let mut argv = vec!["quayside"];
+            argv.extend_from_slice(args);
+            let cli = Cli::try_parse_from(argv).unwrap();
+            Config::resolve(cli, toml::from_str(file).unwrap()).map(|c| c.docker.endpoints)
+        };
+        let e = resolve(
+            &[
+                "--docker-host",
+                "unix:///var/run/docker.sock",
+                "--docker-host",
+                "edge=tcp://10.0.0.2:2375",
+                "--docker-host",
+                "tcp://10.0.0.3:2375",
+            ],
+            "",
+        )
+        .unwrap();
+        let names: Vec<&str> = e.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["default", "edge", "docker3"]);
+        assert_eq!(e[1].host.as_deref(), Some("tcp://10.0.0.2:2375"));
+        let tables = "[[docker]]\nname = \"local\"\n\n[[docker]]\nname = \"b\"\nhost = \"tcp://10.0.0.2:2376\"\naddress = \"10.0.0.2\"\ntls_ca = \"ca.pem\"\ntls_cert = \"cert.pem\"\ntls_key = \"key.pem\"\n";
+        let e = resolve(&[], tables).unwrap();
+        assert_eq!((e[0].name.as_str(), e[0].host.as_deref()), ("local", None));
+        assert_eq!(e[1].address, Some("10.0.0.2".parse().unwrap()));
+        assert_eq!(e[1].tls.as_ref().unwrap().key, PathBuf::from("key.pem"));
+        // The flag wins over the file, as everywhere.
+        let e = resolve(&["--docker-host", "unix:///x.sock"], tables).unwrap();
+        assert_eq!(e.len(), 1);
+        // Mistakes name the field.
+        let err = |args: &[&str], file: &str| resolve(args, file).unwrap_err().to_string();
+        assert!(
+            err(
+                &[
+                    "--docker-host",
+                    "a=unix:///1",
+                    "--docker-host",
+                    "a=unix:///2"
+                ],
+                ""
+            )
+            .contains("names two Docker endpoints"),
+        );
+        assert!(err(&[], "[[docker]]\naddress = \"web.local\"").starts_with("docker[0].address: "));
+        assert!(err(&[], "[[docker]]\ntls_ca = \"ca.pem\"").starts_with("docker[0].tls_cert: "));
+        assert!(err(&[], "docker_host = \"unix:///1\"\n[[docker]]\n").starts_with("docker_host: "));
+        assert!(
+            err(&["--docker-host", "bad name=unix:///1"], "").starts_with("--docker-host.name: ")
+        );
     }
 
     #[test]

@@ -136,11 +136,22 @@ pub async fn run_with(
         )?)),
         None => None,
     };
-    let endpoint = config
-        .docker
-        .enabled
-        .then(|| discovery::docker::resolve_endpoint(config.docker.host.as_deref()))
-        .transpose()?;
+    // The Docker endpoints, their hosts resolved (none without Docker discovery).
+    let endpoints = if config.docker.enabled {
+        let mut list = config.docker.endpoints.clone();
+        if list.is_empty() {
+            list.push(discovery::docker::Endpoint {
+                name: discovery::docker::DEFAULT_NAME.to_owned(),
+                ..Default::default()
+            });
+        }
+        for e in &mut list {
+            e.host = Some(discovery::docker::resolve_endpoint(e.host.as_deref())?);
+        }
+        list
+    } else {
+        Vec::new()
+    };
     let (initial, store) = match &config.state {
         Some(path) => match persist::Store::open(path)? {
             (Some(r), store) => {
@@ -202,20 +213,21 @@ pub async fn run_with(
     let saver = registry.clone();
 
     let sources = discovery::sources::Sources::default();
-    let watcher = if let Some(endpoint) = endpoint {
-        tracing::info!(%endpoint, prefix = %config.docker.label_prefix, "watching Docker");
+    let mut watchers = Vec::new();
+    for (i, endpoint) in endpoints.into_iter().enumerate() {
+        tracing::info!(name = %endpoint.name, endpoint = endpoint.host.as_deref().unwrap_or(""), prefix = %config.docker.label_prefix, "watching Docker");
         let w = discovery::docker::Watcher::new(
-            discovery::docker::DEFAULT_NAME,
             endpoint,
+            i > 0,
             &config.docker.label_prefix,
             registry.clone(),
             &sources,
         );
-        Some(tokio::spawn(w.run(stop_rx.clone())))
-    } else {
+        watchers.push(tokio::spawn(w.run(stop_rx.clone())));
+    }
+    if watchers.is_empty() {
         tracing::info!("Docker discovery is off (--no-docker)");
-        None
-    };
+    }
 
     let trimmer = tokio::spawn(proxy::trim_freed_memory(runtime.clone(), stop_rx.clone()));
     let prober = tokio::spawn(probe::run(registry.shared().clone(), stop_rx.clone()));
@@ -290,7 +302,7 @@ pub async fn run_with(
         "shutting down: stopped accepting; waiting for in-flight requests"
     );
     let _ = stop_tx.send(true);
-    if let Some(w) = watcher {
+    for w in watchers {
         let _ = w.await;
     }
     let _ = prober.await;

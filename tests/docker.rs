@@ -585,7 +585,10 @@ async fn losing_the_docker_connection_keeps_routes_and_resyncs() {
     let mut c = test_config();
     c.docker.enabled = true;
     c.docker.label_prefix = s.prefix().to_owned();
-    c.docker.host = Some(format!("unix://{}", sock.display()));
+    c.docker.endpoints = vec![quayside::discovery::docker::Endpoint::at(format!(
+        "unix://{}",
+        sock.display()
+    ))];
     let q = Quayside::start_with(c).await;
     let http = Http::new();
     let a = s.run("a", &[s.label("enable", "true")], &[]);
@@ -631,7 +634,9 @@ async fn quayside_starts_and_serves_without_docker() {
     // Pointed at a socket that does not exist: starts, serves manual entries, says why.
     let mut c = test_config();
     c.docker.enabled = true;
-    c.docker.host = Some("unix:///nonexistent/docker.sock".into());
+    c.docker.endpoints = vec![quayside::discovery::docker::Endpoint::at(
+        "unix:///nonexistent/docker.sock",
+    )];
     let q = Quayside::start_with(c).await;
     let http = Http::new();
     let b = Backend::start("manual").await;
@@ -651,7 +656,9 @@ async fn quayside_starts_and_serves_without_docker() {
     drop(closed);
     let mut c = test_config();
     c.docker.enabled = true;
-    c.docker.host = Some(format!("tcp://{addr}"));
+    c.docker.endpoints = vec![quayside::discovery::docker::Endpoint::at(format!(
+        "tcp://{addr}"
+    ))];
     let q = Quayside::start_with(c).await;
     let d = eventually(5, "disconnected state", || async {
         let d = discovery(&http, &q).await;
@@ -689,7 +696,9 @@ async fn a_tcp_docker_endpoint_works() {
     let mut c = test_config();
     c.docker.enabled = true;
     c.docker.label_prefix = s.prefix().to_owned();
-    c.docker.host = Some(format!("tcp://{addr}"));
+    c.docker.endpoints = vec![quayside::discovery::docker::Endpoint::at(format!(
+        "tcp://{addr}"
+    ))];
     let q = Quayside::start_with(c).await;
     let http = Http::new();
     let id = s.run("tcp", &[s.label("enable", "true")], &[]);

@@ -28,7 +28,9 @@ async fn not_ready_while_a_docker_endpoint_has_not_answered_then_ready_once_it_f
     });
     let mut c = test_config();
     c.docker.enabled = true;
-    c.docker.host = Some(format!("tcp://{addr}"));
+    c.docker.endpoints = vec![quayside::discovery::docker::Endpoint::at(format!(
+        "tcp://{addr}"
+    ))];
     let q = Quayside::start_with(c).await;
     let http = Http::new();
     let r = eventually(5, "the source to be listed", || async {

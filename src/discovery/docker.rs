@@ -28,6 +28,38 @@ use crate::routing::Handle;
 pub const DEFAULT_NAME: &str = crate::registry::DEFAULT_ENDPOINT;
 
 pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
+
+/// One Docker daemon to follow (`--docker-host [NAME=]URI`, or a `[[docker]]` table).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Its entries say `"endpoint": NAME`; beyond the first endpoint, their `no` starts with
+    /// `NAME.` (see [`Endpoint::qualify`]).
+    pub name: String,
+    /// `None`: `$DOCKER_HOST`, else the local socket.
+    pub host: Option<String>,
+    /// Client certificate, key and CA for a `tcp://` daemon that requires TLS.
+    pub tls: Option<EndpointTls>,
+    /// The IP at which this host's published ports are reached; `None`: containers' own IPs.
+    pub address: Option<std::net::IpAddr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointTls {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl Endpoint {
+    /// The default endpoint at `host`.
+    pub fn at(host: impl Into<String>) -> Endpoint {
+        Endpoint {
+            name: DEFAULT_NAME.to_owned(),
+            host: Some(host.into()),
+            ..Default::default()
+        }
+    }
+}
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -98,6 +130,7 @@ enum WatchError {
 
 pub struct Watcher {
     endpoint: String,
+    tls: Option<EndpointTls>,
     registry: Handle,
     status: Slot,
     discovery: Discovery,
@@ -111,22 +144,25 @@ pub struct Watcher {
 }
 
 impl Watcher {
-    /// A watcher of the Docker daemon at `endpoint`, as the source called `name`; its status
-    /// goes to `sources`.
+    /// A watcher of the Docker daemon `endpoint` (its host resolved); its status goes to
+    /// `sources`. With `qualify` (every endpoint but the first), the `no` of its entries
+    /// starts with the endpoint's name and a dot, so two hosts' containers never share one.
     pub fn new(
-        name: &str,
-        endpoint: String,
+        endpoint: Endpoint,
+        qualify: bool,
         prefix: &str,
         registry: Handle,
         sources: &Sources,
     ) -> Self {
-        let source = SourceId::new(Source::Docker, name);
+        let name = endpoint.name.clone();
+        let host = endpoint.host.clone().unwrap_or_default();
+        let source = SourceId::new(Source::Docker, &name);
         let status = sources.slot(
             source.clone(),
             SourceStatus {
                 kind: Source::Docker.as_str(),
-                name: name.to_owned(),
-                endpoint: endpoint.clone(),
+                name: name.clone(),
+                endpoint: host.clone(),
                 label_prefix: prefix.to_owned(),
                 state: "connecting",
                 last_error: None,
@@ -139,11 +175,15 @@ impl Watcher {
                 conflicts: Vec::new(),
             },
         );
+        let mut discovery = Discovery::new(source, prefix, Vec::new());
+        discovery.address = endpoint.address;
+        discovery.qualifier = qualify.then_some(name);
         Watcher {
-            endpoint,
+            endpoint: host,
+            tls: endpoint.tls,
             registry,
             status,
-            discovery: Discovery::new(source, prefix, Vec::new()),
+            discovery,
             last_event: None,
             last_sync: None,
             reconnects: 0,
@@ -195,9 +235,19 @@ impl Watcher {
 
     /// One connection: sync, then follow events until something breaks.
     async fn session(&mut self) -> Result<(), WatchError> {
-        let docker = Docker::connect_with_host(&self.endpoint)?
-            .negotiate_version()
-            .await?;
+        let docker = match &self.tls {
+            None => Docker::connect_with_host(&self.endpoint)?,
+            Some(t) => Docker::connect_with_ssl(
+                &self.endpoint,
+                &t.key,
+                &t.cert,
+                &t.ca,
+                120,
+                bollard::API_DEFAULT_VERSION,
+            )?,
+        }
+        .negotiate_version()
+        .await?;
         let own = own_networks(&docker).await;
         if !own.is_empty() {
             tracing::info!(networks = ?own, "quayside runs in a container; preferring its networks");
@@ -416,9 +466,29 @@ pub fn container_info(c: ContainerInspectResponse) -> ContainerInfo {
         .and_then(|h| h.status)
         .map(|s| s.to_string())
         .filter(|s| !s.is_empty() && s != "none");
-    let networks = c
-        .network_settings
-        .and_then(|n| n.networks)
+    let host_network = c
+        .host_config
+        .as_ref()
+        .and_then(|h| h.network_mode.as_deref())
+        == Some("host");
+    let settings = c.network_settings.unwrap_or_default();
+    // `80/tcp` → the first host port it is published on.
+    let published = settings
+        .ports
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(key, bindings)| {
+            let (port, proto) = key.split_once('/').unwrap_or((&key, "tcp"));
+            let port: u16 = port.parse().ok().filter(|_| proto == "tcp")?;
+            let host = bindings?
+                .into_iter()
+                .find_map(|b| b.host_port?.parse::<u16>().ok())?;
+            Some((port, host))
+        })
+        .collect();
+    let networks = settings
+        .networks
         .unwrap_or_default()
         .into_iter()
         .map(|(name, ep)| {
@@ -455,6 +525,8 @@ pub fn container_info(c: ContainerInspectResponse) -> ContainerInfo {
         health,
         networks,
         exposed_ports,
+        published,
+        host_network,
     }
 }
 

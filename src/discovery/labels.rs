@@ -27,6 +27,10 @@ pub struct ContainerInfo {
     pub networks: BTreeMap<String, Option<IpAddr>>,
     /// Exposed TCP ports (image `EXPOSE` and `--expose`), sorted.
     pub exposed_ports: Vec<u16>,
+    /// Published TCP ports: the container's port → the host's.
+    pub published: BTreeMap<u16, u16>,
+    /// It shares the host's network (`--network host`).
+    pub host_network: bool,
 }
 
 /// Why a container with our labels is not routed.
@@ -64,6 +68,11 @@ pub enum Skip {
     NoAddress {
         network: String,
     },
+    /// The endpoint is reached at `address`, and the container's port is not published there.
+    NotPublished {
+        port: u16,
+        address: std::net::IpAddr,
+    },
 }
 
 impl std::fmt::Display for Skip {
@@ -95,6 +104,10 @@ impl std::fmt::Display for Skip {
                 "the network label names {network:?} but the container is on {networks:?}"
             ),
             Skip::NoAddress { network } => write!(f, "no IP address on network {network:?}"),
+            Skip::NotPublished { port, address } => write!(
+                f,
+                "its host is reached at {address} and port {port} is not published there; publish it (-p {port}) or run it with --network host"
+            ),
         }
     }
 }
@@ -442,6 +455,7 @@ pub fn evaluate(
     c: &ContainerInfo,
     prefix: &str,
     own_networks: &[String],
+    address: Option<IpAddr>,
 ) -> Result<Routable, Skip> {
     let key = |name: &str| format!("{prefix}.{name}");
     // Labels first: a bad label is reported whatever the container's state.
@@ -489,6 +503,25 @@ pub fn evaluate(
             });
         }
     };
+    // A host reached at one address: the container is there at its published port, or at its
+    // own port when it shares the host's network.
+    if let Some(address) = address {
+        let port = if c.host_network {
+            port
+        } else {
+            *c.published
+                .get(&port)
+                .ok_or(Skip::NotPublished { port, address })?
+        };
+        return Ok(Routable {
+            no,
+            addr: address,
+            port,
+            weight: d.weight,
+            service,
+            service_config,
+        });
+    }
     let names: Vec<String> = c.networks.keys().cloned().collect();
     let network = match d.network {
         Some(n) => {
@@ -591,12 +624,42 @@ mod tests {
             health: None,
             networks: [("bridge".to_string(), Some("172.17.0.2".parse().unwrap()))].into(),
             exposed_ports: vec![80],
+            published: Default::default(),
+            host_network: false,
         }
     }
 
     #[test]
+    fn a_host_reached_at_an_address_routes_to_published_ports() {
+        let at: IpAddr = "10.0.0.2".parse().unwrap();
+        let mut c = container(&[("quayside.port", "80")]);
+        assert_eq!(
+            evaluate(&c, "quayside", &[], Some(at)),
+            Err(Skip::NotPublished {
+                port: 80,
+                address: at
+            })
+        );
+        c.published = [(80, 32768)].into();
+        let r = evaluate(&c, "quayside", &[], Some(at)).unwrap();
+        assert_eq!((r.addr, r.port), (at, 32768));
+        // On the host's network: its own port, at the address.
+        c.published.clear();
+        c.host_network = true;
+        c.networks = [("host".to_string(), None)].into();
+        let r = evaluate(&c, "quayside", &[], Some(at)).unwrap();
+        assert_eq!((r.addr, r.port), (at, 80));
+    }
+
+    #[test]
     fn defaults_from_name_port_and_network() {
-        let r = evaluate(&container(&[("quayside.enable", "true")]), "quayside", &[]).unwrap();
+        let r = evaluate(
+            &container(&[("quayside.enable", "true")]),
+            "quayside",
+            &[],
+            None,
+        )
+        .unwrap();
         assert_eq!(r.no, "web-1");
         assert_eq!(r.port, 80);
         assert_eq!(r.service, "default");
@@ -627,7 +690,7 @@ mod tests {
             ("quayside.path", "/v1"),
             ("quayside.strip_prefix", "true"),
         ]);
-        let r = evaluate(&c, "quayside", &[]).unwrap();
+        let r = evaluate(&c, "quayside", &[], None).unwrap();
         assert_eq!((r.port, r.no.as_str(), r.weight), (8080, "pinned", 5));
         let cfg = r.service_config.unwrap();
         assert_eq!(cfg.hosts, vec!["*.api.example.com", "api.example.com"]);
@@ -655,7 +718,7 @@ mod tests {
             ("quayside.protocol", "h3", "http1 or h2c"),
             ("quayside.no", "a/b", "may only contain"),
         ] {
-            match evaluate(&container(&[(k, v)]), "quayside", &[]) {
+            match evaluate(&container(&[(k, v)]), "quayside", &[], None) {
                 Err(Skip::BadLabel {
                     label,
                     value,
@@ -685,7 +748,7 @@ mod tests {
                 "quayside.health.timeout",
             ),
         ] {
-            match evaluate(&container(&labels), "quayside", &[]) {
+            match evaluate(&container(&labels), "quayside", &[], None) {
                 Err(Skip::BadLabel { label: l, .. }) => assert_eq!(l, label),
                 other => panic!("{labels:?}: {other:?}"),
             }
@@ -698,6 +761,7 @@ mod tests {
             ]),
             "quayside",
             &[],
+            None,
         )
         .unwrap();
         let h = r.service_config.unwrap().health.unwrap();
@@ -707,19 +771,19 @@ mod tests {
     #[test]
     fn state_health_port_and_network_rules() {
         let mut c = container(&[("quayside.enable", "false")]);
-        assert_eq!(evaluate(&c, "quayside", &[]), Err(Skip::Disabled));
+        assert_eq!(evaluate(&c, "quayside", &[], None), Err(Skip::Disabled));
         c.labels.clear();
         c.labels.insert("quayside.enable".into(), "true".into());
         c.health = Some("starting".into());
         assert!(matches!(
-            evaluate(&c, "quayside", &[]),
+            evaluate(&c, "quayside", &[], None),
             Err(Skip::Unhealthy { .. })
         ));
         c.health = Some("healthy".into());
-        assert!(evaluate(&c, "quayside", &[]).is_ok());
+        assert!(evaluate(&c, "quayside", &[], None).is_ok());
         c.exposed_ports = vec![80, 443];
         assert_eq!(
-            evaluate(&c, "quayside", &[]),
+            evaluate(&c, "quayside", &[], None),
             Err(Skip::NoPort {
                 exposed: vec![80, 443],
                 label: "quayside.port".into()
@@ -728,7 +792,7 @@ mod tests {
         c.exposed_ports = vec![80];
         c.networks
             .insert("backend".into(), Some("10.1.0.5".parse().unwrap()));
-        let ambiguous = evaluate(&c, "quayside", &[]).unwrap_err();
+        let ambiguous = evaluate(&c, "quayside", &[], None).unwrap_err();
         assert!(matches!(ambiguous, Skip::AmbiguousNetwork { .. }));
         assert!(
             ambiguous
@@ -737,12 +801,12 @@ mod tests {
             "{ambiguous}"
         );
         // Shared with quayside's own container.
-        let r = evaluate(&c, "quayside", &["backend".into()]).unwrap();
+        let r = evaluate(&c, "quayside", &["backend".into()], None).unwrap();
         assert_eq!(r.addr.to_string(), "10.1.0.5");
         // The label decides.
         c.labels.insert("quayside.network".into(), "bridge".into());
         assert_eq!(
-            evaluate(&c, "quayside", &["backend".into()])
+            evaluate(&c, "quayside", &["backend".into()], None)
                 .unwrap()
                 .addr
                 .to_string(),
@@ -750,12 +814,12 @@ mod tests {
         );
         c.labels.insert("quayside.network".into(), "nope".into());
         assert!(matches!(
-            evaluate(&c, "quayside", &[]),
+            evaluate(&c, "quayside", &[], None),
             Err(Skip::NetworkNotFound { .. })
         ));
         c.running = false;
         c.labels.remove("quayside.network");
-        assert_eq!(evaluate(&c, "quayside", &[]), Err(Skip::NotRunning));
+        assert_eq!(evaluate(&c, "quayside", &[], None), Err(Skip::NotRunning));
     }
 
     proptest! {
@@ -767,7 +831,7 @@ mod tests {
             value in ".{0,80}",
         ) {
             let c = container(&[(&format!("quayside.{key}"), &value)]);
-            if let Ok(r) = evaluate(&c, "quayside", &[]) {
+            if let Ok(r) = evaluate(&c, "quayside", &[], None) {
                 prop_assert!(validate::no(&r.no).is_ok());
                 prop_assert!((1..=1000).contains(&r.weight));
                 prop_assert!(r.port >= 1);

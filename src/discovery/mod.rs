@@ -32,6 +32,11 @@ pub struct Discovery {
     source: SourceId,
     prefix: String,
     own_networks: Vec<String>,
+    /// The IP at which this host's published ports are reached (`address` of the endpoint):
+    /// with it, a container is reached there at the host port published for its port.
+    pub address: Option<std::net::IpAddr>,
+    /// Put before every `no` with a dot (endpoints other than the first).
+    pub qualifier: Option<String>,
     containers: BTreeMap<String, Seen>,
 }
 
@@ -66,6 +71,8 @@ impl Discovery {
             source,
             prefix: prefix.to_owned(),
             own_networks,
+            address: None,
+            qualifier: None,
             containers: BTreeMap::new(),
         }
     }
@@ -81,7 +88,8 @@ impl Discovery {
             self.containers.remove(&info.id);
             return;
         }
-        let verdict = labels::evaluate(&info, &self.prefix, &self.own_networks);
+        let verdict = labels::evaluate(&info, &self.prefix, &self.own_networks, self.address)
+            .and_then(|r| self.qualify(r));
         if !self.containers.contains_key(&info.id) {
             let unknown = labels::unknown(&info.labels, &self.prefix);
             if !unknown.is_empty() {
@@ -108,6 +116,22 @@ impl Discovery {
                 draining,
             },
         );
+    }
+
+    /// `r` with its `no` put under this endpoint's name, if it has one.
+    fn qualify(&self, mut r: labels::Routable) -> Result<labels::Routable, Skip> {
+        if let Some(q) = &self.qualifier {
+            let no = format!("{q}.{}", r.no);
+            r.no = crate::registry::validate::no(&no).map_err(|e| Skip::BadLabel {
+                label: format!("{}.no", self.prefix),
+                value: r.no.clone(),
+                reason: format!(
+                    "with its endpoint's name ({no}) it {}; set a shorter no label",
+                    e.reason
+                ),
+            })?;
+        }
+        Ok(r)
     }
 
     pub fn remove(&mut self, id: &str) -> bool {
@@ -282,6 +306,8 @@ mod tests {
             )]
             .into(),
             exposed_ports: vec![80],
+            published: Default::default(),
+            host_network: false,
         }
     }
 
@@ -339,6 +365,27 @@ mod tests {
         let typo = st.iter().find(|s| s.name == "typo").unwrap();
         assert_eq!(typo.unknown_labels, vec!["quayside.prot".to_string()]);
         assert!(typo.routed);
+    }
+
+    #[test]
+    fn entries_of_endpoints_beyond_the_first_are_named_after_it() {
+        let mut d = Discovery::new(
+            SourceId::new(crate::registry::Source::Docker, "edge"),
+            "quayside",
+            vec![],
+        );
+        d.qualifier = Some("edge".into());
+        d.upsert(info("a", "web", 1, &[("quayside.enable", "true")]));
+        let long = "x".repeat(60);
+        d.upsert(info("b", "other", 2, &[("quayside.no", long.as_str())]));
+        let (Command::SyncDiscovered { backends, .. }, _) = d.sync_command() else {
+            unreachable!()
+        };
+        let nos: Vec<&str> = backends.iter().map(|b| b.spec.no.as_str()).collect();
+        assert_eq!(nos, ["edge.web"]);
+        let status = d.status();
+        let reason = status[1].reason.as_deref().unwrap();
+        assert!(reason.contains("set a shorter no label"), "{reason}");
     }
 
     #[test]
