@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod binary;
+pub mod daemon;
 pub mod docker;
 
 use std::convert::Infallible;

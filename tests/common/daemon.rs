@@ -1,0 +1,165 @@
+//! A second Docker daemon of the test's own: its own socket, data and exec roots, an empty
+//! config file (the machine's daemon.json sets `data-root`), the `vfs` storage driver, no
+//! iptables, and its own bridge made first (with `--bridge none` it would delete the first
+//! daemon's `docker0`). It is stopped and everything it made (bridge, directories) removed on
+//! drop, also when the test fails.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::docker::docker;
+
+pub struct Daemon {
+    pub dir: PathBuf,
+    pub bridge: String,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Start it and load `images` (from the first daemon) into it.
+    pub fn start(images: &[&str]) -> Daemon {
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("quayside-dockerd-{pid}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("daemon.json"), "{}").unwrap();
+        // Interface names have at most 15 characters; the subnet is one of 200 by process.
+        let bridge = format!("qsbr{}", pid % 100_000);
+        let subnet = format!("10.213.{}.1/24", pid % 200 + 20);
+        let _ = Command::new("ip").args(["link", "del", &bridge]).output();
+        for args in [
+            vec!["link", "add", "name", &bridge, "type", "bridge"],
+            vec!["addr", "add", &subnet, "dev", &bridge],
+            vec!["link", "set", &bridge, "up"],
+        ] {
+            let out = Command::new("ip").args(&args).output().expect("ip");
+            assert!(
+                out.status.success(),
+                "ip {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let mut d = Daemon {
+            dir,
+            bridge,
+            child: None,
+        };
+        d.resume();
+        for image in images {
+            let save = Command::new("docker")
+                .args(["save", image])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let out = Command::new("docker")
+                .args(["-H", &d.host(), "load", "-q"])
+                .stdin(save.stdout.unwrap())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "loading {image}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        d
+    }
+
+    /// `unix://<its socket>`
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.dir.join("docker.sock").display())
+    }
+
+    /// `docker -H <it> args…`
+    pub fn docker(&self, args: &[&str]) -> String {
+        let host = self.host();
+        let mut all = vec!["-H", host.as_str()];
+        all.extend_from_slice(args);
+        docker(&all)
+    }
+
+    /// Start it (again), and wait until it answers.
+    pub fn resume(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let d = &self.dir;
+        let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--host")
+            .arg(self.host())
+            .arg("--data-root")
+            .arg(d.join("data"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("dockerd.pid"))
+            .arg("--config-file")
+            .arg(d.join("daemon.json"))
+            .args(["--storage-driver", "vfs", "--iptables=false", "--bridge"])
+            .arg(&self.bridge)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new("docker")
+                .args(["-H", &self.host(), "info", "--format", "{{.ServerVersion}}"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the second dockerd did not answer within 30 s: {}",
+                std::fs::read_to_string(d.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stop it as `systemctl stop docker` would (SIGTERM: its containers are stopped too), and
+    /// wait until it has exited.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let ids = Command::new("docker")
+                .args(["-H", &self.host(), "ps", "-aq"])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let ids: Vec<&str> = ids.split_whitespace().collect();
+            if !ids.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["-H", &self.host(), "rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+        self.stop();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+        // (vfs layers are plain directories: removing the data root removes its images.)
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -1,0 +1,128 @@
+//! Several Docker daemons: a second `dockerd` of the test's own beside the machine's. Both
+//! are followed at once; the second is reached at an address (its published ports), its
+//! entries are named after it; stopping it fails no request and keeps the first's entries
+//! untouched, and once it is back its containers are followed again.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::daemon::Daemon;
+use common::docker::{self, Scope, wait_routed};
+use common::{Http, Load, Quayside, eventually, test_config};
+use quayside::discovery::docker::Endpoint;
+use serde_json::Value;
+
+async fn sources(http: &Http, q: &Quayside) -> Vec<Value> {
+    let all: Value =
+        serde_json::from_str(&http.get(&q.admin_url("/api/v1/discovery")).await.body).unwrap();
+    all["sources"].as_array().unwrap().clone()
+}
+
+async fn source(http: &Http, q: &Quayside, name: &str) -> Value {
+    sources(http, q)
+        .await
+        .into_iter()
+        .find(|s| s["name"] == name)
+        .unwrap_or_else(|| panic!("no source {name}"))
+}
+
+/// The containers (by short id) that answer `n` requests.
+async fn answering(http: &Http, q: &Quayside, n: usize) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    for _ in 0..n {
+        let r = http.get(&q.proxy_url("/")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        seen.insert(r.body.lines().next().unwrap_or("").to_owned());
+    }
+    seen
+}
+
+#[tokio::test]
+async fn two_daemons_are_followed_and_one_stopping_fails_no_request() {
+    if !docker::available() {
+        return;
+    }
+    let mut d2 = Daemon::start(&[docker::image()]);
+    let s = Scope::new();
+    let mut c = test_config();
+    c.docker.enabled = true;
+    c.docker.label_prefix = s.prefix().to_owned();
+    c.docker.endpoints = vec![
+        Endpoint {
+            name: "local".into(),
+            ..Default::default()
+        },
+        Endpoint {
+            name: "d2".into(),
+            host: Some(d2.host()),
+            address: Some("127.0.0.1".parse().unwrap()),
+            ..Default::default()
+        },
+    ];
+    let q = Quayside::start_with(c).await;
+    let http = Http::new();
+    // The same container name on both hosts: two entries, the second's under its endpoint.
+    let local = s.run("web", &[s.label("enable", "true")], &[]);
+    let enable = s.label("enable", "true");
+    let remote = d2.docker(&[
+        "run",
+        "-d",
+        "--restart",
+        "always",
+        "--name",
+        &s.name("web"),
+        "--label",
+        &enable,
+        "-p",
+        "80",
+        docker::image(),
+    ]);
+    wait_routed(&http, &q, "x", &local).await;
+    wait_routed(&http, &q, "x", &remote).await;
+    let entry: Value = serde_json::from_str(
+        &http
+            .get(&q.admin_url(&format!("/api/v1/backends/d2.{}", s.name("web"))))
+            .await
+            .body,
+    )
+    .unwrap();
+    let port = d2.docker(&["port", &remote, "80/tcp"]);
+    let published = port.lines().next().unwrap().rsplit(':').next().unwrap();
+    assert_eq!(entry["endpoint"], "d2", "{entry}");
+    assert_eq!(entry["address"], "127.0.0.1", "{entry}");
+    assert_eq!(entry["port"].to_string(), published, "{entry}");
+    let names: Vec<Value> = sources(&http, &q)
+        .await
+        .iter()
+        .map(|s| s["name"].clone())
+        .collect();
+    assert_eq!(names, ["d2", "local"]);
+
+    // The second daemon stops (its container with it): no request fails, the first
+    // endpoint's entry stays, the second's source says it is disconnected.
+    let load = Load::start(&q, "x", 4);
+    load.more(50).await;
+    d2.stop();
+    eventually(15, "d2 reported disconnected", || async {
+        (source(&http, &q, "d2").await["state"] == "disconnected").then_some(())
+    })
+    .await;
+    load.more(200).await;
+    assert_eq!(
+        answering(&http, &q, 10).await,
+        HashSet::from([local[..12].to_owned()])
+    );
+    assert_eq!(source(&http, &q, "local").await["state"], "connected");
+    // Back: its container restarts (restart policy) and is followed again.
+    d2.resume();
+    let again = eventually(30, "d2's container routed again", || async {
+        let seen = answering(&http, &q, 10).await;
+        (seen.len() == 2).then_some(seen)
+    })
+    .await;
+    assert!(again.contains(&remote[..12]), "{again:?}");
+    load.finish("one of two daemons stopped and started", 300)
+        .await;
+    assert_eq!(source(&http, &q, "d2").await["state"], "connected");
+}
