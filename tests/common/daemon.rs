@@ -49,16 +49,17 @@ impl Daemon {
         };
         d.resume();
         for image in images {
-            let save = Command::new("docker")
+            let mut save = Command::new("docker")
                 .args(["save", image])
                 .stdout(Stdio::piped())
                 .spawn()
                 .unwrap();
             let out = Command::new("docker")
                 .args(["-H", &d.host(), "load", "-q"])
-                .stdin(save.stdout.unwrap())
+                .stdin(save.stdout.take().unwrap())
                 .output()
                 .unwrap();
+            let _ = save.wait();
             assert!(
                 out.status.success(),
                 "loading {image}: {}",
