@@ -135,6 +135,11 @@ pub struct Cli {
     )]
     pub docker_host: Vec<String>,
 
+    /// How often the tasks of labelled Swarm services are listed (Docker sends no task events;
+    /// nothing is listed while no service is labelled) [default: 1s]
+    #[arg(long, env = "QUAYSIDE_SWARM_POLL", value_name = "DURATION", value_parser = parse_duration)]
+    pub swarm_poll: Option<Duration>,
+
     /// Prefix of the container labels quayside reads (`<prefix>.port`, ...) [default: quayside]
     #[arg(long, env = "QUAYSIDE_LABEL_PREFIX", value_name = "PREFIX")]
     pub label_prefix: Option<String>,
@@ -227,6 +232,7 @@ pub struct FileConfig {
     /// `[[docker]]` tables: one per Docker daemon.
     #[serde(default)]
     pub docker: Vec<FileEndpoint>,
+    pub swarm_poll: Option<FileDuration>,
     pub label_prefix: Option<String>,
     pub connect_timeout: Option<FileDuration>,
     pub response_header_timeout: Option<FileDuration>,
@@ -295,6 +301,8 @@ pub struct DockerConfig {
     pub enabled: bool,
     /// The daemons to follow; none: one, at `$DOCKER_HOST` or else the local socket.
     pub endpoints: Vec<Endpoint>,
+    /// How often Swarm tasks are listed.
+    pub swarm_poll: Duration,
     /// Label prefix, `quayside` by default.
     pub label_prefix: String,
 }
@@ -523,6 +531,12 @@ impl Config {
             docker: DockerConfig {
                 enabled: !cli.no_docker.or(file.no_docker).unwrap_or(false),
                 endpoints: endpoints(cli.docker_host, file.docker_host, file.docker)?,
+                swarm_poll: dur(
+                    cli.swarm_poll,
+                    &file.swarm_poll,
+                    "swarm_poll",
+                    Duration::from_secs(1),
+                )?,
                 label_prefix: label_prefix(cli.label_prefix.or(file.label_prefix))?,
             },
             proxy: ProxyConfig {

@@ -222,7 +222,8 @@ pub async fn run_with(
             &config.docker.label_prefix,
             registry.clone(),
             &sources,
-        );
+        )
+        .swarm_poll(config.docker.swarm_poll);
         watchers.push(tokio::spawn(w.run(stop_rx.clone())));
     }
     if watchers.is_empty() {

@@ -132,7 +132,12 @@ pub struct Watcher {
     endpoint: String,
     tls: Option<EndpointTls>,
     registry: Handle,
+    sources: Sources,
     status: Slot,
+    /// Swarm services, once the endpoint turned out to be a Swarm manager.
+    swarm: Option<SwarmSource>,
+    /// How often the tasks of labelled services are listed (Docker sends no task events).
+    swarm_poll: Duration,
     discovery: Discovery,
     last_event: Option<SystemTime>,
     last_sync: Option<SystemTime>,
@@ -182,7 +187,10 @@ impl Watcher {
             endpoint: host,
             tls: endpoint.tls,
             registry,
+            sources: sources.clone(),
             status,
+            swarm: None,
+            swarm_poll: Duration::from_secs(1),
             discovery,
             last_event: None,
             last_sync: None,
@@ -191,6 +199,12 @@ impl Watcher {
             syncs: 0,
             synced: false,
         }
+    }
+
+    /// List the tasks of labelled Swarm services every `poll` (default 1 s).
+    pub fn swarm_poll(mut self, poll: Duration) -> Self {
+        self.swarm_poll = poll;
+        self
     }
 
     /// Run until `stop` turns true.
@@ -223,7 +237,11 @@ impl Watcher {
             } else {
                 tracing::debug!(endpoint = %self.endpoint, error = %err, "Docker still unreachable");
             }
-            self.publish_status("disconnected", Some(err));
+            self.publish_status("disconnected", Some(err.clone()));
+            if let Some(swarm) = &mut self.swarm {
+                swarm.reconnects += 1;
+                swarm.publish_status("disconnected", Some(err), swarm.discovery.sync_command().1);
+            }
             self.reconnects += 1;
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
@@ -256,15 +274,33 @@ impl Watcher {
             own_networks: own,
             ..self.discovery.clone()
         };
+        // A Swarm manager: its services are followed too, and its task containers are left to
+        // them.
+        let manager = docker
+            .info()
+            .await?
+            .swarm
+            .and_then(|s| s.control_available)
+            .unwrap_or(false);
+        self.discovery.skip_tasks = manager;
+        if manager && self.swarm.is_none() {
+            self.swarm = Some(SwarmSource::new(
+                &self.sources,
+                &self.discovery,
+                &self.endpoint,
+            ));
+            tracing::info!(endpoint = %self.endpoint, "the Docker endpoint is a Swarm manager; following labelled services too");
+        }
+        let mut types = vec!["container".to_owned(), "network".to_owned()];
+        if manager {
+            types.push("service".to_owned());
+        }
         // Events from a little before the list, so the gap is covered.
         let since = unix_now() - 5.0;
         let mut events = docker.events(Some(EventsOptions {
             since: Some(format!("{since:.0}")),
             until: None,
-            filters: Some(HashMap::from([(
-                "type".to_owned(),
-                vec!["container".to_owned(), "network".to_owned()],
-            )])),
+            filters: Some(HashMap::from([("type".to_owned(), types)])),
         }));
         let infos = list_ours(&docker, self.discovery.prefix()).await?;
         let count = infos.len();
@@ -273,11 +309,29 @@ impl Watcher {
         self.syncs += 1;
         self.synced = true;
         self.publish().await;
+        if let Some(swarm) = &mut self.swarm {
+            swarm.discovery.own_networks = self.discovery.own_networks.clone();
+            swarm.discovery.skip_tasks = false;
+            swarm.sync(&docker, &self.registry, true).await?;
+        }
         tracing::info!(endpoint = %self.endpoint, containers = count, "connected to Docker and synced");
         self.publish_status("connected", None);
 
+        let mut poll = tokio::time::interval(self.swarm_poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let Some(ev) = events.next().await else {
+            // (Tasks are listed only while some service is labelled.)
+            let polling = self.swarm.as_ref().is_some_and(|s| s.labelled);
+            let ev = tokio::select! {
+                ev = events.next() => ev,
+                _ = poll.tick(), if polling => {
+                    if let Some(swarm) = &mut self.swarm {
+                        swarm.sync(&docker, &self.registry, false).await?;
+                    }
+                    continue;
+                }
+            };
+            let Some(ev) = ev else {
                 return Err(WatchError::StreamEnded);
             };
             let mut changed = self.handle(&docker, ev?).await?;
@@ -287,6 +341,11 @@ impl Watcher {
             }
             if changed {
                 self.publish().await;
+            }
+            if let Some(swarm) = &mut self.swarm
+                && std::mem::take(&mut swarm.dirty)
+            {
+                swarm.sync(&docker, &self.registry, true).await?;
             }
             self.publish_status("connected", None);
         }
@@ -306,6 +365,27 @@ impl Watcher {
                 .and_then(|t| u64::try_from(t).ok())
                 .map(Duration::from_secs))
             .map(|since_epoch| UNIX_EPOCH + since_epoch);
+        if ev.typ == Some(EventMessageTypeEnum::SERVICE) {
+            if let Some(swarm) = &mut self.swarm {
+                swarm.dirty = true;
+                swarm.events += 1;
+            }
+            return Ok(false);
+        }
+        // A task's container getting its stop signal on this node: drain the task at once
+        // (the task listing would see it only at the next poll).
+        if action == "kill"
+            && let Some(swarm) = &mut self.swarm
+            && let Some(task) = actor
+                .attributes
+                .as_ref()
+                .and_then(|a| a.get(super::TASK_LABEL))
+            && swarm.discovery.drain(task)
+        {
+            tracing::info!(task = %short(task), "Swarm task is stopping; draining it");
+            swarm.drained = true;
+            swarm.dirty = true;
+        }
         let id = match ev.typ {
             Some(EventMessageTypeEnum::CONTAINER) => actor.id.unwrap_or_default(),
             Some(EventMessageTypeEnum::NETWORK) if matches!(action, "connect" | "disconnect") => {
@@ -398,6 +478,212 @@ impl Watcher {
                 .map(|(container, message)| Conflict { container, message })
                 .collect(),
         });
+    }
+}
+
+/// The Swarm services an endpoint that is a manager has: a source of their own.
+struct SwarmSource {
+    discovery: Discovery,
+    status: Slot,
+    endpoint: String,
+    /// Some service carries our labels (tasks are polled only then).
+    labelled: bool,
+    /// A service event (or a task drain) asks for a listing now.
+    dirty: bool,
+    /// A task was drained by its container's `kill` since the last listing.
+    drained: bool,
+    events: u64,
+    syncs: u64,
+    reconnects: u64,
+    last_sync: Option<SystemTime>,
+    /// What was last sent to the registry (nothing is sent while it stays the same).
+    sent: Option<crate::registry::Command>,
+}
+
+impl SwarmSource {
+    fn publish_status(
+        &self,
+        state: &'static str,
+        error: Option<String>,
+        conflicts: Vec<(String, String)>,
+    ) {
+        self.status.set(SourceStatus {
+            kind: Source::Swarm.as_str(),
+            name: self.discovery.source.name.clone(),
+            endpoint: self.endpoint.clone(),
+            label_prefix: self.discovery.prefix().to_owned(),
+            state,
+            last_error: error,
+            last_event: None,
+            last_sync: self.last_sync,
+            reconnects: self.reconnects,
+            events: self.events,
+            syncs: self.syncs,
+            containers: self.discovery.status(),
+            conflicts: conflicts
+                .into_iter()
+                .map(|(container, message)| Conflict { container, message })
+                .collect(),
+        });
+    }
+
+    fn new(sources: &Sources, containers: &Discovery, endpoint: &str) -> SwarmSource {
+        let source = SourceId::new(Source::Swarm, &containers.source.name);
+        let mut discovery = Discovery::new(source.clone(), containers.prefix(), Vec::new());
+        discovery.qualifier = containers.qualifier.clone();
+        let status = sources.slot(
+            source,
+            SourceStatus {
+                kind: Source::Swarm.as_str(),
+                name: containers.source.name.clone(),
+                endpoint: endpoint.to_owned(),
+                label_prefix: containers.prefix().to_owned(),
+                state: "connecting",
+                last_error: None,
+                last_event: None,
+                last_sync: None,
+                reconnects: 0,
+                events: 0,
+                syncs: 0,
+                containers: Vec::new(),
+                conflicts: Vec::new(),
+            },
+        );
+        SwarmSource {
+            discovery,
+            status,
+            endpoint: endpoint.to_owned(),
+            labelled: false,
+            dirty: false,
+            drained: false,
+            events: 0,
+            syncs: 0,
+            reconnects: 0,
+            last_sync: None,
+            sent: None,
+        }
+    }
+
+    /// List the labelled services, their tasks and the tasks' addresses, and send the result
+    /// to the registry if it changed (`full`: a resync after a connect or a service event).
+    async fn sync(
+        &mut self,
+        docker: &Docker,
+        registry: &Handle,
+        full: bool,
+    ) -> Result<(), WatchError> {
+        use bollard::query_parameters::{InspectNetworkOptions, ListTasksOptions};
+        let prefix = self.discovery.prefix().to_owned();
+        let mut services = Vec::new();
+        let mut networks = std::collections::BTreeSet::new();
+        for s in docker.list_services(None).await? {
+            let (Some(id), Some(spec)) = (s.id, s.spec) else {
+                continue;
+            };
+            let labels: BTreeMap<String, String> =
+                spec.labels.unwrap_or_default().into_iter().collect();
+            if !super::labels::is_ours(&labels, &prefix) {
+                continue;
+            }
+            for n in spec
+                .task_template
+                .and_then(|t| t.networks)
+                .into_iter()
+                .flatten()
+                .chain(spec.networks.into_iter().flatten())
+            {
+                networks.extend(n.target);
+            }
+            services.push(super::swarm::ServiceView {
+                id,
+                name: spec.name.unwrap_or_default(),
+                labels,
+            });
+        }
+        self.labelled = !services.is_empty();
+        let tasks = if services.is_empty() {
+            Vec::new()
+        } else {
+            let ids = services.iter().map(|s| s.id.clone()).collect();
+            docker
+                .list_tasks(Some(ListTasksOptions {
+                    filters: Some(HashMap::from([("service".to_owned(), ids)])),
+                }))
+                .await?
+                .into_iter()
+                .filter_map(|t| {
+                    let status = t.status?;
+                    Some(super::swarm::TaskView {
+                        id: t.id?,
+                        service_id: t.service_id?,
+                        slot: t.slot,
+                        node_id: t.node_id.unwrap_or_default(),
+                        state: status.state?.to_string(),
+                        desired: t.desired_state?.to_string(),
+                        created: t.created_at.as_deref().map(rfc3339_nanos).unwrap_or(0),
+                    })
+                })
+                .collect()
+        };
+        // Task addresses: a Swarm network's verbose listing has every task on it, on any node.
+        let mut addresses: BTreeMap<String, BTreeMap<String, IpAddr>> = BTreeMap::new();
+        for net in &networks {
+            let n = match docker
+                .inspect_network(
+                    net,
+                    Some(InspectNetworkOptions {
+                        verbose: true,
+                        scope: Some("swarm".into()),
+                    }),
+                )
+                .await
+            {
+                Ok(n) => n,
+                Err(e) if is_not_found(&e) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let name = n.name.unwrap_or_default();
+            for svc in n.services.unwrap_or_default().into_values() {
+                for t in svc["Tasks"].as_array().into_iter().flatten() {
+                    // `web.1.<task id>`, or `web.<node id>.<task id>`.
+                    let task = t["Name"].as_str().and_then(|n| n.rsplit('.').next());
+                    let ip = t["EndpointIP"].as_str().and_then(|ip| ip.parse().ok());
+                    if let (Some(task), Some(ip)) = (task, ip) {
+                        addresses
+                            .entry(task.to_owned())
+                            .or_default()
+                            .insert(name.clone(), ip);
+                    }
+                }
+            }
+        }
+        let infos = super::swarm::task_infos(&services, &tasks, &addresses);
+        let stopping: Vec<String> = infos
+            .iter()
+            .filter(|t| t.stopping)
+            .map(|t| t.info.id.clone())
+            .collect();
+        self.discovery
+            .replace_all(infos.into_iter().map(|t| t.info).collect());
+        for id in &stopping {
+            self.discovery.drain(id);
+        }
+        self.drained = false;
+        self.syncs += u64::from(full);
+        self.last_sync = Some(SystemTime::now());
+        let (cmd, conflicts) = self.discovery.sync_command();
+        if self.sent.as_ref() != Some(&cmd) {
+            for (task, message) in &conflicts {
+                tracing::warn!(%task, "{message}");
+            }
+            if let Err(e) = registry.apply(cmd.clone()).await {
+                tracing::error!(error = %e, "could not apply Swarm tasks");
+            } else {
+                self.sent = Some(cmd);
+            }
+        }
+        self.publish_status("connected", None, conflicts);
+        Ok(())
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod docker;
 pub mod labels;
 pub mod sources;
+pub mod swarm;
 
 use std::collections::BTreeMap;
 
@@ -16,6 +17,9 @@ use serde::Serialize;
 
 use crate::registry::{AdminState, BackendSpec, Command, Discovered, ServiceConfig, SourceId};
 use labels::{ContainerInfo, Skip};
+
+/// The label Docker gives the container of a Swarm task (its task id).
+pub const TASK_LABEL: &str = "com.docker.swarm.task.id";
 
 /// One container as discovery sees it.
 #[derive(Clone, Debug)]
@@ -37,6 +41,8 @@ pub struct Discovery {
     pub address: Option<std::net::IpAddr>,
     /// Put before every `no` with a dot (endpoints other than the first).
     pub qualifier: Option<String>,
+    /// Containers of Swarm tasks are left out (the Swarm source routes them, as tasks).
+    pub skip_tasks: bool,
     containers: BTreeMap<String, Seen>,
 }
 
@@ -73,6 +79,7 @@ impl Discovery {
             own_networks,
             address: None,
             qualifier: None,
+            skip_tasks: false,
             containers: BTreeMap::new(),
         }
     }
@@ -84,7 +91,9 @@ impl Discovery {
     /// Add or re-evaluate a container (after start, health change, network change ...).
     /// A container without our labels is forgotten.
     pub fn upsert(&mut self, info: ContainerInfo) {
-        if !labels::is_ours(&info.labels, &self.prefix) {
+        if !labels::is_ours(&info.labels, &self.prefix)
+            || (self.skip_tasks && info.labels.contains_key(TASK_LABEL))
+        {
             self.containers.remove(&info.id);
             return;
         }

@@ -57,6 +57,8 @@ impl AdminState {
 pub enum Source {
     Manual,
     Docker,
+    /// Swarm services' tasks (followed through a manager's endpoint).
+    Swarm,
 }
 
 impl Source {
@@ -64,6 +66,7 @@ impl Source {
         match self {
             Source::Manual => "manual",
             Source::Docker => "docker",
+            Source::Swarm => "swarm",
         }
     }
 }
@@ -334,7 +337,7 @@ impl ServiceConfig {
 }
 
 /// A change to the registry.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     /// Add or replace a manual entry. With `inherit_service` (the request named no service),
     /// `spec.service` is replaced by the service of the entry it replaces or pins, if any: a pin

@@ -1,0 +1,327 @@
+//! Swarm services, for real: a single-node swarm (made by the test and left afterwards, unless
+//! one was already there), an attachable overlay network, quayside in a container on it (the
+//! routing mesh does not work on this machine, and the host cannot reach overlay addresses),
+//! and a labelled service of `FROM scratch` whoami tasks. Scaling 3 → 5 → 2 serves exactly the
+//! running tasks; a rolling `docker service update --force` under load fails no request.
+//! Everything is labelled and removed at the end, also on failure.
+
+mod common;
+
+use std::collections::HashSet;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::docker::{CLEANUP_LABEL, docker};
+use common::{Http, eventually};
+use serde_json::Value;
+
+const TOKEN: &str = "swarm-test-token";
+
+struct World {
+    id: String,
+    /// The swarm was made by this test (and is left at the end).
+    made_swarm: bool,
+    images: [String; 2],
+    network: String,
+    service: String,
+    proxy: String,
+    admin: String,
+}
+
+impl World {
+    fn start() -> World {
+        let pid = std::process::id();
+        let id = format!("qts{pid}");
+        let root = env!("CARGO_MANIFEST_DIR");
+        let images = [
+            format!("quayside-test-swarm:{pid}"),
+            format!("quayside-test-swarm-whoami:{pid}"),
+        ];
+        let st = Command::new("bash")
+            .arg("scripts/build-images.sh")
+            .current_dir(root)
+            .env("PROFILE", "dev")
+            .env("QUAYSIDE_IMAGE", &images[0])
+            .env("WHOAMI_IMAGE", &images[1])
+            .status()
+            .unwrap();
+        assert!(st.success(), "scripts/build-images.sh failed");
+        let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+        let made_swarm = state != "active";
+        let mut w = World {
+            id: id.clone(),
+            made_swarm,
+            images,
+            network: format!("{id}-net"),
+            service: format!("{id}-web"),
+            proxy: String::new(),
+            admin: String::new(),
+        };
+        if made_swarm {
+            docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+        }
+        let cleanup = format!("{CLEANUP_LABEL}={id}");
+        docker(&[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--attachable",
+            "--label",
+            &cleanup,
+            &w.network,
+        ]);
+        let q = docker(&[
+            "run",
+            "-d",
+            "--name",
+            &format!("{id}-quayside"),
+            "--label",
+            &cleanup,
+            "--network",
+            &w.network,
+            "-p",
+            "127.0.0.1::8080",
+            "-p",
+            "127.0.0.1::8001",
+            "-v",
+            "/var/run/docker.sock:/var/run/docker.sock",
+            "-e",
+            "QUAYSIDE_LOG=info,quayside=debug",
+            &w.images[0],
+            "--admin-listen",
+            "0.0.0.0:8001",
+            "--admin-token",
+            TOKEN,
+            "--label-prefix",
+            &id,
+            "--state",
+            "/data/state.json",
+        ]);
+        let port = |p: &str| {
+            let out = docker(&["port", &q, p]);
+            out.lines().next().unwrap().to_owned()
+        };
+        w.proxy = format!("http://{}", port("8080/tcp"));
+        w.admin = format!("http://{}", port("8001/tcp"));
+        w
+    }
+
+    fn label(&self, key: &str, value: &str) -> String {
+        format!("{}.{key}={value}", self.id)
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = Command::new("docker")
+                .args(["logs", "--tail", "60", &format!("{}-quayside", self.id)])
+                .output();
+            if let Ok(l) = logs {
+                eprintln!("quayside's log:\n{}", String::from_utf8_lossy(&l.stderr));
+            }
+        }
+        let label = format!("label={CLEANUP_LABEL}={}", self.id);
+        let run = |args: &[&str]| {
+            let _ = Command::new("docker").args(args).output();
+        };
+        let ids = |args: &[&str]| {
+            Command::new("docker")
+                .args(args)
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        };
+        for s in ids(&["service", "ls", "-q", "--filter", &label]) {
+            run(&["service", "rm", &s]);
+        }
+        for c in ids(&["ps", "-aq", "--filter", &label]) {
+            run(&["rm", "-f", "-v", &c]);
+        }
+        // The service's task containers go away shortly after the service.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let tasks = format!("label=com.docker.swarm.service.name={}", self.service);
+        while !ids(&["ps", "-aq", "--filter", &tasks]).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        for n in ids(&["network", "ls", "-q", "--filter", &label]) {
+            run(&["network", "rm", &n]);
+        }
+        if self.made_swarm {
+            run(&["swarm", "leave", "--force"]);
+        }
+        run(&["rmi", "-f", &self.images[0], &self.images[1]]);
+    }
+}
+
+async fn admin_get(http: &Http, w: &World, path: &str) -> Value {
+    let req = http::Request::get(format!("{}{path}", w.admin))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .body(common::full(""))
+        .unwrap();
+    let r = http.send(req).await;
+    assert_eq!(r.status, 200, "{path}: {}", r.body);
+    serde_json::from_str(&r.body).unwrap()
+}
+
+/// The `no`s of the Swarm entries, sorted.
+async fn swarm_entries(http: &Http, w: &World) -> Vec<String> {
+    let all = admin_get(http, w, "/api/v1/backends").await;
+    let mut nos: Vec<String> = all["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["source"] == "swarm")
+        .map(|e| e["no"].as_str().unwrap().to_owned())
+        .collect();
+    nos.sort();
+    nos
+}
+
+/// The running tasks' container ids (12 characters), as Docker lists them.
+fn running_tasks(w: &World) -> HashSet<String> {
+    docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={}", w.service),
+    ])
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Which containers answer `n` requests.
+async fn answering(http: &Http, w: &World, n: usize) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    for _ in 0..n {
+        let r = http.get(&format!("{}/", w.proxy)).await;
+        if r.status == 200 {
+            seen.insert(r.body.lines().next().unwrap_or("").to_owned());
+        }
+    }
+    seen
+}
+
+/// Scale to `n` and wait until exactly the running tasks are routed; returns how long after
+/// `docker service scale` returned the last of them became routable.
+async fn scale(http: &Http, w: &World, n: usize) -> Duration {
+    docker(&["service", "scale", "-d", &format!("{}={n}", w.service)]);
+    let started = Instant::now();
+    let want: Vec<String> = (1..=n).map(|i| format!("{}.{i}", w.service)).collect();
+    eventually(60, &format!("{n} tasks routed"), || async {
+        (swarm_entries(http, w).await == want).then_some(())
+    })
+    .await;
+    let routed = started.elapsed();
+    let tasks = eventually(30, "docker lists exactly the running tasks", || async {
+        let t = running_tasks(w);
+        (t.len() == n).then_some(t)
+    })
+    .await;
+    let seen = eventually(30, "every running task answers", || async {
+        let seen = answering(http, w, 20 * n).await;
+        (seen == tasks).then_some(seen)
+    })
+    .await;
+    assert_eq!(seen.len(), n);
+    routed
+}
+
+#[tokio::test]
+async fn swarm_services_are_routed_by_task_and_updates_fail_no_request() {
+    if !common::docker::available() {
+        return;
+    }
+    let w = World::start();
+    let http = Http::new();
+    let cleanup = format!("{CLEANUP_LABEL}={}", w.id);
+    docker(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        &w.service,
+        "--label",
+        &cleanup,
+        "--label",
+        &w.label("port", "80"),
+        "--network",
+        &w.network,
+        "--replicas",
+        "3",
+        "--update-delay",
+        "0s",
+        "--stop-grace-period",
+        "2s",
+        &w.images[1],
+    ]);
+    let first = scale(&http, &w, 3).await;
+    let up = scale(&http, &w, 5).await;
+    let down = scale(&http, &w, 2).await;
+    eprintln!("scale to routable: 3 tasks {first:?}, 5 tasks {up:?}, 2 tasks {down:?}");
+    let d = admin_get(&http, &w, "/api/v1/discovery").await;
+    let kinds: Vec<&str> = d["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["docker", "swarm"], "{d}");
+
+    // A rolling update (stop-first, the default) and one start-first, under load.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (total, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, total, failed) = (stop.clone(), total.clone(), failed.clone());
+            let url = format!("{}/", w.proxy);
+            tokio::spawn(async move {
+                let http = Http::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let r = http.get(&url).await;
+                    total.fetch_add(1, Ordering::SeqCst);
+                    if r.status != 200 {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                        eprintln!("failed: {} {}", r.status, r.body.trim());
+                    }
+                }
+            })
+        })
+        .collect();
+    for order in ["stop-first", "start-first"] {
+        let before = running_tasks(&w);
+        docker(&[
+            "service",
+            "update",
+            "--force",
+            "--update-order",
+            order,
+            "--detach=false",
+            "-q",
+            &w.service,
+        ]);
+        eventually(60, &format!("{order}: the new tasks answer"), || async {
+            let now = running_tasks(&w);
+            let seen = answering(&http, &w, 40).await;
+            (now.len() == 2 && now.is_disjoint(&before) && seen == now).then_some(())
+        })
+        .await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let (total, failed) = (total.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    eprintln!("rolling updates: {total} requests, {failed} failed");
+    assert!(total > 200, "too little load to mean anything: {total}");
+    assert_eq!(failed, 0, "{failed} of {total} requests failed");
+}
