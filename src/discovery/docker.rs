@@ -33,7 +33,7 @@ pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Endpoint {
     /// Its entries say `"endpoint": NAME`; beyond the first endpoint, their `no` starts with
-    /// `NAME.` (see [`Endpoint::qualify`]).
+    /// `NAME.` (see [`Watcher::new`]).
     pub name: String,
     /// `None`: `$DOCKER_HOST`, else the local socket.
     pub host: Option<String>,
@@ -164,21 +164,7 @@ impl Watcher {
         let source = SourceId::new(Source::Docker, &name);
         let status = sources.slot(
             source.clone(),
-            SourceStatus {
-                kind: Source::Docker.as_str(),
-                name: name.clone(),
-                endpoint: host.clone(),
-                label_prefix: prefix.to_owned(),
-                state: "connecting",
-                last_error: None,
-                last_event: None,
-                last_sync: None,
-                reconnects: 0,
-                events: 0,
-                syncs: 0,
-                containers: Vec::new(),
-                conflicts: Vec::new(),
-            },
+            SourceStatus::connecting(Source::Docker.as_str(), &name, &host, prefix),
         );
         let mut discovery = Discovery::new(source, prefix, Vec::new());
         discovery.address = endpoint.address;
@@ -383,7 +369,6 @@ impl Watcher {
             && swarm.discovery.drain(task)
         {
             tracing::info!(task = %short(task), "Swarm task is stopping; draining it");
-            swarm.drained = true;
             swarm.dirty = true;
         }
         let id = match ev.typ {
@@ -490,8 +475,6 @@ struct SwarmSource {
     labelled: bool,
     /// A service event (or a task drain) asks for a listing now.
     dirty: bool,
-    /// A task was drained by its container's `kill` since the last listing.
-    drained: bool,
     events: u64,
     syncs: u64,
     reconnects: u64,
@@ -533,21 +516,12 @@ impl SwarmSource {
         discovery.qualifier = containers.qualifier.clone();
         let status = sources.slot(
             source,
-            SourceStatus {
-                kind: Source::Swarm.as_str(),
-                name: containers.source.name.clone(),
-                endpoint: endpoint.to_owned(),
-                label_prefix: containers.prefix().to_owned(),
-                state: "connecting",
-                last_error: None,
-                last_event: None,
-                last_sync: None,
-                reconnects: 0,
-                events: 0,
-                syncs: 0,
-                containers: Vec::new(),
-                conflicts: Vec::new(),
-            },
+            SourceStatus::connecting(
+                Source::Swarm.as_str(),
+                &containers.source.name,
+                endpoint,
+                containers.prefix(),
+            ),
         );
         SwarmSource {
             discovery,
@@ -555,7 +529,6 @@ impl SwarmSource {
             endpoint: endpoint.to_owned(),
             labelled: false,
             dirty: false,
-            drained: false,
             events: 0,
             syncs: 0,
             reconnects: 0,
@@ -668,7 +641,6 @@ impl SwarmSource {
         for id in &stopping {
             self.discovery.drain(id);
         }
-        self.drained = false;
         self.syncs += u64::from(full);
         self.last_sync = Some(SystemTime::now());
         let (cmd, conflicts) = self.discovery.sync_command();

@@ -40,6 +40,27 @@ pub struct SourceStatus {
     pub conflicts: Vec<Conflict>,
 }
 
+impl SourceStatus {
+    /// A source that has not connected yet.
+    pub fn connecting(kind: &'static str, name: &str, endpoint: &str, label_prefix: &str) -> Self {
+        SourceStatus {
+            kind,
+            name: name.to_owned(),
+            endpoint: endpoint.to_owned(),
+            label_prefix: label_prefix.to_owned(),
+            state: "connecting",
+            last_error: None,
+            last_event: None,
+            last_sync: None,
+            reconnects: 0,
+            events: 0,
+            syncs: 0,
+            containers: Vec::new(),
+            conflicts: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub struct Conflict {
     pub container: String,
