@@ -120,6 +120,17 @@ pub struct Cli {
     #[arg(long, env = "QUAYSIDE_STATE", value_name = "PATH")]
     pub state: Option<PathBuf>,
 
+    /// Where manual entries, drains and service settings are kept: `file` (--state) or `swarm`
+    /// (Swarm configs on the first Docker endpoint, a manager; shared by every replica)
+    /// [default: file]
+    #[arg(long, env = "QUAYSIDE_STATE_STORE", value_name = "STORE")]
+    pub state_store: Option<String>,
+
+    /// With --state-store swarm: the name of the configs (`<name>-<generation>`); replicas
+    /// that share it share their state [default: quayside-state]
+    #[arg(long, env = "QUAYSIDE_STATE_STORE_NAME", value_name = "NAME")]
+    pub state_store_name: Option<String>,
+
     /// Do not watch Docker; serve manual backends only
     #[arg(long, env = "QUAYSIDE_NO_DOCKER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub no_docker: Option<bool>,
@@ -202,11 +213,37 @@ pub struct Cli {
 }
 
 /// What to do instead of serving.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Subcommand)]
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum Sub {
     /// Ask a running quayside's /readyz on --admin-listen (the image's HEALTHCHECK, which has no
     /// curl): exit 0 when ready, 1 otherwise
     Healthcheck,
+    /// Move the operator's state (manual entries, overrides, service settings) in or out of the
+    /// store (--state-store), e.g. between the state file and Swarm, or for backups
+    State {
+        #[command(subcommand)]
+        action: StateAction,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
+pub enum StateAction {
+    /// Write the stored state, in the state file's format, to FILE (or stdout)
+    Export { file: Option<PathBuf> },
+    /// Replace the stored state with FILE's (the state file's format; checked first). With
+    /// --state-store swarm, running replicas take it at once; with the state file, stop
+    /// quayside first
+    Import { file: PathBuf },
+}
+
+/// Where the operator's state is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum StateStore {
+    /// The state file (`--state`), on this host.
+    #[default]
+    File,
+    /// Swarm configs named `<name>-<generation>`, shared by every replica.
+    Swarm { name: String },
 }
 
 /// The `--config` file. Same keys as the flags, with `_` for `-`.
@@ -227,6 +264,8 @@ pub struct FileConfig {
     pub access_log_format: Option<String>,
     pub log_format: Option<String>,
     pub state: Option<PathBuf>,
+    pub state_store: Option<String>,
+    pub state_store_name: Option<String>,
     pub no_docker: Option<bool>,
     pub docker_host: Option<String>,
     /// `[[docker]]` tables: one per Docker daemon.
@@ -349,6 +388,10 @@ fn token(
 pub struct Config {
     /// `quayside healthcheck`: ask the running server instead of serving.
     pub healthcheck: bool,
+    /// `quayside state …`: move state in or out of the store instead of serving.
+    pub state_action: Option<StateAction>,
+    /// Where the operator's state is kept.
+    pub state_store: StateStore,
     /// quayside's own logs as JSON lines.
     pub log_json: bool,
     /// Where and how to write the access log (none: off).
@@ -511,6 +554,30 @@ impl Config {
         };
         Ok(Config {
             healthcheck: cli.command == Some(Sub::Healthcheck),
+            state_action: match cli.command.clone() {
+                Some(Sub::State { action }) => Some(action),
+                _ => None,
+            },
+            state_store: match cli.state_store.or(file.state_store).as_deref() {
+                None | Some("file") => StateStore::File,
+                Some("swarm") => StateStore::Swarm {
+                    name: crate::registry::validate::service(
+                        &cli.state_store_name
+                            .or(file.state_store_name)
+                            .unwrap_or_else(|| "quayside-state".into()),
+                    )
+                    .map_err(|e| ConfigError::Value {
+                        key: "state_store_name".into(),
+                        reason: e.reason,
+                    })?,
+                },
+                Some(other) => {
+                    return Err(ConfigError::Value {
+                        key: "state_store".into(),
+                        reason: format!("must be file or swarm, got {other:?}"),
+                    });
+                }
+            },
             log_json,
             access_log,
             tls,
@@ -799,6 +866,35 @@ mod tests {
         assert!(err(&[], "docker_host = \"unix:///1\"\n[[docker]]\n").starts_with("docker_host: "));
         assert!(
             err(&["--docker-host", "bad name=unix:///1"], "").starts_with("--docker-host.name: ")
+        );
+    }
+
+    #[test]
+    fn state_store_is_file_or_swarm() {
+        let resolve = |args: &[&str]| {
+            let mut argv = vec!["quayside"];
+            argv.extend_from_slice(args);
+            Config::resolve(Cli::try_parse_from(argv).unwrap(), FileConfig::default())
+        };
+        assert_eq!(resolve(&[]).unwrap().state_store, StateStore::File);
+        assert_eq!(
+            resolve(&["--state-store", "swarm"]).unwrap().state_store,
+            StateStore::Swarm {
+                name: "quayside-state".into()
+            }
+        );
+        let e = resolve(&["--state-store", "etcd"]).unwrap_err().to_string();
+        assert_eq!(e, "state_store: must be file or swarm, got \"etcd\"");
+        let e = resolve(&["--state-store", "swarm", "--state-store-name", "a b"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("state_store_name: "), "{e}");
+        let c = resolve(&["state", "export", "backup.json"]).unwrap();
+        assert_eq!(
+            c.state_action,
+            Some(StateAction::Export {
+                file: Some("backup.json".into())
+            })
         );
     }
 

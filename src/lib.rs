@@ -90,6 +90,77 @@ pub enum StartError {
     AdminAddr(std::io::Error),
     #[error(transparent)]
     AccessLog(#[from] access_log::OpenError),
+    #[error(transparent)]
+    SwarmStore(#[from] registry::swarm_store::StoreError),
+    #[error("{path}: {reason}")]
+    Import { path: String, reason: String },
+}
+
+/// The Docker endpoint the Swarm state store uses: the first one, resolved.
+fn store_endpoint(config: &Config) -> Result<String, StartError> {
+    let first = config.docker.endpoints.first().and_then(|e| e.host.clone());
+    Ok(discovery::docker::resolve_endpoint(first.as_deref())?)
+}
+
+/// Open the configured store: the state it holds (if any) and the store.
+async fn open_store(
+    config: &Config,
+) -> Result<(Option<registry::Registry>, Option<registry::actor::Store>), StartError> {
+    use registry::actor::Store;
+    Ok(match (&config.state_store, &config.state) {
+        (config::StateStore::Swarm { name }, _) => {
+            let endpoint = store_endpoint(config)?;
+            let (reg, store) = registry::swarm_store::SwarmStore::open(&endpoint, name).await?;
+            (reg, Some(Store::Swarm(store)))
+        }
+        (config::StateStore::File, Some(path)) => {
+            let (reg, store) = persist::Store::open(path)?;
+            (reg, Some(Store::File(store)))
+        }
+        (config::StateStore::File, None) => (None, None),
+    })
+}
+
+/// Refuse a Swarm state store that cannot work (no manager, unreachable) before anything is
+/// bound, so the refusal is the only line.
+pub async fn check_state_store(config: &Config) -> Result<(), StartError> {
+    if matches!(config.state_store, config::StateStore::Swarm { .. }) {
+        open_store(config).await?;
+    }
+    Ok(())
+}
+
+/// `quayside state export`: the stored state, in the state file's format.
+pub async fn state_export(config: &Config) -> Result<Vec<u8>, StartError> {
+    let (reg, _) = open_store(config).await?;
+    Ok(persist::encode(&reg.unwrap_or_default()))
+}
+
+/// `quayside state import`: replace the stored state with `bytes` (the state file's format,
+/// checked first). Returns the number of manual entries it holds.
+pub async fn state_import(config: &Config, path: &str, bytes: &[u8]) -> Result<usize, StartError> {
+    let reg = persist::decode(bytes).map_err(|reason| StartError::Import {
+        path: path.to_owned(),
+        reason,
+    })?;
+    let count = reg.manual().len();
+    match open_store(config).await? {
+        (_, Some(registry::actor::Store::Swarm(mut store))) => loop {
+            match store.save(&reg).await {
+                Ok(()) => break,
+                // Another replica wrote meanwhile: on top of the newest, then.
+                Err(registry::swarm_store::StoreError::Taken(_)) => {
+                    if let Some((g, _)) = store.newest().await? {
+                        store.adopted(g);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        },
+        (_, Some(registry::actor::Store::File(mut store))) => store.compact(&reg)?,
+        (_, None) => {}
+    }
+    Ok(count)
 }
 
 /// An admin API beyond loopback needs a token, or the explicit `--admin-insecure`.
@@ -152,19 +223,20 @@ pub async fn run_with(
     } else {
         Vec::new()
     };
-    let (initial, store) = match &config.state {
-        Some(path) => match persist::Store::open(path)? {
-            (Some(r), store) => {
-                tracing::info!(path = %path.display(), backends = r.entries().count(), "loaded state file");
-                (r, Some(store))
-            }
-            (None, store) => {
-                tracing::info!(path = %path.display(), "no state file yet; it will be created on the first change");
-                (registry::Registry::new(), Some(store))
-            }
-        },
-        None => (registry::Registry::new(), None),
-    };
+    let (initial, store) = open_store(&config).await?;
+    match (&config.state_store, &config.state, &initial) {
+        (config::StateStore::Swarm { name }, _, reg) => {
+            tracing::info!(name = %name, backends = reg.as_ref().map_or(0, |r| r.entries().count()), "state kept in the swarm (configs {name}-<generation>)");
+        }
+        (_, Some(path), Some(r)) => {
+            tracing::info!(path = %path.display(), backends = r.entries().count(), "loaded state file");
+        }
+        (_, Some(path), None) => {
+            tracing::info!(path = %path.display(), "no state file yet; it will be created on the first change");
+        }
+        _ => {}
+    }
+    let initial = initial.unwrap_or_default();
     let tls = if config.tls.certs.is_empty() {
         None
     } else {
@@ -174,9 +246,25 @@ pub async fn run_with(
         }
         Some(tls)
     };
-    let registry = routing::Handle::spawn(initial, store);
-    // Every request's record goes to the metrics (and to a caller's own observer, if any).
     let (stop_tx, stop_rx) = watch::channel(false);
+    let registry = routing::Handle::spawn(initial, store);
+    // With the Swarm store: every other replica's change, as soon as it is written.
+    let follower = match &config.state_store {
+        config::StateStore::Swarm { name } => {
+            let handle = registry.clone();
+            Some(tokio::spawn(registry::swarm_store::follow(
+                store_endpoint(&config)?,
+                name.clone(),
+                move |g, reg| {
+                    let handle = handle.clone();
+                    async move { handle.adopt(g, reg).await }
+                },
+                stop_rx.clone(),
+            )))
+        }
+        config::StateStore::File => None,
+    };
+    // Every request's record goes to the metrics (and to a caller's own observer, if any).
     let metrics = Arc::new(metrics::Metrics::default());
     let mut observer: Arc<dyn proxy::plan::Observe> = metrics.clone();
     let access_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -305,6 +393,9 @@ pub async fn run_with(
     let _ = stop_tx.send(true);
     for w in watchers {
         let _ = w.await;
+    }
+    if let Some(f) = follower {
+        let _ = f.await;
     }
     let _ = prober.await;
     let _ = trimmer.await;

@@ -58,8 +58,12 @@ async fn start() -> anyhow::Result<()> {
     if config.healthcheck {
         return healthcheck(&config).await;
     }
+    if let Some(action) = &config.state_action {
+        return state(&config, action).await;
+    }
     // Before binding anything: the refusal is then the only line.
     quayside::check_admin_exposure(&config, config.admin_listen)?;
+    quayside::check_state_store(&config).await?;
     let proxy = bind(config.listen, "the proxy", "--listen").await?;
     let admin = bind(config.admin_listen, "the admin API", "--admin-listen").await?;
     let tls = if config.tls.certs.is_empty() {
@@ -71,7 +75,8 @@ async fn start() -> anyhow::Result<()> {
     };
     tracing::info!(addr = %proxy.local_addr()?, "proxy listening");
     tracing::info!(addr = %admin.local_addr()?, "admin API listening");
-    if let Some(state) = &config.state {
+    if let (Some(state), quayside::config::StateStore::File) = (&config.state, &config.state_store)
+    {
         tracing::info!(path = %state.display(), "state file");
     }
 
@@ -86,6 +91,29 @@ async fn healthcheck(config: &Config) -> anyhow::Result<()> {
     let cert = config.admin.tls.as_ref().map(|(cert, _)| cert.as_path());
     let body = quayside::admin::healthcheck::ask(config.admin_listen, cert).await?;
     println!("{body}");
+    Ok(())
+}
+
+/// `quayside state export|import`.
+async fn state(config: &Config, action: &quayside::config::StateAction) -> anyhow::Result<()> {
+    use quayside::config::StateAction;
+    match action {
+        StateAction::Export { file } => {
+            let bytes = quayside::state_export(config).await?;
+            match file {
+                Some(path) => std::fs::write(path, &bytes)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
+                None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
+            }
+        }
+        StateAction::Import { file } => {
+            let path = file.display().to_string();
+            let bytes =
+                std::fs::read(file).map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))?;
+            let n = quayside::state_import(config, &path, &bytes).await?;
+            eprintln!("imported {n} manual entries from {path}");
+        }
+    }
     Ok(())
 }
 

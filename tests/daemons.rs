@@ -1,7 +1,8 @@
 //! Several Docker daemons: a second `dockerd` of the test's own beside the machine's. Both
 //! are followed at once; the second is reached at an address (its published ports), its
 //! entries are named after it; stopping it fails no request and keeps the first's entries
-//! untouched, and once it is back its containers are followed again.
+//! untouched, and once it is back its containers are followed again. A daemon that is no Swarm
+//! manager cannot hold `--state-store swarm`.
 
 mod common;
 
@@ -44,6 +45,16 @@ async fn two_daemons_are_followed_and_one_stopping_fails_no_request() {
         return;
     }
     let mut d2 = Daemon::start(&[docker::image()]);
+    // Not a Swarm manager: the Swarm state store refuses to start, in one line.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quayside"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--docker-host", &d2.host(), "--state-store", "swarm"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("needs a Swarm manager"), "{err}");
     let s = Scope::new();
     let mut c = test_config();
     c.docker.enabled = true;

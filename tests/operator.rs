@@ -467,7 +467,10 @@ fn log_format_json_writes_one_json_object_per_line() {
         .output()
         .unwrap();
     assert!(add.status.success(), "{add:?}");
-    let line = p.wait_for("through the admin API", std::time::Duration::from_secs(10));
+    let line = p.wait_for(
+        "routing changed by hand",
+        std::time::Duration::from_secs(10),
+    );
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(
         (v["fields"]["kind"].as_str(), v["fields"]["no"].as_str()),

@@ -1,8 +1,12 @@
-//! Swarm services, for real: a single-node swarm (made by the test and left afterwards, unless
-//! one was already there), an attachable overlay network, quayside in a container on it (the
-//! routing mesh does not work on this machine, and the host cannot reach overlay addresses),
-//! and a labelled service of `FROM scratch` whoami tasks. Scaling 3 → 5 → 2 serves exactly the
-//! running tasks; a rolling `docker service update --force` under load fails no request.
+//! Swarm, for real, on one single-node swarm (made here and left when the tests end, unless one
+//! was already there):
+//! - services: an attachable overlay network, quayside in a container on it (the routing mesh
+//!   does not work on this machine, and the host cannot reach overlay addresses), and a
+//!   labelled service of `FROM scratch` whoami tasks. Scaling 3 → 5 → 2 serves exactly the
+//!   running tasks; rolling `docker service update --force` under load fails no request;
+//! - the state store: replicas with `--state-store swarm` share manual entries and drains,
+//!   concurrent changes on both are kept, and `kill -9` loses nothing acknowledged.
+//!
 //! Everything is labelled and removed at the end, also on failure.
 
 mod common;
@@ -19,10 +23,29 @@ use serde_json::Value;
 
 const TOKEN: &str = "swarm-test-token";
 
+/// One single-node swarm for the tests of this binary: made on first use unless the machine is
+/// in one already, and left when the process exits (pass or fail) if it was made here.
+fn ensure_swarm() {
+    static MADE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| {
+        let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
+        if state != "active" {
+            docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+            extern "C" fn leave() {
+                let _ = Command::new("docker")
+                    .args(["swarm", "leave", "--force"])
+                    .output();
+            }
+            unsafe extern "C" {
+                fn atexit(f: extern "C" fn()) -> i32;
+            }
+            unsafe { atexit(leave) };
+        }
+    });
+}
+
 struct World {
     id: String,
-    /// The swarm was made by this test (and is left at the end).
-    made_swarm: bool,
     images: [String; 2],
     network: String,
     service: String,
@@ -48,20 +71,15 @@ impl World {
             .status()
             .unwrap();
         assert!(st.success(), "scripts/build-images.sh failed");
-        let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
-        let made_swarm = state != "active";
+        ensure_swarm();
         let mut w = World {
             id: id.clone(),
-            made_swarm,
             images,
             network: format!("{id}-net"),
             service: format!("{id}-web"),
             proxy: String::new(),
             admin: String::new(),
         };
-        if made_swarm {
-            docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
-        }
         let cleanup = format!("{CLEANUP_LABEL}={id}");
         docker(&[
             "network",
@@ -154,9 +172,6 @@ impl Drop for World {
         }
         for n in ids(&["network", "ls", "-q", "--filter", &label]) {
             run(&["network", "rm", &n]);
-        }
-        if self.made_swarm {
-            run(&["swarm", "leave", "--force"]);
         }
         run(&["rmi", "-f", &self.images[0], &self.images[1]]);
     }
@@ -324,4 +339,122 @@ async fn swarm_services_are_routed_by_task_and_updates_fail_no_request() {
     eprintln!("rolling updates: {total} requests, {failed} failed");
     assert!(total > 200, "too little load to mean anything: {total}");
     assert_eq!(failed, 0, "{failed} of {total} requests failed");
+}
+
+/// Removes the test's state-store configs (by their label) when dropped.
+struct Configs(String);
+
+impl Drop for Configs {
+    fn drop(&mut self) {
+        let label = format!("label=quayside.state-store={}", self.0);
+        let ids = Command::new("docker")
+            .args(["config", "ls", "-q", "--filter", &label])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        for id in ids.split_whitespace() {
+            let _ = Command::new("docker").args(["config", "rm", id]).output();
+        }
+    }
+}
+
+async fn nos(http: &Http, admin: &str) -> Vec<String> {
+    let r = http.get(&format!("{admin}/api/v1/backends")).await;
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    let mut nos: Vec<String> = v["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["no"].as_str().unwrap().to_owned())
+        .collect();
+    nos.sort();
+    nos
+}
+
+#[tokio::test]
+async fn replicas_share_their_state_through_the_swarm_store() {
+    if !common::docker::available() {
+        return;
+    }
+    ensure_swarm();
+    let name = format!("qts{}-state", std::process::id());
+    let _configs = Configs(name.clone());
+    let replica = || {
+        let mut c = common::test_config();
+        c.state_store = quayside::config::StateStore::Swarm { name: name.clone() };
+        common::Quayside::start_with(c)
+    };
+    let (a, b) = (replica().await, replica().await);
+    let http = Http::new();
+    let backend = common::Backend::start("pinned").await;
+    // An /add on one replica routes on the other.
+    let started = Instant::now();
+    a.add("p1", &backend).await;
+    eventually(10, "the other replica routes p1", || async {
+        let r = http.get(&b.proxy_url("/")).await;
+        (r.status == 200 && r.body.starts_with("pinned")).then_some(())
+    })
+    .await;
+    eprintln!(
+        "an /add on one replica routed by the other after {:?}",
+        started.elapsed()
+    );
+    // Changes made on both at once are all kept, on both.
+    let port = backend.port();
+    let adds = (0..10).flat_map(|i| {
+        [(&a, format!("a{i}")), (&b, format!("b{i}"))].map(|(q, no)| {
+            let url = q.admin_url(&format!("/add?no={no}&ip=127.0.0.1&port={port}"));
+            async move { Http::new().get(&url).await.status }
+        })
+    });
+    for status in futures_util::future::join_all(adds).await {
+        assert_eq!(status, 200);
+    }
+    let mut want: Vec<String> = (0..10)
+        .flat_map(|i| [format!("a{i}"), format!("b{i}")])
+        .chain(["p1".to_owned()])
+        .collect();
+    want.sort();
+    for q in [&a, &b] {
+        let admin = format!("http://{}", q.admin);
+        eventually(10, "every change on both replicas", || async {
+            (nos(&http, &admin).await == want).then_some(())
+        })
+        .await;
+    }
+    // A drain on one is a drain on the other.
+    let r = http
+        .method("POST", &b.admin_url("/api/v1/backends/p1/drain"), "")
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    eventually(10, "the drain reaches the other replica", || async {
+        let r = http.get(&a.admin_url("/api/v1/backends/p1")).await;
+        let v: Value = serde_json::from_str(&r.body).ok()?;
+        (v["state"] == "draining").then_some(())
+    })
+    .await;
+
+    // A replica killed with SIGKILL right after its change was acknowledged loses nothing.
+    let args = [
+        "--state-store",
+        "swarm",
+        "--state-store-name",
+        name.as_str(),
+    ];
+    let mut p = common::binary::Proc::spawn(&args);
+    let admin = format!("http://{}", p.addr("admin API listening"));
+    let r = http
+        .get(&format!("{admin}/add?no=k1&ip=127.0.0.1&port={port}"))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    p.stop();
+    let p = common::binary::Proc::spawn(&args);
+    let admin = format!("http://{}", p.addr("admin API listening"));
+    want.push("k1".into());
+    want.sort();
+    assert_eq!(nos(&http, &admin).await, want);
+    eventually(10, "the in-process replicas have k1 too", || async {
+        (nos(&http, &format!("http://{}", a.admin)).await == want).then_some(())
+    })
+    .await;
 }

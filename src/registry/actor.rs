@@ -60,6 +60,8 @@ enum Msg {
     Apply(Command, Reply, Option<String>),
     /// Fold the journal into the state file (clean shutdown).
     Compact(oneshot::Sender<()>),
+    /// A generation of the Swarm store another replica wrote.
+    Adopt(u64, Box<Registry>),
 }
 
 /// A cheap, cloneable way to change and read the registry.
@@ -79,13 +81,16 @@ impl<T> Clone for Handle<T> {
 
 impl<T: Publish> Handle<T> {
     /// Start the registry task with `initial` state; `store` is where changes are saved.
-    pub fn spawn(initial: Registry, store: Option<persist::Store>) -> Handle<T> {
+    pub fn spawn(initial: Registry, store: Option<Store>) -> Handle<T> {
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(T::build(&initial)),
             registry: ArcSwap::from_pointee(initial),
             generation: std::sync::atomic::AtomicU64::new(1),
             events: Default::default(),
-            state_writes: store.as_ref().map(|s| s.times()),
+            state_writes: match &store {
+                Some(Store::File(s)) => Some(s.times()),
+                _ => None,
+            },
         });
         let (tx, rx) = mpsc::channel(MAX_BATCH);
         tokio::spawn(run(rx, shared.clone(), store));
@@ -112,6 +117,12 @@ impl<T: Publish> Handle<T> {
         }
     }
 
+    /// Adopt generation `g` of the Swarm store, written by another replica (ignored unless
+    /// newer than what this replica has).
+    pub async fn adopt(&self, g: u64, reg: Registry) {
+        let _ = self.tx.send(Msg::Adopt(g, Box::new(reg))).await;
+    }
+
     /// The registry as of the last published change.
     pub fn registry(&self) -> Arc<Registry> {
         self.shared.registry.load_full()
@@ -122,18 +133,45 @@ impl<T: Publish> Handle<T> {
     }
 }
 
+/// Where the registry task saves the operator's changes.
+pub enum Store {
+    /// The state file and its journal (one host).
+    File(persist::Store),
+    /// Swarm configs shared by every replica (`--state-store swarm`).
+    Swarm(super::swarm_store::SwarmStore),
+}
+
+/// Attempts at writing a batch to the Swarm store when other replicas keep winning.
+const SWARM_TRIES: usize = 10;
+
+/// One batch's commands, applied to `base`: the registry after them, what changed, and each
+/// command's result.
+fn apply_batch(
+    base: &Registry,
+    cmds: &[Command],
+    mut changes: Changes,
+) -> (Registry, Changes, Vec<Result<(), RegistryError>>) {
+    let mut next = Registry::clone(base);
+    let results = cmds
+        .iter()
+        .map(|cmd| next.apply_tracked(cmd.clone(), &mut changes))
+        .collect();
+    (next, changes, results)
+}
+
 async fn run<T: Publish>(
     mut rx: mpsc::Receiver<Msg>,
     shared: Arc<Shared<T>>,
-    mut store: Option<persist::Store>,
+    mut store: Option<Store>,
 ) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let current = shared.registry.load_full();
-        let mut next = Registry::clone(&current);
-        let mut changes = Changes::default();
-        let mut results: Vec<(Result<(), RegistryError>, Reply)> = Vec::with_capacity(batch.len());
+        let mut cmds = Vec::with_capacity(batch.len());
+        let mut replies = Vec::with_capacity(batch.len());
         let mut compact = Vec::new();
+        // A newer generation another replica wrote (the newest of the batch).
+        let mut adopt: Option<(u64, Box<Registry>)> = None;
         // Who asked for the change of each entry (by `no`) and service (by name).
         let mut by_no: std::collections::HashMap<String, String> = Default::default();
         let mut by_service: std::collections::HashMap<String, String> = Default::default();
@@ -147,23 +185,77 @@ async fn run<T: Publish>(
                             by_service.insert(name.to_owned(), by);
                         }
                     }
-                    results.push((next.apply_tracked(cmd, &mut changes), reply))
+                    cmds.push(cmd);
+                    replies.push(reply);
                 }
                 Msg::Compact(done) => compact.push(done),
+                Msg::Adopt(g, reg) => {
+                    if adopt.as_ref().is_none_or(|(have, _)| g > *have) {
+                        adopt = Some((g, reg));
+                    }
+                }
             }
         }
-        // Written here, on the control-plane thread, not handed to a blocking thread: an append
-        // is one small write and an fdatasync, and the hand-off (two thread wake-ups) cost more
-        // CPU than the write. Requests that arrive meanwhile form the next batch.
+        let mut base = Arc::clone(&current);
+        let mut adopted = Changes::default();
+        if let (Some((g, theirs)), Some(Store::Swarm(s))) = (adopt, &mut store)
+            && g > s.generation()
+        {
+            let (reg, changes) = current.with_operator_state(&theirs);
+            s.adopted(g);
+            base = Arc::new(reg);
+            adopted = changes;
+            for no in &adopted.nos {
+                by_no
+                    .entry(no.clone())
+                    .or_insert_with(|| "another replica".into());
+            }
+            for name in &adopted.services {
+                by_service
+                    .entry(name.clone())
+                    .or_insert_with(|| "another replica".into());
+            }
+        }
+        let (mut next, mut changes, mut results) = apply_batch(&base, &cmds, adopted.clone());
         let saved = match &mut store {
-            Some(store) => store.save(&current, &next, &changes).and_then(|()| {
-                if compact.is_empty() || !store.has_journal() {
-                    Ok(())
-                } else {
-                    store.compact(&next)
+            // Written here, on the control-plane thread, not handed to a blocking thread: an
+            // append is one small write and an fdatasync, and the hand-off (two thread
+            // wake-ups) cost more CPU than the write. Requests that arrive meanwhile form the
+            // next batch.
+            Some(Store::File(store)) => store
+                .save(&base, &next, &changes)
+                .and_then(|()| {
+                    if compact.is_empty() || !store.has_journal() {
+                        Ok(())
+                    } else {
+                        store.compact(&next)
+                    }
+                })
+                .map_err(|e| e.to_string()),
+            Some(Store::Swarm(store)) if !next.same_operator_state(&base) => {
+                let mut tries = 0;
+                loop {
+                    match store.save(&next).await {
+                        Ok(()) => break Ok(()),
+                        Err(super::swarm_store::StoreError::Taken(_)) if tries < SWARM_TRIES => {
+                            // Another replica won: our changes go on top of its state.
+                            tries += 1;
+                            match store.newest().await {
+                                Ok(Some((g, theirs))) => {
+                                    let (reg, adopted) = current.with_operator_state(&theirs);
+                                    store.adopted(g);
+                                    base = Arc::new(reg);
+                                    (next, changes, results) = apply_batch(&base, &cmds, adopted);
+                                }
+                                Ok(None) => {}
+                                Err(e) => break Err(e.to_string()),
+                            }
+                        }
+                        Err(e) => break Err(e.to_string()),
+                    }
                 }
-            }),
-            None => Ok(()),
+            }
+            Some(Store::Swarm(_)) | None => Ok(()),
         };
         let next = Arc::new(next);
         match saved {
@@ -188,14 +280,13 @@ async fn run<T: Publish>(
                             by_service.get(name).cloned()
                         });
                 }
-                for (r, reply) in results {
+                for (r, reply) in results.into_iter().zip(replies) {
                     let _ = reply.send(r.map_err(ApplyError::from));
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "could not save the state file; rejected the pending changes. Check the disk and the permissions of the --state path");
-                let msg = e.to_string();
-                for (r, reply) in results {
+            Err(msg) => {
+                tracing::error!(error = %msg, "could not save the state; rejected the pending changes. Check the disk and the permissions of the --state path (or the Swarm manager, with --state-store swarm)");
+                for (r, reply) in results.into_iter().zip(replies) {
                     let _ = reply.send(match r {
                         Ok(()) => Err(ApplyError::Persist(msg.clone())),
                         Err(e) => Err(e.into()),

@@ -104,7 +104,7 @@ impl Events {
                 service = %event.service,
                 by = %by,
                 reason = %event.reason,
-                "routing changed through the admin API"
+                "routing changed by hand (through the admin API, or another replica)"
             ),
             None => tracing::debug!(
                 kind,

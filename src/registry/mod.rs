@@ -13,6 +13,7 @@
 pub mod actor;
 pub mod events;
 pub mod persist;
+pub mod swarm_store;
 pub mod validate;
 
 use std::collections::BTreeSet;
@@ -485,6 +486,47 @@ pub struct Registry {
 impl Registry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether the operator's part (what a state store keeps) is the same in both. Cheap for
+    /// registries that share structure.
+    pub fn same_operator_state(&self, other: &Registry) -> bool {
+        self.manual == other.manual
+            && self.overrides == other.overrides
+            && self.services == other.services
+    }
+
+    /// This registry with the operator's part (manual entries, overrides, service settings)
+    /// taken from `other` and what discovery found kept; and what that changed. For a state
+    /// written by another replica.
+    pub fn with_operator_state(&self, other: &Registry) -> (Registry, Changes) {
+        let mut changes = Changes::default();
+        fn differing<V: PartialEq + Clone>(
+            a: &OrdMap<String, V>,
+            b: &OrdMap<String, V>,
+            into: &mut BTreeSet<String>,
+        ) {
+            for (k, v) in a.iter() {
+                if b.get(k) != Some(v) {
+                    into.insert(k.clone());
+                }
+            }
+            for k in b.keys() {
+                if !a.contains_key(k) {
+                    into.insert(k.clone());
+                }
+            }
+        }
+        differing(&self.manual, &other.manual, &mut changes.nos);
+        differing(&self.overrides, &other.overrides, &mut changes.nos);
+        differing(&self.services, &other.services, &mut changes.services);
+        let next = Registry {
+            manual: other.manual.clone(),
+            overrides: other.overrides.clone(),
+            services: other.services.clone(),
+            ..self.clone()
+        };
+        (next, changes)
     }
 
     /// Apply one command. On error nothing has changed.
