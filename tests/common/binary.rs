@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 pub struct Proc {
     pub child: Child,
     lines: mpsc::Receiver<String>,
+    /// Its working directory, of its own (so its default state file is never the checkout's,
+    /// nor another test's); removed on drop.
+    dir: std::path::PathBuf,
 }
 
 impl Proc {
@@ -19,7 +22,16 @@ impl Proc {
 
     /// The same with the admin API on `admin`.
     pub fn spawn_with_admin<S: AsRef<std::ffi::OsStr>>(admin: &str, args: &[S]) -> Proc {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "quayside-proc-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_quayside"))
+            .current_dir(&dir)
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -41,7 +53,7 @@ impl Proc {
                 let _ = tx.send(l);
             }
         });
-        Proc { child, lines }
+        Proc { child, lines, dir }
     }
 
     /// The next log line containing `needle` (earlier lines are skipped).
@@ -85,5 +97,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
