@@ -132,6 +132,13 @@ pub async fn check_state_store(config: &Config) -> Result<(), StartError> {
 
 /// `quayside state export`: the stored state, in the state file's format.
 pub async fn state_export(config: &Config) -> Result<Vec<u8>, StartError> {
+    // (No state file yet: nothing to read, and nothing to create by reading.)
+    if let (config::StateStore::File, Some(path)) = (&config.state_store, &config.state)
+        && !path.exists()
+        && !persist::journal_path(path).exists()
+    {
+        return Ok(persist::encode(&registry::Registry::default()));
+    }
     let (reg, _) = open_store(config).await?;
     Ok(persist::encode(&reg.unwrap_or_default()))
 }
