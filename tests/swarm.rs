@@ -23,6 +23,41 @@ use serde_json::Value;
 
 const TOKEN: &str = "swarm-test-token";
 
+/// The quayside and whoami images, built once for this binary's tests (tags of its own) and
+/// removed when the process exits.
+fn images() -> &'static [String; 2] {
+    static IMAGES: std::sync::OnceLock<[String; 2]> = std::sync::OnceLock::new();
+    IMAGES.get_or_init(|| {
+        let pid = std::process::id();
+        let images = [
+            format!("quayside-test-swarm:{pid}"),
+            format!("quayside-test-swarm-whoami:{pid}"),
+        ];
+        let st = Command::new("bash")
+            .arg("scripts/build-images.sh")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("PROFILE", "dev")
+            .env("QUAYSIDE_IMAGE", &images[0])
+            .env("WHOAMI_IMAGE", &images[1])
+            .status()
+            .unwrap();
+        assert!(st.success(), "scripts/build-images.sh failed");
+        extern "C" fn remove() {
+            let pid = std::process::id();
+            let _ = Command::new("docker")
+                .args(["rmi", "-f"])
+                .arg(format!("quayside-test-swarm:{pid}"))
+                .arg(format!("quayside-test-swarm-whoami:{pid}"))
+                .output();
+        }
+        unsafe extern "C" {
+            fn atexit(f: extern "C" fn()) -> i32;
+        }
+        unsafe { atexit(remove) };
+        images
+    })
+}
+
 /// One single-node swarm for the tests of this binary: made on first use unless the machine is
 /// in one already, and left when the process exits (pass or fail) if it was made here.
 fn ensure_swarm() {
@@ -57,20 +92,7 @@ impl World {
     fn start() -> World {
         let pid = std::process::id();
         let id = format!("qts{pid}");
-        let root = env!("CARGO_MANIFEST_DIR");
-        let images = [
-            format!("quayside-test-swarm:{pid}"),
-            format!("quayside-test-swarm-whoami:{pid}"),
-        ];
-        let st = Command::new("bash")
-            .arg("scripts/build-images.sh")
-            .current_dir(root)
-            .env("PROFILE", "dev")
-            .env("QUAYSIDE_IMAGE", &images[0])
-            .env("WHOAMI_IMAGE", &images[1])
-            .status()
-            .unwrap();
-        assert!(st.success(), "scripts/build-images.sh failed");
+        let images = images().clone();
         ensure_swarm();
         let mut w = World {
             id: id.clone(),
@@ -173,7 +195,6 @@ impl Drop for World {
         for n in ids(&["network", "ls", "-q", "--filter", &label]) {
             run(&["network", "rm", &n]);
         }
-        run(&["rmi", "-f", &self.images[0], &self.images[1]]);
     }
 }
 
@@ -457,4 +478,129 @@ async fn replicas_share_their_state_through_the_swarm_store() {
         (nos(&http, &format!("http://{}", a.admin)).await == want).then_some(())
     })
     .await;
+}
+
+/// `GET url` (http://127.0.0.1:port/path) as raw HTTP/1.0, or `None` when it cannot connect
+/// (nothing there yet): the status and body.
+async fn try_get(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n{auth}\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text.get(9..12)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Removes a stack (and the state its quayside kept) when dropped.
+struct Stack {
+    name: String,
+    configs: Configs,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["stack", "rm", &self.name])
+            .output();
+        // Its containers and network go shortly after.
+        let label = format!("label=com.docker.stack.namespace={}", self.name);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let left = Command::new("docker")
+                .args(["ps", "-aq", "--filter", &label])
+                .output()
+                .map(|o| !o.stdout.is_empty())
+                .unwrap_or(false);
+            let net = Command::new("docker")
+                .args(["network", "ls", "-q", "--filter", &label])
+                .output()
+                .map(|o| !o.stdout.is_empty())
+                .unwrap_or(false);
+            if !left && !net {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = &self.configs;
+    }
+}
+
+#[tokio::test]
+async fn the_example_stack_file_deploys_and_routes() {
+    if !common::docker::available() {
+        return;
+    }
+    ensure_swarm();
+    let [quayside_image, whoami_image] = images();
+    let name = format!("qtst{}", std::process::id());
+    let state = format!("{name}-state");
+    let _stack = Stack {
+        name: name.clone(),
+        configs: Configs(state.clone()),
+    };
+    let (http_port, admin_port) = (free_port(), free_port());
+    let token = "stack-test-token";
+    let out = Command::new("docker")
+        .args(["stack", "deploy", "-c", "examples/stack.yml", &name])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("QUAYSIDE_IMAGE", quayside_image)
+        .env("WHOAMI_IMAGE", whoami_image)
+        .env("QUAYSIDE_HTTP_PORT", http_port.to_string())
+        .env("QUAYSIDE_ADMIN_PORT", admin_port.to_string())
+        .env("QUAYSIDE_ADMIN_TOKEN", token)
+        .env("QUAYSIDE_STATE_STORE_NAME", &state)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // The three tasks of web answer, in turn. (Nothing listens until quayside's task runs.)
+    let seen = eventually(
+        60,
+        "the stack's web tasks answer through quayside",
+        || async {
+            let mut seen = HashSet::new();
+            for _ in 0..30 {
+                if let Some((200, body)) = try_get(http_port, "/", None).await {
+                    seen.insert(body.lines().next().unwrap_or("").to_owned());
+                }
+            }
+            (seen.len() == 3).then_some(seen)
+        },
+    )
+    .await;
+    assert_eq!(seen.len(), 3);
+    // The admin API wants the token, and the state goes to the swarm.
+    let (status, _) = try_get(admin_port, "/api/v1/backends", None).await.unwrap();
+    assert_eq!(status, 401);
+    let add = "/add?no=manual-1&ip=127.0.0.1&port=9";
+    let (status, body) = try_get(admin_port, add, Some(token)).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let configs = docker(&[
+        "config",
+        "ls",
+        "--format",
+        "{{.Name}}",
+        "--filter",
+        &format!("label=quayside.state-store={state}"),
+    ]);
+    assert_eq!(configs, format!("{state}-1"));
 }
