@@ -148,13 +148,13 @@ const SWARM_TRIES: usize = 10;
 /// command's result.
 fn apply_batch(
     base: &Registry,
-    cmds: &[Command],
+    cmds: Vec<Command>,
     mut changes: Changes,
 ) -> (Registry, Changes, Vec<Result<(), RegistryError>>) {
     let mut next = Registry::clone(base);
     let results = cmds
-        .iter()
-        .map(|cmd| next.apply_tracked(cmd.clone(), &mut changes))
+        .into_iter()
+        .map(|cmd| next.apply_tracked(cmd, &mut changes))
         .collect();
     (next, changes, results)
 }
@@ -216,7 +216,10 @@ async fn run<T: Publish>(
                     .or_insert_with(|| "another replica".into());
             }
         }
-        let (mut next, mut changes, mut results) = apply_batch(&base, &cmds, adopted.clone());
+        // Kept only where a write can lose a race and the batch is applied again (a discovery
+        // sync's command holds every entry its source found: not copied for nothing).
+        let again = matches!(store, Some(Store::Swarm(_))).then(|| cmds.clone());
+        let (mut next, mut changes, mut results) = apply_batch(&base, cmds, adopted);
         let saved = match &mut store {
             // Written here, on the control-plane thread, not handed to a blocking thread: an
             // append is one small write and an fdatasync, and the hand-off (two thread
@@ -245,7 +248,8 @@ async fn run<T: Publish>(
                                     let (reg, adopted) = current.with_operator_state(&theirs);
                                     store.adopted(g);
                                     base = Arc::new(reg);
-                                    (next, changes, results) = apply_batch(&base, &cmds, adopted);
+                                    let cmds = again.clone().unwrap_or_default();
+                                    (next, changes, results) = apply_batch(&base, cmds, adopted);
                                 }
                                 Ok(None) => {}
                                 Err(e) => break Err(e.to_string()),
