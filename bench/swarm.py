@@ -107,6 +107,19 @@ def get(path):
         c.close()
 
 
+def service(*args):
+    """`docker service ...`, again while Swarm says "update out of sequence" (it changed the
+    service itself in between, e.g. its endpoint just after create)."""
+    for _ in range(50):
+        r = subprocess.run(["docker", "service", *args], capture_output=True, text=True)
+        if r.returncode == 0:
+            return
+        if "out of sequence" not in r.stderr:
+            sys.exit(f"docker service {' '.join(args)}: {r.stderr.strip()}")
+        time.sleep(0.1)
+    sys.exit(f"docker service {' '.join(args)}: still out of sequence")
+
+
 def swarm_entries():
     try:
         status, body = get("/api/v1/backends")
@@ -142,6 +155,8 @@ def main():
     subprocess.run(["bash", "scripts/build-images.sh"], cwd=root, env=env, check=True,
                    stdout=subprocess.DEVNULL)
     made = sh("docker", "info", "--format", "{{.Swarm.LocalNodeState}}") != "active"
+    had_gwbridge = subprocess.run(["docker", "network", "inspect", "docker_gwbridge"],
+                                  capture_output=True).returncode == 0
     if made:
         sh("docker", "swarm", "init", "--advertise-addr", "127.0.0.1")
     counter = Counter(SOCK)
@@ -163,9 +178,9 @@ def main():
         wait_listed(2)
         up, down = [], []
         for r in range(ROUNDS):
-            sh("docker", "service", "scale", "-d", f"{SVC}=6")
+            service("scale", "-d", f"{SVC}=6")
             up.append(wait_listed(6))
-            sh("docker", "service", "scale", "-d", f"{SVC}=2")
+            service("scale", "-d", f"{SVC}=2")
             down.append(wait_listed(2))
             print(f"round {r + 1}: 2 -> 6 routed after {up[-1]:.2f} s, 6 -> 2 after {down[-1]:.2f} s")
         print(f"scale 2 -> 6 until routed: median {statistics.median(up):.2f} s, worst {max(up):.2f} s; "
@@ -176,7 +191,7 @@ def main():
         print(f"idle, one labelled service: {summary(counter.between(t0, time.monotonic()), IDLE)}")
 
         t0 = time.monotonic()
-        sh("docker", "service", "scale", "-d", f"{SVC}={MANY}")
+        service("scale", "-d", f"{SVC}={MANY}")
         wait_listed(MANY, limit=600)
         print(f"{MANY} tasks running and routed {time.monotonic() - t0:.1f} s after the scale")
         t0 = time.monotonic()
@@ -197,6 +212,8 @@ def main():
         sh("docker", "network", "rm", NET, check=False)
         if made:
             sh("docker", "swarm", "leave", "--force", check=False)
+            if not had_gwbridge:  # made by swarm init, kept by leave
+                sh("docker", "network", "rm", "docker_gwbridge", check=False)
         sh("docker", "rmi", "-f", Q_IMAGE, W_IMAGE, check=False)
         counter.server.close()
         os.unlink(SOCK)

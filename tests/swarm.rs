@@ -65,18 +65,58 @@ fn ensure_swarm() {
     MADE.get_or_init(|| {
         let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]);
         if state != "active" {
+            // `swarm init` also makes the docker_gwbridge network, which `leave` keeps.
+            let had_gwbridge = Command::new("docker")
+                .args(["network", "inspect", "docker_gwbridge"])
+                .output()
+                .is_ok_and(|o| o.status.success());
             docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
             extern "C" fn leave() {
                 let _ = Command::new("docker")
                     .args(["swarm", "leave", "--force"])
                     .output();
             }
+            extern "C" fn leave_and_remove_gwbridge() {
+                leave();
+                let _ = Command::new("docker")
+                    .args(["network", "rm", "docker_gwbridge"])
+                    .output();
+            }
             unsafe extern "C" {
                 fn atexit(f: extern "C" fn()) -> i32;
             }
-            unsafe { atexit(leave) };
+            unsafe {
+                atexit(if had_gwbridge {
+                    leave
+                } else {
+                    leave_and_remove_gwbridge
+                })
+            };
         }
     });
+}
+
+/// `docker service …` that Swarm may refuse with "update out of sequence" when it changed the
+/// service itself in between (e.g. its endpoint just after `create`): read again and retry.
+fn service(args: &[&str]) {
+    for _ in 0..20 {
+        let out = Command::new("docker")
+            .arg("service")
+            .args(args)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("out of sequence"),
+            "docker service {}: {err}",
+            args.join(" ")
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("docker service {}: still out of sequence", args.join(" "));
 }
 
 struct World {
@@ -198,6 +238,24 @@ impl Drop for World {
     }
 }
 
+async fn admin_send(http: &Http, w: &World, method: &str, path: &str, body: &str) -> u16 {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("{}{path}", w.admin))
+        .header("authorization", format!("Bearer {TOKEN}"))
+        .header("content-type", "application/json")
+        .body(common::full(body.to_owned()))
+        .unwrap();
+    let r = http.send(req).await;
+    assert!(
+        r.status.is_success(),
+        "{method} {path}: {} {}",
+        r.status,
+        r.body
+    );
+    r.status.as_u16()
+}
+
 async fn admin_get(http: &Http, w: &World, path: &str) -> Value {
     let req = http::Request::get(format!("{}{path}", w.admin))
         .header("authorization", format!("Bearer {TOKEN}"))
@@ -250,7 +308,7 @@ async fn answering(http: &Http, w: &World, n: usize) -> HashSet<String> {
 /// Scale to `n` and wait until exactly the running tasks are routed; returns how long after
 /// `docker service scale` returned the last of them became routable.
 async fn scale(http: &Http, w: &World, n: usize) -> Duration {
-    docker(&["service", "scale", "-d", &format!("{}={n}", w.service)]);
+    service(&["scale", "-d", &format!("{}={n}", w.service)]);
     let started = Instant::now();
     let want: Vec<String> = (1..=n).map(|i| format!("{}.{i}", w.service)).collect();
     eventually(60, &format!("{n} tasks routed"), || async {
@@ -303,6 +361,32 @@ async fn swarm_services_are_routed_by_task_and_updates_fail_no_request() {
     let first = scale(&http, &w, 3).await;
     let up = scale(&http, &w, 5).await;
     let down = scale(&http, &w, 2).await;
+    // A pin by `no` overrides a task as it does a container: slot 1 pinned to slot 2's
+    // address, every request goes to slot 2's task; unpinned, both answer again.
+    let all = admin_get(&http, &w, "/api/v1/backends").await;
+    let slot = |n: u32| {
+        all["backends"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["no"] == format!("{}.{n}", w.service))
+            .unwrap()
+            .clone()
+    };
+    let two = slot(2)["address"].as_str().unwrap().to_owned();
+    let one = format!("/api/v1/backends/{}.1", w.service);
+    let pin = format!(r#"{{"address": "{two}", "port": 80}}"#);
+    admin_send(&http, &w, "PUT", &one, &pin).await;
+    eventually(10, "only slot 2's task answers", || async {
+        (answering(&http, &w, 20).await.len() == 1).then_some(())
+    })
+    .await;
+    assert_eq!(admin_get(&http, &w, &one).await["pinned"], true);
+    admin_send(&http, &w, "DELETE", &one, "").await;
+    eventually(10, "both tasks answer again", || async {
+        (answering(&http, &w, 40).await == running_tasks(&w)).then_some(())
+    })
+    .await;
     eprintln!("scale to routable: 3 tasks {first:?}, 5 tasks {up:?}, 2 tasks {down:?}");
     let d = admin_get(&http, &w, "/api/v1/discovery").await;
     let kinds: Vec<&str> = d["sources"]
@@ -335,8 +419,7 @@ async fn swarm_services_are_routed_by_task_and_updates_fail_no_request() {
         .collect();
     for order in ["stop-first", "start-first"] {
         let before = running_tasks(&w);
-        docker(&[
-            "service",
+        service(&[
             "update",
             "--force",
             "--update-order",

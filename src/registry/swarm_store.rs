@@ -164,16 +164,7 @@ impl SwarmStore {
             .unwrap_or_default()
             .get(ENCODING_LABEL)
             .is_some_and(|e| e == "gzip");
-        let bytes = if gzipped {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(data.as_slice())
-                .read_to_end(&mut out)
-                .map_err(|e| corrupt(e.to_string()))?;
-            out
-        } else {
-            data
-        };
-        persist::decode(&bytes).map_err(corrupt)
+        decode(&data, gzipped).map_err(corrupt)
     }
 
     /// Write `reg` as the next generation. [`StoreError::Taken`] if another replica wrote it
@@ -232,6 +223,18 @@ pub fn encode(reg: &Registry) -> Result<(Vec<u8>, bool), StoreError> {
         return Err(StoreError::TooLarge(out.len()));
     }
     Ok((out, true))
+}
+
+/// The state in a generation's data, gzipped or not.
+pub fn decode(data: &[u8], gzipped: bool) -> Result<Registry, String> {
+    if !gzipped {
+        return persist::decode(data);
+    }
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .map_err(|e| e.to_string())?;
+    persist::decode(&out)
 }
 
 /// Follow the store's `config` events on `endpoint` and hand every newer generation to
@@ -300,5 +303,41 @@ pub async fn follow<F, Fut>(
             _ = stop.wait_for(|s| *s) => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::{AdminState, BackendSpec, Command};
+
+    fn with_entries(n: usize) -> Registry {
+        let mut reg = Registry::new();
+        for i in 0..n {
+            reg.apply(Command::upsert(BackendSpec {
+                no: format!("backend-number-{i:06}"),
+                addr: [10, (i >> 16) as u8, (i >> 8) as u8, i as u8].into(),
+                port: 8080,
+                weight: 1,
+                service: format!("service-{}", i % 50),
+                state: AdminState::Active,
+            }))
+            .unwrap();
+        }
+        reg
+    }
+
+    #[test]
+    fn small_states_are_plain_large_ones_gzipped_and_both_read_back() {
+        let small = with_entries(10);
+        let (data, gzip) = encode(&small).unwrap();
+        assert!(!gzip);
+        assert!(decode(&data, false).unwrap().same_operator_state(&small));
+        // Some 5,000 entries: over the plain limit, well under it compressed.
+        let large = with_entries(5000);
+        assert!(persist::encode(&large).len() > COMPRESS_OVER);
+        let (data, gzip) = encode(&large).unwrap();
+        assert!(gzip && data.len() < LIMIT, "{} bytes", data.len());
+        assert!(decode(&data, true).unwrap().same_operator_state(&large));
     }
 }
