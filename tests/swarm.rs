@@ -122,6 +122,8 @@ fn service(args: &[&str]) {
 struct World {
     id: String,
     images: [String; 2],
+    /// Images a test built for itself (removed with the world).
+    extra_images: Vec<String>,
     network: String,
     service: String,
     proxy: String,
@@ -130,12 +132,17 @@ struct World {
 
 impl World {
     fn start() -> World {
-        let pid = std::process::id();
-        let id = format!("qts{pid}");
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let id = format!(
+            "qts{}x{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
         let images = images().clone();
         ensure_swarm();
         let mut w = World {
             id: id.clone(),
+            extra_images: Vec::new(),
             images,
             network: format!("{id}-net"),
             service: format!("{id}-web"),
@@ -192,6 +199,39 @@ impl World {
     fn label(&self, key: &str, value: &str) -> String {
         format!("{}.{key}={value}", self.id)
     }
+
+    /// The whoami image with a HEALTHCHECK (exec form: the image has no shell) asking `port`.
+    fn image_with_healthcheck(&mut self, suffix: &str, port: u16) -> String {
+        let tag = format!("{}-{suffix}:test", self.id);
+        let ctx = std::env::temp_dir().join(format!("{}-{suffix}", self.id));
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!(
+                "FROM {}\nHEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD [\"/whoami\", \"check\", \"{port}\"]\n",
+                self.images[1]
+            ),
+        )
+        .unwrap();
+        docker(&["build", "-q", "-t", &tag, ctx.to_str().unwrap()]);
+        let _ = std::fs::remove_dir_all(&ctx);
+        self.extra_images.push(tag.clone());
+        tag
+    }
+
+    /// `docker service create -d` of `image` on the world's network, with the cleanup label
+    /// and `labels`.
+    fn service(&self, name: &str, labels: &[String], image: &str) {
+        let cleanup = format!("{CLEANUP_LABEL}={}", self.id);
+        let mut args = vec![
+            "service", "create", "-d", "--name", name, "--label", &cleanup,
+        ];
+        for l in labels {
+            args.extend(["--label", l.as_str()]);
+        }
+        args.extend(["--network", &self.network, image]);
+        docker(&args);
+    }
 }
 
 impl Drop for World {
@@ -226,11 +266,15 @@ impl Drop for World {
         for c in ids(&["ps", "-aq", "--filter", &label]) {
             run(&["rm", "-f", "-v", &c]);
         }
-        // The service's task containers go away shortly after the service.
+        // The services' task containers go away shortly after the services.
         let deadline = Instant::now() + Duration::from_secs(30);
-        let tasks = format!("label=com.docker.swarm.service.name={}", self.service);
-        while !ids(&["ps", "-aq", "--filter", &tasks]).is_empty() && Instant::now() < deadline {
+        let on_network = format!("network={}", self.network);
+        while !ids(&["ps", "-aq", "--filter", &on_network]).is_empty() && Instant::now() < deadline
+        {
             std::thread::sleep(Duration::from_millis(200));
+        }
+        for image in &self.extra_images {
+            run(&["rmi", "-f", image]);
         }
         for n in ids(&["network", "ls", "-q", "--filter", &label]) {
             run(&["network", "rm", &n]);
@@ -686,4 +730,52 @@ async fn the_example_stack_file_deploys_and_routes() {
         &format!("label=quayside.state-store={state}"),
     ]);
     assert_eq!(configs, format!("{state}-1"));
+}
+
+#[tokio::test]
+async fn tasks_wait_for_their_healthcheck_and_say_why_they_are_not_routed() {
+    if !common::docker::available() {
+        return;
+    }
+    let mut w = World::start();
+    let http = Http::new();
+    let healthy = w.image_with_healthcheck("hc-ok", 80);
+    // Its check asks a port nothing listens on: never healthy.
+    let failing = w.image_with_healthcheck("hc-bad", 81);
+    let port = w.label("port", "80");
+    let (ok, bad, noport) = (
+        format!("{}-ok", w.id),
+        format!("{}-bad", w.id),
+        format!("{}-noport", w.id),
+    );
+    w.service(&bad, std::slice::from_ref(&port), &failing);
+    w.service(&noport, &[w.label("enable", "true")], &w.images[1].clone());
+    w.service(&ok, std::slice::from_ref(&port), &healthy);
+    // The healthy one is routed once its check passes; the failing one never is.
+    eventually(60, "the healthy task routed", || async {
+        (swarm_entries(&http, &w).await == [format!("{ok}.1")]).then_some(())
+    })
+    .await;
+    // The task without a port label is listed as not routed, saying which label to set.
+    let d = admin_get(&http, &w, "/api/v1/discovery").await;
+    let swarm = d["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "swarm")
+        .unwrap()
+        .clone();
+    let task = swarm["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == format!("{noport}.1"))
+        .unwrap_or_else(|| panic!("{noport}.1 not listed: {swarm}"));
+    assert_eq!(task["routed"], false, "{task}");
+    let reason = task["reason"].as_str().unwrap();
+    assert!(reason.contains(&format!("{}.port", w.id)), "{reason}");
+    // Swarm keeps the failing task `starting` (then replaces it): still not routed.
+    let states = docker(&["service", "ps", "--format", "{{.CurrentState}}", &bad]);
+    assert!(!states.contains("Running"), "{states}");
+    assert_eq!(swarm_entries(&http, &w).await, [format!("{ok}.1")]);
 }
