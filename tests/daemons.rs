@@ -1,5 +1,6 @@
-//! Several Docker daemons: a second `dockerd` of the test's own beside the machine's. Both
-//! are followed at once; the second is reached at an address (its published ports), its
+//! Several Docker daemons: a second `dockerd` of the test's own beside the machine's, reached
+//! over TCP with TLS and a client certificate. Both are followed at once; the second is reached
+//! at an address (its published ports), its
 //! entries are named after it; stopping it fails no request and keeps the first's entries
 //! untouched, and once it is back its containers are followed again. A daemon that is no Swarm
 //! manager cannot hold `--state-store swarm`.
@@ -44,7 +45,7 @@ async fn two_daemons_are_followed_and_one_stopping_fails_no_request() {
     if !docker::available() {
         return;
     }
-    let mut d2 = Daemon::start(&[docker::image()]);
+    let mut d2 = Daemon::start_with_tls(&[docker::image()]);
     // Not a Swarm manager: the Swarm state store refuses to start, in one line.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_quayside"))
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
@@ -64,11 +65,19 @@ async fn two_daemons_are_followed_and_one_stopping_fails_no_request() {
             name: "local".into(),
             ..Default::default()
         },
-        Endpoint {
-            name: "d2".into(),
-            host: Some(d2.host()),
-            address: Some("127.0.0.1".parse().unwrap()),
-            ..Default::default()
+        // Over TCP with TLS and a client certificate, as a remote daemon is reached.
+        {
+            let tls = d2.client_tls();
+            Endpoint {
+                name: "d2".into(),
+                host: Some(tls.host),
+                address: Some("127.0.0.1".parse().unwrap()),
+                tls: Some(quayside::discovery::docker::EndpointTls {
+                    ca: tls.ca,
+                    cert: tls.cert,
+                    key: tls.key,
+                }),
+            }
         },
     ];
     let q = Quayside::start_with(c).await;

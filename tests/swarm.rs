@@ -570,6 +570,24 @@ async fn replicas_share_their_state_through_the_swarm_store() {
         })
         .await;
     }
+    // Each write made a generation; only the newest two are kept.
+    let kept = eventually(10, "old generations removed", || async {
+        let names = docker(&[
+            "config",
+            "ls",
+            "--format",
+            "{{.Name}}",
+            "--filter",
+            &format!("label=quayside.state-store={name}"),
+        ]);
+        let n = names.lines().count();
+        (n <= 2).then_some(names)
+    })
+    .await;
+    assert!(
+        kept.lines().all(|l| l.starts_with(&format!("{name}-"))),
+        "{kept}"
+    );
     // A drain on one is a drain on the other.
     let r = http
         .method("POST", &b.admin_url("/api/v1/backends/p1/drain"), "")

@@ -15,11 +15,31 @@ pub struct Daemon {
     pub dir: PathBuf,
     pub bridge: String,
     child: Option<Child>,
+    /// The port of its TCP+TLS listener (client certificates required), if it has one.
+    tls_port: Option<u16>,
+}
+
+/// The client's side of a daemon's TLS: where it listens and the files to connect with.
+pub struct ClientTls {
+    pub host: String,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Daemon {
     /// Start it and load `images` (from the first daemon) into it.
     pub fn start(images: &[&str]) -> Daemon {
+        Self::start_with(images, false)
+    }
+
+    /// The same, also listening on TCP with TLS, as `dockerd --tlsverify` does: a CA of the
+    /// test's own signs its server certificate (for 127.0.0.1) and a client certificate.
+    pub fn start_with_tls(images: &[&str]) -> Daemon {
+        Self::start_with(images, true)
+    }
+
+    fn start_with(images: &[&str], tls: bool) -> Daemon {
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("quayside-dockerd-{pid}"));
         let _ = std::fs::remove_dir_all(&dir);
@@ -42,10 +62,19 @@ impl Daemon {
                 String::from_utf8_lossy(&out.stderr)
             );
         }
+        let tls_port = tls.then(|| {
+            write_certs(&dir.join("tls"));
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        });
         let mut d = Daemon {
             dir,
             bridge,
             child: None,
+            tls_port,
         };
         d.resume();
         for image in images {
@@ -74,6 +103,17 @@ impl Daemon {
         format!("unix://{}", self.dir.join("docker.sock").display())
     }
 
+    /// How a client reaches its TLS listener (panics if it has none).
+    pub fn client_tls(&self) -> ClientTls {
+        let t = self.dir.join("tls");
+        ClientTls {
+            host: format!("tcp://127.0.0.1:{}", self.tls_port.expect("a TLS daemon")),
+            ca: t.join("ca.pem"),
+            cert: t.join("cert.pem"),
+            key: t.join("key.pem"),
+        }
+    }
+
     /// `docker -H <it> args…`
     pub fn docker(&self, args: &[&str]) -> String {
         let host = self.host();
@@ -87,7 +127,23 @@ impl Daemon {
         assert!(self.child.is_none(), "already running");
         let d = &self.dir;
         let log = std::fs::File::create(d.join("dockerd.log")).unwrap();
+        let mut tls_args: Vec<std::ffi::OsString> = Vec::new();
+        if let Some(port) = self.tls_port {
+            let t = d.join("tls");
+            tls_args.push("--tlsverify".into());
+            for (flag, file) in [
+                ("--tlscacert", "ca.pem"),
+                ("--tlscert", "server.pem"),
+                ("--tlskey", "server-key.pem"),
+            ] {
+                tls_args.push(flag.into());
+                tls_args.push(t.join(file).into());
+            }
+            tls_args.push("--host".into());
+            tls_args.push(format!("tcp://127.0.0.1:{port}").into());
+        }
         let child = Command::new("dockerd")
+            .args(&tls_args)
             .arg("--host")
             .arg(self.host())
             .arg("--data-root")
@@ -162,5 +218,40 @@ impl Drop for Daemon {
             .output();
         // (vfs layers are plain directories: removing the data root removes its images.)
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, in `dir` (the names
+/// `dockerd --tlsverify` and Docker clients use).
+fn write_certs(dir: &std::path::Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    for (stem, names, usage) in [
+        (
+            "server",
+            vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ),
+        ("client", Vec::new(), ExtendedKeyUsagePurpose::ClientAuth),
+    ] {
+        let mut params = CertificateParams::new(names).unwrap();
+        params.extended_key_usages = vec![usage];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        let (cert_file, key_file) = if stem == "server" {
+            ("server.pem", "server-key.pem")
+        } else {
+            ("cert.pem", "key.pem")
+        };
+        std::fs::write(dir.join(cert_file), cert.pem()).unwrap();
+        std::fs::write(dir.join(key_file), key.serialize_pem()).unwrap();
     }
 }
