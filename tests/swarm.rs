@@ -403,6 +403,26 @@ async fn swarm_services_are_routed_by_task_and_updates_fail_no_request() {
         &w.images[1],
     ]);
     let first = scale(&http, &w, 3).await;
+    // Load from here on: scaling, pinning and rolling updates fail none of its requests.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (total, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, total, failed) = (stop.clone(), total.clone(), failed.clone());
+            let url = format!("{}/", w.proxy);
+            tokio::spawn(async move {
+                let http = Http::new();
+                while !stop.load(Ordering::SeqCst) {
+                    let r = http.get(&url).await;
+                    total.fetch_add(1, Ordering::SeqCst);
+                    if r.status != 200 {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                        eprintln!("failed: {} {}", r.status, r.body.trim());
+                    }
+                }
+            })
+        })
+        .collect();
     let up = scale(&http, &w, 5).await;
     let down = scale(&http, &w, 2).await;
     // A pin by `no` overrides a task as it does a container: slot 1 pinned to slot 2's
@@ -441,26 +461,7 @@ async fn swarm_services_are_routed_by_task_and_updates_fail_no_request() {
         .collect();
     assert_eq!(kinds, ["docker", "swarm"], "{d}");
 
-    // A rolling update (stop-first, the default) and one start-first, under load.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (total, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, total, failed) = (stop.clone(), total.clone(), failed.clone());
-            let url = format!("{}/", w.proxy);
-            tokio::spawn(async move {
-                let http = Http::new();
-                while !stop.load(Ordering::SeqCst) {
-                    let r = http.get(&url).await;
-                    total.fetch_add(1, Ordering::SeqCst);
-                    if r.status != 200 {
-                        failed.fetch_add(1, Ordering::SeqCst);
-                        eprintln!("failed: {} {}", r.status, r.body.trim());
-                    }
-                }
-            })
-        })
-        .collect();
+    // A rolling update (stop-first, the default) and one start-first.
     for order in ["stop-first", "start-first"] {
         let before = running_tasks(&w);
         service(&[
@@ -484,7 +485,7 @@ async fn swarm_services_are_routed_by_task_and_updates_fail_no_request() {
         c.await.unwrap();
     }
     let (total, failed) = (total.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
-    eprintln!("rolling updates: {total} requests, {failed} failed");
+    eprintln!("scaling and rolling updates: {total} requests, {failed} failed");
     assert!(total > 200, "too little load to mean anything: {total}");
     assert_eq!(failed, 0, "{failed} of {total} requests failed");
 }
