@@ -18,7 +18,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
 use super::labels::ContainerInfo;
-use super::sources::{Conflict, Slot, SourceStatus, Sources};
+use super::sources::{Activity, Slot, SourceStatus, Sources};
 use super::{Discovery, short};
 use crate::registry::{Source, SourceId};
 use crate::routing::Handle;
@@ -139,11 +139,7 @@ pub struct Watcher {
     /// How often the tasks of labelled services are listed (Docker sends no task events).
     swarm_poll: Duration,
     discovery: Discovery,
-    last_event: Option<SystemTime>,
-    last_sync: Option<SystemTime>,
-    reconnects: u64,
-    events: u64,
-    syncs: u64,
+    seen: Activity,
     /// The current session got as far as a full sync.
     synced: bool,
 }
@@ -178,11 +174,7 @@ impl Watcher {
             swarm: None,
             swarm_poll: Duration::from_secs(1),
             discovery,
-            last_event: None,
-            last_sync: None,
-            reconnects: 0,
-            events: 0,
-            syncs: 0,
+            seen: Activity::default(),
             synced: false,
         }
     }
@@ -225,10 +217,10 @@ impl Watcher {
             }
             self.publish_status("disconnected", Some(err.clone()));
             if let Some(swarm) = &mut self.swarm {
-                swarm.reconnects += 1;
-                swarm.publish_status("disconnected", Some(err), swarm.discovery.sync_command().1);
+                swarm.seen.reconnects += 1;
+                swarm.publish_status("disconnected", Some(err));
             }
-            self.reconnects += 1;
+            self.seen.reconnects += 1;
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = stop.wait_for(|s| *s) => return,
@@ -291,8 +283,8 @@ impl Watcher {
         let infos = list_ours(&docker, self.discovery.prefix()).await?;
         let count = infos.len();
         self.discovery.replace_all(infos);
-        self.last_sync = Some(SystemTime::now());
-        self.syncs += 1;
+        self.seen.last_sync = Some(SystemTime::now());
+        self.seen.syncs += 1;
         self.synced = true;
         self.publish().await;
         if let Some(swarm) = &mut self.swarm {
@@ -341,8 +333,8 @@ impl Watcher {
     async fn handle(&mut self, docker: &Docker, ev: EventMessage) -> Result<bool, WatchError> {
         let action = ev.action.as_deref().unwrap_or("");
         let actor = ev.actor.unwrap_or_default();
-        self.events += 1;
-        self.last_event = ev
+        self.seen.events += 1;
+        self.seen.last_event = ev
             .time_nano
             .and_then(|n| u64::try_from(n).ok())
             .map(Duration::from_nanos)
@@ -354,7 +346,7 @@ impl Watcher {
         if ev.typ == Some(EventMessageTypeEnum::SERVICE) {
             if let Some(swarm) = &mut self.swarm {
                 swarm.dirty = true;
-                swarm.events += 1;
+                swarm.seen.events += 1;
             }
             return Ok(false);
         }
@@ -443,26 +435,10 @@ impl Watcher {
     }
 
     fn publish_status(&self, state: &'static str, error: Option<String>) {
-        let (_, conflicts) = self.discovery.sync_command();
-        let source = self.status.source();
-        self.status.set(SourceStatus {
-            kind: source.kind.as_str(),
-            name: source.name.clone(),
-            endpoint: self.endpoint.clone(),
-            label_prefix: self.discovery.prefix().to_owned(),
-            state,
-            last_error: error,
-            last_event: self.last_event,
-            last_sync: self.last_sync,
-            reconnects: self.reconnects,
-            events: self.events,
-            syncs: self.syncs,
-            containers: self.discovery.status(),
-            conflicts: conflicts
-                .into_iter()
-                .map(|(container, message)| Conflict { container, message })
-                .collect(),
-        });
+        self.status.set(
+            self.discovery
+                .source_status(&self.endpoint, state, error, &self.seen),
+        );
     }
 }
 
@@ -475,39 +451,17 @@ struct SwarmSource {
     labelled: bool,
     /// A service event (or a task drain) asks for a listing now.
     dirty: bool,
-    events: u64,
-    syncs: u64,
-    reconnects: u64,
-    last_sync: Option<SystemTime>,
+    seen: Activity,
     /// What was last sent to the registry (nothing is sent while it stays the same).
     sent: Option<crate::registry::Command>,
 }
 
 impl SwarmSource {
-    fn publish_status(
-        &self,
-        state: &'static str,
-        error: Option<String>,
-        conflicts: Vec<(String, String)>,
-    ) {
-        self.status.set(SourceStatus {
-            kind: Source::Swarm.as_str(),
-            name: self.discovery.source.name.clone(),
-            endpoint: self.endpoint.clone(),
-            label_prefix: self.discovery.prefix().to_owned(),
-            state,
-            last_error: error,
-            last_event: None,
-            last_sync: self.last_sync,
-            reconnects: self.reconnects,
-            events: self.events,
-            syncs: self.syncs,
-            containers: self.discovery.status(),
-            conflicts: conflicts
-                .into_iter()
-                .map(|(container, message)| Conflict { container, message })
-                .collect(),
-        });
+    fn publish_status(&self, state: &'static str, error: Option<String>) {
+        self.status.set(
+            self.discovery
+                .source_status(&self.endpoint, state, error, &self.seen),
+        );
     }
 
     fn new(sources: &Sources, containers: &Discovery, endpoint: &str) -> SwarmSource {
@@ -529,10 +483,7 @@ impl SwarmSource {
             endpoint: endpoint.to_owned(),
             labelled: false,
             dirty: false,
-            events: 0,
-            syncs: 0,
-            reconnects: 0,
-            last_sync: None,
+            seen: Activity::default(),
             sent: None,
         }
     }
@@ -641,8 +592,8 @@ impl SwarmSource {
         for id in &stopping {
             self.discovery.drain(id);
         }
-        self.syncs += u64::from(full);
-        self.last_sync = Some(SystemTime::now());
+        self.seen.syncs += u64::from(full);
+        self.seen.last_sync = Some(SystemTime::now());
         let (cmd, conflicts) = self.discovery.sync_command();
         if self.sent.as_ref() != Some(&cmd) {
             for (task, message) in &conflicts {
@@ -654,7 +605,7 @@ impl SwarmSource {
                 self.sent = Some(cmd);
             }
         }
-        self.publish_status("connected", None, conflicts);
+        self.publish_status("connected", None);
         Ok(())
     }
 }

@@ -252,6 +252,35 @@ impl Discovery {
         )
     }
 
+    /// This source's status, as `/api/v1/discovery` lists it.
+    pub fn source_status(
+        &self,
+        endpoint: &str,
+        state: &'static str,
+        error: Option<String>,
+        seen: &sources::Activity,
+    ) -> sources::SourceStatus {
+        let (_, conflicts) = self.sync_command();
+        sources::SourceStatus {
+            kind: self.source.kind.as_str(),
+            name: self.source.name.clone(),
+            endpoint: endpoint.to_owned(),
+            label_prefix: self.prefix.clone(),
+            state,
+            last_error: error,
+            last_event: seen.last_event,
+            last_sync: seen.last_sync,
+            reconnects: seen.reconnects,
+            events: seen.events,
+            syncs: seen.syncs,
+            containers: self.status(),
+            conflicts: conflicts
+                .into_iter()
+                .map(|(container, message)| sources::Conflict { container, message })
+                .collect(),
+        }
+    }
+
     /// Every container seen, routed or not and why.
     pub fn status(&self) -> Vec<ContainerStatus> {
         let (cmd, conflicts) = self.sync_command();

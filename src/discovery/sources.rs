@@ -40,6 +40,16 @@ pub struct SourceStatus {
     pub conflicts: Vec<Conflict>,
 }
 
+/// What a source has seen of its endpoint so far (part of its status).
+#[derive(Clone, Debug, Default)]
+pub struct Activity {
+    pub last_event: Option<SystemTime>,
+    pub last_sync: Option<SystemTime>,
+    pub reconnects: u64,
+    pub events: u64,
+    pub syncs: u64,
+}
+
 impl SourceStatus {
     /// A source that has not connected yet.
     pub fn connecting(kind: &'static str, name: &str, endpoint: &str, label_prefix: &str) -> Self {
