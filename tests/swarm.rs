@@ -624,6 +624,37 @@ async fn replicas_share_their_state_through_the_swarm_store() {
         (nos(&http, &format!("http://{}", a.admin)).await == want).then_some(())
     })
     .await;
+
+    // `quayside state export` reads the swarm's state; `import` replaces it, and the running
+    // replicas take it at once.
+    let quayside = |more: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_quayside"))
+            .args(args)
+            .args(more)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{more:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let exported = quayside(&["state", "export"]);
+    assert!(exported.contains("\"no\":\"k1\""), "{exported}");
+    let file = std::env::temp_dir().join(format!("{name}-import.json"));
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"version":1,"backends":[{{"no":"only","address":"127.0.0.1","port":{port}}}]}}"#
+        ),
+    )
+    .unwrap();
+    quayside(&["state", "import", file.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&file);
+    for q in [&a, &b] {
+        let admin = format!("http://{}", q.admin);
+        eventually(10, "the imported state on both replicas", || async {
+            (nos(&http, &admin).await == ["only"]).then_some(())
+        })
+        .await;
+    }
 }
 
 /// `GET url` (http://127.0.0.1:port/path) as raw HTTP/1.0, or `None` when it cannot connect
