@@ -177,13 +177,15 @@ fn serve(stream: TcpStream, name: &str, delay: Duration) -> std::io::Result<()> 
             body.push_str(h);
         }
         body.push('\n');
-        write!(
-            out,
+        // One write for the whole answer: `write!` on the socket would send each piece of the
+        // format on its own, and a container killed between them would leave a truncated
+        // response that no proxy can retry (its head was already relayed).
+        let answer = format!(
             "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n{body}",
             body.len(),
             if close { "Connection: close\r\n" } else { "" }
-        )?;
-        out.flush()?;
+        );
+        out.write_all(answer.as_bytes())?;
         if close {
             return Ok(());
         }
