@@ -222,12 +222,26 @@ impl World {
     /// `docker service create -d` of `image` on the world's network, with the cleanup label
     /// and `labels`.
     fn service(&self, name: &str, labels: &[String], image: &str) {
+        self.service_with(name, labels, &[], image)
+    }
+
+    /// The same, its tasks' containers also carrying `container_labels`.
+    fn service_with(
+        &self,
+        name: &str,
+        labels: &[String],
+        container_labels: &[String],
+        image: &str,
+    ) {
         let cleanup = format!("{CLEANUP_LABEL}={}", self.id);
         let mut args = vec![
             "service", "create", "-d", "--name", name, "--label", &cleanup,
         ];
         for l in labels {
             args.extend(["--label", l.as_str()]);
+        }
+        for l in container_labels {
+            args.extend(["--container-label", l.as_str()]);
         }
         args.extend(["--network", &self.network, image]);
         docker(&args);
@@ -535,6 +549,14 @@ async fn replicas_share_their_state_through_the_swarm_store() {
     };
     let (a, b) = (replica().await, replica().await);
     let http = Http::new();
+    // Both have read the store (else a change made meanwhile is simply part of what the
+    // other starts with, and no event says it came from another replica).
+    for q in [&a, &b] {
+        eventually(10, "the replica ready", || async {
+            (http.get(&q.admin_url("/readyz")).await.status == 200).then_some(())
+        })
+        .await;
+    }
     let backend = common::Backend::start("pinned").await;
     // An /add on one replica routes on the other.
     let started = Instant::now();
@@ -548,6 +570,9 @@ async fn replicas_share_their_state_through_the_swarm_store() {
         "an /add on one replica routed by the other after {:?}",
         started.elapsed()
     );
+    // The other replica's event says where the change came from.
+    let added = event_line(b.admin, "\"no\":\"p1\"").await;
+    assert!(added.contains("\"by\":\"another replica\""), "{added}");
     // Changes made on both at once are all kept, on both.
     let port = backend.port();
     let adds = (0..10).flat_map(|i| {
@@ -654,6 +679,31 @@ async fn replicas_share_their_state_through_the_swarm_store() {
             (nos(&http, &admin).await == ["only"]).then_some(())
         })
         .await;
+    }
+}
+
+/// The first line of `admin`'s event stream (`/api/v1/events`, from the start of what it
+/// keeps) that contains `needle`.
+async fn event_line(admin: std::net::SocketAddr, needle: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    s.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut text = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return line.to_owned();
+        }
+        let mut buf = [0u8; 4096];
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no event with {needle} within 10 s: {text}"))
+            .unwrap();
+        assert!(n > 0, "the event stream ended: {text}");
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
 }
 
@@ -783,7 +833,7 @@ async fn the_example_stack_file_deploys_and_routes() {
 }
 
 #[tokio::test]
-async fn tasks_wait_for_their_healthcheck_and_say_why_they_are_not_routed() {
+async fn tasks_wait_for_their_healthcheck_are_routed_once_and_say_why_not() {
     if !common::docker::available() {
         return;
     }
@@ -801,11 +851,24 @@ async fn tasks_wait_for_their_healthcheck_and_say_why_they_are_not_routed() {
     w.service(&bad, std::slice::from_ref(&port), &failing);
     w.service(&noport, &[w.label("enable", "true")], &w.images[1].clone());
     w.service(&ok, std::slice::from_ref(&port), &healthy);
+    // Its task's container carries our labels too: it is routed once, as the task.
+    let labelled = format!("{}-labelled", w.id);
+    let both = [w.label("enable", "true"), port.clone()];
+    w.service_with(&labelled, &both, &both, &w.images[1].clone());
+    let routed = [format!("{labelled}.1"), format!("{ok}.1")];
     // The healthy one is routed once its check passes; the failing one never is.
-    eventually(60, "the healthy task routed", || async {
-        (swarm_entries(&http, &w).await == [format!("{ok}.1")]).then_some(())
+    eventually(60, "the healthy and the labelled tasks routed", || async {
+        (swarm_entries(&http, &w).await == routed).then_some(())
     })
     .await;
+    let all = admin_get(&http, &w, "/api/v1/backends").await;
+    let sources: Vec<&str> = all["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(sources, ["swarm", "swarm"], "{all}");
     // The task without a port label is listed as not routed, saying which label to set.
     let d = admin_get(&http, &w, "/api/v1/discovery").await;
     let swarm = d["sources"]
@@ -827,5 +890,5 @@ async fn tasks_wait_for_their_healthcheck_and_say_why_they_are_not_routed() {
     // Swarm keeps the failing task `starting` (then replaces it): still not routed.
     let states = docker(&["service", "ps", "--format", "{{.CurrentState}}", &bad]);
     assert!(!states.contains("Running"), "{states}");
-    assert_eq!(swarm_entries(&http, &w).await, [format!("{ok}.1")]);
+    assert_eq!(swarm_entries(&http, &w).await, routed);
 }

@@ -289,7 +289,6 @@ impl Watcher {
         self.publish().await;
         if let Some(swarm) = &mut self.swarm {
             swarm.discovery.own_networks = self.discovery.own_networks.clone();
-            swarm.discovery.skip_tasks = false;
             swarm.sync(&docker, &self.registry, true).await?;
         }
         tracing::info!(endpoint = %self.endpoint, containers = count, "connected to Docker and synced");
