@@ -31,9 +31,13 @@
 //!   served by hyper. `proxy/upstream/` holds the backend pools, `proxy/server/` the workers.
 //! - [`metrics`] and [`access_log`], the request plan's observers: Prometheus counters
 //!   gathered per worker, and the access log's buffers and writer thread.
+//! - [`stats`]: the dashboard's figures: the metrics' counts sampled once a second into rings
+//!   of the last minutes per service and backend.
 //! - [`admin`]: the admin API (axum) on its own listener: the seed-compatible `/add`, `/get`,
-//!   `/delete`, a JSON REST API under `/api/v1` (events included), `/metrics`, `/readyz`; its
-//!   guard checks tokens, the `Host` and cross-site marks.
+//!   `/delete`, a JSON REST API under `/api/v1` (events and figures included), `/metrics`,
+//!   `/readyz`, its OpenAPI document (built from the handlers' types) and the dashboard at
+//!   `/dashboard/` (files embedded in the binary); its guard checks tokens, the `Host` and
+//!   cross-site marks.
 //! - [`config`]: flags, `QUAYSIDE_*` variables and the TOML file.
 //! - this file: [`run`], which wires them together.
 //!
@@ -52,6 +56,7 @@ pub mod probe;
 pub mod proxy;
 pub mod registry;
 pub mod routing;
+pub mod stats;
 pub mod types;
 
 use std::future::Future;
@@ -327,6 +332,21 @@ pub async fn run_with(
 
     let trimmer = tokio::spawn(proxy::trim_freed_memory(runtime.clone(), stop_rx.clone()));
     let prober = tokio::spawn(probe::run(registry.shared().clone(), stop_rx.clone()));
+    let stats = stats::Stats::default();
+    let sampler = {
+        let handle = registry.clone();
+        tokio::spawn(stats.clone().run(
+            metrics.clone(),
+            move || {
+                handle
+                    .registry()
+                    .entries()
+                    .map(|e| (e.spec.no, e.spec.service))
+                    .collect()
+            },
+            stop_rx.clone(),
+        ))
+    };
     // The plain listener's workers are 0..n, the TLS listener's n..2n: each its own pools.
     let all_workers = config.proxy.workers * if listeners.tls.is_some() { 2 } else { 1 };
     let proxy = tokio::spawn(proxy::serve_workers(
@@ -383,6 +403,7 @@ pub async fn run_with(
                 metrics,
                 runtime,
                 access_log: access_log.clone(),
+                stats,
                 stop: stop_rx.clone(),
             },
             &admin_config,
@@ -405,6 +426,7 @@ pub async fn run_with(
         let _ = f.await;
     }
     let _ = prober.await;
+    let _ = sampler.await;
     let _ = trimmer.await;
     let _ = proxy.await;
     if let Some(t) = tls_proxy {

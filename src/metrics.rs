@@ -25,7 +25,7 @@ use crate::registry::{AdminState, Registry};
 use crate::routing::RoutingTable;
 
 /// Upper bounds of the request duration buckets, in seconds.
-const BUCKETS: [f64; 12] = [
+pub const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
@@ -164,6 +164,16 @@ impl Shard {
     }
 }
 
+/// One backend's (or service's) request counts so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub requests: u64,
+    /// Answers with a 5xx status (the backend's or quayside's own 502/503/504).
+    pub errors: u64,
+    /// Per bucket of [`BUCKETS`] (not cumulative), then the overflow.
+    pub buckets: [u64; BUCKETS.len() + 1],
+}
+
 /// What a scrape reads besides the request counts.
 pub struct Scrape<'a> {
     pub table: &'a RoutingTable,
@@ -210,6 +220,29 @@ impl Metrics {
             }
         }
         sums
+    }
+
+    /// Requests so far per service and backend (quayside's own answers under an empty
+    /// backend), summed over the workers and status codes: what [`crate::stats`] samples.
+    pub fn totals(&self) -> BTreeMap<(String, String), Totals> {
+        let mut out: BTreeMap<(String, String), Totals> = BTreeMap::new();
+        for shard in self.shards.iter() {
+            shard.prune();
+            for s in shard.series.load().values() {
+                let t = out
+                    .entry((s.service.clone(), s.backend.clone()))
+                    .or_default();
+                let n = s.requests.load(Ordering::Relaxed);
+                t.requests += n;
+                if s.code >= 500 {
+                    t.errors += n;
+                }
+                for (i, b) in s.buckets.iter().enumerate() {
+                    t.buckets[i] += b.load(Ordering::Relaxed);
+                }
+            }
+        }
+        out
     }
 
     /// Everything, as OpenMetrics text (what Prometheus asks for) or, with `openmetrics`

@@ -56,6 +56,29 @@ impl std::fmt::Display for Dur {
     }
 }
 
+impl utoipa::PartialSchema for Dur {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .description(Some("500ms, 5s, 2m, 1h30m: from 1ms to 24h"))
+                    .examples(["5s"]),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1))
+                    .maximum(Some(MAX_DURATION.as_secs()))
+                    .description(Some("seconds")),
+            )
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Dur {}
+
 impl Serialize for Dur {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(self)

@@ -72,7 +72,10 @@ async fn every_route_needs_the_right_token() {
     let q = start().await;
     let mut checked = 0;
     for (pattern, methods, access) in quayside::admin::route_list() {
-        let path = pattern.replace("{no}", "nope").replace("{name}", "nope");
+        let path = pattern
+            .replace("{no}", "nope")
+            .replace("{name}", "nope")
+            .replace("{file}", "app.js");
         for m in methods.split(", ") {
             let method: Method = m.parse().unwrap();
             let access = access.unwrap_or_else(|| Access::of_method(&method));
@@ -82,7 +85,10 @@ async fn every_route_needs_the_right_token() {
             let read = send(&q, &method, &path, &[("authorization", &bearer(READ))]).await;
             let full = send(&q, &method, &path, &[("authorization", &bearer(ADMIN))]).await;
             if access == Access::Open {
-                assert_eq!(none.0, StatusCode::OK, "{what}: {none:?}");
+                assert!(
+                    none.0.is_success() || none.0.is_redirection(),
+                    "{what}: {none:?}"
+                );
                 continue;
             }
             for (got, who) in [(&none, "no token"), (&wrong, "a wrong token")] {

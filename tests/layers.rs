@@ -1,6 +1,6 @@
 //! The top-level modules form layers, each importing only from layers below it:
-//! types → balance → health → registry → routing → probe, discovery → proxy → admin → config →
-//! lib.
+//! types → balance → health → registry → routing → probe, discovery → proxy → metrics,
+//! access_log → stats → admin → config → lib.
 //! This reads every source file and fails on an import from a layer above, so a cycle cannot
 //! come back unnoticed. The few upward imports still to be removed (issue 16) are listed in
 //! `KNOWN` (none now); the test also fails when one of them is gone, so the list only shrinks.
@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["probe", "discovery"],
     &["proxy"],
     &["metrics", "access_log"],
+    &["stats"],
     &["admin"],
     &["config"],
 ];

@@ -76,6 +76,16 @@ impl Access {
     }
 }
 
+/// What the guard let a request do, for the handlers (`GET /api/v1/access`).
+#[derive(Clone, Debug)]
+pub struct Granted {
+    /// `Some(true)`: everything (the admin token, or no tokens configured); `Some(false)`:
+    /// reading (the read token); `None`: nothing.
+    pub allows: Option<bool>,
+    /// The client's address and token kind.
+    pub who: String,
+}
+
 /// The guard's settings.
 pub struct Guard {
     token: Option<Token>,
@@ -188,14 +198,27 @@ pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Res
         );
     }
     let access = super::access(&path, req.method());
-    if access == Access::Open {
-        return next.run(req).await;
-    }
     let peer = req
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map_or_else(|| "?".to_owned(), |c| c.0.ip().to_string());
-    let Some(full) = g.allows(req.headers()) else {
+    let allowed = g.allows(req.headers());
+    // Who is calling, for the events, the log and `GET /api/v1/access`.
+    let who = match (&g.token, allowed) {
+        (None, _) => format!("{peer} (no token)"),
+        (Some(_), Some(true)) => format!("{peer} (admin token)"),
+        (Some(_), Some(false)) => format!("{peer} (read token)"),
+        (Some(_), None) => format!("{peer} (no valid token)"),
+    };
+    let mut req = req;
+    req.extensions_mut().insert(Granted {
+        allows: allowed,
+        who: who.clone(),
+    });
+    if access == Access::Open {
+        return next.run(req).await;
+    }
+    let Some(full) = allowed else {
         return refuse(
             &path,
             StatusCode::UNAUTHORIZED,
@@ -223,12 +246,6 @@ pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Res
             );
         }
     }
-    // Who made a change, for the events and the log.
-    let who = match (&g.token, full) {
-        (None, _) => format!("{peer} (no token)"),
-        (Some(_), true) => format!("{peer} (admin token)"),
-        (Some(_), false) => format!("{peer} (read token)"),
-    };
     crate::registry::actor::BY
         .scope(Some(who), next.run(req))
         .await

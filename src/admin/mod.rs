@@ -5,7 +5,9 @@
 //! 4xx never changes anything; the OK comes back only after the change is saved.
 
 pub mod auth;
+mod dashboard;
 pub mod healthcheck;
+mod openapi;
 mod rest;
 mod seed;
 
@@ -35,6 +37,8 @@ pub struct Ctx {
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     pub runtime: std::sync::Arc<crate::proxy::Runtime>,
     pub access_log: Option<std::sync::Arc<crate::access_log::AccessLog>>,
+    /// The last minutes' figures per service and backend, for the dashboard.
+    pub stats: crate::stats::Stats,
     /// Turns true when quayside stops (ends the event streams).
     pub stop: watch::Receiver<bool>,
 }
@@ -86,17 +90,29 @@ pub fn routes() -> Vec<Route> {
         Route::new("/get", "GET, POST", get(seed::get).post(seed::get)).access(Access::Read),
         Route::new("/delete", "GET, POST", get(seed::delete).post(seed::delete))
             .access(Access::Change),
-        Route::new("/healthz", "GET", get(|| async { "ok\n" })).access(Access::Open),
+        Route::new("/healthz", "GET", get(healthz)).access(Access::Open),
         Route::new("/readyz", "GET", get(readyz)).access(Access::Open),
         Route::new("/metrics", "GET", get(metrics)),
+        Route::new("/api/v1/openapi.json", "GET", get(openapi::serve)).access(Access::Open),
     ];
     all.extend(rest::routes());
+    all.extend(dashboard::routes());
     all
+}
+
+/// Whether quayside is up (it answers).
+#[utoipa::path(get, path = "/healthz", tag = "health",
+    responses((status = 200, description = "quayside answers", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok\n"
 }
 
 /// 200 once the state is loaded, the listeners are bound (both before the admin API serves)
 /// and every discovery source has finished its first sync or reported that it cannot
 /// connect; 503 saying which source is still syncing otherwise.
+#[utoipa::path(get, path = "/readyz", tag = "health", responses(
+    (status = 200, description = "ready", body = String, content_type = "text/plain"),
+    (status = 503, description = "a discovery source is still syncing: which one", body = String, content_type = "text/plain")))]
 async fn readyz(axum::extract::State(sources): axum::extract::State<Sources>) -> Response {
     let waiting = sources.not_ready();
     if waiting.is_empty() {
@@ -111,6 +127,10 @@ async fn readyz(axum::extract::State(sources): axum::extract::State<Sources>) ->
 
 /// Prometheus metrics: OpenMetrics text when the client accepts it (Prometheus does), the
 /// classic text format otherwise.
+#[utoipa::path(get, path = "/metrics", tag = "metrics", responses(
+    (status = 200, description = "the metrics", content(
+        (String = "text/plain"),
+        (String = "application/openmetrics-text")))))]
 async fn metrics(
     axum::extract::State(ctx): axum::extract::State<Ctx>,
     headers: axum::http::HeaderMap,
@@ -174,15 +194,22 @@ pub fn router(ctx: Ctx, guard: std::sync::Arc<auth::Guard>) -> Router {
         .with_state(ctx)
 }
 
-async fn not_found(uri: axum::http::Uri) -> (StatusCode, String) {
+/// A 404 listing the routes: JSON under `/api/` (as the REST routes' errors are), text
+/// elsewhere.
+async fn not_found(uri: axum::http::Uri) -> Response {
     let routes: String = route_list()
         .iter()
         .map(|(path, methods, _)| format!("  {methods:<16} {path}\n"))
         .collect();
-    (
-        StatusCode::NOT_FOUND,
-        format!("not found: {}; the admin API has:\n{routes}", uri.path()),
-    )
+    let message = format!("not found: {}; the admin API has:\n{routes}", uri.path());
+    if uri.path().starts_with("/api/") {
+        return (
+            StatusCode::NOT_FOUND,
+            axum::Json(serde_json::json!({ "error": message })),
+        )
+            .into_response();
+    }
+    (StatusCode::NOT_FOUND, message).into_response()
 }
 
 /// axum answers a known path with the wrong method with an empty 405: say which methods the
@@ -320,21 +347,40 @@ impl From<ApplyError> for TextError {
     }
 }
 
-fn entry_json(e: &Entry, table: &RoutingTable) -> serde_json::Value {
-    let health = table
-        .stats(&e.spec.no)
-        .map(|s| serde_json::to_value(s.view(now_ms())).unwrap_or_default());
-    serde_json::json!({
-        "no": e.spec.no,
-        "address": e.spec.addr.to_string(),
-        "port": e.spec.port,
-        "weight": e.spec.weight,
-        "service": e.spec.service,
-        "source": e.source.as_str(),
-        "endpoint": e.endpoint,
-        "state": e.spec.state.as_str(),
-        "container_id": e.container_id,
-        "pinned": e.pinned,
-        "health": health,
-    })
+/// A backend as the REST API shows it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct BackendView {
+    pub no: String,
+    /// An IP address.
+    pub address: String,
+    pub port: u16,
+    pub weight: u32,
+    pub service: String,
+    pub source: crate::registry::Source,
+    /// The discovery endpoint that found it (none for a manual entry).
+    pub endpoint: Option<String>,
+    pub state: crate::registry::AdminState,
+    pub container_id: Option<String>,
+    /// A manual entry that overrides a discovered one with the same `no`.
+    pub pinned: bool,
+    /// None until the routing table holds it.
+    pub health: Option<crate::health::HealthView>,
+}
+
+impl BackendView {
+    fn new(e: Entry, table: &RoutingTable) -> BackendView {
+        BackendView {
+            health: table.stats(&e.spec.no).map(|s| s.view(now_ms())),
+            address: e.spec.addr.to_string(),
+            port: e.spec.port,
+            weight: e.spec.weight,
+            state: e.spec.state,
+            source: e.source,
+            no: e.spec.no,
+            service: e.spec.service,
+            endpoint: e.endpoint,
+            container_id: e.container_id,
+            pinned: e.pinned,
+        }
+    }
 }

@@ -5,11 +5,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{apply_status, entry_json};
+use super::{BackendView, apply_status};
 use crate::discovery::sources::{SourceStatus, Sources};
 use crate::registry::actor::ApplyError;
 use crate::registry::validate::{self, FieldError, RawBackend};
@@ -37,14 +37,23 @@ pub fn routes() -> Vec<super::Route> {
         Route::new("/api/v1/discovery", "GET", get(discovery)),
         Route::new("/api/v1/events", "GET", get(events)),
         Route::new("/api/v1/tls/reload", "POST", post(tls_reload)),
+        Route::new("/api/v1/access", "GET", get(access)).access(super::Access::Open),
+        Route::new("/api/v1/stats", "GET", get(stats)),
     ]
 }
 
 pub struct ApiError(StatusCode, String);
 
+/// Every error of the REST API.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// What was wrong, naming the field.
+    pub error: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.0, axum::Json(json!({ "error": self.1 }))).into_response()
+        (self.0, axum::Json(ErrorBody { error: self.1 })).into_response()
     }
 }
 
@@ -91,13 +100,28 @@ fn text(field: &'static str, v: &Value) -> Result<String, FieldError> {
     }
 }
 
+/// The backends of `GET /api/v1/backends`.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct BackendList {
+    pub backends: Vec<BackendView>,
+}
+
+/// Every entry, discovered and manual.
+#[utoipa::path(get, path = "/api/v1/backends", tag = "backends",
+    responses((status = 200, description = "every entry", body = BackendList)))]
 async fn list_backends(State(reg): State<Handle>) -> Response {
     let r = reg.registry();
     let table = reg.shared().table.load();
-    let list: Vec<Value> = r.entries().map(|e| entry_json(&e, &table)).collect();
-    axum::Json(json!({ "backends": list })).into_response()
+    let backends = r.entries().map(|e| BackendView::new(e, &table)).collect();
+    axum::Json(BackendList { backends }).into_response()
 }
 
+/// One entry.
+#[utoipa::path(get, path = "/api/v1/backends/{no}", tag = "backends", params(NoParam),
+    responses(
+        (status = 200, description = "the entry", body = BackendView),
+        (status = 400, description = "not a valid no", body = ErrorBody),
+        (status = 404, description = "no such entry", body = ErrorBody)))]
 async fn get_backend(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
     let no = validate::no(&no)?;
     let r = reg.registry();
@@ -105,22 +129,61 @@ async fn get_backend(State(reg): State<Handle>, Path(no): Path<String>) -> ApiRe
         .get(&no)
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, r.missing(&no)))?;
     let table = reg.shared().table.load();
-    Ok(axum::Json(entry_json(&e, &table)).into_response())
+    Ok(axum::Json(BackendView::new(e, &table)).into_response())
 }
 
-#[derive(Deserialize)]
+/// The `{no}` of a backend's path.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct NoParam {
+    /// The entry's name: 1 to 64 of A-Z a-z 0-9 . _ -
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "a1")]
+    no: String,
+}
+
+/// A string or a number (`"port": "80"` and `80` are both taken).
+fn scalar() -> utoipa::openapi::schema::Schema {
+    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+    Schema::OneOf(
+        OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Integer))
+            .build(),
+    )
+}
+
+/// A manual entry: pins `no` to this address (overriding a discovered entry of that name).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PutBackend {
+    /// An IP address.
+    #[schema(schema_with = scalar)]
     address: Value,
+    /// 1 to 65535.
+    #[schema(schema_with = scalar)]
     port: Value,
+    /// 1 to 1000 (default 1).
     #[serde(default)]
+    #[schema(schema_with = scalar, required = false)]
     weight: Option<Value>,
+    /// The service it belongs to (default `default`).
     #[serde(default)]
+    #[schema(schema_with = scalar, required = false)]
     service: Option<Value>,
+    /// `active` (default), `draining` or `disabled`.
     #[serde(default)]
+    #[schema(schema_with = scalar, required = false)]
     state: Option<Value>,
 }
 
+/// Add or replace a manual entry.
+#[utoipa::path(put, path = "/api/v1/backends/{no}", tag = "backends", params(NoParam),
+    request_body = PutBackend,
+    responses(
+        (status = 200, description = "saved; the entry as it is now", body = BackendView),
+        (status = 400, description = "a field is invalid: which and why", body = ErrorBody),
+        (status = 503, description = "the change could not be saved", body = ErrorBody)))]
 async fn put_backend(State(reg): State<Handle>, Path(no): Path<String>, body: Bytes) -> ApiResult {
     let b: PutBackend = parse_body(&body)?;
     let address = text("address", &b.address)?;
@@ -142,6 +205,13 @@ async fn put_backend(State(reg): State<Handle>, Path(no): Path<String>, body: By
     get_backend(State(reg), Path(no)).await
 }
 
+/// Remove a manual entry (a discovered one comes back from its source if still there).
+#[utoipa::path(delete, path = "/api/v1/backends/{no}", tag = "backends", params(NoParam),
+    responses(
+        (status = 204, description = "removed"),
+        (status = 400, description = "not a valid no", body = ErrorBody),
+        (status = 404, description = "no such entry", body = ErrorBody),
+        (status = 503, description = "the change could not be saved", body = ErrorBody)))]
 async fn delete_backend(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
     let no = validate::no(&no)?;
     reg.apply(Command::Remove { no }).await?;
@@ -158,14 +228,40 @@ async fn set_state(reg: Handle, no: String, state: AdminState) -> ApiResult {
     get_backend(State(reg), Path(no)).await
 }
 
+/// Take no new requests; those in flight finish.
+#[utoipa::path(post, path = "/api/v1/backends/{no}/drain", tag = "backends", params(NoParam),
+    responses(
+        (status = 200, description = "draining; the entry as it is now", body = BackendView),
+        (status = 400, description = "not a valid no", body = ErrorBody),
+        (status = 404, description = "no such entry", body = ErrorBody),
+        (status = 503, description = "the change could not be saved", body = ErrorBody)))]
 async fn drain(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
     set_state(reg, no, AdminState::Draining).await
 }
 
+/// Take traffic again.
+#[utoipa::path(post, path = "/api/v1/backends/{no}/enable", tag = "backends", params(NoParam),
+    responses(
+        (status = 200, description = "active; the entry as it is now", body = BackendView),
+        (status = 400, description = "not a valid no", body = ErrorBody),
+        (status = 404, description = "no such entry", body = ErrorBody),
+        (status = 503, description = "the change could not be saved", body = ErrorBody)))]
 async fn enable(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
     set_state(reg, no, AdminState::Active).await
 }
 
+/// How many certificate pairs were loaded.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Reloaded {
+    reloaded: usize,
+}
+
+/// Read the TLS certificates again (as SIGHUP does).
+#[utoipa::path(post, path = "/api/v1/tls/reload", tag = "tls",
+    responses(
+        (status = 200, description = "reloaded", body = Reloaded),
+        (status = 404, description = "TLS is not enabled", body = ErrorBody),
+        (status = 422, description = "a certificate could not be read; the previous ones are still served", body = ErrorBody)))]
 async fn tls_reload(State(ctx): State<super::Ctx>) -> ApiResult {
     let Some(tls) = &ctx.tls else {
         return Err(ApiError(
@@ -174,7 +270,7 @@ async fn tls_reload(State(ctx): State<super::Ctx>) -> ApiResult {
         ));
     };
     match tls.reload() {
-        Ok(n) => Ok(axum::Json(json!({ "reloaded": n })).into_response()),
+        Ok(n) => Ok(axum::Json(Reloaded { reloaded: n }).into_response()),
         Err(e) => Err(ApiError(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("{e}; still serving the previous certificates"),
@@ -185,6 +281,10 @@ async fn tls_reload(State(ctx): State<super::Ctx>) -> ApiResult {
 /// Server-Sent Events: the kept events after `Last-Event-ID` (all kept ones without it), then
 /// each as it happens, until quayside stops or the client falls behind (then it is dropped
 /// and resumes with `Last-Event-ID`).
+#[utoipa::path(get, path = "/api/v1/events", tag = "events",
+    params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
+    responses((status = 200, description = "a stream of events, each event's data one Event",
+        body = crate::registry::events::Event, content_type = "text/event-stream")))]
 async fn events(State(ctx): State<super::Ctx>, headers: axum::http::HeaderMap) -> Response {
     use axum::response::sse::{Event as Sse, KeepAlive};
     use futures_util::StreamExt;
@@ -214,11 +314,66 @@ async fn events(State(ctx): State<super::Ctx>, headers: axum::http::HeaderMap) -
         .into_response()
 }
 
+/// The discovery sources of `GET /api/v1/discovery`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct DiscoveryView<'a> {
+    sources: Vec<&'a SourceStatus>,
+}
+
 /// Every discovery source's status, one shape for all (none with `--no-docker`).
+#[utoipa::path(get, path = "/api/v1/discovery", tag = "discovery",
+    responses((status = 200, description = "each source, its containers and why any is not routed", body = DiscoveryView)))]
 async fn discovery(State(sources): State<Sources>) -> Response {
     let list = sources.list();
-    let list: Vec<&SourceStatus> = list.iter().map(|s| &**s).collect();
-    axum::Json(serde_json::json!({ "sources": list })).into_response()
+    let sources = list.iter().map(|s| &**s).collect();
+    axum::Json(DiscoveryView { sources }).into_response()
+}
+
+/// What the request's token may do.
+#[derive(Serialize, utoipa::ToSchema)]
+struct AccessView {
+    /// `change` (the admin token, or no tokens configured), `read` (the read token) or `none`.
+    #[schema(pattern = "^(change|read|none)$")]
+    access: &'static str,
+    /// Who the API takes the caller for (client address and token kind).
+    who: String,
+}
+
+/// What the caller's token allows, without refusing a caller that has none (the dashboard
+/// asks for a token on `none` and disables its buttons on `read`).
+#[utoipa::path(get, path = "/api/v1/access", tag = "access",
+    responses((status = 200, description = "what the token may do", body = AccessView)))]
+async fn access(axum::Extension(g): axum::Extension<super::auth::Granted>) -> Response {
+    let access = match g.allows {
+        Some(true) => "change",
+        Some(false) => "read",
+        None => "none",
+    };
+    axum::Json(AccessView { access, who: g.who }).into_response()
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct Since {
+    /// Only points after this time (seconds since the Unix epoch).
+    #[param(minimum = 0)]
+    since: Option<u64>,
+}
+
+/// Each service's and backend's last minutes, one point a second.
+#[utoipa::path(get, path = "/api/v1/stats", tag = "stats", params(Since),
+    responses(
+        (status = 200, description = "the points, oldest first", body = crate::stats::StatsView),
+        (status = 400, description = "since is not a whole number", body = ErrorBody)))]
+async fn stats(
+    State(ctx): State<super::Ctx>,
+    query: Result<axum::extract::Query<Since>, axum::extract::rejection::QueryRejection>,
+) -> ApiResult {
+    let since = query
+        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("since: {}", e.body_text())))?
+        .0
+        .since;
+    Ok(axum::Json(ctx.stats.view(since)).into_response())
 }
 
 /// Fields of a service's JSON that describe it but are not settings: `PUT` accepts them back
@@ -227,38 +382,120 @@ const SERVICE_READ_ONLY: [&str; 3] = ["name", "settings_from", "backends"];
 
 /// A service as `GET` shows it: its settings (the settings type itself, so every setting reads
 /// back as set), its name, where the settings came from and its backends.
-fn service_json(reg: &crate::registry::Registry, name: &str) -> Value {
-    let (cfg, by_operator) = reg.service_config(name);
-    let backends: Vec<String> = reg
-        .entries()
-        .filter(|e| e.spec.service == name)
-        .map(|e| e.spec.no)
-        .collect();
-    let mut v = serde_json::to_value(&cfg).expect("service settings serialise");
-    let obj = v.as_object_mut().expect("service settings are an object");
-    obj.insert("name".into(), json!(name));
-    obj.insert(
-        "settings_from".into(),
-        json!(if by_operator {
-            "api"
-        } else {
-            "labels or defaults"
-        }),
-    );
-    obj.insert("backends".into(), json!(backends));
-    v
+#[derive(Serialize)]
+struct ServiceView {
+    #[serde(flatten)]
+    settings: ServiceConfig,
+    name: String,
+    /// `api` (set by `PUT`) or `labels or defaults`.
+    settings_from: &'static str,
+    /// The `no` of each of its entries.
+    backends: Vec<String>,
 }
 
+/// [`ServiceConfig`]'s own schema (so a new setting is in it at once) with the three fields
+/// that describe the service; written by hand because the settings refuse unknown fields and
+/// a flattened copy would refuse these three too.
+impl utoipa::PartialSchema for ServiceView {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
+        let RefOr::T(Schema::Object(mut obj)) = <ServiceConfig as utoipa::PartialSchema>::schema()
+        else {
+            unreachable!("ServiceConfig's schema is an object")
+        };
+        obj.additional_properties = None;
+        obj.description = Some(
+            "A service: its settings, its name, where the settings come from and its backends"
+                .into(),
+        );
+        let string = || ObjectBuilder::new().schema_type(Type::String);
+        obj.properties.insert("name".into(), string().into());
+        obj.properties.insert(
+            "settings_from".into(),
+            string()
+                .enum_values(Some(["api", "labels or defaults"]))
+                .description(Some("`api` (set by PUT) or `labels or defaults`"))
+                .into(),
+        );
+        obj.properties.insert(
+            "backends".into(),
+            ArrayBuilder::new()
+                .items(string())
+                .description(Some("the `no` of each of its entries"))
+                .into(),
+        );
+        obj.required
+            .extend(["name", "settings_from", "backends"].map(String::from));
+        RefOr::T(Schema::Object(obj))
+    }
+}
+
+impl utoipa::ToSchema for ServiceView {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <ServiceConfig as utoipa::ToSchema>::schemas(schemas);
+    }
+}
+
+impl ServiceView {
+    fn new(reg: &crate::registry::Registry, name: &str) -> ServiceView {
+        let (settings, by_operator) = reg.service_config(name);
+        ServiceView {
+            settings,
+            name: name.to_owned(),
+            settings_from: if by_operator {
+                "api"
+            } else {
+                "labels or defaults"
+            },
+            backends: reg
+                .entries()
+                .filter(|e| e.spec.service == name)
+                .map(|e| e.spec.no)
+                .collect(),
+        }
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct ServiceList {
+    services: Vec<ServiceView>,
+}
+
+/// The `{name}` of a service's path.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct NameParam {
+    /// The service's name: 1 to 64 of A-Z a-z 0-9 . _ -
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "web")]
+    name: String,
+}
+
+/// Every service: those with backends and those with settings.
+#[utoipa::path(get, path = "/api/v1/services", tag = "services",
+    responses((status = 200, description = "every service", body = ServiceList)))]
 async fn list_services(State(reg): State<Handle>) -> Response {
     let r = reg.registry();
-    let list: Vec<Value> = r
+    let services = r
         .service_names()
         .iter()
-        .map(|n| service_json(&r, n))
+        .map(|n| ServiceView::new(&r, n))
         .collect();
-    axum::Json(json!({ "services": list })).into_response()
+    axum::Json(ServiceList { services }).into_response()
 }
 
+/// One service's rules, balancing and health settings, and its backends.
+#[utoipa::path(get, path = "/api/v1/services/{name}", tag = "services", params(NameParam),
+    responses(
+        (status = 200, description = "the service", body = ServiceView),
+        (status = 400, description = "not a valid name", body = ErrorBody),
+        (status = 404, description = "no such service", body = ErrorBody)))]
 async fn get_service(State(reg): State<Handle>, Path(name): Path<String>) -> ApiResult {
     let name = validate::service(&name)?;
     let r = reg.registry();
@@ -268,9 +505,18 @@ async fn get_service(State(reg): State<Handle>, Path(name): Path<String>) -> Api
             RegistryError::ServiceNotFound(name).to_string(),
         ));
     }
-    Ok(axum::Json(service_json(&r, &name)).into_response())
+    Ok(axum::Json(ServiceView::new(&r, &name)).into_response())
 }
 
+/// Set a service's settings (they win over labels until deleted). A `GET`'s body may be sent
+/// back: `name` (if it agrees), `settings_from` and `backends` are ignored.
+#[utoipa::path(put, path = "/api/v1/services/{name}", tag = "services", params(NameParam),
+    request_body = ServiceConfig,
+    responses(
+        (status = 200, description = "saved; the service as it is now", body = ServiceView),
+        (status = 400, description = "a field is invalid: which and why", body = ErrorBody),
+        (status = 409, description = "its rules are another service's", body = ErrorBody),
+        (status = 503, description = "the change could not be saved", body = ErrorBody)))]
 async fn put_service(
     State(reg): State<Handle>,
     Path(name): Path<String>,
@@ -302,8 +548,36 @@ async fn put_service(
     get_service(State(reg), Path(name)).await
 }
 
+/// Drop the settings set by `PUT` (labels and defaults apply again).
+#[utoipa::path(delete, path = "/api/v1/services/{name}", tag = "services", params(NameParam),
+    responses(
+        (status = 204, description = "removed"),
+        (status = 400, description = "not a valid name", body = ErrorBody),
+        (status = 404, description = "no settings for that service", body = ErrorBody),
+        (status = 503, description = "the change could not be saved", body = ErrorBody)))]
 async fn delete_service(State(reg): State<Handle>, Path(name): Path<String>) -> ApiResult {
     let name = validate::service(&name)?;
     reg.apply(Command::DeleteService { name }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
+
+/// The REST routes' part of the OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    list_backends,
+    get_backend,
+    put_backend,
+    delete_backend,
+    drain,
+    enable,
+    list_services,
+    get_service,
+    put_service,
+    delete_service,
+    discovery,
+    events,
+    tls_reload,
+    access,
+    stats,
+))]
+pub struct Doc;

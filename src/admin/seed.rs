@@ -66,6 +66,19 @@ fn bad(e: FieldError) -> TextError {
     TextError(StatusCode::BAD_REQUEST, e.to_string())
 }
 
+/// The seed recipe's `/add`: add or replace a manual entry (GET changes state, as the recipe's
+/// did; the query is read for POST too).
+#[utoipa::path(method(get, post), path = "/add", tag = "seed",
+    params(
+        ("no" = String, Query, description = "the entry's name: 1 to 64 of A-Z a-z 0-9 . _ -", pattern = "^[A-Za-z0-9._-]{1,64}$", example = "a1"),
+        ("ip" = String, Query, description = "an IP address", example = "127.0.0.1"),
+        ("port" = String, Query, description = "1 to 65535", pattern = "^[0-9]{1,5}$", example = "8080"),
+        ("weight" = Option<String>, Query, description = "1 to 1000 (default 1)"),
+        ("service" = Option<String>, Query, description = "the service (default `default`)")),
+    responses(
+        (status = 200, description = "saved", body = String, content_type = "text/plain"),
+        (status = 400, description = "a parameter is missing or invalid: which and why", body = String, content_type = "text/plain"),
+        (status = 503, description = "the change could not be saved", body = String, content_type = "text/plain")))]
 pub async fn add(
     State(reg): State<Handle>,
     RawQuery(q): RawQuery,
@@ -92,6 +105,13 @@ fn the_no(q: &Option<String>, usage: &str) -> Result<String, TextError> {
     validate::no(find(&p, "no").unwrap_or_default()).map_err(bad)
 }
 
+/// The seed recipe's `/get`: an entry, as `key: value` lines.
+#[utoipa::path(method(get, post), path = "/get", tag = "seed",
+    params(("no" = String, Query, description = "the entry's name: 1 to 64 of A-Z a-z 0-9 . _ -", pattern = "^[A-Za-z0-9._-]{1,64}$", example = "a1")),
+    responses(
+        (status = 200, description = "ip, port, servers, weight, service, source, state (and container, pinned)", body = String, content_type = "text/plain"),
+        (status = 400, description = "no is missing or invalid", body = String, content_type = "text/plain"),
+        (status = 404, description = "no such entry", body = String, content_type = "text/plain")))]
 pub async fn get(State(reg): State<Handle>, RawQuery(q): RawQuery) -> Result<String, TextError> {
     let no = the_no(&q, GET_USAGE)?;
     let registry = reg.registry();
@@ -117,6 +137,14 @@ pub async fn get(State(reg): State<Handle>, RawQuery(q): RawQuery) -> Result<Str
     Ok(out)
 }
 
+/// The seed recipe's `/delete`: remove a manual entry.
+#[utoipa::path(method(get, post), path = "/delete", tag = "seed",
+    params(("no" = String, Query, description = "the entry's name: 1 to 64 of A-Z a-z 0-9 . _ -", pattern = "^[A-Za-z0-9._-]{1,64}$", example = "a1")),
+    responses(
+        (status = 200, description = "removed", body = String, content_type = "text/plain"),
+        (status = 400, description = "no is missing or invalid", body = String, content_type = "text/plain"),
+        (status = 404, description = "no such entry", body = String, content_type = "text/plain"),
+        (status = 503, description = "the change could not be saved", body = String, content_type = "text/plain")))]
 pub async fn delete(
     State(reg): State<Handle>,
     RawQuery(q): RawQuery,

@@ -34,7 +34,7 @@ pub struct ContainerInfo {
 }
 
 /// Why a container with our labels is not routed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Skip {
     /// `<prefix>.enable=false`.
@@ -71,6 +71,7 @@ pub enum Skip {
     /// The endpoint is reached at `address`, and the container's port is not published there.
     NotPublished {
         port: u16,
+        #[schema(value_type = String)]
         address: std::net::IpAddr,
     },
 }

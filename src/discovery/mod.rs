@@ -47,7 +47,7 @@ pub struct Discovery {
 }
 
 /// A container's line in `GET /api/v1/discovery`.
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ContainerStatus {
     pub id: String,
     pub name: String,

@@ -12,7 +12,7 @@ use super::ContainerStatus;
 use crate::registry::SourceId;
 
 /// One source's status.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SourceStatus {
     /// `docker` (later `swarm`).
     pub kind: &'static str,
@@ -26,9 +26,11 @@ pub struct SourceStatus {
     pub last_error: Option<String>,
     /// When the last event was handled (RFC 3339).
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = Option<String>)]
     pub last_event: Option<SystemTime>,
     /// When the last full sync was done (RFC 3339).
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = Option<String>)]
     pub last_sync: Option<SystemTime>,
     pub reconnects: u64,
     /// Events received from the endpoint (all of them, whether they changed routing or not).
@@ -71,7 +73,7 @@ impl SourceStatus {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Conflict {
     pub container: String,
     pub message: String,

@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = ActiveState)]
 pub struct State {
     /// Routable as far as probes know. Starts up, so a new backend takes traffic at once.
     pub up: bool,

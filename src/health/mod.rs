@@ -96,7 +96,7 @@ impl BackendStats {
 }
 
 /// What `/api/v1/backends` shows of a backend's health.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct HealthView {
     pub available: bool,
     pub passive: passive::State,

@@ -8,7 +8,8 @@ pub const THRESHOLD: u32 = 3;
 pub const BASE_COOLDOWN_MS: u64 = 1_000;
 pub const MAX_COOLDOWN_MS: u64 = 60_000;
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[schema(as = PassiveState)]
 pub struct State {
     /// Failures since the last success.
     pub consecutive_failures: u32,

@@ -19,7 +19,7 @@ pub const KEEP: usize = 1000;
 /// Live events a client may fall behind by before it is dropped.
 const LAG: usize = 256;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: u64,
     /// RFC 3339, milliseconds.

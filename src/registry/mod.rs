@@ -30,7 +30,9 @@ pub use actor::{Handle, Publish, Shared};
 pub use validate::{DEFAULT_SERVICE, FieldError};
 
 /// Whether an entry takes new requests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum AdminState {
     /// Takes traffic.
@@ -53,7 +55,19 @@ impl AdminState {
 }
 
 /// Where an entry came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     Manual,
@@ -142,7 +156,7 @@ pub struct Override {
 }
 
 /// How quayside talks to a service's backends.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     /// HTTP/1.1 with keepalive.
@@ -159,17 +173,22 @@ impl Protocol {
 }
 
 /// Active health checks of a service's backends.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(from = "RawHealthCheck")]
 pub struct HealthCheck {
     /// Path probed with GET; a 2xx or 3xx answer is a success.
     pub path: String,
+    /// Default 5s.
+    #[schema(required = false)]
     pub interval: Dur,
     /// At most `interval`; when not given, 2 s or the interval if that is shorter.
+    #[schema(required = false)]
     pub timeout: Dur,
-    /// Successes in a row that bring a backend back.
+    /// Successes in a row that bring a backend back (default 2).
+    #[schema(required = false, minimum = 1)]
     pub rise: u32,
-    /// Failures in a row that take it out.
+    /// Failures in a row that take it out (default 3).
+    #[schema(required = false, minimum = 1)]
     pub fall: u32,
 }
 
@@ -237,7 +256,7 @@ impl HealthCheck {
 }
 
 /// Settings of a named pool: its routing rules and balancing strategy.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     /// Host names (`app.example.com` or `*.example.com`); empty means any host.

@@ -1,0 +1,402 @@
+//! The dashboard in a real browser: headless Chromium (Debian's `chromium` and
+//! `chromium-driver`) driven through WebDriver. It loads the page from a running quayside, sees
+//! the backends, drains one with its button (confirmed), sees the change in the page and
+//! through the API, sees a backend added through the API appear without a reload, follows the
+//! live figures, works from the keyboard and at phone width, asks for a token where one is
+//! needed (and disables its actions for a read-only one), and logs no console errors.
+//! One chromedriver and one browser session for the whole file.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use common::{Backend, Http, Quayside, eventually, test_config};
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, ClientBuilder, Locator};
+use quayside::admin::Token;
+use serde_json::{Value, json};
+
+/// Whether chromedriver is here; a failure when external tools are required (CI).
+fn have_browser() -> bool {
+    let ok = Command::new("chromedriver")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("QUAYSIDE_REQUIRE_DOCKER").ok().as_deref() != Some("1"),
+            "QUAYSIDE_REQUIRE_DOCKER=1 but chromedriver is missing (apt-get install chromium chromium-driver)"
+        );
+        eprintln!(
+            "SKIPPED: chromedriver is not installed (apt-get install chromium chromium-driver)"
+        );
+    }
+    ok
+}
+
+/// chromedriver on a port of its own, stopped on drop.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_driver() -> Driver {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let driver = Driver { child, url };
+    eventually(20, "chromedriver listens", || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
+    driver
+}
+
+async fn browser(driver: &Driver) -> Client {
+    let mut options = json!({
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1280,800", "--no-first-run"],
+    });
+    if std::path::Path::new("/usr/bin/chromium").exists() {
+        options["binary"] = json!("/usr/bin/chromium");
+    }
+    let caps = json!({
+        "goog:chromeOptions": options,
+        "goog:loggingPrefs": { "browser": "ALL" },
+    });
+    let caps = match caps {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    };
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a browser session")
+}
+
+/// The browser's console since the last call (chromedriver's log endpoint).
+#[derive(Debug)]
+struct BrowserLog;
+
+impl WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type":"browser"}"#.to_owned()))
+    }
+}
+
+/// Console entries at error level.
+async fn console_errors(c: &Client) -> Vec<String> {
+    let log = c.issue_cmd(BrowserLog).await.expect("the browser log");
+    log.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["level"] == "SEVERE")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// The text of the first element `css` finds, if any.
+async fn text_of(c: &Client, css: &str) -> Option<String> {
+    let e = c.find(Locator::Css(css)).await.ok()?;
+    e.text().await.ok()
+}
+
+async fn wait_text(c: &Client, css: &str, want: &str) {
+    eventually(10, &format!("{css} reads {want:?}"), || async {
+        (text_of(c, css).await.as_deref() == Some(want)).then_some(())
+    })
+    .await;
+}
+
+async fn button(c: &Client, no: &str, name: &str) -> fantoccini::elements::Element {
+    c.find(Locator::XPath(&format!(
+        "//tr[@data-no='{no}']//button[normalize-space()='{name}']"
+    )))
+    .await
+    .unwrap_or_else(|e| panic!("{name} button of {no}: {e}"))
+}
+
+async fn api_state(q: &Quayside, no: &str, token: Option<&str>) -> String {
+    let mut req = http::Request::get(q.admin_url(&format!("/api/v1/backends/{no}")));
+    if let Some(t) = token {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    let r = Http::new().send(req.body(common::full("")).unwrap()).await;
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    v["state"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Requests through the proxy until dropped, so the figures move.
+struct Traffic(Arc<AtomicBool>);
+
+impl Traffic {
+    fn start(q: &Quayside) -> Traffic {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, url) = (stop.clone(), q.proxy_url("/"));
+        tokio::spawn(async move {
+            let http = Http::new();
+            while !s.load(Ordering::Relaxed) {
+                http.get_host(&url, "web.test").await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        Traffic(stop)
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_pool_and_acts_on_it() {
+    if !have_browser() {
+        return;
+    }
+    let driver = start_driver().await;
+    let c = browser(&driver).await;
+    let (b1, b2, b3) = (
+        Backend::start("b1").await,
+        Backend::start("b2").await,
+        Backend::start("b3").await,
+    );
+
+    // No tokens, on loopback: no prompt, everything allowed.
+    let q = Quayside::start().await;
+    let http = Http::new();
+    for (no, b) in [("a1", &b1), ("a2", &b2)] {
+        let url = format!("/add?no={no}&ip=127.0.0.1&port={}&service=web", b.port());
+        assert_eq!(http.get(&q.admin_url(&url)).await.status, 200);
+    }
+    let r = http
+        .method(
+            "PUT",
+            &q.admin_url("/api/v1/services/web"),
+            r#"{"hosts": ["web.test"], "lb": "least_conn"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let _traffic = Traffic::start(&q);
+
+    c.goto(&q.admin_url("/")).await.unwrap();
+    // The console is read for real: an error logged on purpose is seen (and so cleared).
+    c.execute("console.error('quayside-test-marker')", vec![])
+        .await
+        .unwrap();
+    let seen = console_errors(&c).await;
+    assert!(
+        seen.iter().any(|m| m.contains("quayside-test-marker")),
+        "the browser log is read: {seen:?}"
+    );
+    let url = c.current_url().await.unwrap();
+    assert_eq!(url.path(), "/dashboard/", "/ leads to the dashboard");
+    wait_text(&c, "tr[data-no='a1'] td.state", "active").await;
+    wait_text(&c, "tr[data-no='a2'] td.state", "active").await;
+    assert!(
+        c.find(Locator::Css("#token-dialog[open]")).await.is_err(),
+        "no token prompt without tokens"
+    );
+    let rules = text_of(&c, "article[data-service='web'] .rules")
+        .await
+        .unwrap();
+    assert!(
+        rules.contains("web.test") && rules.contains("least_conn"),
+        "the service's rules: {rules}"
+    );
+    // Live figures: requests per second appear while the traffic runs.
+    eventually(15, "a1's requests per second above 0", || async {
+        let t = text_of(&c, "tr[data-no='a1'] td.rps").await?;
+        (t.parse::<f64>().ok()? > 0.0).then_some(())
+    })
+    .await;
+    let chart = c
+        .find(Locator::Css(
+            "article[data-service='web'] svg.chart polyline.rps",
+        ))
+        .await
+        .unwrap();
+    assert!(
+        chart
+            .attr("points")
+            .await
+            .unwrap()
+            .is_some_and(|p| p.contains(',')),
+        "the service's chart is drawn"
+    );
+
+    // Drain a1 by its button, confirmed.
+    c.execute("window.__sameDocument = true;", vec![])
+        .await
+        .unwrap();
+    button(&c, "a1", "Drain").await.click().await.unwrap();
+    let confirm = c
+        .wait()
+        .for_element(Locator::Css("#confirm-dialog[open] #confirm-ok"))
+        .await
+        .unwrap();
+    let question = text_of(&c, "#confirm-text").await.unwrap();
+    assert!(question.contains("Drain a1"), "{question}");
+    confirm.click().await.unwrap();
+    wait_text(&c, "tr[data-no='a1'] td.state", "draining").await;
+    assert_eq!(api_state(&q, "a1", None).await, "draining");
+    assert!(
+        !button(&c, "a1", "Drain").await.is_enabled().await.unwrap(),
+        "Drain is disabled on a draining backend"
+    );
+
+    // Added through the API: it appears without a reload, and the drain shows as an event.
+    let url = format!("/add?no=a3&ip=127.0.0.1&port={}&service=web", b3.port());
+    assert_eq!(http.get(&q.admin_url(&url)).await.status, 200);
+    wait_text(&c, "tr[data-no='a3'] td.state", "active").await;
+    eventually(10, "the drained event in the timeline", || async {
+        let t = text_of(&c, "#events").await?;
+        t.contains("drained").then_some(())
+    })
+    .await;
+    let same = c
+        .execute("return window.__sameDocument === true;", vec![])
+        .await;
+    assert_eq!(same.unwrap(), json!(true), "the page was not reloaded");
+
+    // From the keyboard: Enable a1 with Enter on its button and on Confirm.
+    c.execute(
+        "document.evaluate(\"//tr[@data-no='a1']//button[normalize-space()='Enable']\", document, null, 9, null).singleNodeValue.focus();",
+        vec![],
+    )
+    .await
+    .unwrap();
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("#confirm-dialog[open]"))
+        .await
+        .unwrap();
+    c.active_element()
+        .await
+        .unwrap()
+        .send_keys("\u{E007}")
+        .await
+        .unwrap();
+    wait_text(&c, "tr[data-no='a1'] td.state", "active").await;
+    assert_eq!(api_state(&q, "a1", None).await, "active");
+
+    let shot = c.screenshot().await.unwrap();
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
+    std::fs::write(&path, shot).unwrap();
+    eprintln!("screenshot at 1280x800: {}", path.display());
+
+    // Phone width: nothing wider than the screen.
+    c.set_window_size(390, 844).await.unwrap();
+    eventually(10, "no horizontal scrolling at phone width", || async {
+        let w = c
+            .execute(
+                "return [document.documentElement.scrollWidth, window.innerWidth];",
+                vec![],
+            )
+            .await
+            .ok()?;
+        (w[0].as_f64()? <= w[1].as_f64()?).then_some(())
+    })
+    .await;
+    c.set_window_size(1280, 800).await.unwrap();
+
+    let errors = console_errors(&c).await;
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+    q.shutdown().await.unwrap();
+
+    // With tokens: the page asks for one; with the read token its actions are disabled.
+    let mut config = test_config();
+    config.admin.token = Some(Token::new("dash-admin"));
+    config.admin.read_token = Some(Token::new("dash-read"));
+    let q = Quayside::start_with(config).await;
+    let add =
+        http::Request::get(q.admin_url(&format!("/add?no=t1&ip=127.0.0.1&port={}", b1.port())))
+            .header("authorization", "Bearer dash-admin")
+            .body(common::full(""))
+            .unwrap();
+    assert_eq!(http.send(add).await.status, 200);
+    c.goto(&q.admin_url("/dashboard/")).await.unwrap();
+    let input = c
+        .wait()
+        .for_element(Locator::Css("#token-dialog[open] #token-input"))
+        .await
+        .unwrap();
+    input.send_keys("dash-read").await.unwrap();
+    c.find(Locator::XPath(
+        "//dialog[@id='token-dialog']//button[normalize-space()='Use token']",
+    ))
+    .await
+    .unwrap()
+    .click()
+    .await
+    .unwrap();
+    wait_text(&c, "tr[data-no='t1'] td.state", "active").await;
+    wait_text(&c, "#access", "read-only").await;
+    for name in ["Drain", "Enable", "Pin", "Delete"] {
+        assert!(
+            !button(&c, "t1", name).await.is_enabled().await.unwrap(),
+            "{name} is disabled for the read token"
+        );
+    }
+    let stored = c
+        .execute("return sessionStorage.getItem('quayside-token');", vec![])
+        .await
+        .unwrap();
+    assert_eq!(
+        stored,
+        json!("dash-read"),
+        "the token is kept in sessionStorage"
+    );
+    assert!(
+        !c.current_url()
+            .await
+            .unwrap()
+            .as_str()
+            .contains("dash-read"),
+        "never in the URL"
+    );
+    assert_eq!(api_state(&q, "t1", Some("dash-read")).await, "active");
+    let errors = console_errors(&c).await;
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+
+    c.close().await.unwrap();
+    q.shutdown().await.unwrap();
+}
