@@ -98,27 +98,34 @@ async fn browser(driver: &Driver) -> Client {
         .expect("a browser session")
 }
 
-/// The browser's console since the last call (chromedriver's log endpoint).
+/// A chromedriver command beyond WebDriver's: POST `session/<id>/<path>` with `body`.
 #[derive(Debug)]
-struct BrowserLog;
+struct Chromedriver(&'static str, Value);
 
-impl WebDriverCompatibleCommand for BrowserLog {
+impl WebDriverCompatibleCommand for Chromedriver {
     fn endpoint(
         &self,
         base: &url::Url,
         session: Option<&str>,
     ) -> Result<url::Url, url::ParseError> {
-        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+        base.join(&format!(
+            "session/{}/{}",
+            session.unwrap_or_default(),
+            self.0
+        ))
     }
 
     fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
-        (http::Method::POST, Some(r#"{"type":"browser"}"#.to_owned()))
+        (http::Method::POST, Some(self.1.to_string()))
     }
 }
 
-/// Console entries at error level.
+/// Console entries at error level since the last call (chromedriver's log endpoint).
 async fn console_errors(c: &Client) -> Vec<String> {
-    let log = c.issue_cmd(BrowserLog).await.expect("the browser log");
+    let log = c
+        .issue_cmd(Chromedriver("se/log", json!({"type": "browser"})))
+        .await
+        .expect("the browser log");
     log.as_array()
         .into_iter()
         .flatten()
@@ -318,6 +325,29 @@ async fn the_dashboard_shows_the_pool_and_acts_on_it() {
     wait_text(&c, "tr[data-no='a1'] td.state", "active").await;
     assert_eq!(api_state(&q, "a1", None).await, "active");
 
+    // Dark when the system is: the page follows prefers-color-scheme.
+    let background = "return getComputedStyle(document.body).backgroundColor;";
+    let light = c.execute(background, vec![]).await.unwrap();
+    let media = |scheme: &str| {
+        json!({"cmd": "Emulation.setEmulatedMedia",
+               "params": {"features": [{"name": "prefers-color-scheme", "value": scheme}]}})
+    };
+    c.issue_cmd(Chromedriver("goog/cdp/execute", media("dark")))
+        .await
+        .unwrap();
+    let dark = c.execute(background, vec![]).await.unwrap();
+    assert_ne!(light, dark, "a dark background in dark mode");
+    assert_eq!(dark, json!("rgb(13, 17, 23)"));
+    c.issue_cmd(Chromedriver("goog/cdp/execute", media("light")))
+        .await
+        .unwrap();
+
+    // (The README's screenshot: with some seconds of the chart drawn.)
+    eventually(20, "ten seconds of points in the chart", || async {
+        let points = chart.attr("points").await.ok()??;
+        (points.split(' ').count() >= 10).then_some(())
+    })
+    .await;
     let shot = c.screenshot().await.unwrap();
     let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard.png");
     std::fs::write(&path, shot).unwrap();

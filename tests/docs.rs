@@ -19,3 +19,18 @@ fn the_readme_label_table_is_the_list_of_labels() {
         "README.md's label table differs from discovery::labels::LABELS"
     );
 }
+
+/// Every route of the admin API is in the README (as `/path` or `METHOD /path`).
+#[test]
+fn the_readme_names_every_admin_route() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let missing: Vec<&str> = quayside::admin::route_list()
+        .iter()
+        .map(|(path, _, _)| *path)
+        .filter(|p| {
+            *p != "/" && !readme.contains(&format!("`{p}")) && !readme.contains(&format!(" {p}"))
+        })
+        .collect();
+    assert!(missing.is_empty(), "README.md does not name: {missing:?}");
+}

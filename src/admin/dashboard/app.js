@@ -51,11 +51,15 @@ async function api(method, path, body) {
   return { status: r.status, ok: r.ok, body: data };
 }
 
+let noticeTimer = null;
+// A message under the header: errors stay until the next one, confirmations go after a while.
 function notice(text, kind = "error") {
   const n = $("notice");
   n.textContent = text;
   n.className = "notice " + (kind === "info" ? "info" : "");
   n.hidden = !text;
+  clearTimeout(noticeTimer);
+  if (kind === "info") noticeTimer = setTimeout(() => (n.hidden = true), 4000);
 }
 
 // ---- token and access -------------------------------------------------------------------
