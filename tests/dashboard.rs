@@ -217,7 +217,7 @@ async fn the_dashboard_shows_the_pool_and_acts_on_it() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let _traffic = Traffic::start(&q);
+    let traffic = Traffic::start(&q);
 
     c.goto(&q.admin_url("/")).await.unwrap();
     // The console is read for real: an error logged on purpose is seen (and so cleared).
@@ -370,6 +370,9 @@ async fn the_dashboard_shows_the_pool_and_acts_on_it() {
 
     let errors = console_errors(&c).await;
     assert!(errors.is_empty(), "console errors: {errors:#?}");
+    // (Away from the page first: its calls to a stopped server would be errors.)
+    c.goto("about:blank").await.unwrap();
+    drop(traffic);
     q.shutdown().await.unwrap();
 
     // With tokens: the page asks for one; with the read token its actions are disabled.
@@ -426,7 +429,40 @@ async fn the_dashboard_shows_the_pool_and_acts_on_it() {
     assert_eq!(api_state(&q, "t1", Some("dash-read")).await, "active");
     let errors = console_errors(&c).await;
     assert!(errors.is_empty(), "console errors: {errors:#?}");
-
-    c.close().await.unwrap();
+    c.goto("about:blank").await.unwrap();
     q.shutdown().await.unwrap();
+
+    // With Docker: the source, a container's backend, and a container not routed with why.
+    if common::docker::available() {
+        let s = common::docker::Scope::new();
+        let q = s.quayside().await;
+        let good = s.run("good", &[s.label("enable", "true")], &[]);
+        s.run("bad", &[s.label("port", "eighty")], &[]);
+        common::docker::wait_routed(&http, &q, "x", &good).await;
+        c.goto(&q.admin_url("/dashboard/")).await.unwrap();
+        let no = s.name("good");
+        wait_text(
+            &c,
+            &format!("tr[data-no='{no}'] td.source"),
+            "docker: default",
+        )
+        .await;
+        wait_text(
+            &c,
+            "#sources tr[data-source='default'] td.state",
+            "connected",
+        )
+        .await;
+        let bad = s.name("bad");
+        eventually(10, "the bad container listed as not routed", || async {
+            let t = text_of(&c, "#unrouted").await?;
+            (t.contains(&bad) && t.contains("eighty")).then_some(())
+        })
+        .await;
+        let errors = console_errors(&c).await;
+        assert!(errors.is_empty(), "console errors: {errors:#?}");
+        c.goto("about:blank").await.unwrap();
+        q.shutdown().await.unwrap();
+    }
+    c.close().await.unwrap();
 }
