@@ -233,9 +233,10 @@ impl Stats {
         backends: impl Fn() -> Vec<(String, String)>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut tick = tokio::time::interval(INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // (The first sample a whole interval after the start, so each covers one.)
         let mut last = Instant::now();
+        let mut tick = tokio::time::interval_at((last + INTERVAL).into(), INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}

@@ -19,24 +19,6 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use quayside::admin::Token;
 use serde_json::{Value, json};
 
-/// Whether chromedriver is here; a failure when external tools are required (CI).
-fn have_browser() -> bool {
-    let ok = Command::new("chromedriver")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("QUAYSIDE_REQUIRE_DOCKER").ok().as_deref() != Some("1"),
-            "QUAYSIDE_REQUIRE_DOCKER=1 but chromedriver is missing (apt-get install chromium chromium-driver)"
-        );
-        eprintln!(
-            "SKIPPED: chromedriver is not installed (apt-get install chromium chromium-driver)"
-        );
-    }
-    ok
-}
-
 /// chromedriver on a port of its own, stopped on drop.
 struct Driver {
     child: Child,
@@ -165,6 +147,24 @@ async fn api_state(q: &Quayside, no: &str, token: Option<&str>) -> String {
     v["state"].as_str().unwrap_or_default().to_owned()
 }
 
+/// Click Confirm in the confirmation dialog, once it asks a question containing `asks`.
+async fn confirm(c: &Client, asks: &str) {
+    let ok = c
+        .wait()
+        .for_element(Locator::Css("#confirm-dialog[open] #confirm-ok"))
+        .await
+        .unwrap();
+    let question = text_of(c, "#confirm-text").await.unwrap();
+    assert!(question.contains(asks), "{question}");
+    ok.click().await.unwrap();
+}
+
+/// Enter on whatever has the focus.
+async fn press_enter(c: &Client) {
+    let focused = c.active_element().await.unwrap();
+    focused.send_keys("\u{E007}").await.unwrap();
+}
+
 /// Requests through the proxy until dropped, so the figures move.
 struct Traffic(Arc<AtomicBool>);
 
@@ -191,7 +191,7 @@ impl Drop for Traffic {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_pool_and_acts_on_it() {
-    if !have_browser() {
+    if !common::have_tool("chromedriver", "apt-get install chromium chromium-driver") {
         return;
     }
     let driver = start_driver().await;
@@ -270,14 +270,7 @@ async fn the_dashboard_shows_the_pool_and_acts_on_it() {
         .await
         .unwrap();
     button(&c, "a1", "Drain").await.click().await.unwrap();
-    let confirm = c
-        .wait()
-        .for_element(Locator::Css("#confirm-dialog[open] #confirm-ok"))
-        .await
-        .unwrap();
-    let question = text_of(&c, "#confirm-text").await.unwrap();
-    assert!(question.contains("Drain a1"), "{question}");
-    confirm.click().await.unwrap();
+    confirm(&c, "Drain a1").await;
     wait_text(&c, "tr[data-no='a1'] td.state", "draining").await;
     assert_eq!(api_state(&q, "a1", None).await, "draining");
     assert!(
@@ -306,24 +299,27 @@ async fn the_dashboard_shows_the_pool_and_acts_on_it() {
     )
     .await
     .unwrap();
-    c.active_element()
-        .await
-        .unwrap()
-        .send_keys("\u{E007}")
-        .await
-        .unwrap();
+    press_enter(&c).await;
     c.wait()
         .for_element(Locator::Css("#confirm-dialog[open]"))
         .await
         .unwrap();
-    c.active_element()
-        .await
-        .unwrap()
-        .send_keys("\u{E007}")
-        .await
-        .unwrap();
+    press_enter(&c).await;
     wait_text(&c, "tr[data-no='a1'] td.state", "active").await;
     assert_eq!(api_state(&q, "a1", None).await, "active");
+
+    // Delete a3 by its button: the row goes, and so does the entry.
+    button(&c, "a3", "Delete").await.click().await.unwrap();
+    confirm(&c, "Delete a3").await;
+    eventually(10, "a3's row gone", || async {
+        c.find(Locator::Css("tr[data-no='a3']"))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    let r = http.get(&q.admin_url("/api/v1/backends/a3")).await;
+    assert_eq!(r.status, 404, "{}", r.body);
 
     // Dark when the system is: the page follows prefers-color-scheme.
     let background = "return getComputedStyle(document.body).backgroundColor;";
@@ -451,6 +447,47 @@ async fn the_dashboard_shows_the_pool_and_acts_on_it() {
             &c,
             "#sources tr[data-source='default'] td.state",
             "connected",
+        )
+        .await;
+        // Pin the container's entry to another address, then delete the pin: the container's
+        // address is back.
+        let container_addr = text_of(&c, &format!("tr[data-no='{no}'] td.address"))
+            .await
+            .unwrap();
+        button(&c, &no, "Pin").await.click().await.unwrap();
+        let port = c
+            .wait()
+            .for_element(Locator::Css("#pin-dialog[open] #pin-port"))
+            .await
+            .unwrap();
+        port.clear().await.unwrap();
+        port.send_keys(&b1.port().to_string()).await.unwrap();
+        let address = c.find(Locator::Css("#pin-address")).await.unwrap();
+        address.clear().await.unwrap();
+        address.send_keys("127.0.0.1").await.unwrap();
+        c.find(Locator::XPath(
+            "//dialog[@id='pin-dialog']//button[normalize-space()='Pin']",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+        confirm(&c, &format!("Pin {no} to 127.0.0.1:{}", b1.port())).await;
+        wait_text(&c, &format!("tr[data-no='{no}'] td.pinned"), "pinned").await;
+        wait_text(
+            &c,
+            &format!("tr[data-no='{no}'] td.address"),
+            &format!("127.0.0.1:{}", b1.port()),
+        )
+        .await;
+        button(&c, &no, "Delete").await.click().await.unwrap();
+        confirm(&c, &format!("Delete {no}")).await;
+        wait_text(&c, &format!("tr[data-no='{no}'] td.pinned"), "–").await;
+        wait_text(
+            &c,
+            &format!("tr[data-no='{no}'] td.address"),
+            &container_addr,
         )
         .await;
         let bad = s.name("bad");

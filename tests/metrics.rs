@@ -8,29 +8,12 @@ mod common;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 
-use common::{Backend, Http, Quayside, eventually, full, test_config};
+use common::{Backend, Http, Quayside, eventually, full, have_tool, test_config};
 use http::{Request, StatusCode};
 use quayside::admin::Token;
 
 const ADMIN: &str = "metrics-admin-token";
 const READ: &str = "metrics-read-token";
-
-/// Whether `tool` runs here; without it the test is skipped, unless the run requires the
-/// external tools (`QUAYSIDE_REQUIRE_DOCKER=1`, as `.ci/run` sets), when it fails.
-fn have(tool: &str) -> bool {
-    let ok = Command::new(tool)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        assert!(
-            std::env::var("QUAYSIDE_REQUIRE_DOCKER").ok().as_deref() != Some("1"),
-            "QUAYSIDE_REQUIRE_DOCKER=1 but {tool} is missing (apt-get install prometheus)"
-        );
-        eprintln!("SKIPPED: {tool} is not installed (apt-get install prometheus)");
-    }
-    ok
-}
 
 async fn start() -> Quayside {
     let mut c = test_config();
@@ -111,7 +94,7 @@ fn key(service: &str, backend: &str, code: u16) -> (String, String, String) {
 
 /// `promtool check metrics` accepts `text` (skipped without promtool, unless required).
 fn promtool_accepts(text: &str) {
-    if !have("promtool") {
+    if !have_tool("promtool", "apt-get install prometheus") {
         return;
     }
     let mut check = Command::new("promtool")
@@ -387,7 +370,7 @@ impl Drop for Prometheus {
 
 #[tokio::test]
 async fn a_real_prometheus_scrapes_the_counts_with_the_read_token() {
-    if !have("prometheus") {
+    if !have_tool("prometheus", "apt-get install prometheus") {
         return;
     }
     let a = Backend::start("a").await;

@@ -429,6 +429,25 @@ impl Http {
     }
 }
 
+/// Whether the external `tool` runs here (`tool --version`). Without it the test is skipped with
+/// a printed reason, unless external tools are required (`QUAYSIDE_REQUIRE_DOCKER=1`, as
+/// `.ci/run` sets), where that is a failure; `install` says how to get it.
+#[allow(dead_code)]
+pub fn have_tool(tool: &str, install: &str) -> bool {
+    let ok = std::process::Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var("QUAYSIDE_REQUIRE_DOCKER").ok().as_deref() != Some("1"),
+            "QUAYSIDE_REQUIRE_DOCKER=1 but {tool} is missing ({install})"
+        );
+        eprintln!("SKIPPED: {tool} is not installed ({install})");
+    }
+    ok
+}
+
 /// Poll `f` every 50 ms until it returns `Some`, or panic after `secs` with `what`.
 pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
 where

@@ -201,6 +201,7 @@ async function followEvents() {
   }
 }
 
+let eventsDrawn = 0;
 function onBlock(block) {
   let id = null;
   let data = "";
@@ -216,7 +217,13 @@ function onBlock(block) {
     return;
   }
   state.events.length = Math.min(state.events.length, 100);
-  renderEvents();
+  // (The kept events arrive together on connecting: drawn once per frame.)
+  if (!eventsDrawn) {
+    eventsDrawn = requestAnimationFrame(() => {
+      eventsDrawn = 0;
+      renderEvents();
+    });
+  }
   refreshSoon();
 }
 
@@ -246,9 +253,11 @@ async function act(what, no) {
     const text = {
       Drain: `Drain ${no}? It takes no new requests; those in flight finish.`,
       Enable: `Enable ${no}? It takes traffic again.`,
-      Delete: b.source === "manual"
-        ? `Delete ${no}? The manual entry is removed.`
-        : `Delete ${no}? It is discovered, so it is disabled until enabled again.`,
+      Delete: b.pinned
+        ? `Delete ${no}? The pin goes and the discovered backend is routed again.`
+        : b.source === "manual"
+          ? `Delete ${no}? The manual entry is removed.`
+          : `Delete ${no}? It is discovered, so it is disabled until enabled again.`,
     }[what];
     if (!(await confirmThen(text))) return;
     req = { Drain: ["POST", "/drain"], Enable: ["POST", "/enable"], Delete: ["DELETE", ""] }[what];
