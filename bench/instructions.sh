@@ -6,7 +6,10 @@
 # start-up. Also for nginx with bench/conf/nginx-static.conf (one worker, no master).
 #
 # CLIENT=h2c measures quayside alone with an HTTP/2 client instead (h2load, prior knowledge,
-# one connection, one stream at a time).
+# one connection, one stream at a time). IDLE=1 measures what quayside does per second with
+# no requests at all (the stats sampler, timers): (total after 25 s - total after 5 s) / 20.
+# That per-second work is also inside the per-request figures, in proportion to how long
+# the runs take under valgrind (the h2c runs take longest).
 #
 # Needs: valgrind, nginx (apt-get install -y valgrind nginx-extras), python3, curl, and
 # `cargo build --release` (h2c: nghttp2-client). Run: bash bench/instructions.sh
@@ -43,10 +46,16 @@ quayside() { # N -> total instructions
   for _ in $(seq 1 100); do curl -s -o /dev/null 127.0.0.1:18901/healthz && break; sleep 0.3; done
   curl -s -o /dev/null "127.0.0.1:18901/add?no=1&ip=127.0.0.1&port=18081"
   curl -s -o /dev/null "127.0.0.1:18901/add?no=2&ip=127.0.0.1&port=18082"
-  requests 18900 "$1"
+  if [ -n "${IDLE:-}" ]; then sleep "$1"; else requests 18900 "$1"; fi
   kill -INT $pid; wait $pid || true
   grep '^summary' "$out" | awk '{print $2}'
 }
+
+if [ -n "${IDLE:-}" ]; then
+  i1=$(quayside 5); i2=$(quayside 25)
+  echo "quayside idle: $(( (i2 - i1) / 20 )) instructions per second (2 backends)"
+  exit 0
+fi
 
 nginx_static() { # N -> total instructions
   local out="$work/n.$1"

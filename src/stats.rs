@@ -127,14 +127,21 @@ impl Rings {
         self.prev = totals.clone();
     }
 
-    /// Points newer than `since` (all without it).
-    pub fn view(&self, since: Option<u64>) -> StatsView {
-        let newer = |ring: &VecDeque<Point>| -> Vec<Point> {
-            ring.iter()
-                .filter(|p| since.is_none_or(|s| p.t > s))
+    /// Points newer than `since` (all without it); with `backends_last`, only each backend's
+    /// newest.
+    pub fn view(&self, since: Option<u64>, backends_last: bool) -> StatsView {
+        let newer = |ring: &VecDeque<Point>, at_most: usize| -> Vec<Point> {
+            let mut v: Vec<Point> = ring
+                .iter()
+                .rev()
+                .take_while(|p| since.is_none_or(|s| p.t > s))
+                .take(at_most)
                 .cloned()
-                .collect()
+                .collect();
+            v.reverse();
+            v
         };
+        let per_backend = if backends_last { 1 } else { WINDOW };
         StatsView {
             interval_seconds: INTERVAL.as_secs(),
             window_seconds: WINDOW as u64 * INTERVAL.as_secs(),
@@ -143,7 +150,7 @@ impl Rings {
                 .iter()
                 .map(|(name, ring)| ServiceSeries {
                     name: name.clone(),
-                    points: newer(ring),
+                    points: newer(ring, WINDOW),
                 })
                 .collect(),
             backends: self
@@ -152,7 +159,7 @@ impl Rings {
                 .map(|(no, (service, ring))| BackendSeries {
                     no: no.clone(),
                     service: service.clone(),
-                    points: newer(ring),
+                    points: newer(ring, per_backend),
                 })
                 .collect(),
         }
@@ -221,8 +228,11 @@ pub fn quantile(buckets: &[u64], q: f64) -> Option<f64> {
 pub struct Stats(Arc<Mutex<Rings>>);
 
 impl Stats {
-    pub fn view(&self, since: Option<u64>) -> StatsView {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).view(since)
+    pub fn view(&self, since: Option<u64>, backends_last: bool) -> StatsView {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .view(since, backends_last)
     }
 
     /// Sample `metrics` every [`INTERVAL`] until `stop`; `backends` says which (no, service)
@@ -298,7 +308,7 @@ mod tests {
             &totals(&[("app", "a1", 30, 2, 2), ("app", "a2", 4, 1, 2)]),
             &known,
         );
-        let v = r.view(Some(100));
+        let v = r.view(Some(100), false);
         assert_eq!(v.services.len(), 1);
         let p = &v.services[0].points;
         assert_eq!(p.len(), 1);
@@ -310,18 +320,26 @@ mod tests {
         // Bucket 2 is 1 ms to 2.5 ms: the median is in the middle of it.
         let a1 = v.backends.iter().find(|b| b.no == "a1").unwrap();
         assert_eq!(a1.points[0].p50_ms, Some(1.75));
-        assert_eq!(r.view(None).services[0].points.len(), 2);
+        assert_eq!(r.view(None, false).services[0].points.len(), 2);
+        let last = r.view(None, true);
+        assert_eq!(
+            last.services[0].points.len(),
+            2,
+            "services keep their history"
+        );
+        assert_eq!(last.backends[0].points.len(), 1);
+        assert_eq!(last.backends[0].points[0].t, 101);
     }
 
     #[test]
     fn a_backend_without_traffic_has_points_and_a_gone_one_has_none() {
         let mut r = Rings::default();
         r.step(1, INTERVAL, &BTreeMap::new(), &pairs(&[("a1", "app")]));
-        let v = r.view(None);
+        let v = r.view(None, false);
         assert_eq!(v.backends[0].points[0].requests, 0);
         assert_eq!(v.services[0].name, "app");
         r.step(2, INTERVAL, &BTreeMap::new(), &[]);
-        let v = r.view(None);
+        let v = r.view(None, false);
         assert!(v.backends.is_empty() && v.services.is_empty());
     }
 
@@ -331,7 +349,7 @@ mod tests {
         let known = pairs(&[("a1", "app")]);
         r.step(1, INTERVAL, &totals(&[("app", "a1", 50, 0, 0)]), &known);
         r.step(2, INTERVAL, &totals(&[("app", "a1", 3, 0, 0)]), &known);
-        assert_eq!(r.view(Some(1)).services[0].points[0].requests, 3);
+        assert_eq!(r.view(Some(1), false).services[0].points[0].requests, 3);
     }
 
     #[test]
@@ -341,7 +359,7 @@ mod tests {
         for t in 0..(WINDOW as u64 + 10) {
             r.step(t, INTERVAL, &BTreeMap::new(), &known);
         }
-        let v = r.view(None);
+        let v = r.view(None, false);
         assert_eq!(v.services[0].points.len(), WINDOW);
         assert_eq!(v.services[0].points[0].t, 10);
     }

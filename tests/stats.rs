@@ -114,11 +114,27 @@ async fn requests_become_points_per_backend_and_service() {
             assert!(p["t"].as_u64().unwrap() > last, "{p}");
         }
     }
-    let r = http
-        .get(&q.admin_url("/api/v1/stats?since=yesterday"))
-        .await;
-    assert_eq!(r.status, 400);
-    assert!(r.body.contains("since"), "{}", r.body);
+    // `backends=last`: each backend's newest point only; the services keep their history.
+    let last = stats(&q, "?backends=last").await;
+    for b in last["backends"].as_array().unwrap() {
+        assert!(b["points"].as_array().unwrap().len() <= 1, "{b}");
+    }
+    let shop = |v: &Value| {
+        v["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "shop")
+            .map(|s| s["points"].as_array().unwrap().len())
+    };
+    assert!(shop(&last) >= shop(&v), "the services' points stay whole");
+    for (query, field) in [("since=yesterday", "since"), ("backends=some", "backends")] {
+        let r = http
+            .get(&q.admin_url(&format!("/api/v1/stats?{query}")))
+            .await;
+        assert_eq!(r.status, 400);
+        assert!(r.body.contains(&format!("\"{field}: ")), "{}", r.body);
+    }
     // A removed backend loses its series.
     assert_eq!(http.get(&q.admin_url("/delete?no=s2")).await.status, 200);
     eventually(5, "s2's series gone", || async {

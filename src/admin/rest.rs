@@ -142,38 +142,43 @@ struct NoParam {
     no: String,
 }
 
-/// A string or a number (`"port": "80"` and `80` are both taken).
-fn scalar() -> utoipa::openapi::schema::Schema {
-    use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
-    Schema::OneOf(
+/// A string or a number (`"port": "80"` and `80` are both taken): the schema of such fields.
+struct Scalar;
+
+impl utoipa::PartialSchema for Scalar {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Type};
         OneOfBuilder::new()
             .item(ObjectBuilder::new().schema_type(Type::String))
             .item(ObjectBuilder::new().schema_type(Type::Integer))
-            .build(),
-    )
+            .into()
+    }
 }
+
+impl utoipa::ToSchema for Scalar {}
 
 /// A manual entry: pins `no` to this address (overriding a discovered entry of that name).
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PutBackend {
     /// An IP address.
-    #[schema(schema_with = scalar)]
+    #[schema(value_type = Scalar)]
     address: Value,
     /// 1 to 65535.
-    #[schema(schema_with = scalar)]
+    #[schema(value_type = Scalar)]
     port: Value,
     /// 1 to 1000 (default 1).
     #[serde(default)]
-    #[schema(schema_with = scalar, required = false)]
+    #[schema(value_type = Option<Scalar>)]
     weight: Option<Value>,
-    /// The service it belongs to (default `default`).
+    /// The service it belongs to (default: that of the entry it replaces or pins, else
+    /// `default`).
     #[serde(default)]
-    #[schema(schema_with = scalar, required = false)]
+    #[schema(value_type = Option<Scalar>)]
     service: Option<Value>,
     /// `active` (default), `draining` or `disabled`.
     #[serde(default)]
-    #[schema(schema_with = scalar, required = false)]
+    #[schema(value_type = Option<Scalar>)]
     state: Option<Value>,
 }
 
@@ -352,28 +357,51 @@ async fn access(axum::Extension(g): axum::Extension<super::auth::Granted>) -> Re
     axum::Json(AccessView { access, who: g.who }).into_response()
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
+#[derive(Default, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
-struct Since {
+struct StatsQuery {
     /// Only points after this time (seconds since the Unix epoch).
     #[param(minimum = 0)]
     since: Option<u64>,
+    /// `all` (default) or `last`: each backend's newest point only (what the dashboard's rows
+    /// show; the services keep their history for the charts).
+    #[param(pattern = "^(all|last)$")]
+    backends: Option<String>,
+}
+
+impl StatsQuery {
+    /// The query's fields, each checked and named when wrong; others are ignored.
+    fn parse(query: Option<&str>) -> Result<StatsQuery, ApiError> {
+        let mut q = StatsQuery::default();
+        let bad = |m: String| ApiError(StatusCode::BAD_REQUEST, m);
+        for (k, v) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            match &*k {
+                "since" => q.since = Some(v.parse().map_err(|_| {
+                    bad(format!(
+                        "since: must be a whole number of seconds since the Unix epoch, got {v:?}"
+                    ))
+                })?),
+                "backends" if v == "all" || v == "last" => q.backends = Some(v.into_owned()),
+                "backends" => return Err(bad(format!("backends: must be all or last, got {v:?}"))),
+                _ => {}
+            }
+        }
+        Ok(q)
+    }
 }
 
 /// Each service's and backend's last minutes, one point a second.
-#[utoipa::path(get, path = "/api/v1/stats", tag = "stats", params(Since),
+#[utoipa::path(get, path = "/api/v1/stats", tag = "stats", params(StatsQuery),
     responses(
         (status = 200, description = "the points, oldest first", body = crate::stats::StatsView),
-        (status = 400, description = "since is not a whole number", body = ErrorBody)))]
+        (status = 400, description = "since or backends is not valid: which and why", body = ErrorBody)))]
 async fn stats(
     State(ctx): State<super::Ctx>,
-    query: Result<axum::extract::Query<Since>, axum::extract::rejection::QueryRejection>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
 ) -> ApiResult {
-    let since = query
-        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("since: {}", e.body_text())))?
-        .0
-        .since;
-    Ok(axum::Json(ctx.stats.view(since)).into_response())
+    let q = StatsQuery::parse(query.as_deref())?;
+    let last = q.backends.as_deref() == Some("last");
+    Ok(axum::Json(ctx.stats.view(q.since, last)).into_response())
 }
 
 /// Fields of a service's JSON that describe it but are not settings: `PUT` accepts them back

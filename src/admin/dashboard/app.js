@@ -108,7 +108,8 @@ async function refreshAccess() {
 
 async function refreshFigures() {
   if (state.access === "none") return;
-  const since = state.lastT === null ? "" : "?since=" + state.lastT;
+  // Each backend's newest point is what its row shows; the services' history draws the charts.
+  const since = "?backends=last" + (state.lastT === null ? "" : "&since=" + state.lastT);
   const [b, s] = await Promise.all([api("GET", "/api/v1/backends"), api("GET", "/api/v1/stats" + since)]);
   if (b.ok) {
     state.backends = new Map(b.body.backends.map((x) => [x.no, x]));
