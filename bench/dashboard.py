@@ -9,7 +9,8 @@ measures quayside's own CPU time (from /proc) over SECONDS:
 and the size and answer time of GET /api/v1/stats, whole and with `since`.
 
 Needs: cargo build --release, chromium. Run: python3 bench/dashboard.py
-(BACKENDS=100 SECONDS=30 QUAYSIDE_BIN=target/release/quayside)
+(BACKENDS=100 SECONDS=30 QUAYSIDE_BIN=target/release/quayside; IDLE_ONLY=1 measures only the
+idle phase, e.g. of a build from before the dashboard, for comparison)
 """
 import json
 import os
@@ -69,6 +70,9 @@ def main():
             get(f"{base}/add?no=b{i}&ip=127.0.0.1&port={10000 + i}&service=s{i % 10}")
         time.sleep(3)
         idle = cpu_over(q.pid, SECONDS)
+        if os.environ.get("IDLE_ONLY"):
+            print(f"{BIN}, {BACKENDS} backends: idle {idle / SECONDS * 1000:.2f} ms of CPU per second")
+            return
         browser = subprocess.Popen(
             ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu",
              f"--user-data-dir={work}/chromium", "--remote-debugging-port=0",
@@ -76,7 +80,7 @@ def main():
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(5)
         open_page = cpu_over(q.pid, SECONDS)
-        whole, since = [], []
+        whole, since, last_only = [], [], []
         body = get(base + "/api/v1/stats")
         points = sum(len(s["points"]) for k in ("services", "backends") for s in json.loads(body)[k])
         last = max(p["t"] for s in json.loads(body)["services"] for p in s["points"])
@@ -87,12 +91,16 @@ def main():
             t = time.perf_counter()
             small = get(f"{base}/api/v1/stats?since={last - 1}")
             since.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            page = get(f"{base}/api/v1/stats?backends=last")
+            last_only.append((time.perf_counter() - t) * 1000)
         print(f"{BACKENDS} backends in 10 services, {SECONDS:.0f} s per phase\n")
         print("| measure | result |\n|---|---|")
         print(f"| quayside CPU, idle (sampler only) | {idle / SECONDS * 1000:.2f} ms per second |")
         print(f"| quayside CPU, one dashboard open | {open_page / SECONDS * 1000:.2f} ms per second |")
         print(f"| GET /api/v1/stats, whole ({points} points) | {len(body):,} bytes, median {statistics.median(whole):.2f} ms |")
         print(f"| GET /api/v1/stats?since= (one second) | {len(small):,} bytes, median {statistics.median(since):.2f} ms |")
+        print(f"| GET /api/v1/stats?backends=last (the page's first call) | {len(page):,} bytes, median {statistics.median(last_only):.2f} ms |")
     finally:
         if browser:
             browser.kill()

@@ -7,7 +7,8 @@
 #
 # CLIENT=h2c measures quayside alone with an HTTP/2 client instead (h2load, prior knowledge,
 # one connection, one stream at a time). IDLE=1 measures what quayside does per second with
-# no requests at all (the stats sampler, timers): (total after 25 s - total after 5 s) / 20.
+# no requests at all (the stats sampler, timers): (total after 25 s - total after 5 s) / 20;
+# IDLE_BACKENDS=N adds N more entries first.
 # That per-second work is also inside the per-request figures, in proportion to how long
 # the runs take under valgrind (the h2c runs take longest).
 #
@@ -46,14 +47,25 @@ quayside() { # N -> total instructions
   for _ in $(seq 1 100); do curl -s -o /dev/null 127.0.0.1:18901/healthz && break; sleep 0.3; done
   curl -s -o /dev/null "127.0.0.1:18901/add?no=1&ip=127.0.0.1&port=18081"
   curl -s -o /dev/null "127.0.0.1:18901/add?no=2&ip=127.0.0.1&port=18082"
-  if [ -n "${IDLE:-}" ]; then sleep "$1"; else requests 18900 "$1"; fi
+  if [ -n "${IDLE:-}" ]; then
+    # (IDLE_BACKENDS more entries in 10 services, added before the measured span.)
+    python3 - "${IDLE_BACKENDS:-0}" <<'PY'
+import http.client, sys
+c = http.client.HTTPConnection("127.0.0.1", 18901)
+for i in range(int(sys.argv[1])):
+    c.request("GET", f"/add?no=i{i}&ip=127.0.0.1&port={20000 + i}&service=s{i % 10}"); c.getresponse().read()
+PY
+    sleep "$1"
+  else
+    requests 18900 "$1"
+  fi
   kill -INT $pid; wait $pid || true
   grep '^summary' "$out" | awk '{print $2}'
 }
 
 if [ -n "${IDLE:-}" ]; then
   i1=$(quayside 5); i2=$(quayside 25)
-  echo "quayside idle: $(( (i2 - i1) / 20 )) instructions per second (2 backends)"
+  echo "quayside idle: $(( (i2 - i1) / 20 )) instructions per second ($(( ${IDLE_BACKENDS:-0} + 2 )) backends)"
   exit 0
 fi
 

@@ -334,15 +334,18 @@ pub async fn run_with(
     let prober = tokio::spawn(probe::run(registry.shared().clone(), stop_rx.clone()));
     let stats = stats::Stats::default();
     let sampler = {
-        let handle = registry.clone();
+        // The (no, service) pairs, listed again only when the registry has changed.
+        let shared = registry.shared().clone();
+        let mut seen: (Option<Arc<registry::Registry>>, stats::Listed) = (None, Arc::default());
         tokio::spawn(stats.clone().run(
             metrics.clone(),
             move || {
-                handle
-                    .registry()
-                    .entries()
-                    .map(|e| (e.spec.no, e.spec.service))
-                    .collect()
+                let now = shared.registry.load_full();
+                if !seen.0.as_ref().is_some_and(|r| Arc::ptr_eq(r, &now)) {
+                    let list = now.entries().map(|e| (e.spec.no, e.spec.service)).collect();
+                    seen = (Some(now), Arc::new(list));
+                }
+                seen.1.clone()
             },
             stop_rx.clone(),
         ))

@@ -14,6 +14,9 @@ use tokio::sync::watch;
 
 use crate::metrics::{BUCKETS, Metrics, Totals};
 
+/// The (no, service) pair of every backend there is.
+pub type Listed = Arc<Vec<(String, String)>>;
+
 /// How far back the rings go, in samples (one a second).
 pub const WINDOW: usize = 300;
 /// Time between samples.
@@ -72,27 +75,25 @@ pub struct Rings {
 impl Rings {
     /// Take one sample: `totals` are the counts now, `backends` the (no, service) pairs the
     /// registry holds (a backend without traffic gets zero points too; one that is gone loses
-    /// its ring), `elapsed` the time since the previous sample.
+    /// its ring), `elapsed` the time since the previous sample. In steady state (the same
+    /// backends) it allocates nothing but the rings' points.
     pub fn step(
         &mut self,
         t: u64,
         elapsed: Duration,
-        totals: &BTreeMap<(String, String), Totals>,
+        totals: BTreeMap<(String, String), Totals>,
         backends: &[(String, String)],
     ) {
-        let mut per_backend: BTreeMap<&str, Totals> = BTreeMap::new();
+        // What each series counted since the previous sample (only those that moved).
+        let mut moved: BTreeMap<&str, Totals> = BTreeMap::new();
         let mut per_service: BTreeMap<&str, Totals> = BTreeMap::new();
-        for (no, service) in backends {
-            per_backend.entry(no).or_default();
-            per_service.entry(service).or_default();
-        }
-        for (key, now) in totals {
+        for (key, now) in &totals {
             // A series that was pruned and came back (or restarted) counts from zero.
             let before = self.prev.get(key).filter(|p| p.requests <= now.requests);
             let d = delta(now, before);
             add(per_service.entry(&key.0).or_default(), &d);
-            if !key.1.is_empty() {
-                add(per_backend.entry(&key.1).or_default(), &d);
+            if !key.1.is_empty() && d.requests > 0 {
+                add(moved.entry(&key.1).or_default(), &d);
             }
         }
         let secs = elapsed.as_secs_f64().max(0.001);
@@ -102,29 +103,45 @@ impl Rings {
             }
             ring.push_back(point(t, secs, d));
         };
-        self.services
-            .retain(|name, _| per_service.contains_key(name.as_str()));
+        let zero = Totals::default();
+        for (no, service) in backends {
+            per_service.entry(service).or_default();
+            let d = moved.get(no.as_str()).unwrap_or(&zero);
+            match self.backends.get_mut(no.as_str()) {
+                Some(slot) => {
+                    if slot.0 != *service {
+                        slot.0.clone_from(service);
+                    }
+                    push(&mut slot.1, d);
+                }
+                None => {
+                    let mut ring = VecDeque::new();
+                    push(&mut ring, d);
+                    self.backends.insert(no.clone(), (service.clone(), ring));
+                }
+            }
+        }
+        // Every listed backend has a ring now, so more rings means some are gone.
+        if self.backends.len() > backends.len() {
+            let listed: std::collections::BTreeSet<&str> =
+                backends.iter().map(|(no, _)| no.as_str()).collect();
+            self.backends.retain(|no, _| listed.contains(no.as_str()));
+        }
         for (name, d) in &per_service {
-            push(self.services.entry((*name).to_owned()).or_default(), d);
+            match self.services.get_mut(*name) {
+                Some(ring) => push(ring, d),
+                None => {
+                    let mut ring = VecDeque::new();
+                    push(&mut ring, d);
+                    self.services.insert((*name).to_owned(), ring);
+                }
+            }
         }
-        let service_of: BTreeMap<&str, &str> = backends
-            .iter()
-            .map(|(no, s)| (no.as_str(), s.as_str()))
-            .collect();
-        self.backends
-            .retain(|no, _| service_of.contains_key(no.as_str()));
-        for (no, d) in &per_backend {
-            let Some(service) = service_of.get(no) else {
-                continue;
-            };
-            let slot = self
-                .backends
-                .entry((*no).to_owned())
-                .or_insert_with(|| ((*service).to_owned(), VecDeque::new()));
-            slot.0 = (*service).to_owned();
-            push(&mut slot.1, d);
+        if self.services.len() > per_service.len() {
+            self.services
+                .retain(|name, _| per_service.contains_key(name.as_str()));
         }
-        self.prev = totals.clone();
+        self.prev = totals;
     }
 
     /// Points newer than `since` (all without it); with `backends_last`, only each backend's
@@ -240,7 +257,7 @@ impl Stats {
     pub async fn run(
         self,
         metrics: Arc<Metrics>,
-        backends: impl Fn() -> Vec<(String, String)>,
+        mut backends: impl FnMut() -> Listed,
         mut stop: watch::Receiver<bool>,
     ) {
         // (The first sample a whole interval after the start, so each covers one.)
@@ -261,7 +278,7 @@ impl Stats {
             self.0
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .step(t, now - last, &totals, &list);
+                .step(t, now - last, totals, &list);
             last = now;
         }
     }
@@ -299,13 +316,13 @@ mod tests {
         r.step(
             100,
             INTERVAL,
-            &totals(&[("app", "a1", 10, 0, 2), ("app", "a2", 4, 1, 2)]),
+            totals(&[("app", "a1", 10, 0, 2), ("app", "a2", 4, 1, 2)]),
             &known,
         );
         r.step(
             101,
             Duration::from_millis(500),
-            &totals(&[("app", "a1", 30, 2, 2), ("app", "a2", 4, 1, 2)]),
+            totals(&[("app", "a1", 30, 2, 2), ("app", "a2", 4, 1, 2)]),
             &known,
         );
         let v = r.view(Some(100), false);
@@ -334,21 +351,43 @@ mod tests {
     #[test]
     fn a_backend_without_traffic_has_points_and_a_gone_one_has_none() {
         let mut r = Rings::default();
-        r.step(1, INTERVAL, &BTreeMap::new(), &pairs(&[("a1", "app")]));
+        r.step(1, INTERVAL, BTreeMap::new(), &pairs(&[("a1", "app")]));
         let v = r.view(None, false);
         assert_eq!(v.backends[0].points[0].requests, 0);
         assert_eq!(v.services[0].name, "app");
-        r.step(2, INTERVAL, &BTreeMap::new(), &[]);
+        r.step(2, INTERVAL, BTreeMap::new(), &[]);
         let v = r.view(None, false);
         assert!(v.backends.is_empty() && v.services.is_empty());
+        // One gone and one new in the same sample, and one moved to another service.
+        r.step(
+            3,
+            INTERVAL,
+            BTreeMap::new(),
+            &pairs(&[("a1", "app"), ("a2", "app")]),
+        );
+        r.step(
+            4,
+            INTERVAL,
+            BTreeMap::new(),
+            &pairs(&[("a1", "web"), ("a3", "app")]),
+        );
+        let v = r.view(None, false);
+        let nos: Vec<(&str, &str)> = v
+            .backends
+            .iter()
+            .map(|b| (b.no.as_str(), b.service.as_str()))
+            .collect();
+        assert_eq!(nos, [("a1", "web"), ("a3", "app")]);
+        let names: Vec<&str> = v.services.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["app", "web"]);
     }
 
     #[test]
     fn a_pruned_series_that_returns_counts_from_zero() {
         let mut r = Rings::default();
         let known = pairs(&[("a1", "app")]);
-        r.step(1, INTERVAL, &totals(&[("app", "a1", 50, 0, 0)]), &known);
-        r.step(2, INTERVAL, &totals(&[("app", "a1", 3, 0, 0)]), &known);
+        r.step(1, INTERVAL, totals(&[("app", "a1", 50, 0, 0)]), &known);
+        r.step(2, INTERVAL, totals(&[("app", "a1", 3, 0, 0)]), &known);
         assert_eq!(r.view(Some(1), false).services[0].points[0].requests, 3);
     }
 
@@ -357,7 +396,7 @@ mod tests {
         let mut r = Rings::default();
         let known = pairs(&[("a1", "app")]);
         for t in 0..(WINDOW as u64 + 10) {
-            r.step(t, INTERVAL, &BTreeMap::new(), &known);
+            r.step(t, INTERVAL, BTreeMap::new(), &known);
         }
         let v = r.view(None, false);
         assert_eq!(v.services[0].points.len(), WINDOW);
