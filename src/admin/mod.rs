@@ -203,11 +203,8 @@ async fn not_found(uri: axum::http::Uri) -> Response {
         .collect();
     let message = format!("not found: {}; the admin API has:\n{routes}", uri.path());
     if uri.path().starts_with("/api/") {
-        return (
-            StatusCode::NOT_FOUND,
-            axum::Json(serde_json::json!({ "error": message })),
-        )
-            .into_response();
+        let body = rest::ErrorBody { error: message };
+        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
     }
     (StatusCode::NOT_FOUND, message).into_response()
 }

@@ -122,7 +122,7 @@ async fn list_backends(State(reg): State<Handle>) -> Response {
         (status = 200, description = "the entry", body = BackendView),
         (status = 400, description = "not a valid no", body = ErrorBody),
         (status = 404, description = "no such entry", body = ErrorBody)))]
-async fn get_backend(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
+async fn get_backend(State(reg): State<Handle>, Path(NoParam { no }): Path<NoParam>) -> ApiResult {
     let no = validate::no(&no)?;
     let r = reg.registry();
     let e = r
@@ -135,7 +135,6 @@ async fn get_backend(State(reg): State<Handle>, Path(no): Path<String>) -> ApiRe
 /// The `{no}` of a backend's path.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)]
 struct NoParam {
     /// The entry's name: 1 to 64 of A-Z a-z 0-9 . _ -
     #[param(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "a1")]
@@ -189,7 +188,11 @@ struct PutBackend {
         (status = 200, description = "saved; the entry as it is now", body = BackendView),
         (status = 400, description = "a field is invalid: which and why", body = ErrorBody),
         (status = 503, description = "the change could not be saved", body = ErrorBody)))]
-async fn put_backend(State(reg): State<Handle>, Path(no): Path<String>, body: Bytes) -> ApiResult {
+async fn put_backend(
+    State(reg): State<Handle>,
+    Path(NoParam { no }): Path<NoParam>,
+    body: Bytes,
+) -> ApiResult {
     let b: PutBackend = parse_body(&body)?;
     let address = text("address", &b.address)?;
     let port = text("port", &b.port)?;
@@ -207,7 +210,7 @@ async fn put_backend(State(reg): State<Handle>, Path(no): Path<String>, body: By
     .command("address")?;
     let no = validate::no(&no)?;
     reg.apply(cmd).await?;
-    get_backend(State(reg), Path(no)).await
+    get_backend(State(reg), Path(NoParam { no })).await
 }
 
 /// Remove a manual entry (a discovered one comes back from its source if still there).
@@ -217,7 +220,10 @@ async fn put_backend(State(reg): State<Handle>, Path(no): Path<String>, body: By
         (status = 400, description = "not a valid no", body = ErrorBody),
         (status = 404, description = "no such entry", body = ErrorBody),
         (status = 503, description = "the change could not be saved", body = ErrorBody)))]
-async fn delete_backend(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
+async fn delete_backend(
+    State(reg): State<Handle>,
+    Path(NoParam { no }): Path<NoParam>,
+) -> ApiResult {
     let no = validate::no(&no)?;
     reg.apply(Command::Remove { no }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
@@ -230,7 +236,7 @@ async fn set_state(reg: Handle, no: String, state: AdminState) -> ApiResult {
         state,
     })
     .await?;
-    get_backend(State(reg), Path(no)).await
+    get_backend(State(reg), Path(NoParam { no })).await
 }
 
 /// Take no new requests; those in flight finish.
@@ -240,7 +246,7 @@ async fn set_state(reg: Handle, no: String, state: AdminState) -> ApiResult {
         (status = 400, description = "not a valid no", body = ErrorBody),
         (status = 404, description = "no such entry", body = ErrorBody),
         (status = 503, description = "the change could not be saved", body = ErrorBody)))]
-async fn drain(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
+async fn drain(State(reg): State<Handle>, Path(NoParam { no }): Path<NoParam>) -> ApiResult {
     set_state(reg, no, AdminState::Draining).await
 }
 
@@ -251,7 +257,7 @@ async fn drain(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
         (status = 400, description = "not a valid no", body = ErrorBody),
         (status = 404, description = "no such entry", body = ErrorBody),
         (status = 503, description = "the change could not be saved", body = ErrorBody)))]
-async fn enable(State(reg): State<Handle>, Path(no): Path<String>) -> ApiResult {
+async fn enable(State(reg): State<Handle>, Path(NoParam { no }): Path<NoParam>) -> ApiResult {
     set_state(reg, no, AdminState::Active).await
 }
 
@@ -498,7 +504,6 @@ struct ServiceList {
 /// The `{name}` of a service's path.
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Path)]
-#[allow(dead_code)]
 struct NameParam {
     /// The service's name: 1 to 64 of A-Z a-z 0-9 . _ -
     #[param(pattern = "^[A-Za-z0-9._-]{1,64}$", example = "web")]
@@ -524,7 +529,10 @@ async fn list_services(State(reg): State<Handle>) -> Response {
         (status = 200, description = "the service", body = ServiceView),
         (status = 400, description = "not a valid name", body = ErrorBody),
         (status = 404, description = "no such service", body = ErrorBody)))]
-async fn get_service(State(reg): State<Handle>, Path(name): Path<String>) -> ApiResult {
+async fn get_service(
+    State(reg): State<Handle>,
+    Path(NameParam { name }): Path<NameParam>,
+) -> ApiResult {
     let name = validate::service(&name)?;
     let r = reg.registry();
     if !r.service_names().contains(&name) {
@@ -547,7 +555,7 @@ async fn get_service(State(reg): State<Handle>, Path(name): Path<String>) -> Api
         (status = 503, description = "the change could not be saved", body = ErrorBody)))]
 async fn put_service(
     State(reg): State<Handle>,
-    Path(name): Path<String>,
+    Path(NameParam { name }): Path<NameParam>,
     body: Bytes,
 ) -> ApiResult {
     let name = validate::service(&name)?;
@@ -573,7 +581,7 @@ async fn put_service(
         config,
     })
     .await?;
-    get_service(State(reg), Path(name)).await
+    get_service(State(reg), Path(NameParam { name })).await
 }
 
 /// Drop the settings set by `PUT` (labels and defaults apply again).
@@ -583,7 +591,10 @@ async fn put_service(
         (status = 400, description = "not a valid name", body = ErrorBody),
         (status = 404, description = "no settings for that service", body = ErrorBody),
         (status = 503, description = "the change could not be saved", body = ErrorBody)))]
-async fn delete_service(State(reg): State<Handle>, Path(name): Path<String>) -> ApiResult {
+async fn delete_service(
+    State(reg): State<Handle>,
+    Path(NameParam { name }): Path<NameParam>,
+) -> ApiResult {
     let name = validate::service(&name)?;
     reg.apply(Command::DeleteService { name }).await?;
     Ok(StatusCode::NO_CONTENT.into_response())

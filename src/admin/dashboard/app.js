@@ -554,6 +554,8 @@ async function start() {
   setInterval(async () => {
     tick += 1;
     try {
+      // (quayside was not reachable when the page loaded: ask again what the token may do.)
+      if (state.access === null) await refreshAccess();
       await (tick % 5 === 0 ? refreshAll() : refreshFigures());
     } catch (e) {
       setLive(false);
