@@ -1,6 +1,7 @@
 //! `GET /api/v1/stats` (the dashboard's figures): requests through the proxy show up as points
 //! per backend and per service, once a second, with their errors and latency; `since` returns
-//! only newer points. `GET /api/v1/access` says what a token may do without refusing it.
+//! only newer points. `GET /api/v1/access` says what a token may do without refusing it. The
+//! dashboard's files load without a token, under a strict Content-Security-Policy.
 
 mod common;
 
@@ -169,4 +170,41 @@ async fn access_says_what_a_token_may_do() {
     assert_eq!(access(&q, Some("guess")).await, "none");
     assert_eq!(access(&q, Some("acc-read")).await, "read");
     assert_eq!(access(&q, Some("acc-admin")).await, "change");
+}
+
+#[tokio::test]
+async fn the_dashboards_files_load_without_a_token_under_a_strict_policy() {
+    let mut config = test_config();
+    config.admin.token = Some(Token::new("files-admin"));
+    let q = Quayside::start_with(config).await;
+    let http = Http::new();
+    let r = http.get(&q.admin_url("/")).await;
+    assert_eq!(r.status, 303);
+    assert_eq!(r.headers["location"], "/dashboard/");
+    for (path, kind) in [
+        ("/dashboard/", "text/html"),
+        ("/dashboard/app.js", "text/javascript"),
+        ("/dashboard/style.css", "text/css"),
+        ("/dashboard/favicon.svg", "image/svg+xml"),
+    ] {
+        let r = http.get(&q.admin_url(path)).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        let got = r.headers["content-type"].to_str().unwrap();
+        assert!(got.starts_with(kind), "{path}: {got}");
+        let csp = r.headers["content-security-policy"].to_str().unwrap();
+        for part in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.contains(part), "{path}: {csp}");
+        }
+        assert!(!r.body.is_empty(), "{path}");
+    }
+    let r = http.get(&q.admin_url("/dashboard/nope.js")).await;
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("app.js"), "{}", r.body);
+    // The data is not open: the page sends the token for it.
+    let r = http.get(&q.admin_url("/api/v1/stats")).await;
+    assert_eq!(r.status, 401);
 }
