@@ -177,7 +177,7 @@ fn cross_site(headers: &HeaderMap, host: Option<&str>) -> Option<String> {
 }
 
 /// The middleware: see the module doc.
-pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+pub async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) -> Response {
     let path = req.uri().path().to_owned();
     let host = req
         .headers()
@@ -210,7 +210,6 @@ pub async fn guard(State(g): State<Arc<Guard>>, req: Request, next: Next) -> Res
         (Some(_), Some(false)) => format!("{peer} (read token)"),
         (Some(_), None) => format!("{peer} (no valid token)"),
     };
-    let mut req = req;
     req.extensions_mut().insert(Granted {
         allows: allowed,
         who: who.clone(),
