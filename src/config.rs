@@ -206,6 +206,24 @@ pub struct Cli {
     #[arg(long, env = "QUAYSIDE_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: Option<u16>,
 
+    /// Proxies (address blocks, comma-separated) whose `X-Forwarded-For` is believed: the
+    /// client address of a request through them is the last one there that is not theirs. It
+    /// is what `ip_allow`, `rate_limit`, `hash`, the access log and `X-Forwarded-For` use.
+    /// With this set, an `X-Forwarded-For` from anyone else is replaced [default: none, and
+    /// the connection's peer is the client]
+    #[arg(
+        long,
+        env = "QUAYSIDE_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
+
+    /// The port clients reach HTTPS on, where `https_redirect` sends them (the published port
+    /// is not known inside a container) [default: 443]
+    #[arg(long, env = "QUAYSIDE_HTTPS_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    pub https_port: Option<u16>,
+
     /// On SIGTERM/SIGINT, time given to in-flight requests; also how long an upgraded
     /// connection (WebSocket) outlives the drain or removal of its backend [default: 30s]
     #[arg(long, env = "QUAYSIDE_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
@@ -286,6 +304,9 @@ pub struct FileConfig {
     #[serde(default)]
     pub tls_key: Vec<PathBuf>,
     pub tls_listen: Option<SocketAddr>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub https_port: Option<u16>,
 }
 
 /// A duration in the file: `"5s"` or a number of seconds.
@@ -660,9 +681,37 @@ impl Config {
                 },
                 park_after: d.park_after,
                 observer: None,
+                trusted_proxies: trusted_proxies(if cli.trusted_proxies.is_empty() {
+                    file.trusted_proxies
+                } else {
+                    cli.trusted_proxies
+                })?,
+                https_port: match cli.https_port.or(file.https_port) {
+                    Some(0) => {
+                        return Err(ConfigError::Value {
+                            key: "https_port".into(),
+                            reason: "must be 1-65535".into(),
+                        });
+                    }
+                    Some(p) => p,
+                    None => d.https_port,
+                },
             },
         })
     }
+}
+
+/// `--trusted-proxies`: each an address block.
+fn trusted_proxies(v: Vec<String>) -> Result<std::sync::Arc<[crate::types::Cidr]>, ConfigError> {
+    v.iter()
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| {
+            crate::types::Cidr::parse(s).map_err(|reason| ConfigError::Value {
+                key: "trusted_proxies".into(),
+                reason,
+            })
+        })
+        .collect()
 }
 
 /// The Docker endpoints: from `--docker-host` (each `URI` or `NAME=URI`), else the file's

@@ -17,6 +17,9 @@
 //! - [`registry`]: the single owner of the merged backend set. Pure [`registry::Registry`] state
 //!   changed by [`registry::Command`]s; a task ([`registry::Handle`], for the routing table [`routing::Handle`]) applies them in batches,
 //!   saves the state file and publishes a new routing table with one atomic swap.
+//! - [`middleware`]: a service's middlewares (redirect, IP allow-list, rate limit, basic and
+//!   forward auth, headers, compression) compiled from its settings, with the pure steps the
+//!   request plan runs on both fronts.
 //! - [`routing`]: the immutable [`routing::RoutingTable`] snapshot: host/path matching and each
 //!   service's backends and balancer. Built purely from the registry.
 //! - [`probe`] and [`discovery`], the observers: the task that probes backends for active health
@@ -52,6 +55,7 @@ pub mod config;
 pub mod discovery;
 pub mod health;
 pub mod metrics;
+pub mod middleware;
 pub mod probe;
 pub mod proxy;
 pub mod registry;

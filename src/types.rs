@@ -102,9 +102,102 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// An address block, `10.0.0.0/8` or `2001:db8::/32` (a bare address is a block of one). An
+/// IPv4 block also holds the IPv4-mapped IPv6 form of its addresses (`::ffff:10.0.0.1`), as a
+/// dual-stack listener reports them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    bits: u8,
+}
+
+impl Cidr {
+    /// Parse `a.b.c.d/n`, `x::y/n` or a bare address; the error says why, quoting `s`.
+    pub fn parse(s: &str) -> Result<Cidr, String> {
+        let s = s.trim();
+        let (a, bits) = match s.split_once('/') {
+            Some((a, b)) => (a, Some(b)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .map_err(|_| format!("must be an address or block like 10.0.0.0/8, got {s:?}"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let bits = match bits {
+            None => max,
+            Some(b) => match b.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(format!("prefix length must be 0-{max}, got {s:?}")),
+            },
+        };
+        Ok(Cidr { addr, bits })
+    }
+
+    #[inline]
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.bits)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.bits))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether any of `blocks` holds `ip`.
+    #[inline]
+    pub fn any(blocks: &[Cidr], ip: std::net::IpAddr) -> bool {
+        blocks.iter().any(|b| b.contains(ip))
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.bits)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blocks_hold_their_addresses() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let b = Cidr::parse("10.1.0.0/16").unwrap();
+        assert!(b.contains(ip("10.1.200.3")));
+        assert!(b.contains(ip("::ffff:10.1.0.1")));
+        assert!(!b.contains(ip("10.2.0.1")));
+        assert!(!b.contains(ip("::1")));
+        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        assert!(
+            Cidr::parse("2001:db8::/32")
+                .unwrap()
+                .contains(ip("2001:db8:1::5"))
+        );
+        assert!(
+            !Cidr::parse("2001:db8::/32")
+                .unwrap()
+                .contains(ip("2001:db9::5"))
+        );
+        assert!(Cidr::parse("127.0.0.1").unwrap().contains(ip("127.0.0.1")));
+        assert!(!Cidr::parse("127.0.0.1").unwrap().contains(ip("127.0.0.2")));
+        assert!(Cidr::parse("10.0.0.0/33").unwrap_err().contains("0-32"));
+        assert!(Cidr::parse("ten").unwrap_err().contains("10.0.0.0/8"));
+    }
 
     #[test]
     fn durations() {

@@ -32,6 +32,10 @@ pub enum ProxyError {
     /// The request could not be turned into an upstream request.
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    /// A middleware of the service answered instead of the backend (redirect, 401, 403,
+    /// 429, or forward auth's own answer).
+    #[error("answered by the service's middleware with {}", .0.status.as_u16())]
+    Answered(Box<crate::middleware::Answer>),
 }
 
 impl ProxyError {
@@ -46,6 +50,7 @@ impl ProxyError {
             }
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Answered(a) => a.status,
         }
     }
 
@@ -80,6 +85,9 @@ impl ProxyError {
 
     /// The short text body of the error's response.
     pub fn body(&self) -> String {
+        if let ProxyError::Answered(a) = self {
+            return String::from_utf8_lossy(&a.body).into_owned();
+        }
         let status = self.status();
         format!(
             "{} {}: {}\n",
@@ -97,31 +105,64 @@ impl ProxyError {
     /// The same, with the request's `X-Request-Id` when it has one.
     pub fn to_http1_with_id(&self, close: bool, request_id: Option<&[u8]>) -> Vec<u8> {
         let status = self.status();
-        let body = self.body();
-        let id = request_id
-            .and_then(|id| std::str::from_utf8(id).ok())
-            .map(|id| format!("x-request-id: {id}\r\n"))
-            .unwrap_or_default();
-        format!(
-            "HTTP/1.1 {} {}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\n{}{id}date: {}\r\n\r\n{body}",
+        let (body, extra) = self.parts();
+        let mut head = format!(
+            "HTTP/1.1 {} {}\r\ncontent-length: {}\r\n{}",
             status.as_u16(),
             status.canonical_reason().unwrap_or(""),
             body.len(),
             if close { "connection: close\r\n" } else { "" },
-            httpdate::fmt_http_date(std::time::SystemTime::now()),
-        )
-        .into_bytes()
+        );
+        if !extra.iter().any(|(n, _)| n == header::CONTENT_TYPE) {
+            head.push_str("content-type: text/plain; charset=utf-8\r\n");
+        }
+        for (name, value) in extra {
+            if let Ok(v) = value.to_str() {
+                head.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        if let Some(id) = request_id.and_then(|id| std::str::from_utf8(id).ok()) {
+            head.push_str(&format!("x-request-id: {id}\r\n"));
+        }
+        head.push_str(&format!(
+            "date: {}\r\n\r\n",
+            httpdate::fmt_http_date(std::time::SystemTime::now())
+        ));
+        let mut out = head.into_bytes();
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// The body, and the headers of a middleware's answer.
+    fn parts(&self) -> (Bytes, &[(http::HeaderName, HeaderValue)]) {
+        match self {
+            ProxyError::Answered(a) => (a.body.clone(), &a.headers),
+            _ => (Bytes::from(self.body()), &[]),
+        }
+    }
+
+    /// The body's length.
+    pub fn body_len(&self) -> usize {
+        match self {
+            ProxyError::Answered(a) => a.body.len(),
+            _ => self.body().len(),
+        }
     }
 
     pub fn into_response(self) -> Response<Full<Bytes>> {
         let status = self.status();
-        let body = self.body();
-        let mut resp = Response::new(Full::new(Bytes::from(body)));
+        let (body, extra) = self.parts();
+        let mut resp = Response::new(Full::new(body));
         *resp.status_mut() = status;
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        if !extra.iter().any(|(n, _)| n == header::CONTENT_TYPE) {
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+        }
+        for (name, value) in extra {
+            resp.headers_mut().append(name.clone(), value.clone());
+        }
         resp
     }
 }

@@ -53,9 +53,17 @@ pub struct Forwarder {
     pub(in crate::proxy) runtime: Arc<Runtime>,
     /// See [`ProxyConfig::park_after`].
     pub(in crate::proxy) park_after: Duration,
+    /// See [`ProxyConfig::trusted_proxies`].
+    pub(in crate::proxy) trusted: Arc<[crate::types::Cidr]>,
+    pub(in crate::proxy) https_port: u16,
+    /// The client of `forward_auth` requests (made at the first one).
+    pub(in crate::proxy) auth_client: std::sync::OnceLock<AuthClient>,
     /// This worker's backend pools, swept of idle connections.
     sweep: pool::Sweep,
 }
+
+/// `forward_auth`'s HTTP client.
+pub type AuthClient = HttpClient<HttpConnector, Empty<Bytes>>;
 
 impl Forwarder {
     pub fn new(
@@ -68,6 +76,9 @@ impl Forwarder {
             shared,
             runtime,
             park_after: config.park_after,
+            trusted: config.trusted_proxies.clone(),
+            https_port: config.https_port,
+            auth_client: std::sync::OnceLock::new(),
             sweep: pool::Sweep::default(),
             workers,
             connect_timeout: config.connect_timeout,
@@ -181,7 +192,10 @@ pub fn connect_error(e: ConnectError, upstream: &Upstream) -> ProxyError {
 /// what the client or the table made of it.
 pub fn log_failure(e: &ProxyError) {
     match e {
-        ProxyError::NoBackend { .. } | ProxyError::AllDown { .. } | ProxyError::BadRequest(_) => {
+        ProxyError::NoBackend { .. }
+        | ProxyError::AllDown { .. }
+        | ProxyError::BadRequest(_)
+        | ProxyError::Answered(_) => {
             tracing::debug!(error = %e, "request not forwarded")
         }
         _ => tracing::warn!(error = %e, "request failed"),

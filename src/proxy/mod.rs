@@ -59,6 +59,10 @@ pub struct ProxyConfig {
     pub park_after: Duration,
     /// Gets one [`plan::Record`] per request, from both fronts (none: nothing is recorded).
     pub observer: Option<Arc<dyn plan::Observe>>,
+    /// Proxies whose `X-Forwarded-For` names the client (`--trusted-proxies`).
+    pub trusted_proxies: Arc<[crate::types::Cidr]>,
+    /// Where `https_redirect` sends clients (`--https-port`).
+    pub https_port: u16,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -74,6 +78,8 @@ impl std::fmt::Debug for ProxyConfig {
             .field("max_connections", &self.max_connections)
             .field("park_after", &self.park_after)
             .field("observer", &self.observer.is_some())
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("https_port", &self.https_port)
             .finish()
     }
 }
@@ -91,6 +97,8 @@ impl Default for ProxyConfig {
             max_connections: 50_000,
             park_after: Duration::from_millis(250),
             observer: None,
+            trusted_proxies: Arc::from([]),
+            https_port: 443,
         }
     }
 }

@@ -16,6 +16,7 @@ use super::retry::RetryBudget;
 use crate::balance::hash::hash_bytes;
 use crate::health::now_ms;
 use crate::routing::{HashKey, RoutingTable, ServiceRoute, Shared, Upstream};
+use crate::types::Cidr;
 
 /// Attempts per request, the first included.
 pub const MAX_ATTEMPTS: usize = 3;
@@ -312,7 +313,7 @@ pub fn refused<'a>(
         attempts: plan.map_or(0, |p| p.tried.len() as u32),
         duration: plan.map_or(Duration::ZERO, |p| p.started.elapsed()),
         upstream: None,
-        body_bytes: err.body().len() as u64,
+        body_bytes: err.body_len() as u64,
     }
 }
 
@@ -387,6 +388,49 @@ fn hash_key(key: Option<&HashKey>, head: &impl RequestHead, ip: IpAddr) -> u64 {
     }
 }
 
+/// The client's address for one request: the connection's `peer`, or, when the peer is one of
+/// the `trusted` proxies, the last address in its `X-Forwarded-For` that is not a trusted
+/// proxy's (the first one if all are; the peer if the header says nothing usable).
+#[inline]
+pub fn client_ip(peer: IpAddr, xff: Option<&[u8]>, trusted: &[Cidr]) -> IpAddr {
+    if trusted.is_empty() || !Cidr::any(trusted, peer) {
+        return peer;
+    }
+    let Some(list) = xff.and_then(|v| std::str::from_utf8(v).ok()) else {
+        return peer;
+    };
+    let mut last = None;
+    for item in list.rsplit(',') {
+        let Some(ip) = parse_forwarded_ip(item.trim()) else {
+            // A hop we cannot read: nothing before it can be believed.
+            break;
+        };
+        last = Some(ip);
+        if !Cidr::any(trusted, ip) {
+            return ip;
+        }
+    }
+    last.unwrap_or(peer)
+}
+
+/// One `X-Forwarded-For` item: `1.2.3.4`, `1.2.3.4:567`, `::1` or `[::1]:567`.
+fn parse_forwarded_ip(item: &str) -> Option<IpAddr> {
+    if let Ok(ip) = item.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = item.strip_prefix('[') {
+        return rest.split(']').next()?.parse().ok();
+    }
+    item.rsplit_once(':')?.0.parse().ok()
+}
+
+/// Whether a request's own `X-Forwarded-For` is kept (appended to) on its way upstream: with
+/// `--trusted-proxies` set, only one from a trusted proxy is.
+#[inline]
+pub fn keeps_forwarded_for(peer: IpAddr, trusted: &[Cidr]) -> bool {
+    trusted.is_empty() || Cidr::any(trusted, peer)
+}
+
 /// `target` without `prefix` (the rest always starts with `/`, the query kept).
 pub fn strip_prefix<'t>(target: &'t str, prefix: Option<&str>) -> Cow<'t, str> {
     let Some(prefix) = prefix else {
@@ -431,6 +475,37 @@ mod tests {
             strip_prefix("/api/x", None),
             Cow::Borrowed("/api/x")
         ));
+    }
+
+    #[test]
+    fn trusted_proxies_name_the_client() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
+        let peer = ip("10.0.0.2");
+        assert_eq!(client_ip(peer, Some(b"203.0.113.9"), &[]), peer);
+        assert_eq!(
+            client_ip(ip("198.51.100.1"), Some(b"203.0.113.9"), &trusted),
+            ip("198.51.100.1")
+        );
+        assert_eq!(
+            client_ip(peer, Some(b"203.0.113.9"), &trusted),
+            ip("203.0.113.9")
+        );
+        // The spoofed first entry is not believed: the last untrusted hop is the client.
+        assert_eq!(
+            client_ip(peer, Some(b"1.1.1.1, 203.0.113.9, 10.0.0.7"), &trusted),
+            ip("203.0.113.9")
+        );
+        assert_eq!(client_ip(peer, Some(b"10.0.0.5"), &trusted), ip("10.0.0.5"));
+        assert_eq!(client_ip(peer, Some(b"garbage"), &trusted), peer);
+        assert_eq!(
+            client_ip(peer, Some(b"[2001:db8::1]:443"), &trusted),
+            ip("2001:db8::1")
+        );
+        assert_eq!(client_ip(peer, None, &trusted), peer);
+        assert!(keeps_forwarded_for(peer, &trusted));
+        assert!(!keeps_forwarded_for(ip("192.0.2.1"), &trusted));
+        assert!(keeps_forwarded_for(ip("192.0.2.1"), &[]));
     }
 
     #[test]

@@ -12,6 +12,7 @@
 
 pub mod actor;
 pub mod events;
+pub mod middleware;
 pub mod persist;
 pub mod swarm_store;
 pub mod validate;
@@ -285,6 +286,28 @@ pub struct ServiceConfig {
     /// `http1` (default) or `h2c` to the backends.
     #[serde(default, skip_serializing_if = "Protocol::is_default")]
     pub protocol: Protocol,
+    // Middlewares (README, "Middlewares"): off when absent.
+    /// Plain HTTP gets a 308 to `https://` on `--https-port` (ACME challenges excepted).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect: bool,
+    /// `Strict-Transport-Security` on HTTPS answers, e.g. `max-age=31536000`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsts: Option<String>,
+    /// `user:hash` entries (bcrypt or argon2): other requests get 401.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub basic_auth: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_auth: Option<middleware::ForwardAuth>,
+    /// Client address blocks allowed (others get 403); empty: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<middleware::RateLimit>,
+    /// gzip, br or zstd by `Accept-Encoding`, for compressible answers over 1 KiB.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compress: bool,
+    #[serde(default, skip_serializing_if = "middleware::Headers::is_empty")]
+    pub headers: middleware::Headers,
 }
 
 impl ServiceConfig {
@@ -332,6 +355,14 @@ impl ServiceConfig {
                 ));
             }
         }
+        middleware::validate(
+            &self.hsts,
+            &self.basic_auth,
+            &mut self.forward_auth,
+            &mut self.ip_allow,
+            &self.rate_limit,
+            &mut self.headers,
+        )?;
         if name == DEFAULT_SERVICE && self.has_rules() {
             return Err(FieldError::new(
                 "hosts",

@@ -19,6 +19,7 @@ use http::uri::Authority;
 
 use crate::balance::{Balancer, Load, rng};
 use crate::health::{BackendStats, now_ms};
+use crate::middleware::Middleware;
 use crate::registry::{AdminState, Changes, DEFAULT_SERVICE, HealthCheck, Registry};
 
 /// A backend as the data plane sees it.
@@ -138,6 +139,8 @@ pub struct ServiceRoute {
     pub hash_key: Option<HashKey>,
     pub sticky_cookie: Option<String>,
     pub health: Option<HealthCheck>,
+    /// Its middlewares (`None`: it has none, and requests skip them at no cost).
+    pub middleware: Option<Arc<Middleware>>,
 }
 
 impl ServiceRoute {
@@ -351,6 +354,11 @@ impl RoutingTable {
                     .then(|| HashKey::parse(cfg.hash_key.as_deref())),
                 sticky_cookie: cfg.sticky_cookie.clone(),
                 health: cfg.health.clone(),
+                middleware: Middleware::compile(
+                    name,
+                    &cfg,
+                    before.and_then(|s| s.middleware.as_ref()),
+                ),
             };
             fresh.insert(name.clone(), Some(Arc::new(route)));
         }

@@ -294,6 +294,9 @@ pub fn request<'h, 'b>(
 /// Write the request head for the backend into `out`: the client's headers without the
 /// hop-by-hop ones, with `X-Forwarded-For` (appended to the client's first one),
 /// `X-Forwarded-Proto` and `X-Forwarded-Host` set, as the hyper path does.
+/// `keep_xff`: the client's own `X-Forwarded-For` is kept (see `plan::keeps_forwarded_for`);
+/// `edits`: a service's request header edits (its middlewares).
+#[allow(clippy::too_many_arguments)]
 pub fn write_upstream_head(
     out: &mut Vec<u8>,
     req: &Request<'_, '_>,
@@ -301,6 +304,8 @@ pub fn write_upstream_head(
     client_ip: &[u8],
     proto: &[u8],
     request_id: &[u8],
+    keep_xff: bool,
+    edits: Option<&crate::middleware::Edits>,
 ) {
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
@@ -310,9 +315,12 @@ pub fn write_upstream_head(
     for h in req.headers {
         match kind(h.name) {
             Kind::XForwardedFor => {
-                xff.get_or_insert(h.value);
+                if keep_xff {
+                    xff.get_or_insert(h.value);
+                }
             }
             Kind::Connection | Kind::Dropped | Kind::XForwardedOther | Kind::RequestId => {}
+            _ if edits.is_some_and(|e| e.touches(h.name)) => {}
             _ => {
                 out.extend_from_slice(h.name.as_bytes());
                 out.extend_from_slice(b": ");
@@ -320,6 +328,9 @@ pub fn write_upstream_head(
                 out.extend_from_slice(b"\r\n");
             }
         }
+    }
+    if let Some(e) = edits {
+        out.extend_from_slice(&e.lines);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     if let Some(prev) = xff {
@@ -450,7 +461,15 @@ pub fn response<'h, 'b>(
 /// (`Transfer-Encoding` kept for a chunked body, which is relayed as it is), `extra` (whole
 /// header lines of the proxy's own), and `Connection: close` if the client's connection ends
 /// after it.
-pub fn write_client_head(out: &mut Vec<u8>, resp: &Response<'_, '_>, close: bool, extra: &[&[u8]]) {
+/// `edits`: headers a service's middlewares replace or remove (their new lines come in
+/// `extra`).
+pub fn write_client_head(
+    out: &mut Vec<u8>,
+    resp: &Response<'_, '_>,
+    close: bool,
+    extra: &[&[u8]],
+    edits: Option<&crate::middleware::Edits>,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     let code = resp.status.min(999);
     out.extend_from_slice(&[
@@ -475,6 +494,7 @@ pub fn write_client_head(out: &mut Vec<u8>, resp: &Response<'_, '_>, close: bool
             Kind::TransferEncoding => resp.framing == Framing::Chunked,
             // A chunked body's length is the chunks'; a stray Content-Length goes.
             Kind::ContentLength => resp.framing != Framing::Chunked,
+            _ if edits.is_some_and(|e| e.touches(h.name)) => false,
             _ => !named(h.name),
         };
         if keep {
@@ -752,7 +772,16 @@ mod tests {
             panic!("taken")
         };
         let mut out = Vec::new();
-        write_upstream_head(&mut out, &r, "/x?y", b"10.0.0.1", b"http", b"id-1");
+        write_upstream_head(
+            &mut out,
+            &r,
+            "/x?y",
+            b"10.0.0.1",
+            b"http",
+            b"id-1",
+            true,
+            None,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /x?y HTTP/1.1\r\nHost: app.test:8080\r\nAccept: */*\r\n\
@@ -766,7 +795,7 @@ mod tests {
         match response(bytes, &mut slots, head) {
             ResponseVerdict::Ready(r) => {
                 let mut out = Vec::new();
-                write_client_head(&mut out, &r, false, &[]);
+                write_client_head(&mut out, &r, false, &[], None);
                 Some((
                     r.status,
                     r.framing,
@@ -1038,7 +1067,7 @@ mod tests {
             let mut out = Vec::new();
             let made = crate::proxy::codec::headers::new_request_id(7);
             let id = req.request_id.unwrap_or(&made);
-            write_upstream_head(&mut out, &req, req.target, b"10.0.0.1", b"http", id);
+            write_upstream_head(&mut out, &req, req.target, b"10.0.0.1", b"http", id, true, None);
             let mut sent_slots = header_slots();
             let mut sent = httparse::Request::new(&mut []);
             let n = sent.parse_with_uninit_headers(&out, &mut sent_slots).unwrap();
@@ -1117,7 +1146,7 @@ mod tests {
                 return Err(proptest::test_runner::TestCaseError::fail("not parsed"));
             };
             let mut out = Vec::new();
-            write_client_head(&mut out, &resp, false, &[]);
+            write_client_head(&mut out, &resp, false, &[], None);
             let mut sent_slots = header_slots();
             let mut sent = httparse::Response::new(&mut []);
             httparse::ParserConfig::default()

@@ -22,6 +22,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub enum Upstreamed {
     Hyper(Incoming),
     Raw(RawBody),
+    /// Either, encoded by the service's `compress`.
+    Encoded(Box<super::compress::Encoded>),
 }
 
 impl Body for Upstreamed {
@@ -35,6 +37,7 @@ impl Body for Upstreamed {
         match self.get_mut() {
             Upstreamed::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Upstreamed::Raw(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Upstreamed::Encoded(b) => Pin::new(&mut **b).poll_frame(cx),
         }
     }
 
@@ -42,6 +45,7 @@ impl Body for Upstreamed {
         match self {
             Upstreamed::Hyper(b) => b.is_end_stream(),
             Upstreamed::Raw(b) => b.is_end_stream(),
+            Upstreamed::Encoded(b) => b.is_end_stream(),
         }
     }
 
@@ -49,6 +53,7 @@ impl Body for Upstreamed {
         match self {
             Upstreamed::Hyper(b) => b.size_hint(),
             Upstreamed::Raw(b) => b.size_hint(),
+            Upstreamed::Encoded(b) => b.size_hint(),
         }
     }
 }

@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::body::InFlight;
+use crate::middleware::{Ask, Edits, Gate};
 use crate::proxy::ProxyError;
 use crate::proxy::codec::body::Remaining;
 use crate::proxy::codec::parse::{self, Framing, ResponseVerdict, Verdict};
@@ -243,18 +244,26 @@ enum Id {
 /// parse outlives [`prepare`]).
 struct Seen {
     id: Id,
+    /// The client's address for this request (see `--trusted-proxies`).
+    ip: std::net::IpAddr,
     /// Method, host, target and user agent, when the observers want them.
     spans: Option<[Range<usize>; 4]>,
 }
 
 impl Seen {
-    fn new(fwd: &Forwarder, inb: &[u8], req: &parse::Request<'_, '_>) -> Seen {
+    fn new(
+        fwd: &Forwarder,
+        inb: &[u8],
+        req: &parse::Request<'_, '_>,
+        ip: std::net::IpAddr,
+    ) -> Seen {
         // Where `s`, a part of `inb`, sits in it (an empty or foreign slice: nowhere).
         let span = |s: &[u8]| match (s.as_ptr() as usize).checked_sub(inb.as_ptr() as usize) {
             Some(start) if !s.is_empty() && start + s.len() <= inb.len() => start..start + s.len(),
             _ => 0..0,
         };
         Seen {
+            ip,
             id: match req.request_id {
                 Some(v) => Id::Given(span(v)),
                 None => Id::Made(crate::proxy::codec::headers::new_request_id(
@@ -284,7 +293,7 @@ impl Seen {
         let [method, host, target, ua] = self.spans.as_ref()?;
         let text = |r: &Range<usize>| std::str::from_utf8(&inb[r.clone()]).unwrap_or("");
         Some(Meta {
-            client: client.ip,
+            client: self.ip,
             tls: client.proto == "https",
             proto: "HTTP/1.1",
             method: text(method),
@@ -328,7 +337,42 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
     };
     let table = fwd.shared.table.load();
     let fields = parse::Fields(req.headers);
-    let (plan, first) = Plan::new(&table, req.host, req.path, &fields, client.ip);
+    let ip = if fwd.trusted.is_empty() {
+        client.ip
+    } else {
+        plan::client_ip(
+            client.ip,
+            parse::header(req.headers, "x-forwarded-for"),
+            &fwd.trusted,
+        )
+    };
+    let (plan, first) = Plan::new(&table, req.host, req.path, &fields, ip);
+    if let Some(m) = plan.service.middleware.as_deref() {
+        // Forward auth and compression are hyper's side's; so is checking a new password.
+        if !m.fast() {
+            return Ok(Prep::Slow);
+        }
+        let ask = Ask {
+            client: ip,
+            tls: client.proto == "https",
+            host: req.host,
+            target: req.target,
+            authorization: parse::header(req.headers, "authorization"),
+            https_port: fwd.https_port,
+        };
+        match m.gate(&ask, Instant::now()) {
+            Gate::Pass => {}
+            Gate::Verify => return Ok(Prep::Slow),
+            Gate::Answer(a) => {
+                return Err(Box::new(Refused {
+                    err: ProxyError::Answered(Box::new(a)),
+                    info,
+                    seen: Some(Seen::new(fwd, inb, &req, ip)),
+                    plan: Some(plan),
+                }));
+            }
+        }
+    }
     let first = match first {
         Some(u) if u.h2c => return Ok(Prep::Slow),
         Some(u) => u,
@@ -336,13 +380,15 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
             return Err(Box::new(Refused {
                 err: plan.unavailable(),
                 info,
+                seen: Some(Seen::new(fwd, inb, &req, ip)),
                 plan: Some(plan),
-                seen: Some(Seen::new(fwd, inb, &req)),
             }));
         }
     };
-    let seen = Seen::new(fwd, inb, &req);
+    let seen = Seen::new(fwd, inb, &req, ip);
     let target = plan.target(req.target);
+    let keep_xff = fwd.trusted.is_empty() || plan::keeps_forwarded_for(client.ip, &fwd.trusted);
+    let edits = plan.service.middleware.as_deref().map(|m| &m.request);
     // Room for the forwarding headers and the request id: one allocation, no growth.
     let mut out = Vec::with_capacity(req.head_len + 224 + req.body_len);
     parse::write_upstream_head(
@@ -352,6 +398,8 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
         client.ip_header.as_bytes(),
         client.proto.as_bytes(),
         seen.id(inb),
+        keep_xff,
+        edits,
     );
     out.extend_from_slice(&inb[req.head_len..info.len]);
     Ok(Prep::Ready(Prepared {
@@ -401,14 +449,31 @@ async fn one<S: ClientIo>(
         let set_cookie = plan
             .set_cookie(&upstream)
             .map(|v| [b"set-cookie: ", v.as_bytes(), b"\r\n"].concat());
-        let extra: [&[u8]; 4] = [
+        let mw = plan.service.middleware.clone();
+        let (lines, hsts): (&[u8], &[u8]) = match mw.as_deref() {
+            None => (&[], &[]),
+            Some(m) if client.proto == "https" => (&m.response.lines, &m.hsts_line),
+            Some(m) => (&m.response.lines, &[]),
+        };
+        let extra: [&[u8]; 6] = [
             set_cookie.as_deref().unwrap_or_default(),
             b"x-request-id: ",
             seen.id(inb),
             b"\r\n",
+            lines,
+            hsts,
         ];
+        let edits = mw.as_deref().map(|m| &m.response);
         let err = match attempt(
-            stream, fwd, &mut plan, &upstream, &out, &info, stop, &extra, meta,
+            stream,
+            fwd,
+            &mut plan,
+            &upstream,
+            &out,
+            &info,
+            stop,
+            (&extra, edits),
+            meta,
         )
         .await
         {
@@ -451,7 +516,13 @@ enum Head {
 /// Parse the response head at the start of `up` and write the client's (no I/O; the slots
 /// never live across an await). `close`: the client's connection ends after this response;
 /// `extra`: header lines of the proxy's own for it (a sticky session's cookie).
-fn client_head(up: &[u8], info: &Info, close: bool, extra: &[&[u8]]) -> Head {
+fn client_head(
+    up: &[u8],
+    info: &Info,
+    close: bool,
+    extra: &[&[u8]],
+    edits: Option<&Edits>,
+) -> Head {
     let mut slots = parse::response_slots();
     match parse::response(up, &mut slots, info.head) {
         ResponseVerdict::Incomplete => Head::Incomplete,
@@ -459,7 +530,7 @@ fn client_head(up: &[u8], info: &Info, close: bool, extra: &[&[u8]]) -> Head {
         ResponseVerdict::Ready(r) if r.status == 101 => Head::Switching,
         ResponseVerdict::Ready(r) if r.is_informational() => {
             let mut bytes = Vec::with_capacity(r.head_len + 96);
-            parse::write_client_head(&mut bytes, &r, false, &[]);
+            parse::write_client_head(&mut bytes, &r, false, &[], None);
             Head::Informational {
                 bytes,
                 len: r.head_len,
@@ -470,7 +541,7 @@ fn client_head(up: &[u8], info: &Info, close: bool, extra: &[&[u8]]) -> Head {
             let extra_len: usize = extra.iter().map(|e| e.len()).sum();
             let mut bytes =
                 Vec::with_capacity(r.head_len + 32 + extra_len + (up.len() - r.head_len));
-            parse::write_client_head(&mut bytes, &r, close, extra);
+            parse::write_client_head(&mut bytes, &r, close, extra, edits);
             Head::Final {
                 bytes,
                 len: r.head_len,
@@ -494,7 +565,7 @@ async fn attempt<S: ClientIo>(
     out: &[u8],
     info: &Info,
     stop: &watch::Receiver<bool>,
-    extra: &[&[u8]],
+    (extra, edits): (&[&[u8]], Option<&Edits>),
     meta: Option<Meta<'_>>,
 ) -> Result<Step, ProxyError> {
     let pool = fwd.pool(upstream);
@@ -514,7 +585,7 @@ async fn attempt<S: ClientIo>(
     // Read the head (after any 1xx heads, which are relayed).
     loop {
         let close = info.close || stop.has_changed().unwrap_or(true);
-        match client_head(&up, info, close, extra) {
+        match client_head(&up, info, close, extra, edits) {
             Head::Switching | Head::Invalid if wrote_any => return Ok(Step::Close),
             Head::Switching | Head::Invalid => return Err(failed()),
             Head::Informational { bytes, len } => {

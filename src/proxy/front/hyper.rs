@@ -15,7 +15,9 @@ use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::body::{Capped, Gate, InFlight, Pending, Tracked, Upstreamed};
+use super::body::{Capped, Gate as Held, InFlight, Pending, Tracked, Upstreamed};
+use super::{auth, compress};
+use crate::middleware::{Answer, Ask, Gate};
 use crate::proxy::ProxyError;
 use crate::proxy::codec::headers;
 use crate::proxy::forwarder::{Client, Forwarder, UpstreamBody, connect_error, log_failure};
@@ -69,6 +71,12 @@ impl Forwarder {
         // backend's address there).
         headers::settle_host(parts.version, &parts.uri, &mut parts.headers)
             .map_err(|e| (ProxyError::BadRequest(e.as_str()), None))?;
+        let ip = if self.trusted.is_empty() {
+            client.ip
+        } else {
+            let xff = parts.headers.get(&headers::X_FORWARDED_FOR);
+            plan::client_ip(client.ip, xff.map(|v| v.as_bytes()), &self.trusted)
+        };
         let (mut plan, first) = {
             let table = self.shared.table.load();
             let host = parts
@@ -76,7 +84,7 @@ impl Forwarder {
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
                 .unwrap_or("");
-            Plan::new(&table, host, parts.uri.path(), &parts.headers, client.ip)
+            Plan::new(&table, host, parts.uri.path(), &parts.headers, ip)
         };
         let request_id = headers::request_id(&parts.headers, plan::random_id);
         plan.request_id = Some(request_id.clone());
@@ -90,7 +98,7 @@ impl Forwarder {
                     .to_owned()
             };
             plan.details = Some(Box::new(plan::OwnedMeta {
-                client: client.ip,
+                client: ip,
                 tls: client.proto == "https",
                 proto: version_name(parts.version),
                 method: parts.method.clone(),
@@ -104,6 +112,49 @@ impl Forwarder {
                 request_id: request_id.to_str().unwrap_or("").to_owned(),
             }));
         }
+        let tls = client.proto == "https";
+        let mw = plan.service.middleware.clone();
+        // Forward auth's headers for the backend, added after the request's own are settled.
+        let mut from_auth = Vec::new();
+        if let Some(m) = &mw {
+            let ask = Ask {
+                client: ip,
+                tls,
+                host: parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or(""),
+                target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+                authorization: parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .map(|v| v.as_bytes()),
+                https_port: self.https_port,
+            };
+            let refused = |a: Answer, plan| Err((ProxyError::Answered(Box::new(a)), Some(plan)));
+            match m.gate(&ask, Instant::now()) {
+                Gate::Pass => {}
+                Gate::Answer(a) => return refused(a, plan),
+                Gate::Verify => {
+                    let given = parts.headers.get(header::AUTHORIZATION);
+                    if let Err(a) = auth::verify_basic(m, given).await {
+                        return refused(a, plan);
+                    }
+                }
+            }
+            if let Some(f) = &m.forward {
+                match auth::forward_auth(self, f, &parts, ip, &client.proto).await {
+                    Ok(copy) => from_auth = copy,
+                    Err(a) => return refused(a, plan),
+                }
+            }
+        }
+        // Compression is decided on the response, by the request's Accept-Encoding.
+        let accept = mw
+            .as_ref()
+            .filter(|m| m.compress)
+            .and_then(|_| parts.headers.get(header::ACCEPT_ENCODING).cloned());
         let Some(first) = first else {
             return Err((plan.unavailable(), Some(plan)));
         };
@@ -128,7 +179,16 @@ impl Forwarder {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
+        if !plan::keeps_forwarded_for(client.ip, &self.trusted) {
+            parts.headers.remove(&headers::X_FORWARDED_FOR);
+        }
         headers::set_forwarded(&mut parts.headers, &client.ip_header, &client.proto);
+        if let Some(m) = &mw {
+            m.request.apply(&mut parts.headers);
+            for (name, value) in from_auth {
+                parts.headers.append(name, value);
+            }
+        }
         parts
             .headers
             .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
@@ -153,7 +213,7 @@ impl Forwarder {
                     && !first.h2c
                     && !capped.is_end_stream() =>
             {
-                let g = Arc::new(Gate::default());
+                let g = Arc::new(Held::default());
                 capped = capped.gated(g.clone());
                 Some(g)
             }
@@ -229,6 +289,27 @@ impl Forwarder {
                         .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
                     if let Some(v) = plan.set_cookie(&upstream) {
                         head.headers.append(header::SET_COOKIE, v);
+                    }
+                    let mut incoming = incoming;
+                    if let Some(m) = &mw {
+                        m.response.apply(&mut head.headers);
+                        if let Some(h) = m.hsts.as_ref().filter(|_| tls) {
+                            head.headers
+                                .insert(header::STRICT_TRANSPORT_SECURITY, h.clone());
+                        }
+                        let size = incoming.size_hint().exact();
+                        if let Some(enc) = compress::decide(
+                            accept.as_ref(),
+                            &parts.method,
+                            head.status,
+                            &head.headers,
+                            size,
+                        ) {
+                            compress::mark(&mut head.headers, enc);
+                            incoming = Upstreamed::Encoded(Box::new(compress::Encoded::new(
+                                incoming, enc,
+                            )));
+                        }
                     }
                     let gate = if plan.first_attempt() {
                         expect.clone()

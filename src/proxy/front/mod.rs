@@ -3,6 +3,8 @@
 //! path leaves it), with hyper's request and response bodies ([`body`]). Both follow the one
 //! request plan ([`super::plan`]).
 
+pub mod auth;
 pub mod body;
+pub mod compress;
 pub mod fast;
 pub mod hyper;

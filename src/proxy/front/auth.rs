@@ -1,0 +1,137 @@
+//! The middlewares that need I/O of their own, for hyper's side: a new basic-auth password
+//! checked off the event loop, and forward auth's request to its service.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, StatusCode, header};
+use http_body_util::{BodyExt as _, Empty, Limited};
+use hyper_util::client::legacy::Client as HttpClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::middleware::{Answer, ForwardAuth, Middleware, basic::BasicAuth};
+use crate::proxy::codec::headers;
+use crate::proxy::forwarder::{AuthClient, Forwarder};
+
+/// The most of a forward-auth answer's body relayed to a refused client.
+const MAX_AUTH_BODY: usize = 64 * 1024;
+
+/// Check a basic-auth credential not seen yet, on tokio's blocking threads (a bcrypt or argon2
+/// check takes milliseconds); `Err`: 401.
+pub async fn verify_basic(
+    m: &Arc<Middleware>,
+    authorization: Option<&HeaderValue>,
+) -> Result<(), Answer> {
+    let credential = authorization
+        .and_then(|v| BasicAuth::credential(v.as_bytes()))
+        .map(<[u8]>::to_vec);
+    let Some(credential) = credential else {
+        return Err(m.unauthorized());
+    };
+    let m2 = m.clone();
+    let ok = tokio::task::spawn_blocking(move || {
+        m2.basic.as_ref().is_some_and(|b| b.verify(&credential))
+    })
+    .await
+    .unwrap_or(false);
+    if ok { Ok(()) } else { Err(m.unauthorized()) }
+}
+
+/// Ask `f.uri` about a request (its headers, and where it was going); 2xx: the headers named by
+/// `copy_headers`, to add to the request; anything else: that answer, for the client.
+pub async fn forward_auth(
+    fwd: &Forwarder,
+    f: &ForwardAuth,
+    parts: &http::request::Parts,
+    client: IpAddr,
+    proto: &HeaderValue,
+) -> Result<Vec<(HeaderName, HeaderValue)>, Answer> {
+    let mut ask = Request::new(Empty::<Bytes>::new());
+    *ask.uri_mut() = f.uri.clone();
+    let mut h = parts.headers.clone();
+    headers::strip_hop_by_hop(&mut h);
+    h.remove(header::CONTENT_LENGTH);
+    h.remove(header::HOST);
+    let set = |h: &mut HeaderMap, name: &'static str, v: &str| {
+        if let Ok(v) = HeaderValue::from_str(v) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set(&mut h, "x-forwarded-method", parts.method.as_str());
+    set(
+        &mut h,
+        "x-forwarded-proto",
+        proto.to_str().unwrap_or("http"),
+    );
+    if let Some(host) = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+    {
+        set(&mut h, "x-forwarded-host", host);
+    }
+    set(
+        &mut h,
+        "x-forwarded-uri",
+        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+    );
+    set(&mut h, "x-forwarded-for", &client.to_string());
+    *ask.headers_mut() = h;
+    let url = f.uri.to_string();
+    let unreachable = |why: String| {
+        tracing::warn!(url = %url, error = %why, "forward auth did not answer; the request gets 502 (check that the auth service runs and is reachable from quayside)");
+        Answer::new(
+            StatusCode::BAD_GATEWAY,
+            format!("502 Bad Gateway: the authentication service did not answer ({why})\n"),
+        )
+    };
+    let answer = tokio::time::timeout(fwd.response_header_timeout, client_of(fwd).request(ask))
+        .await
+        .map_err(|_| unreachable("timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let (mut head, body) = answer.into_parts();
+    if head.status.is_success() {
+        return Ok(f
+            .copy_headers
+            .iter()
+            .flat_map(|n| {
+                head.headers
+                    .get_all(n)
+                    .iter()
+                    .map(|v| (n.clone(), v.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect());
+    }
+    let body = Limited::new(body, MAX_AUTH_BODY)
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .map_err(|e| unreachable(e.to_string()))?;
+    headers::strip_hop_by_hop(&mut head.headers);
+    head.headers.remove(header::CONTENT_LENGTH);
+    Err(Answer {
+        status: head.status,
+        headers: head
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect(),
+        body,
+    })
+}
+
+fn client_of(fwd: &Forwarder) -> &AuthClient {
+    fwd.auth_client.get_or_init(|| {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(fwd.connect_timeout));
+        HttpClient::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(fwd.pool_idle_timeout)
+            .build(connector)
+    })
+}
