@@ -160,6 +160,37 @@ struct Draft {
     /// Service-level settings (used only if a service-level label is set).
     cfg: ServiceConfig,
     health: HealthLabels,
+    rate: RateLabels,
+}
+
+#[derive(Default)]
+struct RateLabels {
+    average: Option<u32>,
+    burst: Option<u32>,
+    period: Option<crate::types::Dur>,
+    per: Option<crate::registry::middleware::RatePer>,
+}
+
+/// The label families named by a suffix (`quayside.headers.request.X-Env`), as
+/// [`LabelDoc::name`]s end.
+const FAMILY: &str = ".<NAME>";
+
+fn list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn amount(v: &str) -> Result<u32, FieldError> {
+    match v.trim().parse::<u32>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(FieldError::new(
+            "value",
+            format!("must be 1-1000000, got {v:?}"),
+        )),
+    }
 }
 
 #[derive(Default)]
@@ -400,7 +431,145 @@ pub const LABELS: &[LabelDoc] = &[
         meaning: "`http1` (default) or `h2c` to the backends (gRPC)",
         parse: protocol,
     },
+    LabelDoc {
+        name: "https_redirect",
+        service_level: true,
+        meaning: "`true`: plain HTTP gets a 308 to `https://` on `--https-port` (ACME challenges excepted)",
+        parse: |d, v| {
+            d.cfg.https_redirect = boolean(v)?;
+            Ok(())
+        },
+    },
+    LabelDoc {
+        name: "hsts",
+        service_level: true,
+        meaning: "`Strict-Transport-Security` for HTTPS answers, e.g. `max-age=31536000; includeSubDomains`",
+        parse: |d, v| {
+            d.cfg.hsts = Some(v.trim().to_owned());
+            Ok(())
+        },
+    },
+    LabelDoc {
+        name: "auth.basic",
+        service_level: true,
+        meaning: "comma-separated `user:hash` (bcrypt or argon2, as `htpasswd -nbB` prints; `$$` for each `$` in a compose file): others get 401",
+        parse: |d, v| {
+            d.cfg.basic_auth = list(v);
+            Ok(())
+        },
+    },
+    LabelDoc {
+        name: "auth.forward.url",
+        service_level: true,
+        meaning: "`http://…`: asked with each request's headers; a 2xx lets it through, anything else is the answer",
+        parse: |d, v| {
+            d.cfg
+                .forward_auth
+                .get_or_insert_with(|| crate::registry::middleware::ForwardAuth {
+                    url: String::new(),
+                    copy_headers: Vec::new(),
+                })
+                .url = v.trim().to_owned();
+            Ok(())
+        },
+    },
+    LabelDoc {
+        name: "auth.forward.copy_headers",
+        service_level: true,
+        meaning: "comma-separated headers of the auth service's 2xx copied into the request (`X-User,X-Email`)",
+        parse: |d, v| {
+            d.cfg
+                .forward_auth
+                .get_or_insert_with(|| crate::registry::middleware::ForwardAuth {
+                    url: String::new(),
+                    copy_headers: Vec::new(),
+                })
+                .copy_headers = list(v);
+            Ok(())
+        },
+    },
+    LabelDoc {
+        name: "ip_allow",
+        service_level: true,
+        meaning: "comma-separated address blocks (`10.0.0.0/8,2001:db8::/32`); other clients get 403 (see `--trusted-proxies`)",
+        parse: |d, v| {
+            d.cfg.ip_allow = list(v);
+            Ok(())
+        },
+    },
+    LabelDoc {
+        name: "rate_limit.average",
+        service_level: true,
+        meaning: "requests per period (default per second) allowed on average; over it: 429 with `Retry-After`",
+        parse: |d, v| {
+            d.rate.average = Some(amount(v)?);
+            Ok(())
+        },
+    },
+    LabelDoc {
+        name: "rate_limit.burst",
+        service_level: true,
+        meaning: "requests allowed at once above the average (default: the average)",
+        parse: |d, v| {
+            d.rate.burst = Some(amount(v)?);
+            Ok(())
+        },
+    },
+    LabelDoc {
+        name: "rate_limit.period",
+        service_level: true,
+        meaning: "the period of the average (default `1s`)",
+        parse: |d, v| {
+            d.rate.period = Some(duration(v)?);
+            Ok(())
+        },
+    },
+    LabelDoc {
+        name: "rate_limit.per",
+        service_level: true,
+        meaning: "`client_ip` (default: a bucket per client) or `service` (one bucket)",
+        parse: |d, v| {
+            use crate::registry::middleware::RatePer;
+            d.rate.per = Some(match v.trim() {
+                "client_ip" => RatePer::ClientIp,
+                "service" => RatePer::Service,
+                _ => return Err(FieldError::new("value", "must be client_ip or service")),
+            });
+            Ok(())
+        },
+    },
+    LabelDoc {
+        name: "compress",
+        service_level: true,
+        meaning: "`true`: gzip, br or zstd by `Accept-Encoding` for text-like answers over 1 KiB, streamed",
+        parse: |d, v| {
+            d.cfg.compress = boolean(v)?;
+            Ok(())
+        },
+    },
+    LabelDoc {
+        name: "headers.request.<NAME>",
+        service_level: true,
+        meaning: "set header NAME on requests to the backends (an empty value removes it)",
+        parse: |_, _| Ok(()),
+    },
+    LabelDoc {
+        name: "headers.response.<NAME>",
+        service_level: true,
+        meaning: "set header NAME on answers to clients (an empty value removes it)",
+        parse: |_, _| Ok(()),
+    },
 ];
+
+/// The family of [`LABELS`] that `name` (after the prefix and its dot) belongs to, and the
+/// header it names.
+fn family(name: &str) -> Option<(&'static LabelDoc, &str)> {
+    LABELS.iter().find_map(|l| {
+        let stem = l.name.strip_suffix(FAMILY)?;
+        let rest = name.strip_prefix(stem)?.strip_prefix('.')?;
+        (!rest.is_empty()).then_some((l, rest))
+    })
+}
 
 /// The labels under `prefix` that quayside does not know (typos such as `quayside.prot`): they
 /// change nothing, which is worth saying.
@@ -410,7 +579,9 @@ pub fn unknown(labels: &BTreeMap<String, String>, prefix: &str) -> Vec<String> {
         .filter(|k| {
             k.strip_prefix(prefix)
                 .and_then(|rest| rest.strip_prefix('.'))
-                .is_some_and(|name| !LABELS.iter().any(|l| l.name == name))
+                .is_some_and(|name| {
+                    !LABELS.iter().any(|l| l.name == name) && family(name).is_none()
+                })
         })
         .cloned()
         .collect()
@@ -446,6 +617,26 @@ fn read(c: &ContainerInfo, prefix: &str) -> Result<(Draft, bool), Skip> {
             (l.parse)(&mut d, v).map_err(|e| bad(key, v, e))?;
             service_set |= l.service_level;
         }
+    }
+    let ours = format!("{prefix}.");
+    for (key, v) in &c.labels {
+        let Some((l, header)) = key.strip_prefix(&ours).and_then(family) else {
+            continue;
+        };
+        let field = if l.name.starts_with("headers.request") {
+            "headers.request"
+        } else {
+            "headers.response"
+        };
+        let header = crate::registry::middleware::header_name(field, header)
+            .map_err(|e| bad(key.clone(), v, e))?;
+        let map = if field == "headers.request" {
+            &mut d.cfg.headers.request
+        } else {
+            &mut d.cfg.headers.response
+        };
+        map.insert(header, v.trim().to_owned());
+        service_set = true;
     }
     Ok((d, service_set))
 }
@@ -592,11 +783,46 @@ fn service_settings(
             FieldError::new("health", format!("needs {} too", key("health.path"))),
         ));
     }
+    let r = std::mem::take(&mut d.rate);
+    if let Some(average) = r.average {
+        cfg.rate_limit = Some(crate::registry::middleware::RateLimit {
+            average,
+            burst: r.burst,
+            period: r.period,
+            per: r.per.unwrap_or_default(),
+        });
+    } else if let Some(n) = ["rate_limit.burst", "rate_limit.period", "rate_limit.per"]
+        .iter()
+        .find(|n| c.labels.contains_key(&key(n)))
+    {
+        return Err(bad(
+            key(n),
+            &c.labels[&key(n)],
+            FieldError::new(
+                "rate_limit",
+                format!("needs {} too", key("rate_limit.average")),
+            ),
+        ));
+    }
+    if cfg.forward_auth.as_ref().is_some_and(|f| f.url.is_empty()) {
+        let k = key("auth.forward.copy_headers");
+        return Err(bad(
+            k.clone(),
+            c.labels.get(&k).map_or("", |v| v.as_str()),
+            FieldError::new(
+                "forward_auth",
+                format!("needs {} too", key("auth.forward.url")),
+            ),
+        ));
+    }
     cfg.validated(service).map_err(|e| {
         let label = match e.field {
             "hosts" => key("host"),
             "path_prefix" => key("path"),
             "sticky_cookie" => key("sticky"),
+            "basic_auth" => key("auth.basic"),
+            "forward_auth.url" => key("auth.forward.url"),
+            "forward_auth.copy_headers" => key("auth.forward.copy_headers"),
             "health" => key("health.rise"),
             "health.timeout" => key("health.timeout"),
             other => key(other),
@@ -681,6 +907,44 @@ mod tests {
     }
 
     #[test]
+    fn middleware_labels_make_the_services_settings() {
+        let hash = bcrypt::hash("pw", 4).unwrap();
+        let basic = format!("alice:{hash}");
+        let c = container(&[
+            ("quayside.https_redirect", "true"),
+            ("quayside.hsts", "max-age=60"),
+            ("quayside.auth.basic", &basic),
+            ("quayside.ip_allow", "10.0.0.0/8, ::1"),
+            ("quayside.rate_limit.average", "100"),
+            ("quayside.rate_limit.burst", "50"),
+            ("quayside.rate_limit.per", "service"),
+            ("quayside.compress", "true"),
+            ("quayside.headers.request.X-Env", "prod"),
+            ("quayside.headers.response.Server", ""),
+            ("quayside.auth.forward.url", "http://auth:4181/check"),
+            ("quayside.auth.forward.copy_headers", "X-User"),
+        ]);
+        assert!(unknown(&c.labels, "quayside").is_empty());
+        let cfg = evaluate(&c, "quayside", &[], None)
+            .unwrap()
+            .service_config
+            .unwrap();
+        assert!(cfg.https_redirect && cfg.compress);
+        assert_eq!(cfg.hsts.as_deref(), Some("max-age=60"));
+        assert_eq!(cfg.basic_auth, [basic]);
+        assert_eq!(cfg.ip_allow, ["10.0.0.0/8", "::1/128"]);
+        let r = cfg.rate_limit.unwrap();
+        assert_eq!((r.average, r.burst), (100, Some(50)));
+        assert_eq!(r.per, crate::registry::middleware::RatePer::Service);
+        assert_eq!(cfg.headers.request["x-env"], "prod");
+        assert_eq!(cfg.headers.response["server"], "");
+        let f = cfg.forward_auth.unwrap();
+        assert_eq!((f.url.as_str(), f.copy_headers.as_slice()), ("http://auth:4181/check", &["x-user".to_owned()][..]));
+        let typo = container(&[("quayside.headers.requets.X", "1")]);
+        assert_eq!(unknown(&typo.labels, "quayside"), ["quayside.headers.requets.X"]);
+    }
+
+    #[test]
     fn labels_override_and_bad_ones_are_named() {
         let c = container(&[
             ("quayside.port", "8080"),
@@ -718,6 +982,16 @@ mod tests {
             ),
             ("quayside.protocol", "h3", "http1 or h2c"),
             ("quayside.no", "a/b", "may only contain"),
+            ("quayside.auth.basic", "alice:secret", "not plain text"),
+            ("quayside.ip_allow", "10.0.0.0/99", "prefix length"),
+            ("quayside.rate_limit.average", "0", "1-1000000"),
+            ("quayside.rate_limit.burst", "5", "needs quayside.rate_limit.average"),
+            ("quayside.rate_limit.per", "user", "client_ip or service"),
+            ("quayside.auth.forward.url", "ftp://x", "http://"),
+            ("quayside.auth.forward.copy_headers", "X-User", "needs quayside.auth.forward.url"),
+            ("quayside.headers.response.Content-Length", "1", "set by the proxy"),
+            ("quayside.hsts", "forever", "max-age"),
+            ("quayside.compress", "maybe", "true or false"),
         ] {
             match evaluate(&container(&[(k, v)]), "quayside", &[], None) {
                 Err(Skip::BadLabel {
