@@ -939,9 +939,15 @@ mod tests {
         assert_eq!(cfg.headers.request["x-env"], "prod");
         assert_eq!(cfg.headers.response["server"], "");
         let f = cfg.forward_auth.unwrap();
-        assert_eq!((f.url.as_str(), f.copy_headers.as_slice()), ("http://auth:4181/check", &["x-user".to_owned()][..]));
+        assert_eq!(
+            (f.url.as_str(), f.copy_headers.as_slice()),
+            ("http://auth:4181/check", &["x-user".to_owned()][..])
+        );
         let typo = container(&[("quayside.headers.requets.X", "1")]);
-        assert_eq!(unknown(&typo.labels, "quayside"), ["quayside.headers.requets.X"]);
+        assert_eq!(
+            unknown(&typo.labels, "quayside"),
+            ["quayside.headers.requets.X"]
+        );
     }
 
     #[test]
@@ -985,11 +991,23 @@ mod tests {
             ("quayside.auth.basic", "alice:secret", "not plain text"),
             ("quayside.ip_allow", "10.0.0.0/99", "prefix length"),
             ("quayside.rate_limit.average", "0", "1-1000000"),
-            ("quayside.rate_limit.burst", "5", "needs quayside.rate_limit.average"),
+            (
+                "quayside.rate_limit.burst",
+                "5",
+                "needs quayside.rate_limit.average",
+            ),
             ("quayside.rate_limit.per", "user", "client_ip or service"),
             ("quayside.auth.forward.url", "ftp://x", "http://"),
-            ("quayside.auth.forward.copy_headers", "X-User", "needs quayside.auth.forward.url"),
-            ("quayside.headers.response.Content-Length", "1", "set by the proxy"),
+            (
+                "quayside.auth.forward.copy_headers",
+                "X-User",
+                "needs quayside.auth.forward.url",
+            ),
+            (
+                "quayside.headers.response.Content-Length",
+                "1",
+                "set by the proxy",
+            ),
             ("quayside.hsts", "forever", "max-age"),
             ("quayside.compress", "maybe", "true or false"),
         ] {

@@ -179,6 +179,16 @@ async fn backend_handle(o: Opts, req: Request<Incoming>) -> Result<Response<BoxB
             return Ok(Response::new(full(format!("{n}\n"))));
         }
         "/download" => Response::new(streaming_body(query_num(&req, "bytes"))),
+        "/text" => {
+            let n = query_num(&req, "bytes") as usize;
+            let text: String = (0..n).map(|i| (b'a' + (i % 7) as u8) as char).collect();
+            let mut r = Response::new(full(text));
+            r.headers_mut().insert(
+                "content-type",
+                http::HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        }
         _ => Response::new(full(format!("{name}\n"))),
     };
     let h = resp.headers_mut();
@@ -194,6 +204,12 @@ async fn backend_handle(o: Opts, req: Request<Incoming>) -> Result<Response<BoxB
     h.insert("x-seen-connection", seen(req.headers().get("connection")));
     h.insert("x-seen-secret", seen(req.headers().get("x-hop-secret")));
     h.insert("x-seen-request-id", seen(req.headers().get("x-request-id")));
+    h.insert(
+        "x-seen-authorization",
+        seen(req.headers().get("authorization")),
+    );
+    h.insert("x-seen-env", seen(req.headers().get("x-env")));
+    h.insert("x-seen-user", seen(req.headers().get("x-user")));
     // An id of the backend's own, which the client must not get in place of the request's.
     h.insert(
         "x-request-id",
