@@ -12,32 +12,29 @@ use http_body_util::BodyExt as _;
 use quayside::proxy::plan::{Front, Observe, Record};
 use tokio::io::AsyncReadExt as _;
 
+/// The records of the requests, by request id.
 #[derive(Default)]
-struct Fronts(Mutex<Vec<(Front, String, u16)>>);
+struct Fronts(Mutex<Vec<(String, Front, String, u16)>>);
 
 impl Observe for Fronts {
     fn request(&self, r: &Record<'_>) {
         let service = r.service.map(|s| s.name.clone()).unwrap_or_default();
-        self.0.lock().unwrap().push((r.front, service, r.status));
+        let id = r.meta.map(|m| m.request_id.to_owned()).unwrap_or_default();
+        self.0.lock().unwrap().push((id, r.front, service, r.status));
     }
-}
 
-impl Fronts {
-    /// The front of the last request to `service`.
-    fn last(&self, service: &str) -> (Front, u16) {
-        let all = self.0.lock().unwrap();
-        let (f, _, s) = all
-            .iter()
-            .rev()
-            .find(|(_, n, _)| n == service)
-            .unwrap_or_else(|| panic!("no record for {service}"));
-        (*f, *s)
+    // (For the request id: the records are handed over as each request ends, which for a
+    // response body hyper relays can be after the client has sent its next request.)
+    fn details(&self) -> bool {
+        true
     }
 }
 
 struct Setup {
     q: Quayside,
     fronts: Arc<Fronts>,
+    /// The id of the last request [`ask`] sent.
+    last_id: Mutex<String>,
     _backend: Backend,
     _auth: tokio::task::JoinHandle<()>,
 }
@@ -152,6 +149,7 @@ async fn setup() -> Setup {
     Setup {
         q,
         fronts,
+        last_id: Mutex::default(),
         _backend: backend,
         _auth: auth,
     }
@@ -176,7 +174,9 @@ async fn ask(
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let req = b.body(full("")).unwrap();
+    let id = format!("mw-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    *s.last_id.lock().unwrap() = id.clone();
+    let req = b.header("x-request-id", id).body(full("")).unwrap();
     let resp = if h2 {
         let (mut send, conn) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
@@ -196,6 +196,30 @@ async fn ask(
     (parts.status, parts.headers, body)
 }
 
+static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+impl Setup {
+    /// Which front answered the last request, and with what, once its record is in; it must
+    /// have been routed to `service`.
+    async fn answered(&self, service: &str) -> (Front, u16) {
+        let id = self.last_id.lock().unwrap().clone();
+        let (front, name, status) = common::eventually(5, "the request's record", || {
+            let found = self
+                .fronts
+                .0
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|r| r.0 == id)
+                .map(|(_, f, n, st)| (*f, n.clone(), *st));
+            async move { found }
+        })
+        .await;
+        assert_eq!(name, service, "{id}");
+        (front, status)
+    }
+}
+
 fn front(h2: bool) -> Front {
     if h2 { Front::Hyper } else { Front::Fast }
 }
@@ -210,7 +234,7 @@ async fn each_middleware_on_both_fronts() {
         let (st, h, _) = ask(&s, h2, "redir.test", "/a/b?c=1", &[]).await;
         assert_eq!(st, 308, "{tag}");
         assert_eq!(h["location"], "https://redir.test:8443/a/b?c=1", "{tag}");
-        assert_eq!(s.fronts.last("redir"), (front(h2), 308), "{tag}");
+        assert_eq!(s.answered("redir").await, (front(h2), 308), "{tag}");
         let acme = "/.well-known/acme-challenge/x";
         let (st, h, _) = ask(&s, h2, "redir.test", acme, &[]).await;
         assert_eq!(st, 200, "{tag}");
@@ -220,14 +244,14 @@ async fn each_middleware_on_both_fronts() {
         // ip_allow: 403 for others; --trusted-proxies lets X-Forwarded-For name the client.
         let (st, _, body) = ask(&s, h2, "deny.test", "/", &[]).await;
         assert_eq!(st, 403, "{tag}: {body:?}");
-        assert_eq!(s.fronts.last("deny"), (front(h2), 403), "{tag}");
+        assert_eq!(s.answered("deny").await, (front(h2), 403), "{tag}");
         assert_eq!(ask(&s, h2, "allow.test", "/", &[]).await.0, 200, "{tag}");
         assert_eq!(ask(&s, h2, "xff.test", "/", &[]).await.0, 403, "{tag}");
         let via = [("x-forwarded-for", "198.51.100.1, 203.0.113.5")];
         let (st, h, _) = ask(&s, h2, "xff.test", "/", &via).await;
         assert_eq!(st, 200, "{tag}");
         assert_eq!(h["x-seen-xff"], "198.51.100.1, 203.0.113.5, 127.0.0.1");
-        assert_eq!(s.fronts.last("xff"), (front(h2), 200), "{tag}");
+        assert_eq!(s.answered("xff").await, (front(h2), 200), "{tag}");
         // A trusted proxy's own hop is skipped; a spoofed first entry is not believed.
         let spoof = [("x-forwarded-for", "203.0.113.5, 198.51.100.1")];
         assert_eq!(ask(&s, h2, "xff.test", "/", &spoof).await.0, 403, "{tag}");
@@ -238,7 +262,7 @@ async fn each_middleware_on_both_fronts() {
         assert_eq!(h["x-seen-env"], "prod", "{tag}");
         assert_eq!(h["x-added"], "yes", "{tag}");
         assert!(!h.contains_key("x-seen-host"), "{tag}");
-        assert_eq!(s.fronts.last("headers"), (front(h2), 200), "{tag}");
+        assert_eq!(s.answered("headers").await, (front(h2), 200), "{tag}");
 
         // basic_auth: 401 with the challenge, then the user in, without the header upstream.
         let (st, h, _) = ask(&s, h2, "basic.test", "/", &[]).await;
@@ -264,7 +288,7 @@ async fn each_middleware_on_both_fronts() {
         // Remembered now: on a new connection the fast path lets it through itself.
         let (st, _, _) = ask(&s, h2, "basic.test", "/", &[("authorization", &right)]).await;
         assert_eq!(st, 200);
-        assert_eq!(s.fronts.last("basic"), (front(h2), 200), "{tag}");
+        assert_eq!(s.answered("basic").await, (front(h2), 200), "{tag}");
 
         // forward_auth: its 401 goes to the client as it is; a 2xx copies X-User only.
         let (st, h, body) = ask(&s, h2, "fwd.test", "/p?q=1", &[]).await;
@@ -276,7 +300,7 @@ async fn each_middleware_on_both_fronts() {
         assert_eq!(st, 200, "{tag}");
         assert_eq!(h["x-seen-user"], "alice", "{tag}");
         // (Forward auth is hyper's side's on both.)
-        assert_eq!(s.fronts.last("fwd"), (Front::Hyper, 200), "{tag}");
+        assert_eq!(s.answered("fwd").await, (Front::Hyper, 200), "{tag}");
 
         // compress: by Accept-Encoding, over 1 KiB, text only.
         for (enc, want) in [
@@ -328,13 +352,13 @@ async fn each_middleware_on_both_fronts() {
     assert_eq!(ask(&s, true, "limited.test", "/", &[]).await.0, 200);
     let (st, h, _) = ask(&s, false, "limited.test", "/", &[]).await;
     assert_eq!(st, 429);
-    assert_eq!(s.fronts.last("limited"), (Front::Fast, 429));
+    assert_eq!(s.answered("limited").await, (Front::Fast, 429));
     let wait: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
     let (st, h, _) = ask(&s, true, "limited.test", "/", &[]).await;
     assert_eq!(st, 429);
     assert!(h.contains_key("retry-after"));
-    assert_eq!(s.fronts.last("limited"), (Front::Hyper, 429));
+    assert_eq!(s.answered("limited").await, (Front::Hyper, 429));
     // Another client (by X-Forwarded-For, from a trusted proxy) has its own bucket.
     let other = [("x-forwarded-for", "203.0.113.9")];
     assert_eq!(ask(&s, false, "limited.test", "/", &other).await.0, 200);

@@ -41,6 +41,28 @@ fn connector(roots: &[&CertificateDer<'static>], alpn: &[&[u8]]) -> TlsConnector
     TlsConnector::from(Arc::new(cfg))
 }
 
+/// An HTTP/2 connection over TLS (ALPN h2, which the server must pick) to `name` at `addr`.
+async fn h2_over(
+    addr: std::net::SocketAddr,
+    root: &CertificateDer<'static>,
+    name: &str,
+) -> hyper::client::conn::http2::SendRequest<common::BoxBody> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let s = connector(&[root], &[b"h2"])
+        .connect(ServerName::try_from(name.to_owned()).unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (h2, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(s),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    h2
+}
+
 async fn get_over(
     sender: &mut hyper::client::conn::http1::SendRequest<common::BoxBody>,
     host: &str,
@@ -126,19 +148,7 @@ async fn tls_by_sni_with_h2_and_reload_without_dropping_connections() {
     }
 
     // ALPN h2 over TLS.
-    let tcp = TcpStream::connect(tls_addr).await.unwrap();
-    let s = connector(&[&a1], &[b"h2"])
-        .connect(ServerName::try_from("a.test").unwrap(), tcp)
-        .await
-        .unwrap();
-    assert_eq!(s.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut h2, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(s),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut h2 = h2_over(tls_addr, &a1, "a.test").await;
     let req = http::Request::get("https://a.test/h2")
         .body(common::full(""))
         .unwrap();
@@ -521,5 +531,63 @@ async fn the_admin_api_can_be_served_over_tls() {
     .unwrap();
     let answer = common::read_to_close(&mut plain).await;
     assert!(!answer.contains("HTTP/1.1"), "{answer:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `https_redirect` and `hsts` on the service: plain HTTP is redirected, HTTPS answered with
+/// `Strict-Transport-Security`, over HTTP/1.1 (the fast path) and h2 alike.
+#[tokio::test]
+async fn https_redirect_and_hsts_over_tls() {
+    let dir = std::env::temp_dir().join(format!("quayside-hsts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let root = write_cert(&dir, "h", "h.test");
+    let backend = Backend::start("hsts-backend").await;
+    let mut config = test_config();
+    config.tls.certs = vec![dir.join("h.crt")];
+    config.tls.keys = vec![dir.join("h.key")];
+    config.proxy.https_port = 8443;
+    let (plain, admin, tls_addr, _stop, _) = start_tls(config, backend.port()).await;
+    let http = Http::new();
+    let r = http
+        .method(
+            "PUT",
+            &format!("http://{admin}/api/v1/services/default"),
+            r#"{"https_redirect": true, "hsts": "max-age=60; includeSubDomains"}"#,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = http
+        .get_host(&format!("http://{plain}/x?y=1"), "h.test")
+        .await;
+    assert_eq!(r.status, 308);
+    assert_eq!(r.headers["location"], "https://h.test:8443/x?y=1");
+    assert!(!r.headers.contains_key("strict-transport-security"));
+
+    let tcp = TcpStream::connect(tls_addr).await.unwrap();
+    let s = connector(&[&root], &[b"http/1.1"])
+        .connect(ServerName::try_from("h.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (headers, body) = get_over(&mut h1, "h.test").await;
+    assert_eq!(body, "hsts-backend\n");
+    assert_eq!(
+        headers["strict-transport-security"],
+        "max-age=60; includeSubDomains"
+    );
+
+    let mut h2 = h2_over(tls_addr, &root, "h.test").await;
+    let req = http::Request::get("https://h.test/h2")
+        .body(common::full(""))
+        .unwrap();
+    let resp = h2.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["strict-transport-security"],
+        "max-age=60; includeSubDomains"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

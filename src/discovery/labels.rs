@@ -183,6 +183,16 @@ fn list(v: &str) -> Vec<String> {
         .collect()
 }
 
+/// The forward-auth settings being read (the URL is checked once all labels are).
+fn forward(d: &mut Draft) -> &mut crate::registry::middleware::ForwardAuth {
+    d.cfg
+        .forward_auth
+        .get_or_insert_with(|| crate::registry::middleware::ForwardAuth {
+            url: String::new(),
+            copy_headers: Vec::new(),
+        })
+}
+
 fn amount(v: &str) -> Result<u32, FieldError> {
     match v.trim().parse::<u32>() {
         Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
@@ -463,13 +473,7 @@ pub const LABELS: &[LabelDoc] = &[
         service_level: true,
         meaning: "`http://…`: asked with each request's headers; a 2xx lets it through, anything else is the answer",
         parse: |d, v| {
-            d.cfg
-                .forward_auth
-                .get_or_insert_with(|| crate::registry::middleware::ForwardAuth {
-                    url: String::new(),
-                    copy_headers: Vec::new(),
-                })
-                .url = v.trim().to_owned();
+            forward(d).url = v.trim().to_owned();
             Ok(())
         },
     },
@@ -478,13 +482,7 @@ pub const LABELS: &[LabelDoc] = &[
         service_level: true,
         meaning: "comma-separated headers of the auth service's 2xx copied into the request (`X-User,X-Email`)",
         parse: |d, v| {
-            d.cfg
-                .forward_auth
-                .get_or_insert_with(|| crate::registry::middleware::ForwardAuth {
-                    url: String::new(),
-                    copy_headers: Vec::new(),
-                })
-                .copy_headers = list(v);
+            forward(d).copy_headers = list(v);
             Ok(())
         },
     },
