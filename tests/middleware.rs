@@ -20,7 +20,10 @@ impl Observe for Fronts {
     fn request(&self, r: &Record<'_>) {
         let service = r.service.map(|s| s.name.clone()).unwrap_or_default();
         let id = r.meta.map(|m| m.request_id.to_owned()).unwrap_or_default();
-        self.0.lock().unwrap().push((id, r.front, service, r.status));
+        self.0
+            .lock()
+            .unwrap()
+            .push((id, r.front, service, r.status));
     }
 
     // (For the request id: the records are handed over as each request ends, which for a
@@ -174,7 +177,10 @@ async fn ask(
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let id = format!("mw-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let id = format!(
+        "mw-{}",
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     *s.last_id.lock().unwrap() = id.clone();
     let req = b.header("x-request-id", id).body(full("")).unwrap();
     let resp = if h2 {

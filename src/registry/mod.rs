@@ -388,6 +388,9 @@ impl ServiceConfig {
 }
 
 /// A change to the registry.
+// (Commands come from sources and the admin API, never per request: `PutService`'s size, a
+// service's settings with their middlewares, costs nothing worth a box.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     /// Add or replace a manual entry. With `inherit_service` (the request named no service),

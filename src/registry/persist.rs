@@ -154,6 +154,9 @@ pub fn decode(bytes: &[u8]) -> Result<Registry, String> {
 }
 
 /// One saved change in the journal: the new value of one key of the state file, or its removal.
+// (One is written per admin change, none per request: a service's settings, middlewares
+// included, are not worth a box here.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum Record {

@@ -504,7 +504,8 @@ pub fn write_client_head(
             out.extend_from_slice(b"\r\n");
         }
     }
-    for e in extra {
+    // (Most are empty: no sticky cookie, no middleware lines.)
+    for e in extra.iter().filter(|e| !e.is_empty()) {
         out.extend_from_slice(e);
     }
     if close || resp.framing == Framing::UntilClose {

@@ -132,21 +132,20 @@ impl Forwarder {
                     .map(|v| v.as_bytes()),
                 https_port: self.https_port,
             };
-            let refused = |a: Answer, plan| Err((ProxyError::Answered(Box::new(a)), Some(plan)));
             match m.gate(&ask, Instant::now()) {
                 Gate::Pass => {}
-                Gate::Answer(a) => return refused(a, plan),
+                Gate::Answer(a) => return Err((answered(a), Some(plan))),
                 Gate::Verify => {
                     let given = parts.headers.get(header::AUTHORIZATION);
                     if let Err(a) = auth::verify_basic(m, given).await {
-                        return refused(a, plan);
+                        return Err((answered(a), Some(plan)));
                     }
                 }
             }
             if let Some(f) = &m.forward {
                 match auth::forward_auth(self, f, &parts, ip, &client.proto).await {
                     Ok(copy) => from_auth = copy,
-                    Err(a) => return refused(a, plan),
+                    Err(a) => return Err((answered(a), Some(plan))),
                 }
             }
         }
@@ -492,6 +491,11 @@ fn tunnel(
     // Keep Upgrade/Connection: they are the point of a 101.
     let (head, _) = resp.into_parts();
     Response::from_parts(head, Either::Right(Full::new(Bytes::new())))
+}
+
+/// A middleware's answer, as the error the client gets.
+fn answered(a: Answer) -> ProxyError {
+    ProxyError::Answered(Box::new(a))
 }
 
 fn version_name(v: Version) -> &'static str {
