@@ -2,7 +2,9 @@
 # Middlewares' cost beside nginx doing the same (issue 20): requests/s and CPU per request
 # through quayside and nginx (2 workers each), with no middleware, with a rate limit no
 # request reaches (limit_req), and with gzip compression of a 16 KiB HTML page. wrk on
-# loopback, 64 connections; the proxies' CPU is read from /proc (user + system).
+# loopback, 64 connections (wrk replaces its own Host only when given as `Host:`, capitalised);
+# the proxies' CPU is read from /proc (user + system). nginx's CPU includes its backend: the
+# backend is a server block of the same nginx.
 # Needs: wrk, nginx (apt-get install -y wrk nginx-extras), curl, python3; run by hand:
 #   bash bench/middleware.sh        (ROUNDS=3 DURATION=10s CONNS=64 by default)
 set -euo pipefail
@@ -12,6 +14,7 @@ DURATION=${DURATION:-10s}
 CONNS=${CONNS:-64}
 work=$(mktemp -d /tmp/quayside-mw-XXXX)
 mkdir -p "$work/logs" "$work/www"
+chmod 755 "$work" "$work/www"  # (nginx's workers run as nobody)
 trap 'kill ${NPID:-} ${QPID:-} 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 python3 -c '
 import random, sys
@@ -20,8 +23,9 @@ words = "quay side proxy docker label service backend route table health pool".s
 body = " ".join(random.choice(words) for _ in range(3000))
 html = "<html><body><p>" + body + "</p></body></html>\n"
 open(sys.argv[1], "w").write(html[:16384].ljust(16384))
-' "$work/www/page.html"
+' "$work/www/page"
 
+chmod 644 "$work/www/page"
 cargo build --release --quiet
 nginx -c "$PWD/bench/conf/nginx-middleware.conf" -p "$work/" &
 NPID=$!
@@ -49,10 +53,10 @@ ticks() { # PID: user+system ticks of it (all threads) and its children (nginx's
   echo "$t"
 }
 run() { # NAME PID URL [HEADER]
-  local name=$1 pid=$2 url=$3 hdr=${4:-x-none: 1} host=${5:-x}
+  local name=$1 pid=$2 url=$3 hdr=${4:-x-none: 1} host=${5:-127.0.0.1}
   local t0 t1 out n rps
   t0=$(ticks "$pid")
-  out=$(wrk -t1 -c"$CONNS" -d"$DURATION" -H "$hdr" -H "host: $host" "$url")
+  out=$(wrk -t1 -c"$CONNS" -d"$DURATION" -H "$hdr" -H "Host: $host" "$url")
   t1=$(ticks "$pid")
   n=$(echo "$out" | awk '/requests in/ {print $1}')
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
