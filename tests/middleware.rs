@@ -415,3 +415,33 @@ async fn decode(enc: &str, body: &[u8]) -> Vec<u8> {
     .unwrap();
     out
 }
+
+/// A new password goes from the fast path to hyper's side before any middleware runs, so a
+/// rate limit counts the request once.
+#[tokio::test]
+async fn a_new_password_is_counted_once_by_the_rate_limit() {
+    let q = Quayside::start().await;
+    let backend = Backend::start("once").await;
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let cfg = serde_json::json!({
+        "hosts": ["once.test"],
+        "basic_auth": [format!("bob:{hash}")],
+        "rate_limit": {"average": 1, "burst": 1, "period": "60s"}
+    });
+    put_service(&q, "once", cfg).await;
+    let url = format!(
+        "/add?no=once-1&ip=127.0.0.1&port={}&service=once",
+        backend.port()
+    );
+    assert_eq!(Http::new().get(&q.admin_url(&url)).await.status, 200);
+    let auth = format!("Basic {}", b64("bob:pw"));
+    let req = || {
+        Request::get(q.proxy_url("/"))
+            .header("host", "once.test")
+            .header("authorization", auth.as_str())
+            .body(full(""))
+            .unwrap()
+    };
+    assert_eq!(Http::new().send(req()).await.status, 200);
+    assert_eq!(Http::new().send(req()).await.status, 429);
+}

@@ -244,6 +244,17 @@ impl Middleware {
         self.forward.is_none() && !self.compress
     }
 
+    /// Whether `authorization` carries a basic-auth credential not checked yet: the fast path
+    /// leaves such a request to hyper's side before running [`Middleware::gate`], so that
+    /// the gate (and its rate limit) runs once per request.
+    pub fn unverified(&self, authorization: Option<&[u8]>, now: Instant) -> bool {
+        self.basic.as_ref().is_some_and(|b| {
+            authorization
+                .and_then(basic::BasicAuth::credential)
+                .is_some_and(|c| !b.known(c, now))
+        })
+    }
+
     /// The head-only middlewares, in order, at `now`.
     pub fn gate(&self, ask: &Ask<'_>, now: Instant) -> Gate {
         if self.https_redirect && !ask.tls && !ask.target.starts_with(ACME_CHALLENGE) {

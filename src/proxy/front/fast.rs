@@ -349,7 +349,9 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
     let (plan, first) = Plan::new(&table, req.host, req.path, &fields, ip);
     if let Some(m) = plan.service.middleware.as_deref() {
         // Forward auth and compression are hyper's side's; so is checking a new password.
-        if !m.fast() {
+        let authorization = parse::header(req.headers, "authorization");
+        let now = Instant::now();
+        if !m.fast() || m.unverified(authorization, now) {
             return Ok(Prep::Slow);
         }
         let ask = Ask {
@@ -357,10 +359,10 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
             tls: client.proto == "https",
             host: req.host,
             target: req.target,
-            authorization: parse::header(req.headers, "authorization"),
+            authorization,
             https_port: fwd.https_port,
         };
-        match m.gate(&ask, Instant::now()) {
+        match m.gate(&ask, now) {
             Gate::Pass => {}
             Gate::Verify => return Ok(Prep::Slow),
             Gate::Answer(a) => {
