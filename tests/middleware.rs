@@ -445,3 +445,30 @@ async fn a_new_password_is_counted_once_by_the_rate_limit() {
     assert_eq!(Http::new().send(req()).await.status, 200);
     assert_eq!(Http::new().send(req()).await.status, 429);
 }
+
+/// With `--trusted-proxies` set, an `X-Forwarded-For` from a peer that is not one of them is
+/// replaced, on both fronts (without the flag it is appended to, as before).
+#[tokio::test]
+async fn an_untrusted_peers_forwarded_for_is_replaced() {
+    let fronts = Arc::new(Fronts::default());
+    let mut c = test_config();
+    c.proxy.observer = Some(fronts.clone());
+    c.proxy.trusted_proxies = Arc::from([quayside::types::Cidr::parse("10.0.0.0/8").unwrap()]);
+    let q = Quayside::start_with(c).await;
+    let backend = Backend::start("xff").await;
+    q.add("1", &backend).await;
+    let s = Setup {
+        q,
+        fronts,
+        last_id: Mutex::default(),
+        _backend: backend,
+        _auth: tokio::spawn(async {}),
+    };
+    for h2 in [false, true] {
+        let spoofed = [("x-forwarded-for", "203.0.113.5")];
+        let (st, h, _) = ask(&s, h2, "any.test", "/", &spoofed).await;
+        assert_eq!(st, 200);
+        assert_eq!(h["x-seen-xff"], "127.0.0.1", "h2: {h2}");
+        assert_eq!(s.answered("default").await, (front(h2), 200));
+    }
+}

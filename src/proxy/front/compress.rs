@@ -159,6 +159,12 @@ mod tests {
         let mut done = h.clone();
         done.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
         assert_eq!(decide(Some(&gzip), &Method::GET, ok, &done, None), None);
+        let mut kept = h.clone();
+        kept.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, no-transform"),
+        );
+        assert_eq!(decide(Some(&gzip), &Method::GET, ok, &kept, None), None);
         let mut png = HeaderMap::new();
         png.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/png"));
         assert_eq!(decide(Some(&gzip), &Method::GET, ok, &png, None), None);
