@@ -138,15 +138,16 @@ pub fn basic_user(entry: &str) -> Result<(), FieldError> {
 
 /// Check the middleware settings of a service config (see `ServiceConfig::validated`);
 /// normalises header names and address blocks.
-#[allow(clippy::too_many_arguments)]
-pub fn validate(
-    hsts: &Option<String>,
-    basic_auth: &[String],
-    forward_auth: &mut Option<ForwardAuth>,
-    ip_allow: &mut [String],
-    rate_limit: &Option<RateLimit>,
-    headers: &mut Headers,
-) -> Result<(), FieldError> {
+pub fn validate(cfg: &mut super::ServiceConfig) -> Result<(), FieldError> {
+    let super::ServiceConfig {
+        hsts,
+        basic_auth,
+        forward_auth,
+        ip_allow,
+        rate_limit,
+        headers,
+        ..
+    } = cfg;
     if let Some(h) = hsts {
         let ok = h
             .split(';')
@@ -259,39 +260,49 @@ mod tests {
 
     #[test]
     fn settings_are_checked_and_named() {
-        let mut h = Headers::default();
-        h.request.insert("X-Env".into(), "prod".into());
-        let mut ip = vec!["10.0.0.0/8".to_owned(), "::1".to_owned()];
-        validate(&None, &[], &mut None, &mut ip, &None, &mut h).unwrap();
-        assert_eq!(ip, ["10.0.0.0/8", "::1/128"]);
-        assert!(h.request.contains_key("x-env"));
-        let e = validate(
-            &Some("1 year".into()),
-            &[],
-            &mut None,
-            &mut [],
-            &None,
-            &mut Headers::default(),
-        )
-        .unwrap_err();
-        assert_eq!(e.field, "hsts");
-        let mut bad = Headers::default();
-        bad.response.insert("Content-Length".into(), "1".into());
-        let e = validate(&None, &[], &mut None, &mut [], &None, &mut bad).unwrap_err();
-        assert_eq!(e.field, "headers.response");
-        let mut f = Some(ForwardAuth {
-            url: "ftp://x".into(),
-            copy_headers: vec![],
-        });
-        let e = validate(&None, &[], &mut f, &mut [], &None, &mut Headers::default()).unwrap_err();
-        assert_eq!(e.field, "forward_auth.url");
-        let r = Some(RateLimit {
-            average: 0,
-            burst: None,
-            period: None,
-            per: RatePer::ClientIp,
-        });
-        let e = validate(&None, &[], &mut None, &mut [], &r, &mut Headers::default()).unwrap_err();
-        assert_eq!(e.field, "rate_limit.average");
+        use crate::registry::ServiceConfig;
+        let mut ok = ServiceConfig {
+            ip_allow: vec!["10.0.0.0/8".to_owned(), "::1".to_owned()],
+            ..Default::default()
+        };
+        ok.headers.request.insert("X-Env".into(), "prod".into());
+        validate(&mut ok).unwrap();
+        assert_eq!(ok.ip_allow, ["10.0.0.0/8", "::1/128"]);
+        assert!(ok.headers.request.contains_key("x-env"));
+        let field = |mut cfg: ServiceConfig| validate(&mut cfg).unwrap_err().field;
+        assert_eq!(
+            field(ServiceConfig {
+                hsts: Some("1 year".into()),
+                ..Default::default()
+            }),
+            "hsts"
+        );
+        let mut bad = ServiceConfig::default();
+        bad.headers
+            .response
+            .insert("Content-Length".into(), "1".into());
+        assert_eq!(field(bad), "headers.response");
+        assert_eq!(
+            field(ServiceConfig {
+                forward_auth: Some(ForwardAuth {
+                    url: "ftp://x".into(),
+                    copy_headers: vec![],
+                }),
+                ..Default::default()
+            }),
+            "forward_auth.url"
+        );
+        assert_eq!(
+            field(ServiceConfig {
+                rate_limit: Some(RateLimit {
+                    average: 0,
+                    burst: None,
+                    period: None,
+                    per: RatePer::ClientIp,
+                }),
+                ..Default::default()
+            }),
+            "rate_limit.average"
+        );
     }
 }

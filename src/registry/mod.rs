@@ -355,14 +355,7 @@ impl ServiceConfig {
                 ));
             }
         }
-        middleware::validate(
-            &self.hsts,
-            &self.basic_auth,
-            &mut self.forward_auth,
-            &mut self.ip_allow,
-            &self.rate_limit,
-            &mut self.headers,
-        )?;
+        middleware::validate(&mut self)?;
         if name == DEFAULT_SERVICE && self.has_rules() {
             return Err(FieldError::new(
                 "hosts",
