@@ -23,6 +23,10 @@ RUSTFLAGS='-C target-feature=+crt-static' cargo build --profile "$profile" --qui
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
 cp "target-static/$target/$dir/quayside" "target-static/$target/$dir/whoami" docker/Dockerfile.local "$ctx/"
+# The CA roots the quayside image carries (automatic HTTPS talks to a public CA over HTTPS).
+roots=/etc/ssl/certs/ca-certificates.crt
+[ -s "$roots" ] || { echo "build-images.sh: $roots is missing; apt-get install -y ca-certificates" >&2; exit 2; }
+cp "$roots" "$ctx/ca-certificates.crt"
 echo "== building images $quayside_image and $whoami_image"
 docker build -q --target quayside -t "$quayside_image" -f "$ctx/Dockerfile.local" "$ctx" >/dev/null
 docker build -q --target whoami -t "$whoami_image" -f "$ctx/Dockerfile.local" "$ctx" >/dev/null

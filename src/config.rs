@@ -228,6 +228,30 @@ pub struct Cli {
     /// connection (WebSocket) outlives the drain or removal of its backend [default: 30s]
     #[arg(long, env = "QUAYSIDE_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub shutdown_timeout: Option<Duration>,
+
+    /// Automatic HTTPS: obtain a certificate from an ACME CA (Let's Encrypt by default) for
+    /// every exact host name in the services' rules, with this contact address. Certificates and
+    /// the account key are kept beside the state file
+    #[arg(long, env = "QUAYSIDE_ACME_EMAIL", value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// The ACME directory URL [default: Let's Encrypt production]
+    #[arg(long, env = "QUAYSIDE_ACME_DIRECTORY", value_name = "URL")]
+    pub acme_directory: Option<String>,
+
+    /// Use Let's Encrypt's staging directory (untrusted certificates, generous rate limits)
+    #[arg(long, env = "QUAYSIDE_ACME_STAGING", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub acme_staging: Option<bool>,
+
+    /// Trust this CA certificate (PEM) for the ACME server's own HTTPS, instead of the system's
+    /// roots (a private ACME server)
+    #[arg(long, env = "QUAYSIDE_ACME_CA_CERT", value_name = "FILE")]
+    pub acme_ca_cert: Option<PathBuf>,
+
+    /// The challenge to answer: http-01 (on the plain listener, which the CA must reach on port
+    /// 80) or tls-alpn-01 (on the TLS listener, reached on 443) [default: http-01]
+    #[arg(long, env = "QUAYSIDE_ACME_CHALLENGE", value_name = "TYPE")]
+    pub acme_challenge: Option<String>,
 }
 
 /// What to do instead of serving.
@@ -307,6 +331,11 @@ pub struct FileConfig {
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     pub https_port: Option<u16>,
+    pub acme_email: Option<String>,
+    pub acme_directory: Option<String>,
+    pub acme_staging: Option<bool>,
+    pub acme_ca_cert: Option<PathBuf>,
+    pub acme_challenge: Option<String>,
 }
 
 /// A duration in the file: `"5s"` or a number of seconds.
@@ -425,6 +454,8 @@ pub struct Config {
     pub docker: DockerConfig,
     pub proxy: ProxyConfig,
     pub tls: TlsConfig,
+    /// Automatic HTTPS (none: off).
+    pub acme: Option<crate::acme::AcmeConfig>,
 }
 
 /// TLS termination settings: off when `certs` is empty.
@@ -602,6 +633,13 @@ impl Config {
             log_json,
             access_log,
             tls,
+            acme: acme(
+                cli.acme_email.or(file.acme_email),
+                cli.acme_directory.or(file.acme_directory),
+                cli.acme_staging.or(file.acme_staging).unwrap_or(false),
+                cli.acme_ca_cert.or(file.acme_ca_cert),
+                cli.acme_challenge.or(file.acme_challenge),
+            )?,
             admin,
             listen: cli
                 .listen
@@ -696,9 +734,87 @@ impl Config {
                     Some(p) => p,
                     None => d.https_port,
                 },
+                acme: None,
             },
         })
     }
+}
+
+/// The `--acme-*` settings: off without an email address.
+fn acme(
+    email: Option<String>,
+    directory: Option<String>,
+    staging: bool,
+    ca_cert: Option<PathBuf>,
+    challenge: Option<String>,
+) -> Result<Option<crate::acme::AcmeConfig>, ConfigError> {
+    let err = |key: &str, reason: String| ConfigError::Value {
+        key: key.into(),
+        reason,
+    };
+    let Some(email) = email.filter(|e| !e.is_empty()) else {
+        return match (&directory, staging, &ca_cert, &challenge) {
+            (None, false, None, None) => Ok(None),
+            _ => Err(err(
+                "acme_email",
+                "the other --acme-* settings need --acme-email, which turns automatic HTTPS on"
+                    .into(),
+            )),
+        };
+    };
+    if email.contains(char::is_whitespace)
+        || !email
+            .split_once('@')
+            .is_some_and(|(u, d)| !u.is_empty() && d.contains('.'))
+    {
+        return Err(err(
+            "acme_email",
+            format!("{email:?} is not an email address (user@example.com)"),
+        ));
+    }
+    let directory = match (directory, staging) {
+        (Some(_), true) => {
+            return Err(err(
+                "acme_staging",
+                "give --acme-staging or --acme-directory, not both".into(),
+            ));
+        }
+        (Some(d), false) => {
+            if !d.starts_with("https://") || d.parse::<http::Uri>().is_err() {
+                return Err(err(
+                    "acme_directory",
+                    format!("{d:?} is not an https:// URL (ACME servers speak HTTPS)"),
+                ));
+            }
+            d
+        }
+        (None, true) => crate::acme::LETS_ENCRYPT_STAGING.to_owned(),
+        (None, false) => crate::acme::LETS_ENCRYPT.to_owned(),
+    };
+    if let Some(path) = &ca_cert
+        && !path.is_file()
+    {
+        return Err(err(
+            "acme_ca_cert",
+            format!("{} is not a readable file", path.display()),
+        ));
+    }
+    let challenge = match challenge.as_deref() {
+        None | Some("http-01") => crate::acme::Challenge::Http01,
+        Some("tls-alpn-01") => crate::acme::Challenge::TlsAlpn01,
+        Some(other) => {
+            return Err(err(
+                "acme_challenge",
+                format!("{other:?} is not http-01 or tls-alpn-01"),
+            ));
+        }
+    };
+    Ok(Some(crate::acme::AcmeConfig {
+        email,
+        directory,
+        ca_cert,
+        challenge,
+    }))
 }
 
 /// `--trusted-proxies`: each an address block.
@@ -863,6 +979,65 @@ mod tests {
         let cli = Cli::try_parse_from(["quayside", "--no-docker=false"]).unwrap();
         let file: FileConfig = toml::from_str("no_docker = true").unwrap();
         assert!(Config::resolve(cli, file).unwrap().docker.enabled);
+    }
+
+    #[test]
+    fn acme_settings_are_checked_and_named() {
+        let resolve = |args: &[&str], file: &str| {
+            let mut argv = vec!["quayside"];
+            argv.extend_from_slice(args);
+            let cli = Cli::try_parse_from(argv).unwrap();
+            Config::resolve(cli, toml::from_str(file).unwrap())
+        };
+        assert!(resolve(&[], "").unwrap().acme.is_none());
+        let a = resolve(&["--acme-email", "ops@example.com"], "")
+            .unwrap()
+            .acme
+            .unwrap();
+        assert_eq!(a.directory, crate::acme::LETS_ENCRYPT);
+        assert_eq!(a.challenge, crate::acme::Challenge::Http01);
+        let a = resolve(
+            &["--acme-staging", "--acme-challenge", "tls-alpn-01"],
+            "acme_email = \"ops@example.com\"",
+        )
+        .unwrap()
+        .acme
+        .unwrap();
+        assert_eq!(a.directory, crate::acme::LETS_ENCRYPT_STAGING);
+        assert_eq!(a.challenge, crate::acme::Challenge::TlsAlpn01);
+        let err = |args: &[&str]| resolve(args, "").unwrap_err().to_string();
+        assert!(err(&["--acme-email", "nobody"]).starts_with("acme_email: "));
+        assert!(err(&["--acme-staging"]).contains("need --acme-email"));
+        let e = err(&[
+            "--acme-email",
+            "a@b.c",
+            "--acme-directory",
+            "http://ca.test/dir",
+        ]);
+        assert!(
+            e.starts_with("acme_directory: ") && e.contains("https://"),
+            "{e}"
+        );
+        let e = err(&[
+            "--acme-email",
+            "a@b.c",
+            "--acme-directory",
+            "https://ca.test/dir",
+            "--acme-staging",
+        ]);
+        assert!(e.starts_with("acme_staging: "), "{e}");
+        let e = err(&["--acme-email", "a@b.c", "--acme-challenge", "dns-01"]);
+        assert!(
+            e.starts_with("acme_challenge: ") && e.contains("dns-01"),
+            "{e}"
+        );
+        let e = err(&[
+            "--acme-email",
+            "a@b.c",
+            "--acme-ca-cert",
+            "/nonexistent.pem",
+        ]);
+        assert!(e.starts_with("acme_ca_cert: "), "{e}");
     }
 
     #[test]

@@ -32,6 +32,9 @@
 //!   fronts: plain HTTP/1.1 requests take a byte-level fast path (httparse, pure rewriting in
 //!   `proxy/codec/`); everything else (TLS, HTTP/2, upgrades, chunked uploads, odd framing) is
 //!   served by hyper. `proxy/upstream/` holds the backend pools, `proxy/server/` the workers.
+//! - [`acme`]: automatic HTTPS: the task that orders, stores and renews a certificate for each
+//!   service's host name (instant-acme), with its pure schedule (renewal, backoff, the CA's rate
+//!   limits); the proxy serves what it obtains and answers its challenges.
 //! - [`metrics`] and [`access_log`], the request plan's observers: Prometheus counters
 //!   gathered per worker, and the access log's buffers and writer thread.
 //! - [`stats`]: the dashboard's figures: the metrics' counts sampled once a second into rings
@@ -49,6 +52,7 @@
 //! whose counters the caller can read while it runs.
 
 pub mod access_log;
+pub mod acme;
 pub mod admin;
 pub mod balance;
 pub mod config;
@@ -87,8 +91,12 @@ pub enum StartError {
     State(#[from] StateError),
     #[error(transparent)]
     Tls(#[from] proxy::tls::TlsError),
-    #[error("TLS certificates are configured but no TLS listener was given")]
+    #[error("TLS is on (certificates or automatic HTTPS) but no TLS listener was given")]
     NoTlsListener,
+    #[error(
+        "automatic HTTPS (--acme-email) keeps its certificates beside the state file: it needs --state with the file store (not --state-store swarm yet)"
+    )]
+    AcmeStore,
     #[error(transparent)]
     Docker(#[from] discovery::docker::EndpointError),
     #[error(
@@ -220,6 +228,7 @@ pub async fn run_with(
         Some((cert, key)) => Some(Arc::new(proxy::tls::Tls::new(
             std::slice::from_ref(cert),
             std::slice::from_ref(key),
+            None,
         )?)),
         None => None,
     };
@@ -253,10 +262,25 @@ pub async fn run_with(
         _ => {}
     }
     let initial = initial.unwrap_or_default();
-    let tls = if config.tls.certs.is_empty() {
+    // Automatic HTTPS: what it obtains is served by the TLS listener, and its HTTP-01
+    // challenges answered by the plain one.
+    let acme = match (&config.acme, &config.state_store, &config.state) {
+        (None, _, _) => None,
+        (Some(a), config::StateStore::File, Some(state)) => {
+            let obtained = Arc::new(proxy::tls::Obtained::default());
+            config.proxy.acme = Some(obtained.clone());
+            Some(Arc::new(acme::Acme::new(a.clone(), state, obtained)))
+        }
+        (Some(_), _, _) => return Err(StartError::AcmeStore),
+    };
+    let tls = if config.tls.certs.is_empty() && acme.is_none() {
         None
     } else {
-        let tls = Arc::new(proxy::tls::Tls::new(&config.tls.certs, &config.tls.keys)?);
+        let tls = Arc::new(proxy::tls::Tls::new(
+            &config.tls.certs,
+            &config.tls.keys,
+            config.proxy.acme.clone(),
+        )?);
         if listeners.tls.is_none() {
             return Err(StartError::NoTlsListener);
         }
@@ -399,6 +423,17 @@ pub async fn run_with(
         }
         _ => None,
     };
+    let acme_task = match (&acme, &tls) {
+        (Some(a), Some(t)) => {
+            tracing::info!(directory = %a.config.directory, dir = %a.dir().display(), challenge = ?a.config.challenge, "automatic HTTPS on: certificates for the services' host names");
+            Some(tokio::spawn(a.clone().run(
+                registry.shared().clone(),
+                t.clone(),
+                stop_rx.clone(),
+            )))
+        }
+        _ => None,
+    };
     let admin_config = config.admin.clone();
     let admin = tokio::spawn(async move {
         admin::serve(
@@ -407,6 +442,7 @@ pub async fn run_with(
                 registry,
                 discovery: sources,
                 tls,
+                acme,
                 metrics,
                 runtime,
                 access_log: access_log.clone(),
@@ -431,6 +467,9 @@ pub async fn run_with(
     }
     if let Some(f) = follower {
         let _ = f.await;
+    }
+    if let Some(a) = acme_task {
+        let _ = a.await;
     }
     let _ = prober.await;
     let _ = sampler.await;

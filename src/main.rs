@@ -66,7 +66,7 @@ async fn start() -> anyhow::Result<()> {
     quayside::check_state_store(&config).await?;
     let proxy = bind(config.listen, "the proxy", "--listen").await?;
     let admin = bind(config.admin_listen, "the admin API", "--admin-listen").await?;
-    let tls = if config.tls.certs.is_empty() {
+    let tls = if config.tls.certs.is_empty() && config.acme.is_none() {
         None
     } else {
         let l = bind(config.tls.listen, "HTTPS", "--tls-listen").await?;

@@ -187,6 +187,10 @@ pub struct Scrape<'a> {
     pub events: &'a crate::registry::events::Events,
     /// State-file write durations (none: no state file).
     pub state_writes: Option<&'a crate::registry::persist::WriteTimes>,
+    /// Every certificate name ([`crate::acme::names`]).
+    pub certificates: &'a [crate::acme::NameView],
+    /// Automatic HTTPS's orders issued and failed (none: off).
+    pub acme_orders: Option<(u64, u64)>,
 }
 
 /// Request counts summed over the workers.
@@ -475,9 +479,42 @@ fn control(scrape: &Scrape<'_>) -> Vec<Family> {
             Value::Counter(scrape.runtime.handshakes(h)),
         );
     }
+    let mut expiry = Family::new(
+        "quayside_tls_certificate_expiry_timestamp_seconds",
+        "When each name's certificate expires (seconds since the Unix epoch), by name and source (file, acme)",
+        MetricType::Gauge,
+    );
+    let mut failures = Family::new(
+        "quayside_acme_order_failures",
+        "Automatic HTTPS: orders failed in a row for the name (0 once one succeeds)",
+        MetricType::Gauge,
+    );
+    for c in scrape.certificates {
+        if let Some(t) = c.expiry_unix {
+            expiry.push(
+                vec![("name", c.name.clone()), ("source", c.source.to_owned())],
+                Value::Gauge(t),
+            );
+        }
+        if c.source == "acme" {
+            failures.push(
+                vec![("name", c.name.clone())],
+                Value::Gauge(i64::from(c.failures)),
+            );
+        }
+    }
+    let mut orders = Family::new(
+        "quayside_acme_orders",
+        "Automatic HTTPS: certificate orders finished, by result (issued, failed)",
+        MetricType::Counter,
+    );
+    if let Some((issued, failed)) = scrape.acme_orders {
+        orders.push(vec![("result", "issued".into())], Value::Counter(issued));
+        orders.push(vec![("result", "failed".into())], Value::Counter(failed));
+    }
     vec![
         generation, connected, reconnects, events, syncs, changes, health, writes, accepted, open,
-        handshakes,
+        handshakes, expiry, failures, orders,
     ]
 }
 

@@ -175,6 +175,21 @@ async fn the_compose_example_routes_by_scale_host_and_path() {
         (String::from_utf8_lossy(&out.stdout).trim() == "healthy").then_some(())
     })
     .await;
+    // The image carries CA roots, for a public ACME CA's HTTPS (and https forward auth).
+    let out = Command::new("docker")
+        .args([
+            "cp",
+            &format!("{id}:/etc/ssl/certs/ca-certificates.crt"),
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let roots = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && roots.matches("BEGIN CERTIFICATE").count() > 50,
+        "no CA roots in the image: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The admin API answers only with the token.
     let r = http.get(&format!("{admin}/api/v1/discovery")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);

@@ -34,6 +34,8 @@ pub struct Ctx {
     pub registry: Handle,
     pub discovery: Sources,
     pub tls: Option<std::sync::Arc<crate::proxy::tls::Tls>>,
+    /// Automatic HTTPS (none: off).
+    pub acme: Option<std::sync::Arc<crate::acme::Acme>>,
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     pub runtime: std::sync::Arc<crate::proxy::Runtime>,
     pub access_log: Option<std::sync::Arc<crate::access_log::AccessLog>>,
@@ -142,6 +144,9 @@ async fn metrics(
     let registry = ctx.registry.registry();
     let shared = ctx.registry.shared();
     let table = shared.table.load();
+    let hosts = rest::hosts(&registry);
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let certificates = crate::acme::names(&hosts, ctx.tls.as_deref(), ctx.acme.as_deref());
     let text = ctx.metrics.encode(
         &crate::metrics::Scrape {
             table: &table,
@@ -152,6 +157,8 @@ async fn metrics(
             access_log_dropped: ctx.access_log.as_ref().map(|l| l.dropped()),
             events: &shared.events,
             state_writes: shared.state_writes.as_deref(),
+            certificates: &certificates,
+            acme_orders: ctx.acme.as_ref().map(|a| a.orders()),
         },
         openmetrics,
     );

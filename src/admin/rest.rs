@@ -36,7 +36,9 @@ pub fn routes() -> Vec<super::Route> {
         ),
         Route::new("/api/v1/discovery", "GET", get(discovery)),
         Route::new("/api/v1/events", "GET", get(events)),
+        Route::new("/api/v1/tls", "GET", get(tls_names)),
         Route::new("/api/v1/tls/reload", "POST", post(tls_reload)),
+        Route::new("/api/v1/tls/renew", "POST", post(tls_renew)),
         Route::new("/api/v1/access", "GET", get(access)).access(super::Access::Open),
         Route::new("/api/v1/stats", "GET", get(stats)),
     ]
@@ -286,6 +288,101 @@ async fn tls_reload(State(ctx): State<super::Ctx>) -> ApiResult {
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("{e}; still serving the previous certificates"),
         )),
+    }
+}
+
+/// Every certificate name: the configured certificates' names and the services' host names.
+#[derive(Serialize, utoipa::ToSchema)]
+struct TlsView {
+    /// Automatic HTTPS is on.
+    acme: bool,
+    /// The ACME directory (with automatic HTTPS on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    directory: Option<String>,
+    /// Orders issued and failed since start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    orders: Option<OrdersView>,
+    names: Vec<crate::acme::NameView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct OrdersView {
+    issued: u64,
+    failed: u64,
+}
+
+/// The services' host names, for the certificate list.
+pub(super) fn hosts(reg: &crate::registry::Registry) -> Vec<String> {
+    reg.services()
+        .values()
+        .flat_map(|s| s.hosts.iter().cloned())
+        .collect()
+}
+
+/// Each name's certificate: where it comes from, its expiry, its renewal and last error.
+#[utoipa::path(get, path = "/api/v1/tls", tag = "tls",
+    responses((status = 200, description = "every name, sorted", body = TlsView)))]
+async fn tls_names(State(ctx): State<super::Ctx>) -> ApiResult {
+    let reg = ctx.registry.shared().registry.load_full();
+    let hosts = hosts(&reg);
+    let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let acme = ctx.acme.as_deref();
+    Ok(axum::Json(TlsView {
+        acme: acme.is_some(),
+        directory: acme.map(|a| a.config.directory.clone()),
+        orders: acme.map(|a| {
+            let (issued, failed) = a.orders();
+            OrdersView { issued, failed }
+        }),
+        names: crate::acme::names(&hosts, ctx.tls.as_deref(), acme),
+    })
+    .into_response())
+}
+
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct RenewQuery {
+    /// Only this name (default: every name automatic HTTPS serves).
+    name: Option<String>,
+}
+
+/// The names whose renewal was started.
+#[derive(Serialize, utoipa::ToSchema)]
+struct Renewing {
+    renewing: Vec<String>,
+}
+
+/// Renew certificates from ACME now, whatever their age (within the CA's rate limits).
+#[utoipa::path(post, path = "/api/v1/tls/renew", tag = "tls", params(RenewQuery),
+    responses(
+        (status = 202, description = "renewal started; GET /api/v1/tls shows the outcome", body = Renewing),
+        (status = 404, description = "automatic HTTPS is off, or the name is not one of its names", body = ErrorBody),
+        (status = 429, description = "the CA's limit of certificates for the name is reached", body = ErrorBody)))]
+async fn tls_renew(
+    State(ctx): State<super::Ctx>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> ApiResult {
+    let Some(acme) = &ctx.acme else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            "automatic HTTPS is off; start quayside with --acme-email".into(),
+        ));
+    };
+    let q = RenewQuery {
+        name: form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+            .find(|(k, _)| k == "name")
+            .map(|(_, v)| v.into_owned()),
+    };
+    match acme.renew(q.name.as_deref()) {
+        Ok(renewing) => {
+            Ok((StatusCode::ACCEPTED, axum::Json(Renewing { renewing })).into_response())
+        }
+        Err(e @ crate::acme::RenewError::NotOurs(_)) => {
+            Err(ApiError(StatusCode::NOT_FOUND, e.to_string()))
+        }
+        Err(e @ crate::acme::RenewError::Limit { .. }) => {
+            Err(ApiError(StatusCode::TOO_MANY_REQUESTS, e.to_string()))
+        }
     }
 }
 
@@ -615,7 +712,9 @@ async fn delete_service(
     delete_service,
     discovery,
     events,
+    tls_names,
     tls_reload,
+    tls_renew,
     access,
     stats,
 ))]

@@ -56,6 +56,8 @@ pub struct Forwarder {
     /// See [`ProxyConfig::trusted_proxies`].
     pub(in crate::proxy) trusted: Arc<[crate::types::Cidr]>,
     pub(in crate::proxy) https_port: u16,
+    /// Automatic HTTPS's HTTP-01 challenges (none: off).
+    pub(in crate::proxy) acme: Option<Arc<super::tls::Obtained>>,
     /// The client of `forward_auth` requests (made at the first one).
     pub(in crate::proxy) auth_client: std::sync::OnceLock<AuthClient>,
     /// This worker's backend pools, swept of idle connections.
@@ -78,6 +80,7 @@ impl Forwarder {
             park_after: config.park_after,
             trusted: config.trusted_proxies.clone(),
             https_port: config.https_port,
+            acme: config.acme.clone(),
             auth_client: std::sync::OnceLock::new(),
             sweep: pool::Sweep::default(),
             workers,

@@ -63,6 +63,8 @@ pub struct ProxyConfig {
     pub trusted_proxies: Arc<[crate::types::Cidr]>,
     /// Where `https_redirect` sends clients (`--https-port`).
     pub https_port: u16,
+    /// Automatic HTTPS: the HTTP-01 challenges to answer (none: off).
+    pub acme: Option<Arc<tls::Obtained>>,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -80,6 +82,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("observer", &self.observer.is_some())
             .field("trusted_proxies", &self.trusted_proxies)
             .field("https_port", &self.https_port)
+            .field("acme", &self.acme.is_some())
             .finish()
     }
 }
@@ -99,6 +102,7 @@ impl Default for ProxyConfig {
             observer: None,
             trusted_proxies: Arc::from([]),
             https_port: 443,
+            acme: None,
         }
     }
 }

@@ -453,6 +453,21 @@ pub fn strip_prefix<'t>(target: &'t str, prefix: Option<&str>) -> Cow<'t, str> {
     Cow::Owned(s)
 }
 
+/// The answer to an ACME HTTP-01 challenge this quayside is waiting on (automatic HTTPS on).
+/// It is answered before routing, whatever the host's service; a token not ours goes on to the
+/// service as any request.
+#[inline]
+pub fn acme_answer(obtained: Option<&super::tls::Obtained>, path: &str) -> Option<ProxyError> {
+    let obtained = obtained?;
+    let token = path.strip_prefix(crate::middleware::ACME_CHALLENGE)?;
+    let body = obtained.http_answer(token)?;
+    Some(ProxyError::Answered(Box::new(crate::middleware::Answer {
+        status: http::StatusCode::OK,
+        headers: Vec::new(),
+        body,
+    })))
+}
+
 pub fn is_idempotent(method: &str) -> bool {
     matches!(
         method,

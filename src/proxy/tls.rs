@@ -1,7 +1,10 @@
 //! TLS termination with rustls: certificate/key pairs from PEM files, the one for the client's
 //! SNI name chosen per handshake, reloadable at run time (SIGHUP or the admin API) without
-//! touching open connections. ALPN offers h2 and http/1.1.
+//! touching open connections. ALPN offers h2 and http/1.1 (and `acme-tls/1` with automatic
+//! HTTPS on). Certificates obtained at run time ([`Obtained`]) serve the names no configured
+//! certificate covers.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -22,6 +25,76 @@ pub enum TlsError {
     Pairs { certs: usize, keys: usize },
     #[error("TLS setup failed: {0}")]
     Setup(String),
+}
+
+/// The ALPN protocol of TLS-ALPN-01 challenge handshakes (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// What automatic HTTPS obtains at run time: certificates by exact name, and the answers to
+/// the CA's challenges (HTTP-01 key authorizations by token, TLS-ALPN-01 certificates by
+/// name). Written by the ACME task; read per handshake and per challenge request, lock-free.
+#[derive(Default)]
+pub struct Obtained {
+    certs: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    alpn: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
+    http: ArcSwap<HashMap<String, bytes::Bytes>>,
+}
+
+impl std::fmt::Debug for Obtained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Obtained({} certificates)", self.certs.load().len())
+    }
+}
+
+/// Change one entry of a copy-on-write map.
+fn edit<V: Clone>(map: &ArcSwap<HashMap<String, V>>, key: &str, value: Option<V>) {
+    map.rcu(|m| {
+        let mut m = HashMap::clone(m);
+        match &value {
+            Some(v) => m.insert(key.to_owned(), v.clone()),
+            None => m.remove(key),
+        };
+        m
+    });
+}
+
+impl Obtained {
+    pub fn set_cert(&self, name: &str, key: Option<Arc<CertifiedKey>>) {
+        edit(&self.certs, name, key);
+    }
+    pub fn cert(&self, name: &str) -> Option<Arc<CertifiedKey>> {
+        self.certs.load().get(name).cloned()
+    }
+    pub fn set_alpn(&self, name: &str, key: Option<Arc<CertifiedKey>>) {
+        edit(&self.alpn, name, key);
+    }
+    pub fn set_http(&self, token: &str, key_authorization: Option<bytes::Bytes>) {
+        edit(&self.http, token, key_authorization);
+    }
+    /// The key authorization for an HTTP-01 token this quayside is answering.
+    pub fn http_answer(&self, token: &str) -> Option<bytes::Bytes> {
+        let map = self.http.load();
+        if map.is_empty() {
+            return None;
+        }
+        map.get(token).cloned()
+    }
+}
+
+/// A certificate chain and its key, from PEM text (an obtained certificate read back).
+pub fn certified_key(chain_pem: &[u8], key_pem: &[u8]) -> Result<Arc<CertifiedKey>, String> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(chain_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    if chain.is_empty() {
+        return Err("no certificate in the PEM text".into());
+    }
+    let der = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| e.to_string())?;
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(CertifiedKey::new(chain, signing)))
 }
 
 /// The loaded pairs, in the order given; the first is the default when SNI matches none.
@@ -61,21 +134,41 @@ impl Store {
         Ok(Store(out))
     }
 
-    fn for_name(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let chosen = name.and_then(|n| {
-            let server = ServerName::try_from(n.to_owned()).ok()?;
-            self.0.iter().find(|(_, leaf)| {
+    /// The configured pair whose certificate is valid for `name`.
+    fn covering(&self, name: &str) -> Option<&Arc<CertifiedKey>> {
+        let server = ServerName::try_from(name.to_owned()).ok()?;
+        self.0
+            .iter()
+            .find(|(_, leaf)| {
                 webpki::EndEntityCert::try_from(leaf)
                     .is_ok_and(|c| c.verify_is_valid_for_subject_name(&server).is_ok())
             })
-        });
-        chosen.or_else(|| self.0.first()).map(|(k, _)| k.clone())
+            .map(|(k, _)| k)
+    }
+
+    /// A configured certificate for the name wins; then one obtained for it; then the first
+    /// configured one.
+    fn for_name(
+        &self,
+        name: Option<&str>,
+        obtained: Option<&Obtained>,
+    ) -> Option<Arc<CertifiedKey>> {
+        if let Some(n) = name {
+            if let Some(k) = self.covering(n) {
+                return Some(k.clone());
+            }
+            if let Some(k) = obtained.and_then(|o| o.cert(&n.to_ascii_lowercase())) {
+                return Some(k);
+            }
+        }
+        self.0.first().map(|(k, _)| k.clone())
     }
 }
 
 #[derive(Debug)]
 struct Resolver {
     store: ArcSwap<Store>,
+    obtained: Option<Arc<Obtained>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -86,7 +179,17 @@ impl std::fmt::Debug for Store {
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.store.load().for_name(hello.server_name())
+        let obtained = self.obtained.as_deref();
+        if let Some(o) = obtained
+            && hello
+                .alpn()
+                .is_some_and(|mut protos| protos.any(|p| p == ACME_TLS_ALPN))
+        {
+            // A TLS-ALPN-01 validation: only the challenge certificate, and nothing else.
+            let name = hello.server_name()?.to_ascii_lowercase();
+            return o.alpn.load().get(&name).cloned();
+        }
+        self.store.load().for_name(hello.server_name(), obtained)
     }
 }
 
@@ -98,8 +201,14 @@ pub struct Tls {
 }
 
 impl Tls {
-    pub fn new(certs: &[PathBuf], keys: &[PathBuf]) -> Result<Tls, TlsError> {
-        if certs.len() != keys.len() || certs.is_empty() {
+    /// The configured pairs, and with `obtained` (automatic HTTPS) the certificates obtained
+    /// at run time; with those, no configured pair is needed.
+    pub fn new(
+        certs: &[PathBuf],
+        keys: &[PathBuf],
+        obtained: Option<Arc<Obtained>>,
+    ) -> Result<Tls, TlsError> {
+        if certs.len() != keys.len() || (certs.is_empty() && obtained.is_none()) {
             return Err(TlsError::Pairs {
                 certs: certs.len(),
                 keys: keys.len(),
@@ -107,8 +216,10 @@ impl Tls {
         }
         let pairs: Vec<(PathBuf, PathBuf)> =
             certs.iter().cloned().zip(keys.iter().cloned()).collect();
+        let acme = obtained.is_some();
         let resolver = Arc::new(Resolver {
             store: ArcSwap::from_pointee(Store::load(&pairs)?),
+            obtained,
         });
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -118,6 +229,9 @@ impl Tls {
         .with_no_client_auth()
         .with_cert_resolver(resolver.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        if acme {
+            config.alpn_protocols.push(ACME_TLS_ALPN.to_vec());
+        }
         Ok(Tls {
             pairs,
             resolver,
@@ -132,5 +246,24 @@ impl Tls {
         let n = store.0.len();
         self.resolver.store.store(Arc::new(store));
         Ok(n)
+    }
+
+    /// The configured certificate valid for `name` (which it then serves, whatever was
+    /// obtained for it): its file and leaf.
+    pub fn covering(&self, name: &str) -> Option<(PathBuf, CertificateDer<'static>)> {
+        let store = self.resolver.store.load();
+        let key = store.covering(name)?;
+        let i = store.0.iter().position(|(k, _)| Arc::ptr_eq(k, key))?;
+        Some((self.pairs.get(i)?.0.clone(), store.0[i].1.clone()))
+    }
+
+    /// The configured certificates (leaf, as DER) with the file each came from.
+    pub fn configured(&self) -> Vec<(PathBuf, CertificateDer<'static>)> {
+        let store = self.resolver.store.load();
+        self.pairs
+            .iter()
+            .zip(store.0.iter())
+            .map(|((path, _), (_, leaf))| (path.clone(), leaf.clone()))
+            .collect()
     }
 }

@@ -346,6 +346,14 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
             &fwd.trusted,
         )
     };
+    if let Some(answer) = plan::acme_answer(fwd.acme.as_deref(), req.path) {
+        return Err(Box::new(Refused {
+            err: answer,
+            info,
+            seen: Some(Seen::new(fwd, inb, &req, ip)),
+            plan: None,
+        }));
+    }
     let (plan, first) = Plan::new(&table, req.host, req.path, &fields, ip);
     if let Some(m) = plan.service.middleware.as_deref() {
         // Forward auth and compression are hyper's side's; so is checking a new password.

@@ -77,6 +77,9 @@ impl Forwarder {
             let xff = parts.headers.get(&headers::X_FORWARDED_FOR);
             plan::client_ip(client.ip, xff.map(|v| v.as_bytes()), &self.trusted)
         };
+        if let Some(answer) = plan::acme_answer(self.acme.as_deref(), parts.uri.path()) {
+            return Err((answer, None));
+        }
         let (mut plan, first) = {
             let table = self.shared.table.load();
             let host = parts

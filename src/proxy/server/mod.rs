@@ -426,7 +426,11 @@ impl Worker {
                     match accepted {
                         Ok(Ok(s)) => {
                             runtime.handshake(Handshake::Ok);
-                            if s.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            let alpn = s.get_ref().1.alpn_protocol();
+                            if alpn == Some(tls::ACME_TLS_ALPN) {
+                                // A TLS-ALPN-01 validation ends with the handshake.
+                                tracing::debug!(%peer, "TLS-ALPN-01 challenge handshake answered");
+                            } else if alpn == Some(b"h2") {
                                 let _conn = runtime.connection(true, true);
                                 let conn = http.h2.serve_connection(TokioIo::new(s), service);
                                 drive(conn, stop, peer).await

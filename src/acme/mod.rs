@@ -1,0 +1,516 @@
+//! Automatic HTTPS: a certificate from an ACME CA for every exact host name in the services'
+//! rules, answered by HTTP-01 on the plain listener or TLS-ALPN-01 on the TLS listener, kept
+//! beside the state file, reused after a restart and renewed two thirds into its life.
+//!
+//! One task ([`Acme::run`]) owns the schedule: once a second it reads the names the registry's
+//! services ask for, leaves out those a configured certificate (`--tls-cert`) covers, and orders
+//! whichever is due, one at a time. A failed order backs off for that name only
+//! ([`schedule`]); the CA's rate limits are kept on this side ([`schedule::Window`]). What it
+//! obtains goes to the proxy through [`Obtained`], read lock-free per handshake.
+
+pub mod client;
+pub mod schedule;
+pub mod store;
+pub mod x509;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{Notify, watch};
+
+use crate::proxy::tls::{Obtained, Tls, certified_key};
+use schedule::{Entry, Held, Want, Window};
+use store::Disk;
+
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
+
+/// How long one order may take, from asking to the certificate.
+const ORDER_TIMEOUT: Duration = Duration::from_secs(180);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Challenge {
+    Http01,
+    TlsAlpn01,
+}
+
+/// The `--acme-*` settings.
+#[derive(Clone, Debug)]
+pub struct AcmeConfig {
+    pub email: String,
+    pub directory: String,
+    /// Trust this CA (PEM) for the ACME server's HTTPS instead of the system's roots.
+    pub ca_cert: Option<std::path::PathBuf>,
+    pub challenge: Challenge,
+}
+
+/// The schedule's state: each name's entry, and the rate-limit windows.
+struct State {
+    entries: BTreeMap<String, Entry>,
+    /// New orders of the account.
+    orders: Window,
+    /// Certificates issued per name.
+    issued: BTreeMap<String, Window>,
+    /// The name being ordered now.
+    ordering: Option<String>,
+    issued_total: u64,
+    failed_total: u64,
+}
+
+/// Automatic HTTPS, shared by its task, the admin API and the metrics.
+pub struct Acme {
+    pub config: AcmeConfig,
+    disk: Disk,
+    obtained: Arc<Obtained>,
+    state: Mutex<State>,
+    wake: Notify,
+}
+
+/// Why a renewal was not started.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    #[error(
+        "{0} gets no certificate from ACME (not an exact host name of a service's rules, or served by a configured certificate); GET /api/v1/tls lists the names"
+    )]
+    NotOurs(String),
+    #[error(
+        "{name} was issued {count} certificates in the last 7 days, the CA's limit for one name; the next renewal is possible at {at}"
+    )]
+    Limit {
+        name: String,
+        count: usize,
+        at: String,
+    },
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Acme {
+    /// `state` is the state file; the certificates go beside it.
+    pub fn new(config: AcmeConfig, state: &std::path::Path, obtained: Arc<Obtained>) -> Acme {
+        Acme {
+            disk: Disk::beside(state, &config.directory),
+            config,
+            obtained,
+            state: Mutex::new(State {
+                entries: BTreeMap::new(),
+                orders: schedule::orders_window(),
+                issued: BTreeMap::new(),
+                ordering: None,
+                issued_total: 0,
+                failed_total: 0,
+            }),
+            wake: Notify::new(),
+        }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.disk.dir()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // (Only this module's short, panic-free sections hold it.)
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Orders issued and failed since start.
+    pub fn orders(&self) -> (u64, u64) {
+        let s = self.lock();
+        (s.issued_total, s.failed_total)
+    }
+
+    /// Renew `name` (or every name ACME serves) at once, whatever its certificate's age.
+    /// Returns the names to be renewed.
+    pub fn renew(&self, name: Option<&str>) -> Result<Vec<String>, RenewError> {
+        let now = SystemTime::now();
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let names: Vec<String> = match name {
+            Some(n) => {
+                let n = n.trim_end_matches('.').to_ascii_lowercase();
+                if !s.entries.contains_key(&n) {
+                    return Err(RenewError::NotOurs(n));
+                }
+                vec![n]
+            }
+            None => s.entries.keys().cloned().collect(),
+        };
+        for n in &names {
+            if let Some(w) = s.issued.get_mut(n)
+                && let Some(until) = w.full_until(now)
+            {
+                return Err(RenewError::Limit {
+                    name: n.clone(),
+                    count: w.len(now),
+                    at: rfc3339(until),
+                });
+            }
+        }
+        for n in &names {
+            if let Some(e) = s.entries.get_mut(n) {
+                e.forced = true;
+                e.not_before = None;
+            }
+        }
+        drop(guard);
+        self.wake.notify_one();
+        Ok(names)
+    }
+
+    /// Keep the schedule's names to the exact names `wanted` asks for that no configured
+    /// certificate covers; a name new to it starts from its stored certificate, if any.
+    fn reconcile(&self, wanted: &BTreeMap<String, Want>, tls: &Tls) {
+        let ours: Vec<&String> = wanted
+            .iter()
+            .filter(|(n, w)| **w == Want::Order && tls.covering(n).is_none())
+            .map(|(n, _)| n)
+            .collect();
+        let mut s = self.lock();
+        s.entries.retain(|n, _| ours.contains(&n));
+        for n in ours {
+            if s.entries.contains_key(n) {
+                continue;
+            }
+            let mut entry = Entry::default();
+            match self.disk.cert(n) {
+                Ok(Some((chain, key))) => match self.install(n, &chain, &key) {
+                    Ok(held) => {
+                        tracing::info!(name = %n, not_after = %rfc3339(held.not_after), dir = %self.disk.dir().display(), "serving the stored certificate");
+                        entry.held = Some(held);
+                    }
+                    Err(e) => {
+                        tracing::warn!(name = %n, error = %e, dir = %self.disk.dir().display(), "the stored certificate cannot be used; ordering a new one");
+                    }
+                },
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(name = %n, error = %e, "cannot read the stored certificate; ordering a new one")
+                }
+            }
+            s.entries.insert(n.clone(), entry);
+        }
+    }
+
+    /// Serve a chain and key (PEM) for `name`; its validity.
+    fn install(&self, name: &str, chain: &[u8], key: &[u8]) -> Result<Held, String> {
+        let certified = certified_key(chain, key)?;
+        let leaf = certified.cert.first().ok_or("no certificate")?;
+        let (not_before, not_after) =
+            x509::validity(leaf).ok_or("the certificate's validity cannot be read")?;
+        if not_after <= SystemTime::now() {
+            return Err(format!("it expired at {}", rfc3339(not_after)));
+        }
+        self.obtained.set_cert(name, Some(certified));
+        Ok(Held {
+            not_before,
+            not_after,
+        })
+    }
+
+    /// The first due name the rate limits allow, marked as being ordered; a name the limits
+    /// hold back waits until they allow it.
+    fn next_due(&self, now: SystemTime) -> Option<String> {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let account_full = s.orders.full_until(now);
+        for (name, e) in s.entries.iter_mut() {
+            if e.next_order() > now {
+                continue;
+            }
+            if let Some(until) = account_full {
+                e.not_before = Some(until);
+                e.last_error = Some(format!(
+                    "waiting for the CA's limit of {} new orders per {} hours",
+                    s.orders.max,
+                    s.orders.span.as_secs() / 3600
+                ));
+                continue;
+            }
+            let issued = s
+                .issued
+                .entry(name.clone())
+                .or_insert_with(schedule::duplicates_window);
+            if let Some(until) = issued.full_until(now) {
+                e.not_before = Some(until);
+                e.forced = false;
+                e.last_error = Some(format!(
+                    "waiting for the CA's limit of {} certificates per name per 7 days",
+                    issued.max
+                ));
+                continue;
+            }
+            s.orders.record(now);
+            s.ordering = Some(name.clone());
+            return Some(name.clone());
+        }
+        None
+    }
+
+    /// Order `name`'s certificate and record the outcome.
+    async fn order_one(&self, name: &str, account: &mut Option<instant_acme::Account>) {
+        tracing::info!(name = %name, directory = %self.config.directory, challenge = ?self.config.challenge, "ordering a certificate");
+        let result = tokio::time::timeout(ORDER_TIMEOUT, async {
+            if account.is_none() {
+                let stored = self.disk.account().map_err(|e| {
+                    client::OrderError::Other(format!("cannot read the ACME account: {e}"))
+                })?;
+                let (a, new) = client::account(&self.config, stored.as_deref()).await?;
+                if let Some(json) = new {
+                    self.disk.save_account(&json).map_err(|e| {
+                        client::OrderError::Other(format!("cannot keep the ACME account: {e}"))
+                    })?;
+                    tracing::info!(dir = %self.disk.dir().display(), "ACME account created");
+                }
+                *account = Some(a);
+            }
+            let Some(a) = account.as_ref() else {
+                unreachable!("set above")
+            };
+            client::order(a, name, self.config.challenge, &self.obtained).await
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(client::OrderError::Other(format!(
+                "no certificate within {}s",
+                ORDER_TIMEOUT.as_secs()
+            )))
+        });
+        let now = SystemTime::now();
+        let outcome = result.and_then(|(chain, key)| {
+            let held = self
+                .install(name, chain.as_bytes(), key.as_bytes())
+                .map_err(|e| client::OrderError::Other(format!("the issued certificate: {e}")))?;
+            if let Err(e) = self.disk.save_cert(name, chain.as_bytes(), key.as_bytes()) {
+                // Served now; ordered again after a restart.
+                tracing::error!(name = %name, error = %e, "cannot keep the certificate; it is served but will be ordered again after a restart");
+            }
+            Ok(held)
+        });
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        s.ordering = None;
+        match outcome {
+            Ok(held) => {
+                tracing::info!(name = %name, not_after = %rfc3339(held.not_after), renew_at = %rfc3339(held.renew_at()), "certificate obtained");
+                s.issued_total += 1;
+                s.issued
+                    .entry(name.to_owned())
+                    .or_insert_with(schedule::duplicates_window)
+                    .record(now);
+                if let Some(e) = s.entries.get_mut(name) {
+                    e.succeeded(held);
+                }
+            }
+            Err(err) => {
+                s.failed_total += 1;
+                let rate_limited = err.rate_limited();
+                if rate_limited {
+                    // An account-wide limit, as far as this side can tell: let the others wait too.
+                    let until = now + schedule::RATE_LIMITED_WAIT;
+                    for e in s.entries.values_mut() {
+                        e.not_before = Some(e.not_before.map_or(until, |t| t.max(until)));
+                    }
+                }
+                if let Some(e) = s.entries.get_mut(name) {
+                    e.failed(now, err.to_string(), rate_limited);
+                    let retry = e.not_before.map(rfc3339).unwrap_or_default();
+                    let serving = if e.held.is_some() {
+                        "the current certificate is still served"
+                    } else {
+                        "the name has no certificate yet"
+                    };
+                    tracing::warn!(name = %name, error = %err, retry_at = %retry, "could not obtain a certificate ({serving}); check that the CA reaches this host on port 80 (http-01) or 443 (tls-alpn-01) for this name");
+                }
+            }
+        }
+    }
+
+    /// Keep the certificates of the services' names until `stop` turns true.
+    pub async fn run(
+        self: Arc<Self>,
+        shared: Arc<crate::routing::Shared>,
+        tls: Arc<Tls>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut account = None;
+        loop {
+            let registry = shared.registry.load_full();
+            let wanted = schedule::wanted(
+                registry
+                    .services()
+                    .values()
+                    .flat_map(|s| s.hosts.iter().map(String::as_str)),
+            );
+            self.reconcile(&wanted, &tls);
+            if *stop.borrow() {
+                return;
+            }
+            if let Some(name) = self.next_due(SystemTime::now()) {
+                tokio::select! {
+                    _ = self.order_one(&name, &mut account) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                continue;
+            }
+            // Once a second: a name new to the services is ordered within that.
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+/// One name's certificate, as `GET /api/v1/tls` and the metrics show it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct NameView {
+    pub name: String,
+    /// `file` (a configured certificate), `acme`, or `none`.
+    pub source: &'static str,
+    /// `valid`, `ordering`, `pending` (no certificate yet), `failed` (the last order failed;
+    /// a held certificate is still served), `needs_certificate` (a wildcard or an automatic
+    /// HTTPS that is off) or `skipped` (not a name a CA certifies).
+    pub state: &'static str,
+    /// The configured certificate's file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_before: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<String>,
+    /// When the certificate will be renewed (ACME).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub renew_at: Option<String>,
+    /// The next order after a failure (ACME).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
+    /// Orders failed in a row.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub failures: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// The expiry as seconds since the epoch (for the metrics).
+    #[serde(skip)]
+    pub expiry_unix: Option<i64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+impl NameView {
+    fn new(name: String, source: &'static str, state: &'static str) -> NameView {
+        NameView {
+            name,
+            source,
+            state,
+            file: None,
+            not_before: None,
+            not_after: None,
+            renew_at: None,
+            retry_at: None,
+            failures: 0,
+            last_error: None,
+            expiry_unix: None,
+        }
+    }
+
+    fn validity(mut self, not_before: SystemTime, not_after: SystemTime) -> NameView {
+        self.not_before = Some(rfc3339(not_before));
+        self.not_after = Some(rfc3339(not_after));
+        self.expiry_unix = Some(unix(not_after));
+        self
+    }
+}
+
+/// Every name: the configured certificates' names and the services' host names, each with
+/// where its certificate comes from.
+pub fn names(hosts: &[&str], tls: Option<&Tls>, acme: Option<&Acme>) -> Vec<NameView> {
+    let mut out: BTreeMap<String, NameView> = BTreeMap::new();
+    if let Some(tls) = tls {
+        for (path, leaf) in tls.configured() {
+            let validity = x509::validity(&leaf);
+            for name in x509::dns_names(&leaf) {
+                let mut v = NameView::new(name.clone(), "file", "valid");
+                v.file = Some(path.display().to_string());
+                if let Some((nb, na)) = validity {
+                    v = v.validity(nb, na);
+                }
+                out.entry(name).or_insert(v);
+            }
+        }
+    }
+    let state = acme.map(|a| a.lock());
+    for (name, want) in schedule::wanted(hosts.iter().copied()) {
+        if out.contains_key(&name) {
+            continue;
+        }
+        // A configured (wildcard) certificate serves the name.
+        if want == Want::Order
+            && let Some((path, leaf)) = tls.and_then(|t| t.covering(&name))
+        {
+            let mut v = NameView::new(name.clone(), "file", "valid");
+            v.file = Some(path.display().to_string());
+            if let Some((nb, na)) = x509::validity(&leaf) {
+                v = v.validity(nb, na);
+            }
+            out.insert(name, v);
+            continue;
+        }
+        let v = match (&want, &state) {
+            (Want::Skip(_), _) => NameView::new(name.clone(), "none", "skipped"),
+            (Want::Wildcard, _) => NameView::new(name.clone(), "none", "needs_certificate"),
+            (Want::Order, None) => NameView::new(name.clone(), "none", "needs_certificate"),
+            (Want::Order, Some(s)) => match s.entries.get(&name) {
+                None => NameView::new(name.clone(), "none", "pending"),
+                Some(e) => {
+                    let st = if s.ordering.as_deref() == Some(&name) {
+                        "ordering"
+                    } else if e.failures > 0 {
+                        "failed"
+                    } else if e.held.is_some() {
+                        "valid"
+                    } else {
+                        "pending"
+                    };
+                    let mut v = NameView::new(name.clone(), "acme", st);
+                    if let Some(h) = e.held {
+                        v = v.validity(h.not_before, h.not_after);
+                        v.renew_at = Some(rfc3339(h.renew_at()));
+                    }
+                    if e.failures > 0 {
+                        v.retry_at = e.not_before.map(rfc3339);
+                    }
+                    v.failures = e.failures;
+                    v.last_error = e.last_error.clone();
+                    v
+                }
+            },
+        };
+        let mut v = v;
+        if let Want::Skip(reason) = want {
+            v.last_error = Some(reason.to_owned());
+        } else if want == Want::Wildcard {
+            v.last_error = Some(
+                "a wildcard name: give a certificate for it with --tls-cert (ACME wildcards need DNS-01)"
+                    .into(),
+            );
+        } else if state.is_none() {
+            v.last_error = Some(
+                "no certificate covers it; give one with --tls-cert or turn on --acme-email".into(),
+            );
+        }
+        out.insert(name, v);
+    }
+    out.into_values().collect()
+}
