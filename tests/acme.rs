@@ -337,7 +337,15 @@ async fn wait_state(q: &Running, p: &Pebble, name: &str, state: &str) -> Value {
         }
     })
     .await;
-    got.unwrap_or_else(|_| panic!("{what}: last {last}\n{}", p.logs()))
+    let discovery = Http::new().get(&q.url("/api/v1/discovery")).await.body;
+    let tls_text = Http::new().get(&q.url("/api/v1/tls")).await.body;
+    got.unwrap_or_else(|_| {
+        panic!(
+            "{what}: last {last}\ndiscovery: {discovery}\ntls: {}\n{}",
+            tls_text,
+            p.logs()
+        )
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -545,6 +553,36 @@ async fn tls_alpn01_issues_and_a_configured_certificate_wins_for_its_name() {
         "a configured name is not renewed by ACME: {}",
         r.body
     );
+    q.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_labelled_container_gets_a_certificate() {
+    if !have_pebble() || !common::docker::available() {
+        return;
+    }
+    let s = common::docker::Scope::new();
+    let (proxy, tls) = (free_port(), free_port());
+    let pebble = Pebble::start(proxy, tls).await;
+    let state = pebble.dir.join("state.json");
+    let mut config = acme_config(&pebble, &state, Challenge::Http01);
+    config.docker.enabled = true;
+    config.docker.label_prefix = s.prefix().to_owned();
+    let q = Running::start(proxy, tls, config).await;
+    let id = s.run(
+        "web",
+        &[s.label("service", "lab"), s.label("host", "lab.test")],
+        &[],
+    );
+    let lab = wait_state(&q, &pebble, "lab.test", "valid").await;
+    assert_eq!(lab["source"], "acme", "{lab}");
+    // Over HTTPS by SNI, to the container (whoami answers with its short id).
+    let root = pebble.issuing_root().await;
+    let (_, body) = served(([127, 0, 0, 1], tls).into(), &root, "lab.test")
+        .await
+        .expect("lab.test is served a certificate pebble issued");
+    let answer = body.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert_eq!(answer.lines().next(), Some(&id[..12]), "{body}");
     q.stop().await;
 }
 

@@ -346,9 +346,8 @@ impl Acme {
             let registry = shared.registry.load_full();
             let wanted = schedule::wanted(
                 registry
-                    .services()
-                    .values()
-                    .flat_map(|s| s.hosts.iter().map(String::as_str)),
+                    .services_in_force()
+                    .flat_map(|(_, s)| s.hosts.iter().map(String::as_str)),
             );
             self.reconcile(&wanted, &tls);
             if *stop.borrow() {

@@ -313,9 +313,8 @@ struct OrdersView {
 
 /// The services' host names, for the certificate list.
 pub(super) fn hosts(reg: &crate::registry::Registry) -> Vec<String> {
-    reg.services()
-        .values()
-        .flat_map(|s| s.hosts.iter().cloned())
+    reg.services_in_force()
+        .flat_map(|(_, s)| s.hosts.iter().cloned())
         .collect()
 }
 

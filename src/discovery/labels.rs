@@ -471,7 +471,7 @@ pub const LABELS: &[LabelDoc] = &[
     LabelDoc {
         name: "auth.forward.url",
         service_level: true,
-        meaning: "`http://…`: asked with each request's headers; a 2xx lets it through, anything else is the answer",
+        meaning: "`http://…` or `https://…`: asked with each request's headers; a 2xx lets it through, anything else is the answer",
         parse: |d, v| {
             forward(d).url = v.trim().to_owned();
             Ok(())

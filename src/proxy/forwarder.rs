@@ -64,8 +64,8 @@ pub struct Forwarder {
     sweep: pool::Sweep,
 }
 
-/// `forward_auth`'s HTTP client.
-pub type AuthClient = HttpClient<HttpConnector, Empty<Bytes>>;
+/// `forward_auth`'s HTTP client, for `http://` and `https://` URLs.
+pub type AuthClient = HttpClient<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 impl Forwarder {
     pub fn new(

@@ -174,17 +174,11 @@ pub fn validate(cfg: &mut super::ServiceConfig) -> Result<(), FieldError> {
             )
         })?;
         match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(FieldError::new(
-                    "forward_auth.url",
-                    "https is not supported yet; use http:// to a service on a private network",
-                ));
-            }
+            Some("http" | "https") => {}
             _ => {
                 return Err(FieldError::new(
                     "forward_auth.url",
-                    format!("must start with http://, got {:?}", f.url),
+                    format!("must start with http:// or https://, got {:?}", f.url),
                 ));
             }
         }

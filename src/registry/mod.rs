@@ -862,6 +862,17 @@ impl Registry {
         &self.services
     }
 
+    /// Every service's settings in force: the operator's, and discovery's (labels) where no
+    /// operator set any.
+    pub fn services_in_force(&self) -> impl Iterator<Item = (&String, &ServiceConfig)> {
+        let discovered = self
+            .discovered_services
+            .iter()
+            .filter(|(n, _)| !self.services.contains_key(*n))
+            .map(|(n, (_, c))| (n, c));
+        self.services.iter().chain(discovered)
+    }
+
     /// The settings in force for `name`: the operator's, else discovery's, else defaults;
     /// and whether they came from an operator.
     pub fn service_config(&self, name: &str) -> (ServiceConfig, bool) {

@@ -128,10 +128,43 @@ fn client_of(fwd: &Forwarder) -> &AuthClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(fwd.connect_timeout));
+        // (`https://` needs the connector to pass the scheme through.)
+        connector.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_client())
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         HttpClient::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(fwd.pool_idle_timeout)
-            .build(connector)
+            .build(https)
     })
+}
+
+/// TLS to an https auth service: the system's CA roots (`SSL_CERT_FILE` or
+/// `/etc/ssl/certs`, which the image carries), read once per worker at its first such request.
+fn tls_client() -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    let found = rustls_native_certs::load_native_certs();
+    for e in &found.errors {
+        tracing::warn!(error = %e, "a CA root could not be read; https forward auth may fail to verify its service");
+    }
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        tracing::warn!(
+            "no CA roots found (set SSL_CERT_FILE to a PEM bundle); https forward auth will fail to verify its service"
+        );
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth())
+        .unwrap_or_else(|_| {
+            // (ring supports the default versions; kept total rather than panicking.)
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
+        })
 }
