@@ -32,9 +32,10 @@
 //!   fronts: plain HTTP/1.1 requests take a byte-level fast path (httparse, pure rewriting in
 //!   `proxy/codec/`); everything else (TLS, HTTP/2, upgrades, chunked uploads, odd framing) is
 //!   served by hyper. `proxy/upstream/` holds the backend pools, `proxy/server/` the workers.
-//! - [`acme`]: automatic HTTPS: the task that orders, stores and renews a certificate for each
-//!   service's host name (instant-acme), with its pure schedule (renewal, backoff, the CA's rate
-//!   limits); the proxy serves what it obtains and answers its challenges.
+//! - [`acme`]: automatic HTTPS: the task that orders, keeps (files, or Swarm configs shared by
+//!   replicas) and renews a certificate for each service's host name (instant-acme), with its
+//!   pure schedule (renewal, backoff, the CA's rate limits); the proxy serves what it obtains
+//!   and answers its challenges.
 //! - [`metrics`] and [`access_log`], the request plan's observers: Prometheus counters
 //!   gathered per worker, and the access log's buffers and writer thread.
 //! - [`stats`]: the dashboard's figures: the metrics' counts sampled once a second into rings
@@ -94,7 +95,7 @@ pub enum StartError {
     #[error("TLS is on (certificates or automatic HTTPS) but no TLS listener was given")]
     NoTlsListener,
     #[error(
-        "automatic HTTPS (--acme-email) keeps its certificates beside the state file: it needs --state with the file store (not --state-store swarm yet)"
+        "automatic HTTPS (--acme-email) keeps its certificates beside the state file or in the swarm: it needs --state or --state-store swarm"
     )]
     AcmeStore,
     #[error(transparent)]
@@ -264,14 +265,38 @@ pub async fn run_with(
     let initial = initial.unwrap_or_default();
     // Automatic HTTPS: what it obtains is served by the TLS listener, and its HTTP-01
     // challenges answered by the plain one.
-    let acme = match (&config.acme, &config.state_store, &config.state) {
+    let keep = match (&config.acme, &config.state_store, &config.state) {
         (None, _, _) => None,
-        (Some(a), config::StateStore::File, Some(state)) => {
+        (Some(a), config::StateStore::File, Some(state)) => Some(acme::store::Keep::Disk(
+            acme::store::Disk::beside(state, &a.directory),
+        )),
+        (Some(a), config::StateStore::Swarm { name }, _) => {
+            let endpoint = store_endpoint(&config)?;
+            let unreachable =
+                |e: bollard::errors::Error| registry::swarm_store::StoreError::Unreachable {
+                    endpoint: endpoint.clone(),
+                    reason: e.to_string(),
+                };
+            let docker = bollard::Docker::connect_with_host(&endpoint)
+                .map_err(unreachable)?
+                .negotiate_version()
+                .await
+                .map_err(unreachable)?;
+            Some(acme::store::Keep::Swarm(acme::swarm::SwarmKeep::new(
+                docker,
+                name,
+                &a.directory,
+            )))
+        }
+        (Some(_), config::StateStore::File, None) => return Err(StartError::AcmeStore),
+    };
+    let acme = match (&config.acme, keep) {
+        (Some(a), Some(keep)) => {
             let obtained = Arc::new(proxy::tls::Obtained::default());
             config.proxy.acme = Some(obtained.clone());
-            Some(Arc::new(acme::Acme::new(a.clone(), state, obtained)))
+            Some(Arc::new(acme::Acme::new(a.clone(), keep, obtained)))
         }
-        (Some(_), _, _) => return Err(StartError::AcmeStore),
+        _ => None,
     };
     let tls = if config.tls.certs.is_empty() && acme.is_none() {
         None
@@ -425,7 +450,7 @@ pub async fn run_with(
     };
     let acme_task = match (&acme, &tls) {
         (Some(a), Some(t)) => {
-            tracing::info!(directory = %a.config.directory, dir = %a.dir().display(), challenge = ?a.config.challenge, "automatic HTTPS on: certificates for the services' host names");
+            tracing::info!(directory = %a.config.directory, kept_in = %a.kept_in(), challenge = ?a.config.challenge, "automatic HTTPS on: certificates for the services' host names");
             Some(tokio::spawn(a.clone().run(
                 registry.shared().clone(),
                 t.clone(),

@@ -509,14 +509,17 @@ struct Configs(String);
 
 impl Drop for Configs {
     fn drop(&mut self) {
-        let label = format!("label=quayside.state-store={}", self.0);
-        let ids = Command::new("docker")
-            .args(["config", "ls", "-q", "--filter", &label])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        for id in ids.split_whitespace() {
-            let _ = Command::new("docker").args(["config", "rm", id]).output();
+        // The state's generations, and automatic HTTPS's account, certificates and locks.
+        for key in ["quayside.state-store", quayside::acme::swarm::ACME_LABEL] {
+            let label = format!("label={key}={}", self.0);
+            let ids = Command::new("docker")
+                .args(["config", "ls", "-q", "--filter", &label])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            for id in ids.split_whitespace() {
+                let _ = Command::new("docker").args(["config", "rm", id]).output();
+            }
         }
     }
 }
@@ -891,4 +894,141 @@ async fn tasks_wait_for_their_healthcheck_are_routed_once_and_say_why_not() {
     let states = docker(&["service", "ps", "--format", "{{.CurrentState}}", &bad]);
     assert!(!states.contains("Running"), "{states}");
     assert_eq!(swarm_entries(&http, &w).await, routed);
+}
+
+/// A TCP relay on `port` for the CA's HTTP-01 validations: each connection goes to the replica
+/// that is *not* ordering `name` (by its `GET /api/v1/tls`), so the challenge is answered by
+/// the other one. `replicas`: each one's admin address and proxy port, once they run. Counts
+/// the connections relayed that way.
+async fn relay_to_the_other(
+    port: u16,
+    name: &'static str,
+    replicas: Arc<std::sync::OnceLock<[(std::net::SocketAddr, u16); 2]>>,
+) -> Arc<AtomicUsize> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let crossed = Arc::new(AtomicUsize::new(0));
+    let counted = crossed.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut inbound, _)) = listener.accept().await else {
+                continue;
+            };
+            let (counted, replicas) = (counted.clone(), replicas.clone());
+            tokio::spawn(async move {
+                let Some(replicas) = replicas.get().copied() else {
+                    return;
+                };
+                let mut states = Vec::new();
+                for (admin, _) in replicas {
+                    let r = Http::new().get(&format!("http://{admin}/api/v1/tls")).await;
+                    let v: Value = serde_json::from_str(&r.body).unwrap_or_default();
+                    let state = v["names"]
+                        .as_array()
+                        .and_then(|a| a.iter().find(|n| n["name"] == name))
+                        .and_then(|n| n["state"].as_str())
+                        .unwrap_or("")
+                        .to_owned();
+                    states.push(state);
+                }
+                let to = match (states[0].as_str(), states[1].as_str()) {
+                    ("ordering", s) if s != "ordering" => {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        replicas[1].1
+                    }
+                    (s, "ordering") if s != "ordering" => {
+                        counted.fetch_add(1, Ordering::SeqCst);
+                        replicas[0].1
+                    }
+                    _ => replicas[0].1,
+                };
+                if let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    crossed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_automatic_https_and_answer_each_others_challenges() {
+    use common::pebble::{Pebble, Running, acme_config, free_port, have_pebble, served};
+    if !common::docker::available() || !have_pebble() {
+        return;
+    }
+    ensure_swarm();
+    let store = format!("qts{}-acme", std::process::id());
+    let _configs = Configs(store.clone());
+    let ports = [(free_port(), free_port()), (free_port(), free_port())];
+    let replicas = Arc::new(std::sync::OnceLock::new());
+    let relay_port = free_port();
+    let crossed = relay_to_the_other(relay_port, "share.test", replicas.clone()).await;
+    let pebble = Pebble::start(relay_port, free_port()).await;
+    let replica = |(proxy, tls): (u16, u16)| {
+        let mut c = acme_config(
+            &pebble,
+            &pebble.dir.join("unused.json"),
+            quayside::acme::Challenge::Http01,
+        );
+        c.state = None;
+        c.state_store = quayside::config::StateStore::Swarm {
+            name: store.clone(),
+        };
+        Running::start(proxy, tls, c)
+    };
+    let (a, b) = (replica(ports[0]).await, replica(ports[1]).await);
+    let _ = replicas.set([(a.admin, ports[0].0), (b.admin, ports[1].0)]);
+    let http = Http::new();
+    for q in [&a, &b] {
+        eventually(10, "the replica ready", || async {
+            (http.get(&q.url("/readyz")).await.status == 200).then_some(())
+        })
+        .await;
+    }
+    let backend = common::Backend::start("shared").await;
+    // The service and its backend, set on one replica, are the other's too (the state store).
+    a.put(
+        "/api/v1/services/app",
+        serde_json::json!({"hosts": ["share.test"]}),
+    )
+    .await;
+    a.put(
+        "/api/v1/backends/1",
+        serde_json::json!({"address": "127.0.0.1", "port": backend.port(), "service": "app"}),
+    )
+    .await;
+    let root = pebble.issuing_root().await;
+    let mut leaves = Vec::new();
+    for (q, (_, tls)) in [(&a, ports[0]), (&b, ports[1])] {
+        let view = common::pebble::wait_state(q, &pebble, "share.test", "valid").await;
+        assert_eq!(view["source"], "acme", "{view}");
+        let (leaf, body) = eventually(20, "share.test served", || {
+            let root = root.clone();
+            async move {
+                served(([127, 0, 0, 1], tls).into(), &root, "share.test")
+                    .await
+                    .ok()
+            }
+        })
+        .await;
+        assert!(body.ends_with("\r\n\r\nshared\n"), "{body}");
+        leaves.push(leaf);
+    }
+    assert_eq!(
+        leaves[0], leaves[1],
+        "both replicas serve the one certificate"
+    );
+    let mut issued = 0;
+    for q in [&a, &b] {
+        issued += q.tls_view().await["orders"]["issued"].as_u64().unwrap();
+    }
+    assert_eq!(issued, 1, "one replica ordered the name");
+    assert!(
+        crossed.load(Ordering::SeqCst) >= 1,
+        "the CA's validation reached the replica that was not ordering, and passed"
+    );
+    a.stop().await;
+    b.stop().await;
 }

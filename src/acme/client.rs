@@ -92,12 +92,14 @@ pub async fn account(
     Ok((account, Some(json)))
 }
 
-/// A certificate for `name`: its chain and key as PEM.
+/// A certificate for `name`: its chain and key as PEM. With `share` (several replicas), the
+/// challenge is also put up in the swarm, that long before the CA is told to check it.
 pub async fn order(
     account: &Account,
     name: &str,
     challenge: Challenge,
     obtained: &Obtained,
+    share: Option<(&super::swarm::SwarmKeep, Duration)>,
 ) -> Result<(String, String), OrderError> {
     let ids = [Identifier::Dns(name.to_owned())];
     let mut order = account
@@ -106,6 +108,7 @@ pub async fn order(
         .map_err(|e| OrderError::Refused(said(e)))?;
     // What was put up for the CA to see, taken down whatever the outcome.
     let mut tokens = Vec::new();
+    let mut shared_alpn = false;
     let result = async {
         let mut authorizations = order.authorizations();
         while let Some(authz) = authorizations.next().await {
@@ -131,11 +134,26 @@ pub async fn order(
                 Challenge::Http01 => {
                     let token = ch.token.clone();
                     obtained.set_http(&token, Some(key_auth.as_str().to_owned().into()));
-                    tokens.push(token);
+                    tokens.push(token.clone());
+                    if let Some((keep, _)) = share {
+                        keep.challenge("http01", &token, Some(key_auth.as_str().as_bytes()))
+                            .await
+                            .map_err(other)?;
+                    }
                 }
                 Challenge::TlsAlpn01 => {
-                    obtained.set_alpn(name, Some(alpn_cert(name, key_auth.digest().as_ref())?));
+                    let digest = key_auth.digest();
+                    obtained.set_alpn(name, Some(alpn_cert(name, digest.as_ref())?));
+                    if let Some((keep, _)) = share {
+                        shared_alpn = true;
+                        keep.challenge("alpn", name, Some(digest.as_ref()))
+                            .await
+                            .map_err(other)?;
+                    }
                 }
+            }
+            if let Some((_, wait)) = share {
+                tokio::time::sleep(wait).await;
             }
             ch.set_ready()
                 .await
@@ -164,9 +182,15 @@ pub async fn order(
     .await;
     for t in tokens {
         obtained.set_http(&t, None);
+        if let Some((keep, _)) = share {
+            let _ = keep.challenge("http01", &t, None).await;
+        }
     }
     if challenge == Challenge::TlsAlpn01 {
         obtained.set_alpn(name, None);
+        if let (Some((keep, _)), true) = (share, shared_alpn) {
+            let _ = keep.challenge("alpn", name, None).await;
+        }
     }
     result
 }
@@ -189,7 +213,7 @@ async fn why_invalid(order: &mut instant_acme::Order) -> String {
 
 /// The self-signed certificate a TLS-ALPN-01 validation expects (RFC 8737): the name, and the
 /// key authorization's digest in the critical acmeIdentifier extension.
-fn alpn_cert(name: &str, digest: &[u8]) -> Result<Arc<rustls::sign::CertifiedKey>, OrderError> {
+pub fn alpn_cert(name: &str, digest: &[u8]) -> Result<Arc<rustls::sign::CertifiedKey>, OrderError> {
     let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).map_err(other)?;
     params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
     let key = rcgen::KeyPair::generate().map_err(other)?;

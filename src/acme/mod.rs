@@ -11,6 +11,7 @@
 pub mod client;
 pub mod schedule;
 pub mod store;
+pub mod swarm;
 pub mod x509;
 
 use std::collections::BTreeMap;
@@ -22,13 +23,18 @@ use tokio::sync::{Notify, watch};
 
 use crate::proxy::tls::{Obtained, Tls, certified_key};
 use schedule::{Entry, Held, Want, Window};
-use store::Disk;
+use store::Keep;
 
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 /// How long one order may take, from asking to the certificate.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(180);
+/// With several replicas: how long a challenge is up before the CA is told to check it, so
+/// every replica (following the swarm once a second) answers it.
+const PROPAGATION: Duration = Duration::from_secs(2);
+/// With several replicas: how soon a replica looks again at a name another one is ordering.
+const ELSEWHERE_RECHECK: Duration = Duration::from_secs(5);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Challenge {
@@ -62,7 +68,7 @@ struct State {
 /// Automatic HTTPS, shared by its task, the admin API and the metrics.
 pub struct Acme {
     pub config: AcmeConfig,
-    disk: Disk,
+    keep: Keep,
     obtained: Arc<Obtained>,
     state: Mutex<State>,
     wake: Notify,
@@ -95,10 +101,10 @@ fn unix(t: SystemTime) -> i64 {
 }
 
 impl Acme {
-    /// `state` is the state file; the certificates go beside it.
-    pub fn new(config: AcmeConfig, state: &std::path::Path, obtained: Arc<Obtained>) -> Acme {
+    /// What it obtains is kept in `keep` and served through `obtained`.
+    pub fn new(config: AcmeConfig, keep: Keep, obtained: Arc<Obtained>) -> Acme {
         Acme {
-            disk: Disk::beside(state, &config.directory),
+            keep,
             config,
             obtained,
             state: Mutex::new(State {
@@ -113,8 +119,9 @@ impl Acme {
         }
     }
 
-    pub fn dir(&self) -> &std::path::Path {
-        self.disk.dir()
+    /// Where it keeps what it obtains, for logs.
+    pub fn kept_in(&self) -> String {
+        self.keep.describe()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -167,36 +174,39 @@ impl Acme {
     }
 
     /// Keep the schedule's names to the exact names `wanted` asks for that no configured
-    /// certificate covers; a name new to it starts from its stored certificate, if any.
-    fn reconcile(&self, wanted: &BTreeMap<String, Want>, tls: &Tls) {
+    /// certificate covers; a name new to it starts from its kept certificate, if any.
+    async fn reconcile(&self, wanted: &BTreeMap<String, Want>, tls: &Tls) {
         let ours: Vec<&String> = wanted
             .iter()
             .filter(|(n, w)| **w == Want::Order && tls.covering(n).is_none())
             .map(|(n, _)| n)
             .collect();
-        let mut s = self.lock();
-        s.entries.retain(|n, _| ours.contains(&n));
-        for n in ours {
-            if s.entries.contains_key(n) {
-                continue;
-            }
+        let new: Vec<String> = {
+            let mut s = self.lock();
+            s.entries.retain(|n, _| ours.contains(&n));
+            ours.into_iter()
+                .filter(|n| !s.entries.contains_key(*n))
+                .cloned()
+                .collect()
+        };
+        for n in new {
             let mut entry = Entry::default();
-            match self.disk.cert(n) {
-                Ok(Some((chain, key))) => match self.install(n, &chain, &key) {
+            match self.keep.cert(&n).await {
+                Ok(Some((chain, key))) => match self.install(&n, &chain, &key) {
                     Ok(held) => {
-                        tracing::info!(name = %n, not_after = %rfc3339(held.not_after), dir = %self.disk.dir().display(), "serving the stored certificate");
+                        tracing::info!(name = %n, not_after = %rfc3339(held.not_after), kept_in = %self.keep.describe(), "serving the kept certificate");
                         entry.held = Some(held);
                     }
                     Err(e) => {
-                        tracing::warn!(name = %n, error = %e, dir = %self.disk.dir().display(), "the stored certificate cannot be used; ordering a new one");
+                        tracing::warn!(name = %n, error = %e, kept_in = %self.keep.describe(), "the kept certificate cannot be used; ordering a new one");
                     }
                 },
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(name = %n, error = %e, "cannot read the stored certificate; ordering a new one")
+                    tracing::warn!(name = %n, error = %e, "cannot read the kept certificate; ordering a new one")
                 }
             }
-            s.entries.insert(n.clone(), entry);
+            self.lock().entries.entry(n).or_insert(entry);
         }
     }
 
@@ -248,7 +258,6 @@ impl Acme {
                 ));
                 continue;
             }
-            s.orders.record(now);
             s.ordering = Some(name.clone());
             return Some(name.clone());
         }
@@ -257,25 +266,40 @@ impl Acme {
 
     /// Order `name`'s certificate and record the outcome.
     async fn order_one(&self, name: &str, account: &mut Option<instant_acme::Account>) {
+        // With several replicas, one orders a name; the others get its certificate from the
+        // swarm (`follow`).
+        match self.keep.claim(name).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(name = %name, "another replica is ordering this name");
+                let mut s = self.lock();
+                s.ordering = None;
+                if let Some(e) = s.entries.get_mut(name) {
+                    e.not_before = Some(SystemTime::now() + ELSEWHERE_RECHECK);
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(name = %name, error = %e, "cannot take the order of this name; trying again shortly");
+                let mut s = self.lock();
+                s.ordering = None;
+                if let Some(e) = s.entries.get_mut(name) {
+                    e.not_before = Some(SystemTime::now() + ELSEWHERE_RECHECK);
+                }
+                return;
+            }
+        }
+        self.lock().orders.record(SystemTime::now());
         tracing::info!(name = %name, directory = %self.config.directory, challenge = ?self.config.challenge, "ordering a certificate");
         let result = tokio::time::timeout(ORDER_TIMEOUT, async {
             if account.is_none() {
-                let stored = self.disk.account().map_err(|e| {
-                    client::OrderError::Other(format!("cannot read the ACME account: {e}"))
-                })?;
-                let (a, new) = client::account(&self.config, stored.as_deref()).await?;
-                if let Some(json) = new {
-                    self.disk.save_account(&json).map_err(|e| {
-                        client::OrderError::Other(format!("cannot keep the ACME account: {e}"))
-                    })?;
-                    tracing::info!(dir = %self.disk.dir().display(), "ACME account created");
-                }
-                *account = Some(a);
+                *account = Some(self.account().await?);
             }
             let Some(a) = account.as_ref() else {
                 unreachable!("set above")
             };
-            client::order(a, name, self.config.challenge, &self.obtained).await
+            let share = self.keep.swarm().map(|k| (k, PROPAGATION));
+            client::order(a, name, self.config.challenge, &self.obtained, share).await
         })
         .await
         .unwrap_or_else(|_| {
@@ -285,16 +309,26 @@ impl Acme {
             )))
         });
         let now = SystemTime::now();
-        let outcome = result.and_then(|(chain, key)| {
-            let held = self
-                .install(name, chain.as_bytes(), key.as_bytes())
-                .map_err(|e| client::OrderError::Other(format!("the issued certificate: {e}")))?;
-            if let Err(e) = self.disk.save_cert(name, chain.as_bytes(), key.as_bytes()) {
-                // Served now; ordered again after a restart.
-                tracing::error!(name = %name, error = %e, "cannot keep the certificate; it is served but will be ordered again after a restart");
-            }
-            Ok(held)
-        });
+        let outcome = match result {
+            Ok((chain, key)) => match self.install(name, chain.as_bytes(), key.as_bytes()) {
+                Ok(held) => {
+                    if let Err(e) = self
+                        .keep
+                        .save_cert(name, chain.as_bytes(), key.as_bytes())
+                        .await
+                    {
+                        // Served now; ordered again after a restart.
+                        tracing::error!(name = %name, error = %e, "cannot keep the certificate; it is served but will be ordered again after a restart");
+                    }
+                    Ok(held)
+                }
+                Err(e) => Err(client::OrderError::Other(format!(
+                    "the issued certificate: {e}"
+                ))),
+            },
+            Err(e) => Err(e),
+        };
+        self.keep.release(name).await;
         let mut guard = self.lock();
         let s = &mut *guard;
         s.ordering = None;
@@ -334,6 +368,98 @@ impl Acme {
         }
     }
 
+    /// The kept account, or a new one, kept (with several replicas: the one kept first).
+    async fn account(&self) -> Result<instant_acme::Account, client::OrderError> {
+        let kept =
+            self.keep.account().await.map_err(|e| {
+                client::OrderError::Other(format!("cannot read the ACME account: {e}"))
+            })?;
+        let (a, new) = client::account(&self.config, kept.as_deref()).await?;
+        let Some(json) = new else {
+            return Ok(a);
+        };
+        let kept =
+            self.keep.save_account(&json).await.map_err(|e| {
+                client::OrderError::Other(format!("cannot keep the ACME account: {e}"))
+            })?;
+        if kept == json {
+            tracing::info!(kept_in = %self.keep.describe(), "ACME account created");
+            return Ok(a);
+        }
+        // Another replica kept one first: that one, then.
+        Ok(client::account(&self.config, Some(&kept)).await?.0)
+    }
+
+    /// With several replicas: once a second, serve the certificates another replica obtained
+    /// and answer the challenges it has up, until `stop`.
+    async fn follow(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let Some(keep) = self.keep.swarm().cloned() else {
+            return;
+        };
+        let mut followed_http: std::collections::HashSet<String> = Default::default();
+        let mut followed_alpn: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        loop {
+            match keep.snapshot().await {
+                Ok(snap) => {
+                    for (name, (_, (chain, key))) in &snap.certs {
+                        let held = self.lock().entries.get(name).map(|e| e.held);
+                        let Some(held) = held else { continue };
+                        let Some((_, not_after)) = certified_key(chain, key)
+                            .ok()
+                            .and_then(|k| k.cert.first().and_then(|l| x509::validity(l)))
+                        else {
+                            continue;
+                        };
+                        if held.is_some_and(|h| h.not_after >= not_after) {
+                            continue;
+                        }
+                        if let Ok(h) = self.install(name, chain, key) {
+                            tracing::info!(name = %name, not_after = %rfc3339(h.not_after), "serving the certificate another replica obtained");
+                            if let Some(e) = self.lock().entries.get_mut(name) {
+                                e.succeeded(h);
+                            }
+                        }
+                    }
+                    for (token, answer) in &snap.http01 {
+                        if followed_http.insert(token.clone()) {
+                            self.obtained
+                                .set_http(token, Some(answer.clone().into_bytes().into()));
+                        }
+                    }
+                    followed_http.retain(|t| {
+                        let keep = snap.http01.contains_key(t);
+                        if !keep {
+                            self.obtained.set_http(t, None);
+                        }
+                        keep
+                    });
+                    for (name, digest) in &snap.alpn {
+                        if followed_alpn.get(name) != Some(digest)
+                            && let Ok(cert) = client::alpn_cert(name, digest)
+                        {
+                            self.obtained.set_alpn(name, Some(cert));
+                            followed_alpn.insert(name.clone(), digest.clone());
+                        }
+                    }
+                    followed_alpn.retain(|n, _| {
+                        let keep = snap.alpn.contains_key(n);
+                        if !keep {
+                            self.obtained.set_alpn(n, None);
+                        }
+                        keep
+                    });
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the swarm's ACME configs; trying again")
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+
     /// Keep the certificates of the services' names until `stop` turns true.
     pub async fn run(
         self: Arc<Self>,
@@ -342,6 +468,7 @@ impl Acme {
         mut stop: watch::Receiver<bool>,
     ) {
         let mut account = None;
+        let follower = tokio::spawn(self.clone().follow(stop.clone()));
         loop {
             let registry = shared.registry.load_full();
             let wanted = schedule::wanted(
@@ -349,8 +476,9 @@ impl Acme {
                     .services_in_force()
                     .flat_map(|(_, s)| s.hosts.iter().map(String::as_str)),
             );
-            self.reconcile(&wanted, &tls);
+            self.reconcile(&wanted, &tls).await;
             if *stop.borrow() {
+                let _ = follower.await;
                 return;
             }
             if let Some(name) = self.next_due(SystemTime::now()) {
