@@ -249,6 +249,58 @@ async fn a_labelled_container_gets_a_certificate() {
     q.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_are_renewed_two_thirds_into_their_life() {
+    if !have_pebble() {
+        return;
+    }
+    let (proxy, tls) = (free_port(), free_port());
+    // 12-second certificates: each is renewed at its 8th second, without being asked.
+    let pebble = Pebble::start_with(proxy, tls, Some(12)).await;
+    let state = pebble.dir.join("state.json");
+    let q = Running::start(proxy, tls, acme_config(&pebble, &state, Challenge::Http01)).await;
+    q.put(
+        "/api/v1/services/app",
+        serde_json::json!({"hosts": ["short.test"]}),
+    )
+    .await;
+    let first = wait_state(&q, &pebble, "short.test", "valid").await;
+    let (nb, renew, na) = (
+        first["not_before"].as_str().unwrap().to_owned(),
+        first["renew_at"].as_str().unwrap().to_owned(),
+        first["not_after"].as_str().unwrap().to_owned(),
+    );
+    let t = |s: &str| humantime::parse_rfc3339(s).unwrap();
+    let life = t(&na).duration_since(t(&nb)).unwrap().as_secs_f64();
+    let at = t(&renew).duration_since(t(&nb)).unwrap().as_secs_f64();
+    assert!(
+        (at / life - 2.0 / 3.0).abs() < 0.1,
+        "renewal at {at} s of {life} s"
+    );
+    let root = pebble.issuing_root().await;
+    let (leaf, _) = served(([127, 0, 0, 1], tls).into(), &root, "short.test")
+        .await
+        .unwrap();
+    let renewed = eventually(30, "a renewed certificate served, unasked", || {
+        let (root, leaf, first) = (root.clone(), leaf.clone(), first.clone());
+        let q = &q;
+        async move {
+            let now = q.name("short.test").await;
+            if now["not_after"] == first["not_after"] {
+                return None;
+            }
+            let (l, _) = served(([127, 0, 0, 1], tls).into(), &root, "short.test")
+                .await
+                .ok()?;
+            (l != leaf).then_some(now)
+        }
+    })
+    .await;
+    assert_eq!(renewed["state"], "valid", "{renewed}");
+    assert!(q.tls_view().await["orders"]["issued"].as_u64() >= Some(2));
+    q.stop().await;
+}
+
 #[tokio::test]
 async fn automatic_https_needs_a_state_file() {
     let mut c = test_config();

@@ -53,6 +53,11 @@ impl Drop for Pebble {
 impl Pebble {
     /// Validations go to `http_port` (HTTP-01) and `tls_port` (TLS-ALPN-01) on 127.0.0.1.
     pub async fn start(http_port: u16, tls_port: u16) -> Pebble {
+        Self::start_with(http_port, tls_port, None).await
+    }
+
+    /// With certificates valid for `validity` seconds (pebble's default: 5 years).
+    pub async fn start_with(http_port: u16, tls_port: u16, validity: Option<u64>) -> Pebble {
         let dir = std::env::temp_dir().join(format!(
             "qs-pebble-{}-{}",
             std::process::id(),
@@ -91,6 +96,10 @@ impl Pebble {
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         }});
+        let mut config = config;
+        if let Some(v) = validity {
+            config["pebble"]["certificateValidityPeriod"] = v.into();
+        }
         std::fs::write(dir.join("pebble.json"), config.to_string()).unwrap();
         let log = |name: &str| Stdio::from(std::fs::File::create(dir.join(name)).unwrap());
         let dns_server = Command::new("pebble-challtestsrv")
