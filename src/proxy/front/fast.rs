@@ -200,6 +200,7 @@ enum Step {
 }
 
 /// What the attempts at one request need to know about it.
+#[derive(Clone, Copy)]
 struct Info {
     len: usize,
     head: bool,
@@ -305,6 +306,26 @@ impl Seen {
     }
 }
 
+/// An ACME HTTP-01 challenge's answer (automatic HTTPS on). Out of line, so that `prepare`
+/// stays small enough for its callees to be inlined (BENCHMARKS.md, "Automatic HTTPS").
+#[cold]
+#[inline(never)]
+fn acme_challenge(
+    fwd: &Forwarder,
+    inb: &[u8],
+    req: &parse::Request<'_, '_>,
+    ip: std::net::IpAddr,
+    info: &Info,
+) -> Option<Box<Refused>> {
+    let answer = plan::acme_answer(fwd.acme.as_deref(), req.path)?;
+    Some(Box::new(Refused {
+        err: answer,
+        info: *info,
+        seen: Some(Seen::new(fwd, inb, req, ip)),
+        plan: None,
+    }))
+}
+
 /// Parse, route and rewrite the request at the start of `inb` (no I/O, and nothing of the
 /// parse kept: the header slots never live across an await).
 fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Refused>> {
@@ -346,13 +367,10 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
             &fwd.trusted,
         )
     };
-    if let Some(answer) = plan::acme_answer(fwd.acme.as_deref(), req.path) {
-        return Err(Box::new(Refused {
-            err: answer,
-            info,
-            seen: Some(Seen::new(fwd, inb, &req, ip)),
-            plan: None,
-        }));
+    if fwd.acme.is_some()
+        && let Some(refused) = acme_challenge(fwd, inb, &req, ip, &info)
+    {
+        return Err(refused);
     }
     let (plan, first) = Plan::new(&table, req.host, req.path, &fields, ip);
     if let Some(m) = plan.service.middleware.as_deref() {
