@@ -47,8 +47,23 @@ fn said(e: instant_acme::Error) -> String {
             (Some(d), None) => d,
             (None, t) => t.unwrap_or_else(|| "the CA gave no reason".into()),
         },
-        e => e.to_string(),
+        e => chain(&e),
     }
+}
+
+/// An error and its causes on one line (hyper's "client error (Connect)" says little alone).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// The account: the stored one (credentials JSON), or a new one, returned with its credentials
