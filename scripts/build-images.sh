@@ -18,6 +18,9 @@ case "$profile" in
 esac
 target=x86_64-unknown-linux-gnu
 echo "== compiling static quayside and whoami ($profile profile; the first release build takes a few minutes)"
+# (A dev build for the tests' images is built once from scratch: without incremental state
+# or debug info it takes ~15 % less time; BENCHMARKS.md, "Automatic HTTPS".)
+if [ "$profile" = dev ]; then export CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=false; fi
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --profile "$profile" --quiet \
   --target "$target" --target-dir target-static -p quayside -p whoami
 ctx=$(mktemp -d)

@@ -54,6 +54,14 @@ async fn http01_issues_serves_reuses_after_restart_and_renews_when_asked() {
         .expect("app.test is served a certificate pebble issued");
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.ends_with("\r\n\r\napp\n"), "{body}");
+    // A challenge token quayside is not waiting on goes to the service like any request.
+    let other = Http::new()
+        .get_host(
+            &format!("http://127.0.0.1:{proxy}/.well-known/acme-challenge/not-ours"),
+            "app.test",
+        )
+        .await;
+    assert_eq!((other.status.as_u16(), other.body.as_str()), (200, "app\n"));
 
     let down = wait_state(&q, &pebble, "down.test", "failed").await;
     assert_eq!(down["source"], "acme");
@@ -148,6 +156,31 @@ async fn http01_issues_serves_reuses_after_restart_and_renews_when_asked() {
     assert!(renewed.1.ends_with("\r\n\r\napp\n"), "{}", renewed.1);
     let view = q.tls_view().await;
     assert_eq!(view["orders"]["issued"], 1, "{view}");
+
+    // Renewals past the CA's limit of 5 certificates per name per week are refused (429),
+    // without asking the CA.
+    let mut issued = 1;
+    loop {
+        let r = Http::new()
+            .method("POST", &q.url("/api/v1/tls/renew?name=app.test"), "")
+            .await;
+        if r.status == 429 {
+            assert!(
+                r.body.contains("app.test") && r.body.contains("7 days"),
+                "{}",
+                r.body
+            );
+            break;
+        }
+        assert_eq!(r.status, 202, "{}", r.body);
+        issued += 1;
+        eventually(30, "the forced renewal issued", || async {
+            (q.tls_view().await["orders"]["issued"] == issued).then_some(())
+        })
+        .await;
+        assert!(issued <= 5, "a sixth certificate this week was ordered");
+    }
+    assert_eq!(issued, 5, "five certificates since the restart, then 429");
 
     // A name that is not ACME's is a clear 404.
     let r = Http::new()

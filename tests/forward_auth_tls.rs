@@ -13,18 +13,8 @@ use http::Request;
 /// 401. Its certificate comes from a CA whose PEM is returned.
 async fn tls_auth_server() -> (u16, String) {
     use hyper::service::service_fn;
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name
-        .push(rcgen::DnType::CommonName, "quayside test: auth CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-    let key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
+    let ca = common::TestCa::new("quayside test: auth CA");
+    let (leaf, key) = ca.leaf(&["localhost"]);
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -68,7 +58,7 @@ async fn tls_auth_server() -> (u16, String) {
             });
         }
     });
-    (port, ca_cert.pem())
+    (port, ca.pem)
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //!
 //! One task ([`Acme::run`]) owns the schedule: once a second it reads the names the registry's
 //! services ask for, leaves out those a configured certificate (`--tls-cert`) covers, and orders
-//! whichever is due, one at a time. A failed order backs off for that name only
+//! whichever is due, up to four at once, each name by itself. A failed order backs off for that name only
 //! ([`schedule`]); the CA's rate limits are kept on this side ([`schedule::Window`]). What it
 //! obtains goes to the proxy through [`Obtained`], read lock-free per handshake.
 
@@ -33,6 +33,8 @@ const ORDER_TIMEOUT: Duration = Duration::from_secs(180);
 /// With several replicas: how long a challenge is up before the CA is told to check it, so
 /// every replica (following the swarm once a second) answers it.
 const PROPAGATION: Duration = Duration::from_secs(2);
+/// Orders in flight at once (each name is ordered by itself, so one failing holds up none).
+const PARALLEL_ORDERS: usize = 4;
 /// With several replicas: how soon a replica looks again at a name another one is ordering.
 const ELSEWHERE_RECHECK: Duration = Duration::from_secs(5);
 
@@ -59,8 +61,8 @@ struct State {
     orders: Window,
     /// Certificates issued per name.
     issued: BTreeMap<String, Window>,
-    /// The name being ordered now.
-    ordering: Option<String>,
+    /// The names being ordered now.
+    ordering: std::collections::BTreeSet<String>,
     issued_total: u64,
     failed_total: u64,
 }
@@ -111,7 +113,7 @@ impl Acme {
                 entries: BTreeMap::new(),
                 orders: schedule::orders_window(),
                 issued: BTreeMap::new(),
-                ordering: None,
+                ordering: Default::default(),
                 issued_total: 0,
                 failed_total: 0,
             }),
@@ -233,7 +235,7 @@ impl Acme {
         let s = &mut *guard;
         let account_full = s.orders.full_until(now);
         for (name, e) in s.entries.iter_mut() {
-            if e.next_order() > now {
+            if e.next_order() > now || s.ordering.contains(name) {
                 continue;
             }
             if let Some(until) = account_full {
@@ -258,14 +260,17 @@ impl Acme {
                 ));
                 continue;
             }
-            s.ordering = Some(name.clone());
+            // (Counted when started, so orders started together keep to the limit; a name
+            // another replica turns out to be ordering counts too, on the safe side.)
+            s.orders.record(now);
+            s.ordering.insert(name.clone());
             return Some(name.clone());
         }
         None
     }
 
     /// Order `name`'s certificate and record the outcome.
-    async fn order_one(&self, name: &str, account: &mut Option<instant_acme::Account>) {
+    async fn order_one(&self, name: &str, account: &tokio::sync::OnceCell<instant_acme::Account>) {
         // With several replicas, one orders a name; the others get its certificate from the
         // swarm (`follow`).
         match self.keep.claim(name).await {
@@ -273,7 +278,7 @@ impl Acme {
             Ok(false) => {
                 tracing::debug!(name = %name, "another replica is ordering this name");
                 let mut s = self.lock();
-                s.ordering = None;
+                s.ordering.remove(name);
                 if let Some(e) = s.entries.get_mut(name) {
                     e.not_before = Some(SystemTime::now() + ELSEWHERE_RECHECK);
                 }
@@ -282,22 +287,16 @@ impl Acme {
             Err(e) => {
                 tracing::warn!(name = %name, error = %e, "cannot take the order of this name; trying again shortly");
                 let mut s = self.lock();
-                s.ordering = None;
+                s.ordering.remove(name);
                 if let Some(e) = s.entries.get_mut(name) {
                     e.not_before = Some(SystemTime::now() + ELSEWHERE_RECHECK);
                 }
                 return;
             }
         }
-        self.lock().orders.record(SystemTime::now());
         tracing::info!(name = %name, directory = %self.config.directory, challenge = ?self.config.challenge, "ordering a certificate");
         let result = tokio::time::timeout(ORDER_TIMEOUT, async {
-            if account.is_none() {
-                *account = Some(self.account().await?);
-            }
-            let Some(a) = account.as_ref() else {
-                unreachable!("set above")
-            };
+            let a = account.get_or_try_init(|| self.account()).await?;
             let share = self.keep.swarm().map(|k| (k, PROPAGATION));
             client::order(a, name, self.config.challenge, &self.obtained, share).await
         })
@@ -331,7 +330,7 @@ impl Acme {
         self.keep.release(name).await;
         let mut guard = self.lock();
         let s = &mut *guard;
-        s.ordering = None;
+        s.ordering.remove(name);
         match outcome {
             Ok(held) => {
                 tracing::info!(name = %name, not_after = %rfc3339(held.not_after), renew_at = %rfc3339(held.renew_at()), "certificate obtained");
@@ -348,11 +347,8 @@ impl Acme {
                 s.failed_total += 1;
                 let rate_limited = err.rate_limited();
                 if rate_limited {
-                    // An account-wide limit, as far as this side can tell: let the others wait too.
-                    let until = now + schedule::RATE_LIMITED_WAIT;
-                    for e in s.entries.values_mut() {
-                        e.not_before = Some(e.not_before.map_or(until, |t| t.max(until)));
-                    }
+                    // An account-wide limit, as far as this side can tell: the others wait too.
+                    schedule::pause_all(s.entries.values_mut(), now + schedule::RATE_LIMITED_WAIT);
                 }
                 if let Some(e) = s.entries.get_mut(name) {
                     e.failed(now, err.to_string(), rate_limited);
@@ -467,8 +463,9 @@ impl Acme {
         tls: Arc<Tls>,
         mut stop: watch::Receiver<bool>,
     ) {
-        let mut account = None;
+        let account = tokio::sync::OnceCell::new();
         let follower = tokio::spawn(self.clone().follow(stop.clone()));
+        let mut orders = futures_util::stream::FuturesUnordered::new();
         loop {
             let registry = shared.registry.load_full();
             let wanted = schedule::wanted(
@@ -481,15 +478,19 @@ impl Acme {
                 let _ = follower.await;
                 return;
             }
-            if let Some(name) = self.next_due(SystemTime::now()) {
-                tokio::select! {
-                    _ = self.order_one(&name, &mut account) => {}
-                    _ = stop.wait_for(|s| *s) => return,
+            while orders.len() < PARALLEL_ORDERS {
+                match self.next_due(SystemTime::now()) {
+                    Some(name) => orders.push(async {
+                        let name = name;
+                        self.order_one(&name, &account).await
+                    }),
+                    None => break,
                 }
-                continue;
             }
-            // Once a second: a name new to the services is ordered within that.
+            // Once a second (or when an order ends): a name new to the services is ordered
+            // within that.
             tokio::select! {
+                Some(()) = futures_util::StreamExt::next(&mut orders), if !orders.is_empty() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = self.wake.notified() => {}
                 _ = stop.wait_for(|s| *s) => return,
@@ -601,7 +602,7 @@ pub fn names(hosts: &[&str], tls: Option<&Tls>, acme: Option<&Acme>) -> Vec<Name
             (Want::Order, Some(s)) => match s.entries.get(&name) {
                 None => NameView::new(name.clone(), "none", "pending"),
                 Some(e) => {
-                    let st = if s.ordering.as_deref() == Some(&name) {
+                    let st = if s.ordering.contains(&name) {
                         "ordering"
                     } else if e.failures > 0 {
                         "failed"

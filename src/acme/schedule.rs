@@ -131,6 +131,13 @@ impl Entry {
     }
 }
 
+/// No order of any of `entries` before `until` (a CA's rate limit), keeping later waits.
+pub fn pause_all<'a>(entries: impl IntoIterator<Item = &'a mut Entry>, until: SystemTime) {
+    for e in entries {
+        e.not_before = Some(e.not_before.map_or(until, |t| t.max(until)));
+    }
+}
+
 /// A sliding window of events with a ceiling: the CA's rate limits on orders (per account) and
 /// on duplicate certificates (per name), kept so quayside never asks beyond them.
 #[derive(Clone, Debug)]
@@ -260,6 +267,23 @@ mod tests {
         e.failed(at(2000), "no".into(), false);
         assert_eq!(e.next_order(), at(2300));
         assert!(e.held.is_some(), "a failed renewal keeps the certificate");
+    }
+
+    #[test]
+    fn a_rate_limit_pauses_every_name_but_shortens_no_wait() {
+        let mut a = Entry::default();
+        let mut b = Entry::default();
+        b.failed(at(0), "x".into(), false);
+        b.not_before = Some(at(10_000));
+        let mut c = Entry::default();
+        c.succeeded(Held {
+            not_before: at(0),
+            not_after: at(100),
+        });
+        pause_all([&mut a, &mut b, &mut c], at(3600));
+        assert_eq!(a.next_order(), at(3600));
+        assert_eq!(b.next_order(), at(10_000), "a longer wait stays");
+        assert_eq!(c.next_order(), at(3600), "a due renewal waits too");
     }
 
     #[test]

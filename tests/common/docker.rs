@@ -103,6 +103,9 @@ pub fn build_static(packages: &[&str]) {
     let status = Command::new(cargo)
         .current_dir(root)
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        // (As scripts/build-images.sh builds them, so the two share one build.)
+        .env("CARGO_INCREMENTAL", "0")
+        .env("CARGO_PROFILE_DEV_DEBUG", "false")
         .args(&args)
         .status()
         .expect("cargo");

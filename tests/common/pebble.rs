@@ -65,22 +65,10 @@ impl Pebble {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         // pebble's own HTTPS certificate, from a CA of the test's.
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(rcgen::DnType::CommonName, "quayside test: pebble API CA");
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = rcgen::Issuer::new(ca, ca_key);
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let mut leaf =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .unwrap();
-        leaf.subject_alt_names
-            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+        let ca = super::TestCa::new("quayside test: pebble API CA");
+        let (leaf_cert, leaf_key) = ca.leaf(&["localhost", "127.0.0.1"]);
         let api_ca = dir.join("api-ca.pem");
-        std::fs::write(&api_ca, ca_cert.pem()).unwrap();
+        std::fs::write(&api_ca, &ca.pem).unwrap();
         std::fs::write(dir.join("api.pem"), leaf_cert.pem()).unwrap();
         std::fs::write(dir.join("api.key"), leaf_key.serialize_pem()).unwrap();
 
