@@ -73,6 +73,37 @@ async fn http01_issues_serves_reuses_after_restart_and_renews_when_asked() {
             .is_some_and(|e| e.contains("validation failed")),
         "{down}"
     );
+    // A name that leaves the services and comes back keeps its wait: no new order.
+    let failed = q.tls_view().await["orders"]["failed"].clone();
+    q.put(
+        "/api/v1/services/app",
+        serde_json::json!({"hosts": ["app.test"]}),
+    )
+    .await;
+    eventually(10, "down.test no longer listed", || async {
+        (q.name("down.test").await == serde_json::Value::Null).then_some(())
+    })
+    .await;
+    // (The schedule drops it at its next once-a-second look; nothing shows that from outside.)
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    q.put(
+        "/api/v1/services/app",
+        serde_json::json!({"hosts": ["app.test", "down.test"]}),
+    )
+    .await;
+    let back = eventually(5, "down.test listed again, still failed", || async {
+        let v = q.name("down.test").await;
+        (v["state"] == "failed").then_some(v)
+    })
+    .await;
+    assert_eq!(back["retry_at"], down["retry_at"], "{back}");
+    // (Something that must not happen: the schedule runs once a second, so give it two.)
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        q.tls_view().await["orders"]["failed"],
+        failed,
+        "no new order"
+    );
     let wild = q.name("*.wild.test").await;
     assert_eq!(wild["state"], "needs_certificate", "{wild}");
     assert!(

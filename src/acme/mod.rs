@@ -57,6 +57,9 @@ pub struct AcmeConfig {
 /// The schedule's state: each name's entry, and the rate-limit windows.
 struct State {
     entries: BTreeMap<String, Entry>,
+    /// Names no service asks for any more, kept with their backoff: a container that comes
+    /// and goes does not reset a failing name's wait.
+    dormant: BTreeMap<String, Entry>,
     /// New orders of the account.
     orders: Window,
     /// Certificates issued per name.
@@ -111,6 +114,7 @@ impl Acme {
             obtained,
             state: Mutex::new(State {
                 entries: BTreeMap::new(),
+                dormant: BTreeMap::new(),
                 orders: schedule::orders_window(),
                 issued: BTreeMap::new(),
                 ordering: Default::default(),
@@ -178,18 +182,38 @@ impl Acme {
     /// Keep the schedule's names to the exact names `wanted` asks for that no configured
     /// certificate covers; a name new to it starts from its kept certificate, if any.
     async fn reconcile(&self, wanted: &BTreeMap<String, Want>, tls: &Tls) {
-        let ours: Vec<&String> = wanted
+        let ours: std::collections::BTreeSet<&String> = wanted
             .iter()
             .filter(|(n, w)| **w == Want::Order && tls.covering(n).is_none())
             .map(|(n, _)| n)
             .collect();
         let new: Vec<String> = {
-            let mut s = self.lock();
-            s.entries.retain(|n, _| ours.contains(&n));
-            ours.into_iter()
-                .filter(|n| !s.entries.contains_key(*n))
+            let mut guard = self.lock();
+            let s = &mut *guard;
+            let gone: Vec<String> = s
+                .entries
+                .keys()
+                .filter(|n| !ours.contains(n))
                 .cloned()
-                .collect()
+                .collect();
+            for n in gone {
+                if let Some(e) = s.entries.remove(&n) {
+                    s.dormant.insert(n, e);
+                }
+            }
+            let mut new = Vec::new();
+            for n in ours {
+                if s.entries.contains_key(n) {
+                    continue;
+                }
+                match s.dormant.remove(n) {
+                    Some(e) => {
+                        s.entries.insert(n.clone(), e);
+                    }
+                    None => new.push(n.clone()),
+                }
+            }
+            new
         };
         for n in new {
             let mut entry = Entry::default();
