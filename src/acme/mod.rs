@@ -96,6 +96,15 @@ pub enum RenewError {
     },
 }
 
+/// The validity of the first certificate of a PEM chain.
+fn leaf_validity(chain: &[u8]) -> Option<(SystemTime, SystemTime)> {
+    use rustls_pki_types::pem::PemObject;
+    let leaf = rustls_pki_types::CertificateDer::pem_slice_iter(chain)
+        .next()?
+        .ok()?;
+    x509::validity(&leaf)
+}
+
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -418,16 +427,19 @@ impl Acme {
         };
         let mut followed_http: std::collections::HashSet<String> = Default::default();
         let mut followed_alpn: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        // Each name's certificate generation looked at already (parsed once, not every second).
+        let mut seen: BTreeMap<String, u64> = BTreeMap::new();
         loop {
             match keep.snapshot().await {
                 Ok(snap) => {
-                    for (name, (_, (chain, key))) in &snap.certs {
+                    for (name, (generation, (chain, key))) in &snap.certs {
+                        if seen.get(name) == Some(generation) {
+                            continue;
+                        }
                         let held = self.lock().entries.get(name).map(|e| e.held);
                         let Some(held) = held else { continue };
-                        let Some((_, not_after)) = certified_key(chain, key)
-                            .ok()
-                            .and_then(|k| k.cert.first().and_then(|l| x509::validity(l)))
-                        else {
+                        seen.insert(name.clone(), *generation);
+                        let Some((_, not_after)) = leaf_validity(chain) else {
                             continue;
                         };
                         if held.is_some_and(|h| h.not_after >= not_after) {
