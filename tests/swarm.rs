@@ -537,11 +537,16 @@ async fn nos(http: &Http, admin: &str) -> Vec<String> {
     nos
 }
 
+/// The tests that run replicas in this process take turns: two pairs at once, each following
+/// the swarm's configs, slowed each other's changes past their deadlines (seen once in CI).
+static IN_PROCESS_REPLICAS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn replicas_share_their_state_through_the_swarm_store() {
     if !common::docker::available() {
         return;
     }
+    let _turn = IN_PROCESS_REPLICAS.lock().await;
     ensure_swarm();
     let name = format!("qts{}-state", std::process::id());
     let _configs = Configs(name.clone());
@@ -958,6 +963,7 @@ async fn replicas_share_automatic_https_and_answer_each_others_challenges() {
     if !common::docker::available() || !have_pebble() {
         return;
     }
+    let _turn = IN_PROCESS_REPLICAS.lock().await;
     ensure_swarm();
     let store = format!("qts{}-acme", std::process::id());
     let _configs = Configs(store.clone());
