@@ -5,8 +5,9 @@ use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 /// A user error at start-up is one line and exit code 1: no `Caused by:` list that repeats
-/// what the line already says, and no backtrace even with `RUST_BACKTRACE=1`.
-fn main() -> std::process::ExitCode {
+/// what the line already says, and no backtrace even with `RUST_BACKTRACE=1`. (`pub`:
+/// examples/quayside-static.rs is this same program, linked statically for the tests' images.)
+pub fn main() -> std::process::ExitCode {
     // The control plane (admin API, registry, Docker watcher, health checks) is light and runs
     // on one thread; the proxy runs on its own worker threads (`--workers`).
     let runtime = tokio::runtime::Builder::new_current_thread()
