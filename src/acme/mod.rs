@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 use crate::proxy::tls::{Obtained, Tls, certified_key};
-use schedule::{Entry, Held, Want, Window};
+use schedule::{Entry, Held, Ledger, Outcome, Want, Window};
 use store::Keep;
 
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -66,6 +66,8 @@ struct State {
     issued: BTreeMap<String, Window>,
     /// The names being ordered now.
     ordering: std::collections::BTreeSet<String>,
+    /// The outcomes and the account's pause as kept (the windows above hold the counts).
+    ledger: Ledger,
     issued_total: u64,
     failed_total: u64,
 }
@@ -127,6 +129,7 @@ impl Acme {
                 orders: schedule::orders_window(),
                 issued: BTreeMap::new(),
                 ordering: Default::default(),
+                ledger: Ledger::default(),
                 issued_total: 0,
                 failed_total: 0,
             }),
@@ -226,6 +229,7 @@ impl Acme {
         };
         for n in new {
             let mut entry = Entry::default();
+            self.lock().ledger.resume(&n, &mut entry);
             match self.keep.cert(&n).await {
                 Ok(Some((chain, key))) => match self.install(&n, &chain, &key) {
                     Ok(held) => {
@@ -361,6 +365,12 @@ impl Acme {
             Err(e) => Err(e),
         };
         self.keep.release(name).await;
+        self.record(name, now, outcome);
+        self.keep_ledger().await;
+    }
+
+    /// An order's outcome, in the schedule and in the ledger.
+    fn record(&self, name: &str, now: SystemTime, outcome: Result<Held, client::OrderError>) {
         let mut guard = self.lock();
         let s = &mut *guard;
         s.ordering.remove(name);
@@ -381,7 +391,10 @@ impl Acme {
                 let rate_limited = err.rate_limited();
                 if rate_limited {
                     // An account-wide limit, as far as this side can tell: the others wait too.
-                    schedule::pause_all(s.entries.values_mut(), now + schedule::RATE_LIMITED_WAIT);
+                    let until = now + schedule::RATE_LIMITED_WAIT;
+                    schedule::pause_all(s.entries.values_mut(), until);
+                    let until = Some(schedule::millis(until));
+                    s.ledger.paused_until = s.ledger.paused_until.max(until);
                 }
                 if let Some(e) = s.entries.get_mut(name) {
                     e.failed(now, err.to_string(), rate_limited);
@@ -394,6 +407,91 @@ impl Acme {
                     tracing::warn!(name = %name, error = %err, retry_at = %retry, "could not obtain a certificate ({serving}); check that the CA reaches this host on port 80 (http-01) or 443 (tls-alpn-01) for this name");
                 }
             }
+        }
+        if let Some(e) = s.entries.get(name) {
+            let outcome = Outcome {
+                at: schedule::millis(now),
+                failures: e.failures,
+                retry_at: e
+                    .not_before
+                    .filter(|_| e.failures > 0)
+                    .map(schedule::millis),
+                error: e.last_error.clone().filter(|_| e.failures > 0),
+            };
+            s.ledger.outcomes.insert(name.to_owned(), outcome);
+        }
+    }
+
+    /// The counts, outcomes and pause as this side knows them.
+    fn ledger(&self, now: SystemTime) -> Ledger {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let mut l = s.ledger.clone();
+        l.orders = s.orders.times(now).map(schedule::millis).collect();
+        l.issued = s
+            .issued
+            .iter_mut()
+            .map(|(n, w)| (n.clone(), w.times(now).map(schedule::millis).collect()))
+            .collect();
+        l
+    }
+
+    /// Take in a kept ledger: its counts, outcomes and pause join this side's.
+    fn adopt(&self, kept: &Ledger) {
+        let now = SystemTime::now();
+        let mut merged = self.ledger(now);
+        merged.merge(kept);
+        merged.prune(now);
+        let times = |v: &Vec<u64>| {
+            v.iter()
+                .map(|t| schedule::from_millis(*t))
+                .collect::<Vec<_>>()
+        };
+        let mut s = self.lock();
+        s.orders = schedule::orders_window().with_times(times(&merged.orders));
+        s.issued = merged
+            .issued
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.clone(),
+                    schedule::duplicates_window().with_times(times(v)),
+                )
+            })
+            .collect();
+        s.ledger = merged;
+    }
+
+    /// Read the kept ledger (at start: the counts and waits from before a restart).
+    async fn load_ledger(&self) {
+        match self.keep.ledger().await {
+            Ok(None) => {}
+            Ok(Some(json)) => match serde_json::from_slice::<Ledger>(&json) {
+                Ok(kept) => self.adopt(&kept),
+                Err(e) => {
+                    tracing::warn!(kept_in = %self.keep.describe(), error = %e, "the rate limits' ledger cannot be read; counting the CA's limits from now (it is written again after the next order)")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the rate limits' ledger; counting the CA's limits from now")
+            }
+        }
+    }
+
+    /// Keep the ledger, merged with the kept one (another replica's orders count too).
+    async fn keep_ledger(&self) {
+        if let Ok(Some(json)) = self.keep.ledger().await
+            && let Ok(kept) = serde_json::from_slice::<Ledger>(&json)
+        {
+            self.adopt(&kept);
+        }
+        let now = SystemTime::now();
+        let mut mine = self.ledger(now);
+        mine.prune(now);
+        // (Plain data: serializing it cannot fail.)
+        let json = serde_json::to_vec_pretty(&mine).unwrap_or_default();
+        if let Err(e) = self.keep.save_ledger(&json).await {
+            tracing::error!(kept_in = %self.keep.describe(), error = %e, "cannot keep the rate limits' ledger; after a restart the CA's limits are counted from then");
         }
     }
 
@@ -500,6 +598,7 @@ impl Acme {
         mut stop: watch::Receiver<bool>,
     ) {
         let account = tokio::sync::OnceCell::new();
+        self.load_ledger().await;
         let follower = tokio::spawn(self.clone().follow(stop.clone()));
         let mut orders = futures_util::stream::FuturesUnordered::new();
         loop {

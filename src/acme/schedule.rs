@@ -184,6 +184,123 @@ impl Window {
     pub fn is_empty(&mut self, now: SystemTime) -> bool {
         self.len(now) == 0
     }
+
+    /// The events still in the window, oldest first.
+    pub fn times(&mut self, now: SystemTime) -> impl Iterator<Item = SystemTime> + '_ {
+        self.prune(now);
+        self.times.iter().copied()
+    }
+
+    /// The window holding `times` (in any order, duplicates kept as they are).
+    pub fn with_times(mut self, times: impl IntoIterator<Item = SystemTime>) -> Window {
+        let mut t: Vec<SystemTime> = times.into_iter().collect();
+        t.sort();
+        self.times = t.into();
+        self
+    }
+}
+
+/// What the rate limits and the backoff need to outlive a restart, as kept beside the
+/// certificates (`limits.json`, or a swarm config shared by the replicas): without it a
+/// quayside restarted in a loop would start every count from zero and ask the CA again at
+/// once. Times are milliseconds since the epoch; an event is the same event wherever it is
+/// read from, so two copies merge without counting anything twice.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Ledger {
+    /// New orders of the account (started).
+    #[serde(default)]
+    pub orders: Vec<u64>,
+    /// Certificates issued, per name.
+    #[serde(default)]
+    pub issued: BTreeMap<String, Vec<u64>>,
+    /// Each name's last outcome (a success clears the failures).
+    #[serde(default)]
+    pub outcomes: BTreeMap<String, Outcome>,
+    /// No order of any name before this (the CA said it is rate-limiting the account).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<u64>,
+}
+
+/// A name's last order outcome, as [`Ledger`] keeps it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Outcome {
+    /// When the order ended.
+    pub at: u64,
+    /// Failed orders in a row (0: it succeeded).
+    #[serde(default)]
+    pub failures: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// How long an outcome is kept: as long as a duplicate-certificate window.
+const OUTCOME_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+pub fn millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub fn from_millis(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn union(a: &mut Vec<u64>, b: &[u64]) {
+    a.extend_from_slice(b);
+    a.sort_unstable();
+    a.dedup();
+}
+
+impl Ledger {
+    /// Everything either copy knows: every event of both, each once; of a name's two
+    /// outcomes the later; the later pause.
+    pub fn merge(&mut self, other: &Ledger) {
+        union(&mut self.orders, &other.orders);
+        for (name, times) in &other.issued {
+            union(self.issued.entry(name.clone()).or_default(), times);
+        }
+        for (name, o) in &other.outcomes {
+            match self.outcomes.get(name) {
+                Some(mine) if mine.at >= o.at => {}
+                _ => {
+                    self.outcomes.insert(name.clone(), o.clone());
+                }
+            }
+        }
+        self.paused_until = self.paused_until.max(other.paused_until);
+    }
+
+    /// Forget what no limit or wait needs any more at `now`.
+    pub fn prune(&mut self, now: SystemTime) {
+        let since = |span: Duration| millis(now).saturating_sub(span.as_millis() as u64);
+        let orders = since(orders_window().span);
+        self.orders.retain(|t| *t > orders);
+        let issued = since(duplicates_window().span);
+        for times in self.issued.values_mut() {
+            times.retain(|t| *t > issued);
+        }
+        self.issued.retain(|_, t| !t.is_empty());
+        let kept = since(OUTCOME_KEPT);
+        self.outcomes.retain(|_, o| o.at > kept);
+        if self.paused_until.is_some_and(|p| p <= millis(now)) {
+            self.paused_until = None;
+        }
+    }
+
+    /// `entry` as a name new to the schedule starts: its kept backoff, and the account's
+    /// pause.
+    pub fn resume(&self, name: &str, entry: &mut Entry) {
+        if let Some(o) = self.outcomes.get(name).filter(|o| o.failures > 0) {
+            entry.failures = o.failures;
+            entry.not_before = o.retry_at.map(from_millis);
+            entry.last_error = o.error.clone();
+        }
+        if let Some(p) = self.paused_until.map(from_millis) {
+            entry.not_before = Some(entry.not_before.map_or(p, |t| t.max(p)));
+        }
+    }
 }
 
 /// Let's Encrypt's limits, the strictest of the CAs commonly used: 300 new orders per account
@@ -297,6 +414,84 @@ mod tests {
         assert_eq!(w.len(at(100)), 1);
     }
 
+    fn ledger(orders: &[u64], name_times: &[u64], outcome: Option<(u64, u32)>) -> Ledger {
+        Ledger {
+            orders: orders.to_vec(),
+            issued: [("a.test".to_owned(), name_times.to_vec())].into(),
+            outcomes: outcome
+                .map(|(at, failures)| {
+                    let o = Outcome {
+                        at,
+                        failures,
+                        retry_at: (failures > 0).then_some(at + 300_000),
+                        error: (failures > 0).then(|| "down".to_owned()),
+                    };
+                    ("a.test".to_owned(), o)
+                })
+                .into_iter()
+                .collect(),
+            paused_until: None,
+        }
+    }
+
+    #[test]
+    fn a_ledger_restores_the_windows_and_a_failing_names_wait_after_a_restart() {
+        let now = at(10_000);
+        let mut w = duplicates_window();
+        for s in [1_000, 2_000, 3_000, 4_000, 5_000] {
+            w.record(at(s));
+        }
+        let kept: Ledger = serde_json::from_slice(
+            &serde_json::to_vec(&Ledger {
+                issued: [("a.test".into(), w.times(now).map(millis).collect())].into(),
+                ..ledger(&[], &[], Some((9_000_000, 3)))
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        let mut again =
+            duplicates_window().with_times(kept.issued["a.test"].iter().map(|t| from_millis(*t)));
+        assert_eq!(again.full_until(now), w.full_until(now));
+        assert_eq!(again.full_until(now), Some(at(1_000) + again.span));
+        let mut e = Entry::default();
+        kept.resume("a.test", &mut e);
+        assert_eq!(e.failures, 3);
+        assert_eq!(e.not_before, Some(from_millis(9_300_000)));
+        assert_eq!(e.last_error.as_deref(), Some("down"));
+        // Another name starts clean; a pause holds every name.
+        let mut other = Entry::default();
+        kept.resume("b.test", &mut other);
+        assert_eq!(other.failures, 0);
+        let paused = Ledger {
+            paused_until: Some(20_000_000),
+            ..kept
+        };
+        paused.resume("b.test", &mut other);
+        assert_eq!(other.next_order(), from_millis(20_000_000));
+    }
+
+    #[test]
+    fn the_later_outcome_wins_and_old_events_are_forgotten() {
+        let mut a = ledger(&[1, 2], &[1], Some((100, 2)));
+        a.merge(&ledger(&[2, 3], &[5], Some((200, 0))));
+        assert_eq!(a.orders, [1, 2, 3]);
+        assert_eq!(a.issued["a.test"], [1, 5]);
+        assert_eq!(a.outcomes["a.test"].failures, 0, "the success came later");
+        a.merge(&ledger(&[], &[], Some((150, 4))));
+        assert_eq!(
+            a.outcomes["a.test"].failures, 0,
+            "an older failure does not come back"
+        );
+        let day = 24 * 3600 * 1000;
+        let mut b = ledger(&[day, 9 * day], &[day, 9 * day], Some((day, 1)));
+        b.paused_until = Some(2 * day);
+        b.prune(from_millis(9 * day + 1));
+        assert_eq!(b.orders, [9 * day], "orders count for 3 hours");
+        assert_eq!(b.issued["a.test"], [9 * day], "certificates for 7 days");
+        assert!(b.outcomes.is_empty());
+        assert_eq!(b.paused_until, None);
+    }
+
     proptest! {
         #[test]
         fn failing_names_stay_under_five_orders_an_hour(n in 1u32..40) {
@@ -330,6 +525,59 @@ mod tests {
             for win in admitted.windows(6) {
                 prop_assert!(win[5].duration_since(win[0]).unwrap() >= Duration::from_secs(100));
             }
+        }
+
+        #[test]
+        fn restarts_never_let_the_window_admit_more_than_its_max(
+            steps in proptest::collection::vec((0u64..50, proptest::bool::ANY), 1..200),
+        ) {
+            // As above, but the window lives only in the ledger across each restart.
+            let mut w = Window::new(5, Duration::from_secs(100));
+            let mut now = at(0);
+            let mut admitted = Vec::new();
+            for (gap, restart) in steps {
+                now += Duration::from_secs(gap);
+                if restart {
+                    let mut kept = Ledger { orders: w.times(now).map(millis).collect(), ..Ledger::default() };
+                    kept.prune(now);
+                    w = Window::new(5, Duration::from_secs(100))
+                        .with_times(kept.orders.iter().map(|t| from_millis(*t)));
+                }
+                if w.full_until(now).is_none() {
+                    w.record(now);
+                    admitted.push(now);
+                }
+            }
+            for win in admitted.windows(6) {
+                prop_assert!(win[5].duration_since(win[0]).unwrap() >= Duration::from_secs(100));
+            }
+        }
+
+        #[test]
+        fn merging_loses_nothing_and_counts_nothing_twice(
+            a in proptest::collection::vec(0u64..1000, 0..30),
+            b in proptest::collection::vec(0u64..1000, 0..30),
+            oa in 0u64..100, ob in 0u64..100,
+        ) {
+            let la = ledger(&a, &a, Some((oa, 1)));
+            let lb = ledger(&b, &b, Some((ob, 0)));
+            let mut ab = la.clone();
+            ab.merge(&lb);
+            let mut ba = lb.clone();
+            ba.merge(&la);
+            prop_assert_eq!(&ab.orders, &ba.orders);
+            prop_assert_eq!(&ab.issued, &ba.issued);
+            prop_assert_eq!(ab.outcomes["a.test"].at, oa.max(ob));
+            let mut twice = ab.clone();
+            twice.merge(&ab);
+            prop_assert_eq!(&twice, &ab);
+            for t in a.iter().chain(&b) {
+                prop_assert!(ab.orders.contains(t));
+            }
+            let mut all: Vec<u64> = a.iter().chain(&b).copied().collect();
+            all.sort_unstable();
+            all.dedup();
+            prop_assert_eq!(ab.orders, all);
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Where automatic HTTPS keeps what it obtained: beside the state file, in `acme/<CA>/`, the
 //! account's credentials (`account.json`) and each name's certificate chain and key
-//! (`<name>.crt`, `<name>.key`). Files are written whole (a temporary file renamed over the
+//! (`<name>.crt`, `<name>.key`), and the rate limits' ledger (`limits.json`). Files are written whole (a temporary file renamed over the
 //! old one) and readable by their owner only (0600, directories 0700): the keys are secrets.
 //! One directory per ACME server, so a staging account or certificate is never used for
 //! production.
@@ -116,6 +116,15 @@ impl Disk {
         }
     }
 
+    /// The rate limits' ledger (JSON), if one was kept.
+    pub fn ledger(&self) -> Result<Option<Vec<u8>>, DiskError> {
+        self.read("limits.json")
+    }
+
+    pub fn save_ledger(&self, json: &[u8]) -> Result<(), DiskError> {
+        self.write("limits.json", json)
+    }
+
     /// The key first: a chain on disk always has its key.
     pub fn save_cert(&self, name: &str, chain: &[u8], key: &[u8]) -> Result<(), DiskError> {
         self.write(&format!("{name}.key"), key)?;
@@ -174,6 +183,20 @@ impl Keep {
         match self {
             Keep::Disk(d) => d.save_cert(name, chain, key),
             Keep::Swarm(s) => s.save_cert(name, chain, key).await,
+        }
+    }
+
+    pub async fn ledger(&self) -> Result<Option<Vec<u8>>, DiskError> {
+        match self {
+            Keep::Disk(d) => d.ledger(),
+            Keep::Swarm(s) => s.ledger().await,
+        }
+    }
+
+    pub async fn save_ledger(&self, json: &[u8]) -> Result<(), DiskError> {
+        match self {
+            Keep::Disk(d) => d.save_ledger(json),
+            Keep::Swarm(s) => s.save_ledger(json).await,
         }
     }
 

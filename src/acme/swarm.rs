@@ -9,6 +9,8 @@
 //! - Ordering: one replica at a time per name, by creating `<store>-acme-lock-<hash>`: Swarm
 //!   refuses a name that exists, so the second replica learns the first is ordering. A lock
 //!   older than [`STALE_LOCK`] (its replica died mid-order) is taken over.
+//! - The rate limits' ledger ([`super::schedule::Ledger`]): `<store>-acme-ledger-<hash>-<n>`,
+//!   generations as certificates; each replica merges its own into the newest before writing.
 //! - Challenges: `<store>-acme-http01-<hash>` (a token's key authorization) and
 //!   `<store>-acme-alpn-<hash>` (a name's TLS-ALPN-01 digest), removed after the order. The
 //!   others follow every config once a second ([`SwarmKeep::snapshot`]).
@@ -247,14 +249,35 @@ impl SwarmKeep {
             key: String::from_utf8_lossy(key).into_owned(),
         })
         .map_err(|e| err(name, e))?;
+        self.save_generation("cert", name, &data).await
+    }
+
+    /// The rate limits' ledger the replicas share (JSON), if one was kept.
+    pub async fn ledger(&self) -> Result<Option<Vec<u8>>, DiskError> {
+        Ok(self
+            .items()
+            .await?
+            .into_iter()
+            .filter(|i| i.kind == "ledger")
+            .max_by_key(|i| i.generation)
+            .map(|i| i.data))
+    }
+
+    pub async fn save_ledger(&self, json: &[u8]) -> Result<(), DiskError> {
+        self.save_generation("ledger", "limits", json).await
+    }
+
+    /// `data` as the next generation of `kind`/`key` (configs cannot change); the older ones
+    /// but the previous go.
+    async fn save_generation(&self, kind: &str, key: &str, data: &[u8]) -> Result<(), DiskError> {
         let held: Vec<Item> = self
             .items()
             .await?
             .into_iter()
-            .filter(|i| i.kind == "cert" && i.key == name)
+            .filter(|i| i.kind == kind && i.key == key)
             .collect();
         let mut next = held.iter().map(|i| i.generation).max().unwrap_or(0) + 1;
-        while !self.create("cert", name, Some(next), &data).await? {
+        while !self.create(kind, key, Some(next), data).await? {
             next += 1;
         }
         for old in held.iter().filter(|i| i.generation + 1 < next) {
