@@ -1033,6 +1033,20 @@ async fn replicas_share_automatic_https_and_answer_each_others_challenges() {
         issued += q.tls_view().await["orders"]["issued"].as_u64().unwrap();
     }
     assert_eq!(issued, 1, "one replica ordered the name");
+    // The rate limits' ledger the replicas share counts that one certificate (and will after
+    // a restart of either).
+    let keep = quayside::acme::swarm::SwarmKeep::new(
+        bollard::Docker::connect_with_local_defaults().unwrap(),
+        &store,
+        &pebble.directory,
+    );
+    let ledger: quayside::acme::schedule::Ledger = eventually(10, "the ledger kept", || async {
+        let json = keep.ledger().await.ok()??;
+        serde_json::from_slice(&json).ok()
+    })
+    .await;
+    assert_eq!(ledger.issued["share.test"].len(), 1, "{ledger:?}");
+    assert!(!ledger.orders.is_empty(), "{ledger:?}");
     assert!(
         crossed.load(Ordering::SeqCst) >= 1,
         "the CA's validation reached the replica that was not ordering, and passed"
