@@ -311,24 +311,11 @@ pub fn write_upstream_head(
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut xff: Option<&[u8]> = None;
-    for h in req.headers {
-        match kind(h.name) {
-            Kind::XForwardedFor => {
-                if keep_xff {
-                    xff.get_or_insert(h.value);
-                }
-            }
-            Kind::Connection | Kind::Dropped | Kind::XForwardedOther | Kind::RequestId => {}
-            _ if edits.is_some_and(|e| e.touches(h.name)) => {}
-            _ => {
-                out.extend_from_slice(h.name.as_bytes());
-                out.extend_from_slice(b": ");
-                out.extend_from_slice(h.value);
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-    }
+    // (Two copies of the loop: a service without header edits tests nothing per header.)
+    let xff = match edits {
+        None => copy_request_headers(out, req, keep_xff, |_| false),
+        Some(e) => copy_request_headers(out, req, keep_xff, |name| e.touches(name)),
+    };
     if let Some(e) = edits {
         out.extend_from_slice(&e.lines);
     }
@@ -345,6 +332,36 @@ pub fn write_upstream_head(
     out.extend_from_slice(b"\r\nx-request-id: ");
     out.extend_from_slice(request_id);
     out.extend_from_slice(b"\r\n\r\n");
+}
+
+/// The request's headers as the backend gets them, but for those `edited` replaces; the
+/// client's `X-Forwarded-For`, if kept.
+#[inline(always)]
+fn copy_request_headers<'b>(
+    out: &mut Vec<u8>,
+    req: &Request<'_, 'b>,
+    keep_xff: bool,
+    edited: impl Fn(&str) -> bool,
+) -> Option<&'b [u8]> {
+    let mut xff: Option<&[u8]> = None;
+    for h in req.headers {
+        match kind(h.name) {
+            Kind::XForwardedFor => {
+                if keep_xff {
+                    xff.get_or_insert(h.value);
+                }
+            }
+            Kind::Connection | Kind::Dropped | Kind::XForwardedOther | Kind::RequestId => {}
+            _ if edited(h.name) => {}
+            _ => {
+                out.extend_from_slice(h.name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(h.value);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    xff
 }
 
 /// How a response body is delimited.
@@ -480,6 +497,28 @@ pub fn write_client_head(
     ]);
     out.extend_from_slice(resp.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
+    match edits {
+        None => copy_response_headers(out, resp, |_| false),
+        Some(e) => copy_response_headers(out, resp, |name| e.touches(name)),
+    }
+    // (Most are empty: no sticky cookie, no middleware lines.)
+    for e in extra.iter().filter(|e| !e.is_empty()) {
+        out.extend_from_slice(e);
+    }
+    if close || resp.framing == Framing::UntilClose {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The response's headers as the client gets them, but for those `edited` replaces (as
+/// [`copy_request_headers`], one copy of the loop each).
+#[inline(always)]
+fn copy_response_headers(
+    out: &mut Vec<u8>,
+    resp: &Response<'_, '_>,
+    edited: impl Fn(&str) -> bool,
+) {
     let named = |name: &str| {
         resp.names_others
             && resp.headers.iter().any(|h| {
@@ -494,7 +533,7 @@ pub fn write_client_head(
             Kind::TransferEncoding => resp.framing == Framing::Chunked,
             // A chunked body's length is the chunks'; a stray Content-Length goes.
             Kind::ContentLength => resp.framing != Framing::Chunked,
-            _ if edits.is_some_and(|e| e.touches(h.name)) => false,
+            _ if edited(h.name) => false,
             _ => !named(h.name),
         };
         if keep {
@@ -504,14 +543,6 @@ pub fn write_client_head(
             out.extend_from_slice(b"\r\n");
         }
     }
-    // (Most are empty: no sticky cookie, no middleware lines.)
-    for e in extra.iter().filter(|e| !e.is_empty()) {
-        out.extend_from_slice(e);
-    }
-    if close || resp.framing == Framing::UntilClose {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Finds the end of a chunked body fed to it piece by piece (the bytes themselves are relayed

@@ -237,7 +237,7 @@ struct Refused {
 
 /// The request's id: the client's (where it is in the client's buffer) or one made here.
 enum Id {
-    Given(Range<usize>),
+    Given(Range<u32>),
     Made([u8; 32]),
 }
 
@@ -248,7 +248,7 @@ struct Seen {
     /// The client's address for this request (see `--trusted-proxies`).
     ip: std::net::IpAddr,
     /// Method, host, target and user agent, when the observers want them.
-    spans: Option<[Range<usize>; 4]>,
+    spans: Option<[Range<u32>; 4]>,
 }
 
 impl Seen {
@@ -258,9 +258,16 @@ impl Seen {
         req: &parse::Request<'_, '_>,
         ip: std::net::IpAddr,
     ) -> Seen {
-        // Where `s`, a part of `inb`, sits in it (an empty or foreign slice: nowhere).
+        // Where `s`, a part of `inb`, sits in it (an empty or foreign slice: nowhere). As u32:
+        // a head is far smaller, and `Seen` is moved with every request (BENCHMARKS.md,
+        // "Services without middlewares, again").
         let span = |s: &[u8]| match (s.as_ptr() as usize).checked_sub(inb.as_ptr() as usize) {
-            Some(start) if !s.is_empty() && start + s.len() <= inb.len() => start..start + s.len(),
+            Some(start) if !s.is_empty() && start + s.len() <= inb.len() => {
+                match (u32::try_from(start), u32::try_from(start + s.len())) {
+                    (Ok(a), Ok(b)) => a..b,
+                    _ => 0..0,
+                }
+            }
             _ => 0..0,
         };
         Seen {
@@ -285,14 +292,16 @@ impl Seen {
 
     fn id<'a>(&'a self, inb: &'a [u8]) -> &'a [u8] {
         match &self.id {
-            Id::Given(r) => &inb[r.clone()],
+            Id::Given(r) => &inb[r.start as usize..r.end as usize],
             Id::Made(m) => m,
         }
     }
 
     fn meta<'a>(&'a self, inb: &'a [u8], client: &Client) -> Option<Meta<'a>> {
         let [method, host, target, ua] = self.spans.as_ref()?;
-        let text = |r: &Range<usize>| std::str::from_utf8(&inb[r.clone()]).unwrap_or("");
+        let text = |r: &Range<u32>| {
+            std::str::from_utf8(&inb[r.start as usize..r.end as usize]).unwrap_or("")
+        };
         Some(Meta {
             client: self.ip,
             tls: client.proto == "https",
