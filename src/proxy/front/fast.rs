@@ -501,6 +501,8 @@ async fn one<S: ClientIo>(
             hsts,
         ];
         let edits = mw.as_deref().map(|m| &m.response);
+        // (The middleware's lines only where there is a middleware.)
+        let extra = if mw.is_some() { &extra[..] } else { &extra[..4] };
         let err = match attempt(
             stream,
             fwd,
@@ -509,7 +511,7 @@ async fn one<S: ClientIo>(
             &out,
             &info,
             stop,
-            (&extra, edits),
+            (extra, edits),
             meta,
         )
         .await
