@@ -1054,3 +1054,45 @@ async fn replicas_share_automatic_https_and_answer_each_others_challenges() {
     a.stop().await;
     b.stop().await;
 }
+
+/// A replica that died mid-order leaves its lock config behind: another replica takes the
+/// order over once the lock is older than the takeover age, and not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_left_by_a_dead_replica_is_taken_over_when_stale() {
+    use quayside::acme::swarm::SwarmKeep;
+    if !common::docker::available() {
+        return;
+    }
+    ensure_swarm();
+    let store = format!("qts{}-lock", std::process::id());
+    let _configs = Configs(store.clone());
+    let docker = || bollard::Docker::connect_with_local_defaults().unwrap();
+    let directory = "https://ca.quayside.test/dir";
+    let dead = SwarmKeep::new(docker(), &store, directory);
+    assert!(
+        dead.claim("stale.test").await.unwrap(),
+        "the first replica takes the order"
+    );
+    // (It dies here: no release.)
+    let patient = SwarmKeep::new(docker(), &store, directory);
+    assert!(
+        !patient.claim("stale.test").await.unwrap(),
+        "a fresh lock holds at the default 10 minutes"
+    );
+    let quick = SwarmKeep::new(docker(), &store, directory).stale_after(Duration::from_secs(1));
+    // (Lock ages are whole seconds: past 1 s is 2 s after it was made, at most 3.)
+    eventually(10, "the stale lock taken over", || async {
+        quick.claim("stale.test").await.unwrap().then_some(())
+    })
+    .await;
+    assert!(
+        !patient.claim("stale.test").await.unwrap(),
+        "the new owner's lock holds in turn"
+    );
+    quick.release("stale.test").await;
+    assert!(
+        patient.claim("stale.test").await.unwrap(),
+        "released: free again"
+    );
+    patient.release("stale.test").await;
+}

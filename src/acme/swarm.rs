@@ -43,6 +43,8 @@ pub struct SwarmKeep {
     docker: Docker,
     store: String,
     directory: String,
+    /// [`STALE_LOCK`], but for tests of the takeover.
+    stale_after: Duration,
 }
 
 impl std::fmt::Debug for SwarmKeep {
@@ -105,7 +107,14 @@ impl SwarmKeep {
             docker,
             store: store.to_owned(),
             directory: directory.to_owned(),
+            stale_after: STALE_LOCK,
         }
+    }
+
+    /// The same, taking over a lock older than `d` instead of [`STALE_LOCK`] (tests).
+    pub fn stale_after(mut self, d: Duration) -> SwarmKeep {
+        self.stale_after = d;
+        self
     }
 
     fn name(&self, kind: &str, key: &str, generation: Option<u64>) -> String {
@@ -297,7 +306,9 @@ impl SwarmKeep {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let stale = self.items().await?.into_iter().any(|i| {
-            i.kind == "lock" && i.key == name && now.saturating_sub(i.since) > STALE_LOCK.as_secs()
+            i.kind == "lock"
+                && i.key == name
+                && now.saturating_sub(i.since) > self.stale_after.as_secs()
         });
         if stale {
             tracing::warn!(name = %name, "taking over a stale ACME order lock (its replica stopped mid-order)");

@@ -502,7 +502,11 @@ async fn one<S: ClientIo>(
         ];
         let edits = mw.as_deref().map(|m| &m.response);
         // (The middleware's lines only where there is a middleware.)
-        let extra = if mw.is_some() { &extra[..] } else { &extra[..4] };
+        let extra = if mw.is_some() {
+            &extra[..]
+        } else {
+            &extra[..4]
+        };
         let err = match attempt(
             stream,
             fwd,
