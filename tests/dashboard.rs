@@ -244,6 +244,28 @@ async fn the_dashboard_shows_the_pool_and_acts_on_it() {
         rules.contains("web.test") && rules.contains("least_conn"),
         "the service's rules: {rules}"
     );
+    // The service's host name among the certificates (from GET /api/v1/tls): none covers it,
+    // and the row says what to do.
+    wait_text(
+        &c,
+        "#tls tr[data-name='web.test'] td.state",
+        "needs_certificate",
+    )
+    .await;
+    let why = text_of(&c, "#tls tr[data-name='web.test'] td.error")
+        .await
+        .unwrap();
+    assert!(why.contains("--tls-cert"), "{why}");
+    let summary = text_of(&c, "#tls-summary").await.unwrap();
+    assert!(summary.contains("Automatic HTTPS off"), "{summary}");
+    // (A picture of the certificates' section, to look at beside the README's.)
+    c.execute("document.getElementById('tls-h').scrollIntoView()", vec![])
+        .await
+        .unwrap();
+    let shot = c.screenshot().await.unwrap();
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-tls.png");
+    std::fs::write(&path, shot).unwrap();
+    c.execute("window.scrollTo(0, 0)", vec![]).await.unwrap();
     // Live figures: requests per second appear while the traffic runs.
     eventually(15, "a1's requests per second above 0", || async {
         let t = text_of(&c, "tr[data-no='a1'] td.rps").await?;

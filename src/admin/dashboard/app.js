@@ -10,6 +10,7 @@ const state = {
   backends: new Map(),
   services: [],
   sources: [],
+  tls: null,
   stats: { services: new Map(), backends: new Map() },
   lastT: null,
   events: [],
@@ -140,9 +141,10 @@ function mergePoints(map, list, key) {
 
 async function refreshConfig() {
   if (state.access === "none") return;
-  const [sv, d] = await Promise.all([api("GET", "/api/v1/services"), api("GET", "/api/v1/discovery")]);
+  const [sv, d, t] = await Promise.all([api("GET", "/api/v1/services"), api("GET", "/api/v1/discovery"), api("GET", "/api/v1/tls")]);
   if (sv.ok) state.services = sv.body.services;
   if (d.ok) state.sources = d.body.sources;
+  if (t.ok) state.tls = t.body;
   render();
 }
 
@@ -487,6 +489,7 @@ function render() {
     syncChildren(host, wanted);
   }
   renderSources();
+  renderTls();
 }
 
 // Make `parent`'s children exactly `list`, moving nodes only when their place changed (a
@@ -522,6 +525,33 @@ function renderSources() {
     u.replaceChildren(el("div", { class: "scroll" }, el("table", {}, el("thead", {}, head), el("tbody", {}, ...unrouted.map(([s, c]) =>
       el("tr", {}, el("td", { text: c.name }), el("td", { text: s.name }), el("td", { text: c.reason || "" })))))));
   }
+}
+
+// Each host name's certificate (GET /api/v1/tls): where it comes from, until when, and what
+// went wrong last.
+const TLS_TONE = { valid: "active", ordering: "draining", pending: "draining" };
+function renderTls() {
+  const t = state.tls;
+  if (!t) return;
+  const summary = t.acme
+    ? `Automatic HTTPS on (${t.directory}): ${t.orders.issued} issued, ${t.orders.failed} failed since start.`
+    : "Automatic HTTPS off (--acme-email turns it on); certificates given with --tls-cert are listed.";
+  $("tls-summary").textContent = summary;
+  const box = $("tls");
+  if (!t.names.length) {
+    box.replaceChildren(el("p", { class: "empty", text: "No host names: a service's hosts and the --tls-cert certificates are listed here." }));
+    return;
+  }
+  const when = (v) => (v ? v.replace("T", " ").replace("Z", "") : "–");
+  const head = el("tr", {}, ...["name", "source", "state", "expires", "renews", "retry", "failures", "last error"].map((h) => el("th", { text: h })));
+  const body = t.names.map((n) =>
+    el("tr", { "data-name": n.name },
+      el("td", { class: "mono", text: n.name }), el("td", { text: n.source, title: n.file || "" }),
+      el("td", { class: "state " + (TLS_TONE[n.state] || "disabled"), text: n.state }),
+      el("td", { class: "expires", text: when(n.not_after) }), el("td", { text: when(n.renew_at) }),
+      el("td", { text: when(n.retry_at) }), el("td", { class: "num", text: String(n.failures || 0) }),
+      el("td", { class: "error", text: n.last_error || "" })));
+  box.replaceChildren(el("div", { class: "scroll" }, el("table", {}, el("thead", {}, head), el("tbody", {}, ...body))));
 }
 
 function renderEvents() {
