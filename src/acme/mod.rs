@@ -331,6 +331,9 @@ impl Acme {
                 return;
             }
         }
+        // The order counts against the account's limit from now, also if quayside is stopped
+        // before it ends.
+        self.keep_ledger().await;
         tracing::info!(name = %name, directory = %self.config.directory, challenge = ?self.config.challenge, "ordering a certificate");
         let result = tokio::time::timeout(ORDER_TIMEOUT, async {
             let a = account.get_or_try_init(|| self.account()).await?;
