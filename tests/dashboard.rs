@@ -252,12 +252,18 @@ async fn the_dashboard_shows_the_pool_and_acts_on_it() {
         "needs_certificate",
     )
     .await;
-    let why = text_of(&c, "#tls tr[data-name='web.test'] td.error")
-        .await
-        .unwrap();
-    assert!(why.contains("--tls-cert"), "{why}");
-    let summary = text_of(&c, "#tls-summary").await.unwrap();
-    assert!(summary.contains("Automatic HTTPS off"), "{summary}");
+    // (Polled: the table is drawn anew every second, so an element found may be gone when its
+    // text is read.)
+    eventually(10, "the row says to give a certificate", || async {
+        let why = text_of(&c, "#tls tr[data-name='web.test'] td.error").await?;
+        why.contains("--tls-cert").then_some(())
+    })
+    .await;
+    eventually(10, "the section says automatic HTTPS is off", || async {
+        let summary = text_of(&c, "#tls-summary").await?;
+        summary.contains("Automatic HTTPS off").then_some(())
+    })
+    .await;
     // (A picture of the certificates' section, to look at beside the README's.)
     c.execute("document.getElementById('tls-h').scrollIntoView()", vec![])
         .await
