@@ -148,10 +148,13 @@ pub async fn order(
             match challenge {
                 Challenge::Http01 => {
                     let token = ch.token.clone();
-                    obtained.set_http(&token, Some(key_auth.as_str().to_owned().into()));
+                    let answer = key_auth.as_str().to_owned();
+                    obtained.set_http(&token, Some((name, answer.clone().into())));
                     tokens.push(token.clone());
                     if let Some((keep, _)) = share {
-                        keep.challenge("http01", &token, Some(key_auth.as_str().as_bytes()))
+                        // The name goes with it: a replica answers only under that name.
+                        let shared = format!("{name}\n{answer}");
+                        keep.challenge("http01", &token, Some(shared.as_bytes()))
                             .await
                             .map_err(other)?;
                     }

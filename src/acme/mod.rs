@@ -553,10 +553,14 @@ impl Acme {
                             }
                         }
                     }
-                    for (token, answer) in &snap.http01 {
+                    for (token, shared) in &snap.http01 {
+                        // `name\nkey authorization` (one without a name is not answered).
+                        let Some((name, answer)) = shared.split_once('\n') else {
+                            continue;
+                        };
                         if followed_http.insert(token.clone()) {
-                            self.obtained
-                                .set_http(token, Some(answer.clone().into_bytes().into()));
+                            let answer = answer.to_owned().into_bytes().into();
+                            self.obtained.set_http(token, Some((name, answer)));
                         }
                     }
                     followed_http.retain(|t| {

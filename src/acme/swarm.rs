@@ -57,7 +57,7 @@ impl std::fmt::Debug for SwarmKeep {
 #[derive(Debug, Default)]
 pub struct Snapshot {
     pub certs: HashMap<String, (u64, Pem)>,
-    /// HTTP-01 token → key authorization.
+    /// HTTP-01 token → `name\nkey authorization` (the name the challenge is for).
     pub http01: HashMap<String, String>,
     /// Name → TLS-ALPN-01 digest.
     pub alpn: HashMap<String, Vec<u8>>,

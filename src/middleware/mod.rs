@@ -136,6 +136,44 @@ pub struct ForwardAuth {
     pub copy_headers: Vec<HeaderName>,
 }
 
+impl ForwardAuth {
+    /// Remove from a request what the auth service's answer decides (Traefik's
+    /// `authResponseHeaders` do the same): every header named in `copy_headers`, and any name
+    /// that reads as one of them with `_` for `-` (PHP and other CGI-style backends read
+    /// `X_User` as `X-User`).
+    pub fn strip_claims(&self, headers: &mut http::HeaderMap) {
+        if self.copy_headers.is_empty() {
+            return;
+        }
+        let aliases: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| {
+                k.as_str().contains('_')
+                    && self
+                        .copy_headers
+                        .iter()
+                        .any(|c| cgi_same(k.as_str(), c.as_str()))
+            })
+            .cloned()
+            .collect();
+        for name in self.copy_headers.iter().chain(&aliases) {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Whether two header names are one for a CGI-style backend (`_` and `-` alike, any case).
+fn cgi_same(a: &str, b: &str) -> bool {
+    let norm = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| norm(x) == norm(y))
+}
+
 /// A service's middlewares.
 #[derive(Debug)]
 pub struct Middleware {
@@ -349,6 +387,31 @@ mod tests {
             authorization: None,
             https_port: 8443,
         }
+    }
+
+    #[test]
+    fn forward_auth_claims_and_their_cgi_spellings_are_stripped() {
+        let f = ForwardAuth {
+            uri: "http://auth/".parse().unwrap(),
+            copy_headers: vec![HeaderName::from_static("x-user")],
+        };
+        let mut h = http::HeaderMap::new();
+        for (n, v) in [
+            ("x-user", "admin"),
+            ("x_user", "admin"),
+            ("X_USER", "admin"),
+            ("x-user-agent", "kept"),
+            ("x_other", "kept"),
+        ] {
+            h.append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        f.strip_claims(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-user-agent", "x_other"]);
     }
 
     #[test]

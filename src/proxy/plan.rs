@@ -17,6 +17,7 @@ use crate::balance::hash::hash_bytes;
 use crate::health::now_ms;
 use crate::routing::{HashKey, RoutingTable, ServiceRoute, Shared, Upstream};
 use crate::types::Cidr;
+use crate::types::path::{Normal, normalize};
 
 /// Attempts per request, the first included.
 pub const MAX_ATTEMPTS: usize = 3;
@@ -148,6 +149,41 @@ pub fn random_id() -> u128 {
     (u128::from(crate::balance::rng::next()) << 64) | u128::from(crate::balance::rng::next())
 }
 
+/// A request's target under the path rule ([`crate::types::path`]), decided once before
+/// routing: routing matches [`Normal::matching`], middlewares and the backend get
+/// [`Target::forward`].
+pub struct Target<'t> {
+    /// Path and query as the client sent them.
+    raw: &'t str,
+    pub path: Normal<'t>,
+    /// Where the query starts in `raw` (its `?`), if there is one.
+    query: Option<usize>,
+}
+
+impl<'t> Target<'t> {
+    /// `raw`: path and query as sent; a path the rule refuses is a 400.
+    #[inline]
+    pub fn new(raw: &'t str) -> Result<Target<'t>, ProxyError> {
+        let query = raw.bytes().position(|b| b == b'?');
+        let path = normalize(&raw[..query.unwrap_or(raw.len())])
+            .map_err(|e| ProxyError::BadRequest(e.as_str()))?;
+        Ok(Target { raw, path, query })
+    }
+
+    /// Path and query as the backend gets them (before a service's `strip_prefix`): the
+    /// client's own bytes when the path was already normal.
+    #[inline]
+    pub fn forward(&self) -> Cow<'t, str> {
+        match &self.path.forward {
+            Cow::Borrowed(_) => Cow::Borrowed(self.raw),
+            Cow::Owned(p) => {
+                let query = self.query.map_or("", |q| &self.raw[q..]);
+                Cow::Owned(format!("{p}{query}"))
+            }
+        }
+    }
+}
+
 /// One request's way through the plan.
 pub struct Plan {
     pub service: Arc<ServiceRoute>,
@@ -173,11 +209,11 @@ impl Plan {
     pub fn new(
         table: &RoutingTable,
         host: &str,
-        path: &str,
+        target: &Target<'_>,
         head: &impl RequestHead,
         ip: IpAddr,
     ) -> (Plan, Option<Arc<Upstream>>) {
-        let service = table.route(headers::host_only(host), path);
+        let service = table.route(headers::host_only(host), target.path.matching());
         let (key, had) = if service.hash_key.is_none() && service.sticky_cookie.is_none() {
             (0, None)
         } else {
@@ -209,8 +245,8 @@ impl Plan {
         ProxyError::unavailable(&self.service)
     }
 
-    /// The request target to send upstream: with the service's prefix stripped if it says so
-    /// (the rest always starts with `/`).
+    /// The request target to send upstream, from [`Target::forward`]: with the service's prefix
+    /// stripped if it says so (the rest always starts with `/`).
     pub fn target<'t>(&self, target: &'t str) -> Cow<'t, str> {
         strip_prefix(target, self.service.strip_prefix.as_deref())
     }
@@ -391,23 +427,33 @@ fn hash_key(key: Option<&HashKey>, head: &impl RequestHead, ip: IpAddr) -> u64 {
 /// The client's address for one request: the connection's `peer`, or, when the peer is one of
 /// the `trusted` proxies, the last address in its `X-Forwarded-For` that is not a trusted
 /// proxy's (the first one if all are; the peer if the header says nothing usable).
+///
+/// `lines`: every `X-Forwarded-For` line, in order. Repeated lines are one list (RFC 9110
+/// §5.3), so a second line cannot hide the hop a trusted proxy appended; empty items are
+/// skipped (§5.6.1).
 #[inline]
-pub fn client_ip(peer: IpAddr, xff: Option<&[u8]>, trusted: &[Cidr]) -> IpAddr {
+pub fn client_ip<'a>(
+    peer: IpAddr,
+    lines: impl DoubleEndedIterator<Item = &'a [u8]>,
+    trusted: &[Cidr],
+) -> IpAddr {
     if trusted.is_empty() || !Cidr::any(trusted, peer) {
         return peer;
     }
-    let Some(list) = xff.and_then(|v| std::str::from_utf8(v).ok()) else {
-        return peer;
-    };
     let mut last = None;
-    for item in list.rsplit(',') {
-        let Some(ip) = parse_forwarded_ip(item.trim()) else {
-            // A hop we cannot read: nothing before it can be believed.
+    for line in lines.rev() {
+        // A hop we cannot read: nothing before it can be believed.
+        let Ok(list) = std::str::from_utf8(line) else {
             break;
         };
-        last = Some(ip);
-        if !Cidr::any(trusted, ip) {
-            return ip;
+        for item in list.rsplit(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let Some(ip) = parse_forwarded_ip(item) else {
+                return last.unwrap_or(peer);
+            };
+            last = Some(ip);
+            if !Cidr::any(trusted, ip) {
+                return ip;
+            }
         }
     }
     last.unwrap_or(peer)
@@ -429,6 +475,34 @@ fn parse_forwarded_ip(item: &str) -> Option<IpAddr> {
 #[inline]
 pub fn keeps_forwarded_for(peer: IpAddr, trusted: &[Cidr]) -> bool {
     trusted.is_empty() || Cidr::any(trusted, peer)
+}
+
+/// How a request's forwarding headers are set on its way upstream, on both fronts
+/// ([`headers::set_forwarded`] and the fast path's head writer): `X-Forwarded-For` gets the
+/// peer appended (to the client's own lines, joined, if kept), `X-Real-IP` is the client
+/// address decided, `-Proto` and `-Host` are set, and the client's `Forwarded` is dropped
+/// unless the peer is a trusted proxy.
+pub fn forwarding<'a>(
+    client: &'a super::forwarder::Client,
+    ip: IpAddr,
+    trusted: &[Cidr],
+    made: &'a mut Option<HeaderValue>,
+) -> headers::Forwarding<'a> {
+    let real = if ip == client.ip {
+        &client.ip_header
+    } else {
+        made.insert(
+            HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| client.ip_header.clone()),
+        )
+    };
+    let trusted_peer = !trusted.is_empty() && Cidr::any(trusted, client.ip);
+    headers::Forwarding {
+        peer: &client.ip_header,
+        client: real,
+        proto: &client.proto,
+        keep_xff: trusted.is_empty() || trusted_peer,
+        keep_forwarded: trusted_peer,
+    }
 }
 
 /// `target` without `prefix` (the rest always starts with `/`, the query kept).
@@ -453,14 +527,19 @@ pub fn strip_prefix<'t>(target: &'t str, prefix: Option<&str>) -> Cow<'t, str> {
     Cow::Owned(s)
 }
 
-/// The answer to an ACME HTTP-01 challenge this quayside is waiting on (automatic HTTPS on).
-/// It is answered before routing, whatever the host's service; a token not ours goes on to the
-/// service as any request.
+/// The answer to an ACME HTTP-01 challenge this quayside is waiting on (automatic HTTPS on),
+/// for the name it is waiting on (`host`, a `Host` value). It is answered before routing,
+/// whatever the host's service; a token not ours, or asked for under another name, goes on to
+/// the service as any request.
 #[inline]
-pub fn acme_answer(obtained: Option<&super::tls::Obtained>, path: &str) -> Option<ProxyError> {
+pub fn acme_answer(
+    obtained: Option<&super::tls::Obtained>,
+    host: &str,
+    path: &str,
+) -> Option<ProxyError> {
     let obtained = obtained?;
     let token = path.strip_prefix(crate::middleware::ACME_CHALLENGE)?;
-    let body = obtained.http_answer(token)?;
+    let body = obtained.http_answer(token, headers::host_only(host))?;
     Some(ProxyError::Answered(Box::new(crate::middleware::Answer {
         status: http::StatusCode::OK,
         headers: Vec::new(),
@@ -497,27 +576,39 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
         let peer = ip("10.0.0.2");
-        assert_eq!(client_ip(peer, Some(b"203.0.113.9"), &[]), peer);
+        let one = |v: &'static [u8]| [v].into_iter();
+        assert_eq!(client_ip(peer, one(b"203.0.113.9"), &[]), peer);
         assert_eq!(
-            client_ip(ip("198.51.100.1"), Some(b"203.0.113.9"), &trusted),
+            client_ip(ip("198.51.100.1"), one(b"203.0.113.9"), &trusted),
             ip("198.51.100.1")
         );
         assert_eq!(
-            client_ip(peer, Some(b"203.0.113.9"), &trusted),
+            client_ip(peer, one(b"203.0.113.9"), &trusted),
             ip("203.0.113.9")
         );
         // The spoofed first entry is not believed: the last untrusted hop is the client.
         assert_eq!(
-            client_ip(peer, Some(b"1.1.1.1, 203.0.113.9, 10.0.0.7"), &trusted),
+            client_ip(peer, one(b"1.1.1.1, 203.0.113.9, 10.0.0.7"), &trusted),
             ip("203.0.113.9")
         );
-        assert_eq!(client_ip(peer, Some(b"10.0.0.5"), &trusted), ip("10.0.0.5"));
-        assert_eq!(client_ip(peer, Some(b"garbage"), &trusted), peer);
+        assert_eq!(client_ip(peer, one(b"10.0.0.5"), &trusted), ip("10.0.0.5"));
+        assert_eq!(client_ip(peer, one(b"garbage"), &trusted), peer);
         assert_eq!(
-            client_ip(peer, Some(b"[2001:db8::1]:443"), &trusted),
+            client_ip(peer, one(b"[2001:db8::1]:443"), &trusted),
             ip("2001:db8::1")
         );
-        assert_eq!(client_ip(peer, None, &trusted), peer);
+        assert_eq!(client_ip(peer, std::iter::empty(), &trusted), peer);
+        // Lines are one list, in order: a second line is read after the first, as if joined.
+        let lines: [&[u8]; 2] = [b"10.1.2.3", b"198.51.100.7"];
+        assert_eq!(
+            client_ip(peer, lines.into_iter(), &trusted),
+            ip("198.51.100.7")
+        );
+        let lines: [&[u8]; 3] = [b"198.51.100.7", b"", b" 10.0.0.3 ,"];
+        assert_eq!(
+            client_ip(peer, lines.into_iter(), &trusted),
+            ip("198.51.100.7")
+        );
         assert!(keeps_forwarded_for(peer, &trusted));
         assert!(!keeps_forwarded_for(ip("192.0.2.1"), &trusted));
         assert!(keeps_forwarded_for(ip("192.0.2.1"), &[]));

@@ -37,7 +37,8 @@ pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
 pub struct Obtained {
     certs: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
     alpn: ArcSwap<HashMap<String, Arc<CertifiedKey>>>,
-    http: ArcSwap<HashMap<String, bytes::Bytes>>,
+    /// HTTP-01 token → the name it is for, and its key authorization.
+    http: ArcSwap<HashMap<String, (String, bytes::Bytes)>>,
 }
 
 impl std::fmt::Debug for Obtained {
@@ -68,16 +69,25 @@ impl Obtained {
     pub fn set_alpn(&self, name: &str, key: Option<Arc<CertifiedKey>>) {
         edit(&self.alpn, name, key);
     }
-    pub fn set_http(&self, token: &str, key_authorization: Option<bytes::Bytes>) {
-        edit(&self.http, token, key_authorization);
+    /// Answer (Some) or stop answering (None) HTTP-01 token `token`, asked for under `name`.
+    pub fn set_http(&self, token: &str, answer: Option<(&str, bytes::Bytes)>) {
+        edit(
+            &self.http,
+            token,
+            answer.map(|(name, key_authorization)| (name.to_ascii_lowercase(), key_authorization)),
+        );
     }
-    /// The key authorization for an HTTP-01 token this quayside is answering.
-    pub fn http_answer(&self, token: &str) -> Option<bytes::Bytes> {
+    /// The key authorization for an HTTP-01 token this quayside is answering, when `host` (a
+    /// host name without port) is the name the challenge is for: the CA asks under that name,
+    /// and nobody else needs to be told.
+    pub fn http_answer(&self, token: &str, host: &str) -> Option<bytes::Bytes> {
         let map = self.http.load();
         if map.is_empty() {
             return None;
         }
-        map.get(token).cloned()
+        let (name, answer) = map.get(token)?;
+        let host = host.strip_suffix('.').unwrap_or(host);
+        name.eq_ignore_ascii_case(host).then(|| answer.clone())
     }
 }
 

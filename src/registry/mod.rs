@@ -338,7 +338,7 @@ impl ServiceConfig {
             validate::cookie_name("sticky_cookie", c)?;
         }
         if let Some(h) = &self.health {
-            validate::path_prefix(&h.path).map_err(|e| FieldError::new("health.path", e.reason))?;
+            validate::path("health.path", &h.path)?;
             if h.timeout.0 > h.interval.0 {
                 return Err(FieldError::new(
                     "health.timeout",

@@ -178,11 +178,11 @@ pub fn host_rule(value: &str) -> Result<String, FieldError> {
     }
 }
 
-/// A path prefix: starts with `/`, no whitespace, no query.
-pub fn path_prefix(value: &str) -> Result<String, FieldError> {
+/// A path: starts with `/`, no whitespace, no query (`field` names it in errors).
+pub fn path(field: &'static str, value: &str) -> Result<(), FieldError> {
     if !value.starts_with('/') {
         return Err(FieldError::new(
-            "path_prefix",
+            field,
             format!("must start with '/', got {value:?}"),
         ));
     }
@@ -191,11 +191,29 @@ pub fn path_prefix(value: &str) -> Result<String, FieldError> {
         .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
     {
         return Err(FieldError::new(
-            "path_prefix",
+            field,
             format!("must not contain spaces, '?' or '#', got {value:?}"),
         ));
     }
-    Ok(value.to_owned())
+    Ok(())
+}
+
+/// A path prefix, as the path rule reads it ([`crate::types::path`]): what requests are matched
+/// against, so `//a`, `/%7e` and `/a/../b` are stored as `/a`, `/~` and `/b`. Path parameters
+/// (`;`) are refused: rules never see them.
+pub fn path_prefix(value: &str) -> Result<String, FieldError> {
+    path("path_prefix", value)?;
+    if value.contains(';') {
+        return Err(FieldError::new(
+            "path_prefix",
+            format!(
+                "must not contain ';' (path parameters are not part of what rules match), got {value:?}"
+            ),
+        ));
+    }
+    let normal = crate::types::path::normalize(value)
+        .map_err(|e| FieldError::new("path_prefix", format!("{e}, got {value:?}")))?;
+    Ok(normal.matching().to_owned())
 }
 
 /// A hash key: `client_ip`, `header:NAME` or `cookie:NAME`.
@@ -254,6 +272,19 @@ mod tests {
         assert!(host_rule("*.").is_err());
         assert!(host_rule("a..b").is_err());
         assert!(path_prefix("api").is_err());
-        assert!(path_prefix("/api").is_ok());
+        assert_eq!(path_prefix("/api").unwrap(), "/api");
+        // Stored as requests are matched: the same rule.
+        assert_eq!(path_prefix("//a").unwrap(), "/a");
+        assert_eq!(path_prefix("/%7e").unwrap(), "/~");
+        assert_eq!(path_prefix("/a/../b").unwrap(), "/b");
+        assert_eq!(path_prefix("/a/b/").unwrap(), "/a/b/");
+        assert_eq!(path_prefix("/a%2fb").unwrap(), "/a/b");
+        assert!(
+            path_prefix("/..")
+                .unwrap_err()
+                .reason
+                .contains("above the root")
+        );
+        assert!(path_prefix("/a;v=1").unwrap_err().reason.contains("';'"));
     }
 }

@@ -210,7 +210,30 @@ async fn backend_handle(o: Opts, req: Request<Incoming>) -> Result<Response<BoxB
         seen(req.headers().get("authorization")),
     );
     h.insert("x-seen-env", seen(req.headers().get("x-env")));
-    h.insert("x-seen-user", seen(req.headers().get("x-user")));
+    h.insert("x-seen-real-ip", seen(req.headers().get("x-real-ip")));
+    h.insert("x-seen-forwarded", seen(req.headers().get("forwarded")));
+    // Every value and every name, for what a repeated or differently spelled header carries.
+    let all = |name: &str| {
+        let values: Vec<&str> = req
+            .headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if values.is_empty() {
+            http::HeaderValue::from_static("-")
+        } else {
+            http::HeaderValue::from_str(&values.join(" | ")).unwrap()
+        }
+    };
+    h.insert("x-seen-user", all("x-user"));
+    h.insert("x-seen-xff-lines", all("x-forwarded-for"));
+    let mut names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
+    names.sort_unstable();
+    h.insert(
+        "x-seen-names",
+        http::HeaderValue::from_str(&names.join(",")).unwrap(),
+    );
     // An id of the backend's own, which the client must not get in place of the request's.
     h.insert(
         "x-request-id",

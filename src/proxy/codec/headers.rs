@@ -18,6 +18,7 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Longest client `X-Request-Id` kept.
 pub const MAX_REQUEST_ID: usize = 128;
@@ -115,22 +116,49 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Set `X-Forwarded-For` (appending the client to any existing list), `-Proto` and `-Host`.
-pub fn set_forwarded(headers: &mut HeaderMap, client_ip: &HeaderValue, proto: &HeaderValue) {
-    let xff = match headers.get(&X_FORWARDED_FOR) {
-        Some(prev) => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + client_ip.len());
-            v.extend_from_slice(prev.as_bytes());
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(client_ip.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| client_ip.clone())
+/// What a request's forwarding headers say upstream (see `plan::forwarding`, which decides
+/// it for both fronts).
+#[derive(Clone, Copy, Debug)]
+pub struct Forwarding<'a> {
+    /// The connection's peer: appended to `X-Forwarded-For`.
+    pub peer: &'a HeaderValue,
+    /// The client address decided (`--trusted-proxies`): `X-Real-IP`.
+    pub client: &'a HeaderValue,
+    /// `http` or `https`: `X-Forwarded-Proto`.
+    pub proto: &'a HeaderValue,
+    /// The client's own `X-Forwarded-For` lines are kept (joined, then appended to).
+    pub keep_xff: bool,
+    /// The client's own `Forwarded` is kept (its peer is a trusted proxy).
+    pub keep_forwarded: bool,
+}
+
+/// Set `X-Forwarded-For` (appending the peer to the client's lines, joined into one list, if
+/// kept), `X-Real-IP`, `-Proto` and `-Host`; drop the client's `Forwarded` unless kept.
+pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarding<'_>) {
+    let mut joined: Vec<u8> = Vec::new();
+    if f.keep_xff {
+        for line in headers.get_all(&X_FORWARDED_FOR) {
+            let line = line.as_bytes().trim_ascii();
+            if !line.is_empty() {
+                joined.extend_from_slice(line);
+                joined.extend_from_slice(b", ");
+            }
         }
-        None => client_ip.clone(),
+    }
+    let xff = if joined.is_empty() {
+        f.peer.clone()
+    } else {
+        joined.extend_from_slice(f.peer.as_bytes());
+        HeaderValue::from_bytes(&joined).unwrap_or_else(|_| f.peer.clone())
     };
     headers.insert(X_FORWARDED_FOR.clone(), xff);
-    headers.insert(X_FORWARDED_PROTO.clone(), proto.clone());
+    headers.insert(X_REAL_IP.clone(), f.client.clone());
+    headers.insert(X_FORWARDED_PROTO.clone(), f.proto.clone());
     if let Some(host) = headers.get(header::HOST).cloned() {
         headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+    if !f.keep_forwarded {
+        headers.remove(header::FORWARDED);
     }
 }
 
@@ -226,11 +254,7 @@ pub fn valid_authority(v: &[u8]) -> bool {
     }
 }
 
-/// RFC 3986's unreserved characters: letters, digits, `-`, `.`, `_`, `~`.
-#[inline]
-pub fn unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
+pub use crate::types::path::unreserved;
 
 /// RFC 3986's sub-delims: `!$&'()*+,;=`.
 #[inline]
@@ -368,15 +392,35 @@ mod tests {
     fn forwarded_appends() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("app.example.com"));
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        set_forwarded(
-            &mut h,
-            &HeaderValue::from_static("127.0.0.1"),
-            &HeaderValue::from_static("http"),
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static(" "));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert("forwarded", HeaderValue::from_static("for=6.6.6.6"));
+        let (peer, client, proto) = (
+            HeaderValue::from_static("127.0.0.1"),
+            HeaderValue::from_static("10.0.0.2"),
+            HeaderValue::from_static("http"),
         );
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        let mut f = Forwarding {
+            peer: &peer,
+            client: &client,
+            proto: &proto,
+            keep_xff: true,
+            keep_forwarded: false,
+        };
+        let mut kept = h.clone();
+        set_forwarded(&mut h, &f);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-real-ip"], "10.0.0.2");
         assert_eq!(h["x-forwarded-host"], "app.example.com");
         assert_eq!(h["x-forwarded-proto"], "http");
+        assert!(!h.contains_key("forwarded"));
+        (f.keep_xff, f.keep_forwarded) = (false, true);
+        set_forwarded(&mut kept, &f);
+        assert_eq!(kept["x-forwarded-for"], "127.0.0.1");
+        assert_eq!(kept["forwarded"], "for=6.6.6.6");
     }
 
     #[test]

@@ -13,6 +13,8 @@ use std::mem::MaybeUninit;
 
 use httparse::Header;
 
+use super::headers::Forwarding;
+
 /// Headers the fast path parses; a request with more goes to hyper.
 pub const MAX_HEADERS: usize = 64;
 
@@ -96,8 +98,10 @@ enum Kind {
     NeedsHyper,
     TransferEncoding,
     XForwardedFor,
-    /// `X-Forwarded-Proto` and `-Host`, replaced.
+    /// `X-Forwarded-Proto`, `-Host` and `X-Real-IP`, replaced.
     XForwardedOther,
+    /// `Forwarded`: the client's, kept only from a trusted proxy.
+    Forwarded,
     /// `X-Request-Id`: one, kept or made, goes both ways.
     RequestId,
     Other,
@@ -110,6 +114,8 @@ fn kind(name: &str) -> Kind {
         4 if is("host") => Kind::Host,
         6 if is("expect") => Kind::NeedsHyper,
         7 if is("upgrade") || is("trailer") => Kind::NeedsHyper,
+        9 if is("x-real-ip") => Kind::XForwardedOther,
+        9 if is("forwarded") => Kind::Forwarded,
         10 if is("connection") => Kind::Connection,
         10 if is("keep-alive") => Kind::Dropped,
         12 if is("x-request-id") => Kind::RequestId,
@@ -196,6 +202,18 @@ pub fn header<'b>(headers: &[Header<'b>], name: &str) -> Option<&'b [u8]> {
         .map(|h| h.value)
 }
 
+/// The values of every header called `name` (lower case), in order, as
+/// `HeaderMap::get_all` gives them.
+pub fn headers_named<'h, 'b>(
+    headers: &'h [Header<'b>],
+    name: &'h str,
+) -> impl DoubleEndedIterator<Item = &'b [u8]> + 'h {
+    headers
+        .iter()
+        .filter(move |h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
 /// The value of cookie `name` in the `Cookie` headers, read as `headers::cookie` reads a
 /// `HeaderMap` (values that are not visible ASCII are skipped), so both paths agree.
 pub fn cookie<'b>(headers: &[Header<'b>], name: &str) -> Option<&'b str> {
@@ -258,7 +276,11 @@ pub fn request<'h, 'b>(
                 }
             }
             Kind::Host | Kind::NeedsHyper => slow = true,
-            Kind::Dropped | Kind::XForwardedFor | Kind::XForwardedOther | Kind::Other => {}
+            Kind::Dropped
+            | Kind::XForwardedFor
+            | Kind::XForwardedOther
+            | Kind::Forwarded
+            | Kind::Other => {}
         }
     }
     if has_length && chunked {
@@ -292,19 +314,16 @@ pub fn request<'h, 'b>(
 }
 
 /// Write the request head for the backend into `out`: the client's headers without the
-/// hop-by-hop ones, with `X-Forwarded-For` (appended to the client's first one),
-/// `X-Forwarded-Proto` and `X-Forwarded-Host` set, as the hyper path does.
-/// `keep_xff`: the client's own `X-Forwarded-For` is kept (see `plan::keeps_forwarded_for`);
+/// hop-by-hop ones, with the forwarding headers set as `headers::set_forwarded` sets them on
+/// hyper's side (`X-Forwarded-For` appended to the client's lines joined, if kept;
+/// `X-Real-IP`, `X-Forwarded-Proto` and `-Host`; `Forwarded` dropped unless kept).
 /// `edits`: a service's request header edits (its middlewares).
-#[allow(clippy::too_many_arguments)]
 pub fn write_upstream_head(
     out: &mut Vec<u8>,
     req: &Request<'_, '_>,
     target: &str,
-    client_ip: &[u8],
-    proto: &[u8],
+    f: &Forwarding<'_>,
     request_id: &[u8],
-    keep_xff: bool,
     edits: Option<&crate::middleware::Edits>,
 ) {
     out.extend_from_slice(req.method.as_bytes());
@@ -313,20 +332,21 @@ pub fn write_upstream_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     // (Two copies of the loop: a service without header edits tests nothing per header.)
     let xff = match edits {
-        None => copy_request_headers(out, req, keep_xff, |_| false),
-        Some(e) => copy_request_headers(out, req, keep_xff, |name| e.touches(name)),
+        None => copy_request_headers(out, req, f.keep_forwarded, |_| false),
+        Some(e) => copy_request_headers(out, req, f.keep_forwarded, |name| e.touches(name)),
     };
     if let Some(e) = edits {
         out.extend_from_slice(&e.lines);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
-    if let Some(prev) = xff {
-        out.extend_from_slice(prev);
-        out.extend_from_slice(b", ");
+    if xff && f.keep_xff {
+        forwarded_for_lines(out, req);
     }
-    out.extend_from_slice(client_ip);
+    out.extend_from_slice(f.peer.as_bytes());
+    out.extend_from_slice(b"\r\nx-real-ip: ");
+    out.extend_from_slice(f.client.as_bytes());
     out.extend_from_slice(b"\r\nx-forwarded-proto: ");
-    out.extend_from_slice(proto);
+    out.extend_from_slice(f.proto.as_bytes());
     out.extend_from_slice(b"\r\nx-forwarded-host: ");
     out.extend_from_slice(req.host.as_bytes());
     out.extend_from_slice(b"\r\nx-request-id: ");
@@ -334,23 +354,36 @@ pub fn write_upstream_head(
     out.extend_from_slice(b"\r\n\r\n");
 }
 
-/// The request's headers as the backend gets them, but for those `edited` replaces; the
-/// client's `X-Forwarded-For`, if kept.
+/// Every `X-Forwarded-For` line of the client's, joined, each followed by `, ` (empty ones
+/// skipped). Only for a request that has one: a second pass over its headers.
+#[cold]
+fn forwarded_for_lines(out: &mut Vec<u8>, req: &Request<'_, '_>) {
+    for h in req.headers {
+        if kind(h.name) == Kind::XForwardedFor {
+            let v = h.value.trim_ascii();
+            if !v.is_empty() {
+                out.extend_from_slice(v);
+                out.extend_from_slice(b", ");
+            }
+        }
+    }
+}
+
+/// The request's headers as the backend gets them, but for those `edited` replaces and the
+/// forwarding headers (set anew; the client's `Forwarded` kept only if `keep_forwarded`).
+/// Whether the client sent an `X-Forwarded-For`.
 #[inline(always)]
-fn copy_request_headers<'b>(
+fn copy_request_headers(
     out: &mut Vec<u8>,
-    req: &Request<'_, 'b>,
-    keep_xff: bool,
+    req: &Request<'_, '_>,
+    keep_forwarded: bool,
     edited: impl Fn(&str) -> bool,
-) -> Option<&'b [u8]> {
-    let mut xff: Option<&[u8]> = None;
+) -> bool {
+    let mut xff = false;
     for h in req.headers {
         match kind(h.name) {
-            Kind::XForwardedFor => {
-                if keep_xff {
-                    xff.get_or_insert(h.value);
-                }
-            }
+            Kind::XForwardedFor => xff = true,
+            Kind::Forwarded if !keep_forwarded => {}
             Kind::Connection | Kind::Dropped | Kind::XForwardedOther | Kind::RequestId => {}
             _ if edited(h.name) => {}
             _ => {
@@ -804,21 +837,26 @@ mod tests {
             panic!("taken")
         };
         let mut out = Vec::new();
-        write_upstream_head(
-            &mut out,
-            &r,
-            "/x?y",
-            b"10.0.0.1",
-            b"http",
-            b"id-1",
-            true,
-            None,
+        let (peer, client, proto) = (
+            http::HeaderValue::from_static("10.0.0.1"),
+            http::HeaderValue::from_static("2.2.2.2"),
+            http::HeaderValue::from_static("http"),
         );
+        let f = Forwarding {
+            peer: &peer,
+            client: &client,
+            proto: &proto,
+            keep_xff: true,
+            keep_forwarded: false,
+        };
+        write_upstream_head(&mut out, &r, "/x?y", &f, b"id-1", None);
+        // Both X-Forwarded-For lines, joined, then the peer.
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "GET /x?y HTTP/1.1\r\nHost: app.test:8080\r\nAccept: */*\r\n\
-             x-forwarded-for: 1.1.1.1, 10.0.0.1\r\nx-forwarded-proto: http\r\n\
-             x-forwarded-host: app.test:8080\r\nx-request-id: id-1\r\n\r\n"
+             x-forwarded-for: 1.1.1.1, 2.2.2.2, 10.0.0.1\r\nx-real-ip: 2.2.2.2\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: app.test:8080\r\n\
+             x-request-id: id-1\r\n\r\n"
         );
     }
 
@@ -1073,12 +1111,15 @@ mod tests {
                         "Accept", "User-Agent", "X-Custom", "Cookie", "Connection", "Keep-Alive",
                         "X-Forwarded-For", "x-forwarded-for", "X-Forwarded-Proto",
                         "X-Forwarded-Host", "Proxy-Authorization", "Proxy-Connection",
+                        "X-Real-IP", "Forwarded",
                     ]),
                     "[a-z0-9.,]([a-z0-9., ]{0,10}[a-z0-9.,])?",
                 ),
                 0..8,
             ),
             host_first in proptest::bool::ANY,
+            keep_xff in proptest::bool::ANY,
+            keep_forwarded in proptest::bool::ANY,
         ) {
             let mut raw = String::from("GET /p?q=1 HTTP/1.1\r\n");
             if host_first {
@@ -1099,7 +1140,13 @@ mod tests {
             let mut out = Vec::new();
             let made = crate::proxy::codec::headers::new_request_id(7);
             let id = req.request_id.unwrap_or(&made);
-            write_upstream_head(&mut out, &req, req.target, b"10.0.0.1", b"http", id, true, None);
+            let (peer, client, proto) = (
+                http::HeaderValue::from_static("10.0.0.1"),
+                http::HeaderValue::from_static("192.0.2.1"),
+                http::HeaderValue::from_static("http"),
+            );
+            let f = Forwarding { peer: &peer, client: &client, proto: &proto, keep_xff, keep_forwarded };
+            write_upstream_head(&mut out, &req, req.target, &f, id, None);
             let mut sent_slots = header_slots();
             let mut sent = httparse::Request::new(&mut []);
             let n = sent.parse_with_uninit_headers(&out, &mut sent_slots).unwrap();
@@ -1108,11 +1155,7 @@ mod tests {
 
             let mut map = to_map(req.headers);
             crate::proxy::codec::headers::strip_hop_by_hop(&mut map);
-            crate::proxy::codec::headers::set_forwarded(
-                &mut map,
-                &http::HeaderValue::from_static("10.0.0.1"),
-                &http::HeaderValue::from_static("http"),
-            );
+            crate::proxy::codec::headers::set_forwarded(&mut map, &f);
             crate::proxy::codec::headers::settle_request_id(&mut map, || 7);
             let theirs = lowered(&to_headers(&map));
             proptest::prop_assert_eq!(ours, theirs);

@@ -1,7 +1,6 @@
 //! The middlewares that need I/O of their own, for hyper's side: a new basic-auth password
 //! checked off the event loop, and forward auth's request to its service.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -41,12 +40,14 @@ pub async fn verify_basic(
 
 /// Ask `f.uri` about a request (its headers, and where it was going); 2xx: the headers named by
 /// `copy_headers`, to add to the request; anything else: that answer, for the client.
+/// `forwarding`: the request's forwarding headers, as the backend would get them; `target`:
+/// its path and query under the path rule.
 pub async fn forward_auth(
     fwd: &Forwarder,
     f: &ForwardAuth,
     parts: &http::request::Parts,
-    client: IpAddr,
-    proto: &HeaderValue,
+    forwarding: &headers::Forwarding<'_>,
+    target: &str,
 ) -> Result<Vec<(HeaderName, HeaderValue)>, Answer> {
     let mut ask = Request::new(Empty::<Bytes>::new());
     *ask.uri_mut() = f.uri.clone();
@@ -60,24 +61,13 @@ pub async fn forward_auth(
         }
     };
     set(&mut h, "x-forwarded-method", parts.method.as_str());
-    set(
-        &mut h,
-        "x-forwarded-proto",
-        proto.to_str().unwrap_or("http"),
-    );
-    if let Some(host) = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-    {
-        set(&mut h, "x-forwarded-host", host);
+    set(&mut h, "x-forwarded-uri", target);
+    // As the backend would get them, but X-Forwarded-For names the client alone.
+    headers::set_forwarded(&mut h, forwarding);
+    h.insert(&headers::X_FORWARDED_FOR, forwarding.client.clone());
+    if let Some(host) = parts.headers.get(header::HOST) {
+        h.insert(&headers::X_FORWARDED_HOST, host.clone());
     }
-    set(
-        &mut h,
-        "x-forwarded-uri",
-        parts.uri.path_and_query().map_or("/", |p| p.as_str()),
-    );
-    set(&mut h, "x-forwarded-for", &client.to_string());
     *ask.headers_mut() = h;
     let url = f.uri.to_string();
     let unreachable = |why: String| {

@@ -31,7 +31,7 @@ use crate::proxy::ProxyError;
 use crate::proxy::codec::body::Remaining;
 use crate::proxy::codec::parse::{self, Framing, ResponseVerdict, Verdict};
 use crate::proxy::forwarder::{Client, Forwarder, log_failure};
-use crate::proxy::plan::{self, Front, Meta, Plan};
+use crate::proxy::plan::{self, Front, Meta, Plan, Target};
 use crate::proxy::upstream::raw::{first_answer, read_append};
 use crate::routing::Upstream;
 
@@ -323,16 +323,31 @@ fn acme_challenge(
     fwd: &Forwarder,
     inb: &[u8],
     req: &parse::Request<'_, '_>,
-    ip: std::net::IpAddr,
+    (ip, path): (std::net::IpAddr, &str),
     info: &Info,
 ) -> Option<Box<Refused>> {
-    let answer = plan::acme_answer(fwd.acme.as_deref(), req.path)?;
-    Some(Box::new(Refused {
-        err: answer,
+    let answer = plan::acme_answer(fwd.acme.as_deref(), req.host, path)?;
+    Some(refuse(fwd, inb, req, ip, info, answer))
+}
+
+/// A request answered before routing (a path the rule refuses, an ACME challenge). Out of
+/// line, as [`acme_challenge`].
+#[cold]
+#[inline(never)]
+fn refuse(
+    fwd: &Forwarder,
+    inb: &[u8],
+    req: &parse::Request<'_, '_>,
+    ip: std::net::IpAddr,
+    info: &Info,
+    err: ProxyError,
+) -> Box<Refused> {
+    Box::new(Refused {
+        err,
         info: *info,
         seen: Some(Seen::new(fwd, inb, req, ip)),
         plan: None,
-    }))
+    })
 }
 
 /// Parse, route and rewrite the request at the start of `inb` (no I/O, and nothing of the
@@ -372,16 +387,21 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
     } else {
         plan::client_ip(
             client.ip,
-            parse::header(req.headers, "x-forwarded-for"),
+            parse::headers_named(req.headers, "x-forwarded-for"),
             &fwd.trusted,
         )
     };
+    let target = match Target::new(req.target) {
+        Ok(t) => t,
+        Err(e) => return Err(refuse(fwd, inb, &req, ip, &info, e)),
+    };
     if fwd.acme.is_some()
-        && let Some(refused) = acme_challenge(fwd, inb, &req, ip, &info)
+        && let Some(refused) = acme_challenge(fwd, inb, &req, (ip, &target.path.forward), &info)
     {
         return Err(refused);
     }
-    let (plan, first) = Plan::new(&table, req.host, req.path, &fields, ip);
+    let forward = target.forward();
+    let (plan, first) = Plan::new(&table, req.host, &target, &fields, ip);
     if let Some(m) = plan.service.middleware.as_deref() {
         // Forward auth and compression are hyper's side's; so is checking a new password.
         let authorization = parse::header(req.headers, "authorization");
@@ -393,7 +413,7 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
             client: ip,
             tls: client.proto == "https",
             host: req.host,
-            target: req.target,
+            target: &forward,
             authorization,
             https_port: fwd.https_port,
         };
@@ -423,21 +443,13 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
         }
     };
     let seen = Seen::new(fwd, inb, &req, ip);
-    let target = plan.target(req.target);
-    let keep_xff = fwd.trusted.is_empty() || plan::keeps_forwarded_for(client.ip, &fwd.trusted);
+    let target = plan.target(&forward);
+    let mut made = None;
+    let forwarding = plan::forwarding(client, ip, &fwd.trusted, &mut made);
     let edits = plan.service.middleware.as_deref().map(|m| &m.request);
     // Room for the forwarding headers and the request id: one allocation, no growth.
-    let mut out = Vec::with_capacity(req.head_len + 224 + req.body_len);
-    parse::write_upstream_head(
-        &mut out,
-        &req,
-        &target,
-        client.ip_header.as_bytes(),
-        client.proto.as_bytes(),
-        seen.id(inb),
-        keep_xff,
-        edits,
-    );
+    let mut out = Vec::with_capacity(req.head_len + 272 + req.body_len);
+    parse::write_upstream_head(&mut out, &req, &target, &forwarding, seen.id(inb), edits);
     out.extend_from_slice(&inb[req.head_len..info.len]);
     Ok(Prep::Ready(Prepared {
         out,

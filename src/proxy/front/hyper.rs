@@ -21,7 +21,7 @@ use crate::middleware::{Answer, Ask, Gate};
 use crate::proxy::ProxyError;
 use crate::proxy::codec::headers;
 use crate::proxy::forwarder::{Client, Forwarder, UpstreamBody, connect_error, log_failure};
-use crate::proxy::plan::{self, Front, Plan};
+use crate::proxy::plan::{self, Front, Plan, Target};
 use crate::proxy::upstream::exchange;
 use crate::proxy::upstream::pool::{self, Checkin, Lost, WorkerPool};
 use crate::routing::Upstream;
@@ -74,23 +74,27 @@ impl Forwarder {
         let ip = if self.trusted.is_empty() {
             client.ip
         } else {
-            let xff = parts.headers.get(&headers::X_FORWARDED_FOR);
+            let xff = parts.headers.get_all(&headers::X_FORWARDED_FOR).iter();
             plan::client_ip(client.ip, xff.map(|v| v.as_bytes()), &self.trusted)
         };
+        let target = Target::new(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
+            .map_err(|e| (e, None))?;
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
         // (The test inline: the call alone cost every request when automatic HTTPS is off.)
         if self.acme.is_some()
-            && let Some(answer) = plan::acme_answer(self.acme.as_deref(), parts.uri.path())
+            && let Some(answer) =
+                plan::acme_answer(self.acme.as_deref(), host, &target.path.forward)
         {
             return Err((answer, None));
         }
+        let forward = target.forward();
         let (mut plan, first) = {
             let table = self.shared.table.load();
-            let host = parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("");
-            Plan::new(&table, host, parts.uri.path(), &parts.headers, ip)
+            Plan::new(&table, host, &target, &parts.headers, ip)
         };
         let request_id = headers::request_id(&parts.headers, plan::random_id);
         plan.request_id = Some(request_id.clone());
@@ -120,6 +124,8 @@ impl Forwarder {
         }
         let tls = client.proto == "https";
         let mw = plan.service.middleware.clone();
+        let mut made = None;
+        let forwarding = plan::forwarding(client, ip, &self.trusted, &mut made);
         // Forward auth's headers for the backend, added after the request's own are settled.
         let mut from_auth = Vec::new();
         if let Some(m) = &mw {
@@ -131,7 +137,7 @@ impl Forwarder {
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or(""),
-                target: parts.uri.path_and_query().map_or("/", |p| p.as_str()),
+                target: &forward,
                 authorization: parts
                     .headers
                     .get(header::AUTHORIZATION)
@@ -149,10 +155,13 @@ impl Forwarder {
                 }
             }
             if let Some(f) = &m.forward {
-                match auth::forward_auth(self, f, &parts, ip, &client.proto).await {
+                match auth::forward_auth(self, f, &parts, &forwarding, &forward).await {
                     Ok(copy) => from_auth = copy,
                     Err(a) => return Err((answered(a), Some(plan))),
                 }
+                // What the auth service vouches for is its answer's alone: the client's own
+                // claims (and their CGI spellings) never reach the backend.
+                f.strip_claims(&mut parts.headers);
             }
         }
         // Compression is decided on the response, by the request's Accept-Encoding.
@@ -163,7 +172,7 @@ impl Forwarder {
         let Some(first) = first else {
             return Err((plan.unavailable(), Some(plan)));
         };
-        let pq = match upstream_path(&plan, &parts.uri) {
+        let pq = match upstream_path(&plan, &parts.uri, &forward) {
             Ok(pq) => pq,
             Err(e) => return Err((e, Some(plan))),
         };
@@ -184,10 +193,7 @@ impl Forwarder {
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             parts.headers.insert(header::UPGRADE, proto.clone());
         }
-        if !plan::keeps_forwarded_for(client.ip, &self.trusted) {
-            parts.headers.remove(&headers::X_FORWARDED_FOR);
-        }
-        headers::set_forwarded(&mut parts.headers, &client.ip_header, &client.proto);
+        headers::set_forwarded(&mut parts.headers, &forwarding);
         if let Some(m) = &mw {
             m.request.apply(&mut parts.headers);
             for (name, value) in from_auth {
@@ -514,16 +520,16 @@ fn version_name(v: Version) -> &'static str {
     }
 }
 
-/// The path and query to send upstream, as the plan rewrites it.
-fn upstream_path(plan: &Plan, original: &Uri) -> Result<PathAndQuery, ProxyError> {
+/// The path and query to send upstream, as the plan rewrites `forward` (the target under the
+/// path rule).
+fn upstream_path(plan: &Plan, original: &Uri, forward: &str) -> Result<PathAndQuery, ProxyError> {
     let Some(pq) = original.path_and_query() else {
         return Ok(PathAndQuery::from_static("/"));
     };
-    match plan.target(pq.as_str()) {
-        std::borrow::Cow::Borrowed(_) => Ok(pq.clone()),
-        std::borrow::Cow::Owned(s) => {
-            PathAndQuery::try_from(s).map_err(|_| ProxyError::BadRequest("invalid path"))
-        }
+    match plan.target(forward) {
+        std::borrow::Cow::Borrowed(t) if t == pq.as_str() => Ok(pq.clone()),
+        t => PathAndQuery::try_from(t.into_owned())
+            .map_err(|_| ProxyError::BadRequest("invalid path")),
     }
 }
 

@@ -1,5 +1,7 @@
 //! Small value types shared by every layer: durations as settings, labels and JSON write them.
-//! A leaf: it imports nothing of quayside's.
+//! A leaf: it imports nothing of quayside's. [`path`] is the one rule for request paths.
+
+pub mod path;
 
 use std::time::Duration;
 
