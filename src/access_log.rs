@@ -266,27 +266,54 @@ fn common_line(out: &mut String, r: &Record<'_>) {
         .and_then(|m| MONTHS.get(m.wrapping_sub(1)))
         .copied()
         .unwrap_or("Jan");
-    let (client, request) = match r.meta {
-        Some(m) => (
-            m.client.to_string(),
-            format!("{} {} {}", m.method, m.target, m.proto),
-        ),
-        None => ("-".to_owned(), "-".to_owned()),
-    };
-    let bytes = if r.body_bytes == 0 {
-        "-".to_owned()
-    } else {
-        r.body_bytes.to_string()
-    };
-    let _ = writeln!(
+    match r.meta {
+        Some(m) => {
+            let _ = write!(out, "{}", m.client);
+        }
+        None => out.push('-'),
+    }
+    let _ = write!(
         out,
-        "{client} - - [{}/{month}/{}:{} +0000] \"{}\" {} {bytes}",
+        " - - [{}/{month}/{}:{} +0000] \"",
         t.get(8..10).unwrap_or("01"),
         t.get(0..4).unwrap_or("1970"),
         t.get(11..19).unwrap_or("00:00:00"),
-        request.replace('"', "\\\""),
-        r.status,
     );
+    match r.meta {
+        Some(m) => {
+            quoted(out, m.method);
+            out.push(' ');
+            quoted(out, m.target);
+            out.push(' ');
+            out.push_str(m.proto);
+        }
+        None => out.push('-'),
+    }
+    let _ = write!(out, "\" {} ", r.status);
+    if r.body_bytes == 0 {
+        out.push_str("-\n");
+    } else {
+        let _ = writeln!(out, "{}", r.body_bytes);
+    }
+}
+
+/// Text inside the common format's quotes, escaped as nginx escapes it: `"` and `\\` with a
+/// backslash, control characters as `\\xHH`, so nothing a client sends ends the field or the
+/// line.
+fn quoted(out: &mut String, s: &str) {
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    let _ = write!(out, "\\x{b:02X}");
+                }
+            }
+            c => out.push(c),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -303,6 +330,28 @@ mod tests {
             assert_eq!(t.len(), 24, "{t}");
             assert!(humantime::parse_rfc3339(t).is_ok(), "{t}");
         }
+    }
+
+    #[test]
+    fn the_common_formats_request_cannot_be_broken_out_of() {
+        let mut s = String::new();
+        quoted(
+            &mut s,
+            "/x\\\"a\\\" 200 9\n1.2.3.4 - - [x] \"GET / HTTP/1.1\u{7f}",
+        );
+        assert_eq!(
+            s,
+            "/x\\\\\\\"a\\\\\\\" 200 9\\x0A1.2.3.4 - - [x] \\\"GET / HTTP/1.1\\x7F"
+        );
+        // Every quote left in the field is escaped: an unescaped one would end it.
+        let unescaped = s
+            .char_indices()
+            .filter(|(i, c)| {
+                *c == '"' && s[..*i].chars().rev().take_while(|c| *c == '\\').count() % 2 == 0
+            })
+            .count();
+        assert_eq!(unescaped, 0, "{s}");
+        assert!(!s.contains('\n'));
     }
 
     #[test]

@@ -59,6 +59,7 @@ pub mod balance;
 pub mod config;
 pub mod discovery;
 pub mod health;
+pub mod logging;
 pub mod metrics;
 pub mod middleware;
 pub mod probe;

@@ -52,7 +52,9 @@ async fn start() -> anyhow::Result<()> {
     if config.log_json {
         logs.json().init();
     } else {
-        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // (Control characters in field values escaped: one event, one line.)
+        logs.fmt_fields(quayside::logging::EscapedFields)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
 
@@ -102,7 +104,7 @@ async fn state(config: &Config, action: &quayside::config::StateAction) -> anyho
         StateAction::Export { file } => {
             let bytes = quayside::state_export(config).await?;
             match file {
-                Some(path) => std::fs::write(path, &bytes)
+                Some(path) => write_private(path, &bytes)
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?,
                 None => std::io::Write::write_all(&mut std::io::stdout(), &bytes)?,
             }
@@ -116,6 +118,20 @@ async fn state(config: &Config, action: &quayside::config::StateAction) -> anyho
         }
     }
     Ok(())
+}
+
+/// Write a file only its owner can read (an export holds password hashes and header secrets).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)
 }
 
 async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {

@@ -3,71 +3,16 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{Http, Quayside, full, test_config};
+use common::{EventStream, Http, Quayside, full, test_config};
 use http::{Request, StatusCode};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use quayside::admin::Token;
-use serde_json::Value;
 
 const ADMIN: &str = "events-admin";
 const READ: &str = "events-read";
 
-/// An open event stream.
-struct Stream {
-    body: Incoming,
-    text: String,
-}
-
-impl Stream {
-    async fn open(q: &Quayside, last: Option<u64>) -> Stream {
-        let mut req = Request::get(q.admin_url("/api/v1/events"))
-            .header("authorization", format!("Bearer {READ}"));
-        if let Some(id) = last {
-            req = req.header("last-event-id", id.to_string());
-        }
-        let client =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .build_http::<common::BoxBody>();
-        let resp = client.request(req.body(full("")).unwrap()).await.unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-        assert_eq!(resp.headers()["content-type"], "text/event-stream");
-        Stream {
-            body: resp.into_body(),
-            text: String::new(),
-        }
-    }
-
-    /// The next event: (id, kind, data).
-    async fn next(&mut self) -> (u64, String, Value) {
-        loop {
-            if let Some(end) = self.text.find("\n\n") {
-                let block: String = self.text.drain(..end + 2).collect();
-                let field = |name: &str| {
-                    block
-                        .lines()
-                        .find_map(|l| l.strip_prefix(&format!("{name}:")))
-                        .map(|v| v.trim().to_owned())
-                };
-                let Some(data) = field("data") else { continue }; // a keep-alive comment
-                return (
-                    field("id").unwrap().parse().unwrap(),
-                    field("event").unwrap(),
-                    serde_json::from_str(&data).unwrap(),
-                );
-            }
-            let frame = tokio::time::timeout(Duration::from_secs(5), self.body.frame())
-                .await
-                .expect("an event within 5 s")
-                .expect("the stream is open")
-                .unwrap();
-            if let Ok(d) = frame.into_data() {
-                self.text.push_str(&String::from_utf8_lossy(&d));
-            }
-        }
-    }
+/// The events stream, read with the read token.
+async fn open(q: &Quayside, last: Option<u64>) -> EventStream {
+    EventStream::open(q, READ, last).await
 }
 
 async fn admin(q: &Quayside, method: &str, path: &str) -> StatusCode {
@@ -90,7 +35,7 @@ async fn changes_stream_as_events_and_a_client_resumes() {
     c.admin.token = Some(Token::new(ADMIN));
     c.admin.read_token = Some(Token::new(READ));
     let q = Quayside::start_with(c).await;
-    let mut s = Stream::open(&q, None).await;
+    let mut s = open(&q, None).await;
     // A port nothing listens on: requests fail, and the third failure ejects the backend.
     let dead = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -140,7 +85,7 @@ async fn changes_stream_as_events_and_a_client_resumes() {
     let (removed, kind, _) = s.next().await;
     assert_eq!(kind, "removed");
     // Resuming after the first event gives the rest, in order, then live ones.
-    let mut again = Stream::open(&q, Some(added)).await;
+    let mut again = open(&q, Some(added)).await;
     let mut kinds = Vec::new();
     loop {
         let (id, kind, _) = again.next().await;

@@ -523,6 +523,10 @@ fn state_export_and_import_move_the_state_between_files() {
         backup.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{out:?}");
+    // (It holds what the state file holds: readable by its owner only.)
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
     let text = std::fs::read_to_string(&backup).unwrap();
     assert!(
         text.contains("\"no\":\"e1\"") && text.contains("\"state\":\"draining\""),

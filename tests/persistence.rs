@@ -66,6 +66,41 @@ async fn state_survives_a_restart() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// The state file and its journal hold password hashes and header secrets: they are made
+/// 0600 whatever the umask, and an older world-readable one is tightened at start.
+#[tokio::test]
+async fn state_files_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let dir = temp_dir("private");
+    let state = dir.join("state.json");
+    let journal = dir.join("state.json.journal");
+    let http = Http::new();
+    let q = Quayside::start_with_state(state.clone()).await;
+    let r = http
+        .get(&q.admin_url("/add?no=1&ip=127.0.0.1&port=9"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(mode(&journal), 0o600);
+    q.shutdown().await.unwrap();
+    assert_eq!(mode(&state), 0o600);
+    // As an older quayside (or a umask of 022) left them.
+    for p in [&state, &journal] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let q = Quayside::start_with_state(state.clone()).await;
+    // (Loaded once the admin API answers.)
+    assert!(
+        http.get(&q.admin_url("/get?no=1"))
+            .await
+            .body
+            .contains("port: 9")
+    );
+    assert_eq!((mode(&state), mode(&journal)), (0o600, 0o600));
+    q.shutdown().await.unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[tokio::test]
 async fn a_corrupt_state_file_is_refused_and_left_alone() {
     let dir = temp_dir("corrupt");

@@ -552,10 +552,21 @@ async fn an_acme_answer_is_given_only_for_its_name() {
     for way in WAYS {
         for host in ["site.test", "SITE.test:8080", "site.test."] {
             let a = ask(&q, way, host, path, &[]).await;
-            assert_eq!((a.status, a.body.as_str()), (200, "tok3n.thumb"), "{way:?} {host}");
+            assert_eq!(
+                (a.status, a.body.as_str()),
+                (200, "tok3n.thumb"),
+                "{way:?} {host}"
+            );
         }
         // The same path spelled otherwise is the same challenge.
-        let a = ask(&q, way, "site.test", "/.well-known//acme-challenge/%74ok3n", &[]).await;
+        let a = ask(
+            &q,
+            way,
+            "site.test",
+            "/.well-known//acme-challenge/%74ok3n",
+            &[],
+        )
+        .await;
         assert_eq!(a.status, 200, "{way:?}");
         for host in ["other.test", "site.test.evil", "127.0.0.1"] {
             let a = ask(&q, way, host, path, &[]).await;

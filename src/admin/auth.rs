@@ -86,6 +86,14 @@ pub struct Granted {
     pub who: String,
 }
 
+impl Granted {
+    /// Whether the caller reads secrets (password hashes, secret header values) whole: the
+    /// admin token, or no tokens configured. The read token gets them redacted.
+    pub fn reads_secrets(&self) -> bool {
+        self.allows == Some(true)
+    }
+}
+
 /// The guard's settings.
 pub struct Guard {
     token: Option<Token>,

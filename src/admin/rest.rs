@@ -573,10 +573,12 @@ impl utoipa::ToSchema for ServiceView {
 }
 
 impl ServiceView {
-    fn new(reg: &crate::registry::Registry, name: &str) -> ServiceView {
+    /// `whole`: the caller may read secrets (the admin token, or no tokens configured); the
+    /// read token gets them redacted.
+    fn new(reg: &crate::registry::Registry, name: &str, whole: bool) -> ServiceView {
         let (settings, by_operator) = reg.service_config(name);
         ServiceView {
-            settings,
+            settings: if whole { settings } else { settings.redacted() },
             name: name.to_owned(),
             settings_from: if by_operator {
                 "api"
@@ -609,12 +611,15 @@ struct NameParam {
 /// Every service: those with backends and those with settings.
 #[utoipa::path(get, path = "/api/v1/services", tag = "services",
     responses((status = 200, description = "every service", body = ServiceList)))]
-async fn list_services(State(reg): State<Handle>) -> Response {
+async fn list_services(
+    State(reg): State<Handle>,
+    axum::Extension(g): axum::Extension<super::auth::Granted>,
+) -> Response {
     let r = reg.registry();
     let services = r
         .service_names()
         .iter()
-        .map(|n| ServiceView::new(&r, n))
+        .map(|n| ServiceView::new(&r, n, g.reads_secrets()))
         .collect();
     axum::Json(ServiceList { services }).into_response()
 }
@@ -628,6 +633,7 @@ async fn list_services(State(reg): State<Handle>) -> Response {
 async fn get_service(
     State(reg): State<Handle>,
     Path(NameParam { name }): Path<NameParam>,
+    axum::Extension(g): axum::Extension<super::auth::Granted>,
 ) -> ApiResult {
     let name = validate::service(&name)?;
     let r = reg.registry();
@@ -637,7 +643,7 @@ async fn get_service(
             RegistryError::ServiceNotFound(name).to_string(),
         ));
     }
-    Ok(axum::Json(ServiceView::new(&r, &name)).into_response())
+    Ok(axum::Json(ServiceView::new(&r, &name, g.reads_secrets())).into_response())
 }
 
 /// Set a service's settings (they win over labels until deleted). A `GET`'s body may be sent
@@ -652,6 +658,7 @@ async fn get_service(
 async fn put_service(
     State(reg): State<Handle>,
     Path(NameParam { name }): Path<NameParam>,
+    granted: axum::Extension<super::auth::Granted>,
     body: Bytes,
 ) -> ApiResult {
     let name = validate::service(&name)?;
@@ -677,7 +684,7 @@ async fn put_service(
         config,
     })
     .await?;
-    get_service(State(reg), Path(NameParam { name })).await
+    get_service(State(reg), Path(NameParam { name }), granted).await
 }
 
 /// Drop the settings set by `PUT` (labels and defaults apply again).

@@ -592,12 +592,36 @@ pub fn is_ours(labels: &BTreeMap<String, String>, prefix: &str) -> bool {
     })
 }
 
+/// A bad label's [`Skip`], its value redacted where it holds a secret (`/api/v1/discovery`
+/// and the log show it): password hashes, the forward-auth URL's credentials, secret header
+/// values.
 fn bad(label: String, value: &str, e: FieldError) -> Skip {
+    use crate::registry::middleware::{REDACTED, redact_url, redact_user, secret_header};
+    let value = if label.ends_with(".auth.basic") {
+        list(value)
+            .iter()
+            .map(|e| redact_user(e))
+            .collect::<Vec<_>>()
+            .join(",")
+    } else if label.ends_with(".auth.forward.url") {
+        redact_url(value)
+    } else if family_header(&label).is_some_and(secret_header) {
+        REDACTED.to_owned()
+    } else {
+        value.to_owned()
+    };
     Skip::BadLabel {
         label,
-        value: value.to_owned(),
+        value,
         reason: e.reason,
     }
+}
+
+/// The header a `…headers.request.NAME` or `…headers.response.NAME` label sets.
+fn family_header(label: &str) -> Option<&str> {
+    [".headers.request.", ".headers.response."]
+        .iter()
+        .find_map(|f| label.split_once(f).map(|(_, name)| name))
 }
 
 /// Read every label under `prefix` by its parser in [`LABELS`], in their order; the first bad

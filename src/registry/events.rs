@@ -229,7 +229,9 @@ impl Events {
                 Some(source) => (
                     "service_set",
                     source.clone(),
-                    match serde_json::to_string(&new.0) {
+                    // (Secrets redacted: events reach the read token, the dashboard and
+                    // the log.)
+                    match serde_json::to_string(&new.0.redacted()) {
                         Ok(json) => format!("settings from {source}: {json}"),
                         Err(_) => format!("settings from {source}"),
                     },

@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -403,8 +403,15 @@ impl Store {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(&jpath)
             .map_err(write)?;
+        for p in [path, jpath.as_path()] {
+            owner_only(p).map_err(|source| StateError::Write {
+                path: p.to_owned(),
+                source,
+            })?;
+        }
         if complete < end {
             tracing::warn!(path = %jpath.display(), bytes = end - complete, "cut off an unfinished last line of the state journal (a crash during a write that was never acknowledged)");
         }
@@ -507,6 +514,21 @@ impl Store {
 }
 
 /// Write `bytes` to `path` atomically and durably.
+/// Make a state file readable by its owner only (it holds password hashes and header
+/// secrets), saying so when it was not; a missing file is fine.
+fn owner_only(path: &Path) -> io::Result<()> {
+    let mode = match fs::metadata(path) {
+        Ok(m) => m.permissions().mode() & 0o777,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    if mode & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))?;
+        tracing::info!(path = %path.display(), was = %format!("{mode:o}"), "made the state file readable by its owner only (0600): it holds password hashes and header secrets");
+    }
+    Ok(())
+}
+
 pub fn save(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let wrap = |source| StateError::Write {
         path: path.to_owned(),
@@ -528,7 +550,11 @@ pub fn save(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .write(true)
         .create(true)
         .truncate(true)
+        .mode(0o600)
         .open(&tmp)
+        .map_err(wrap)?;
+    // (A temporary file left by a crash may have been made before files were 0600.)
+    f.set_permissions(fs::Permissions::from_mode(0o600))
         .map_err(wrap)?;
     f.write_all(bytes).map_err(wrap)?;
     f.sync_all().map_err(wrap)?;

@@ -660,3 +660,57 @@ impl TestCa {
         (params.signed_by(&key, &self.issuer).unwrap(), key)
     }
 }
+
+/// An open `GET /api/v1/events` stream.
+pub struct EventStream {
+    body: Incoming,
+    text: String,
+}
+
+impl EventStream {
+    /// Open it with `token`, after event `last` if given.
+    pub async fn open(q: &Quayside, token: &str, last: Option<u64>) -> EventStream {
+        let mut req = Request::get(q.admin_url("/api/v1/events"))
+            .header("authorization", format!("Bearer {token}"));
+        if let Some(id) = last {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let client = Client::builder(TokioExecutor::new()).build_http::<BoxBody>();
+        let resp = client.request(req.body(full("")).unwrap()).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        EventStream {
+            body: resp.into_body(),
+            text: String::new(),
+        }
+    }
+
+    /// The next event: (id, kind, data).
+    pub async fn next(&mut self) -> (u64, String, serde_json::Value) {
+        loop {
+            if let Some(end) = self.text.find("\n\n") {
+                let block: String = self.text.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                        .map(|v| v.trim().to_owned())
+                };
+                let Some(data) = field("data") else { continue }; // a keep-alive comment
+                return (
+                    field("id").unwrap().parse().unwrap(),
+                    field("event").unwrap(),
+                    serde_json::from_str(&data).unwrap(),
+                );
+            }
+            let frame = tokio::time::timeout(Duration::from_secs(5), self.body.frame())
+                .await
+                .expect("an event within 5 s")
+                .expect("the stream is open")
+                .unwrap();
+            if let Ok(d) = frame.into_data() {
+                self.text.push_str(&String::from_utf8_lossy(&d));
+            }
+        }
+    }
+}
