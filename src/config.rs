@@ -557,6 +557,7 @@ impl Config {
                     });
                 }
             },
+            limits: Default::default(),
         };
         if admin.read_token.is_some() && admin.read_token == admin.token {
             return Err(ConfigError::Value {

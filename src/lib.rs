@@ -149,6 +149,45 @@ pub async fn check_state_store(config: &Config) -> Result<(), StartError> {
     Ok(())
 }
 
+/// The open-files limit (`RLIMIT_NOFILE`): soft and hard.
+fn open_files_limit() -> (u64, u64) {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given, nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } != 0 {
+        return (1024, 1024);
+    }
+    (r.rlim_cur, r.rlim_max)
+}
+
+/// Raise the soft open-files limit to the hard one, as Go's runtime and HAProxy do (a proxy
+/// holds two descriptors per proxied connection, and distributions start services at 1,024),
+/// and say what it is.
+pub fn raise_open_files_limit() {
+    let (soft, hard) = open_files_limit();
+    if soft >= hard {
+        tracing::info!(limit = soft, "open-files limit");
+        return;
+    }
+    let r = libc::rlimit {
+        rlim_cur: hard,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads the struct it is given, nothing else.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &r) } == 0 {
+        tracing::info!(
+            from = soft,
+            to = hard,
+            "raised the open-files limit to its hard limit"
+        );
+    } else {
+        let e = std::io::Error::last_os_error();
+        tracing::warn!(limit = soft, hard, error = %e, "could not raise the open-files limit; quayside may run out of descriptors under many connections (raise it with ulimit -n)");
+    }
+}
+
 /// `quayside state export`: the stored state, in the state file's format.
 pub async fn state_export(config: &Config) -> Result<Vec<u8>, StartError> {
     // (No state file yet: nothing to read, and nothing to create by reading.)
@@ -216,6 +255,7 @@ pub async fn run_with(
     runtime: Arc<proxy::Runtime>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
+    let open_files = open_files_limit().0;
     let admin_addr = listeners
         .admin
         .local_addr()
@@ -460,7 +500,12 @@ pub async fn run_with(
         }
         _ => None,
     };
-    let admin_config = config.admin.clone();
+    let mut admin_config = config.admin.clone();
+    // (Never more of the open-files limit than the admin API's share of it.)
+    let caps = admin::server::Limits::for_fd_limit(open_files);
+    admin_config.limits.connections = admin_config.limits.connections.min(caps.connections);
+    admin_config.limits.event_streams = admin_config.limits.event_streams.min(caps.event_streams);
+    let load = admin::server::Load::new(admin_config.limits);
     let admin = tokio::spawn(async move {
         admin::serve(
             listeners.admin,
@@ -474,6 +519,7 @@ pub async fn run_with(
                 access_log: access_log.clone(),
                 stats,
                 stop: stop_rx.clone(),
+                load,
             },
             &admin_config,
             admin_tls,

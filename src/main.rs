@@ -83,6 +83,8 @@ async fn start() -> anyhow::Result<()> {
         tracing::info!(path = %state.display(), "state file");
     }
 
+    // (After the checks above, so that a refused start is one line.)
+    quayside::raise_open_files_limit();
     quayside::run(Listeners { proxy, admin, tls }, config, shutdown_signal()).await?;
     tracing::info!("stopped");
     Ok(())

@@ -191,6 +191,17 @@ pub struct Scrape<'a> {
     pub certificates: &'a [crate::acme::NameView],
     /// Automatic HTTPS's orders issued and failed (none: off).
     pub acme_orders: Option<(u64, u64)>,
+    /// The admin listener's connections and event streams.
+    pub admin: AdminLoad,
+}
+
+/// The admin listener's open connections and event streams, and those refused over its caps.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AdminLoad {
+    pub connections: u64,
+    pub event_streams: u64,
+    pub refused_connections: u64,
+    pub refused_event_streams: u64,
 }
 
 /// Request counts summed over the workers.
@@ -512,9 +523,50 @@ fn control(scrape: &Scrape<'_>) -> Vec<Family> {
         orders.push(vec![("result", "issued".into())], Value::Counter(issued));
         orders.push(vec![("result", "failed".into())], Value::Counter(failed));
     }
+    let a = scrape.admin;
+    let mut admin_open = Family::new(
+        "quayside_admin_open",
+        "Admin API connections and event streams open now",
+        MetricType::Gauge,
+    );
+    admin_open.push(
+        vec![("kind", "connections".into())],
+        Value::Gauge(a.connections as i64),
+    );
+    admin_open.push(
+        vec![("kind", "event_streams".into())],
+        Value::Gauge(a.event_streams as i64),
+    );
+    let mut admin_refused = Family::new(
+        "quayside_admin_refused",
+        "Admin API connections and event streams refused with 503 over their caps",
+        MetricType::Counter,
+    );
+    admin_refused.push(
+        vec![("kind", "connections".into())],
+        Value::Counter(a.refused_connections),
+    );
+    admin_refused.push(
+        vec![("kind", "event_streams".into())],
+        Value::Counter(a.refused_event_streams),
+    );
     vec![
-        generation, connected, reconnects, events, syncs, changes, health, writes, accepted, open,
-        handshakes, expiry, failures, orders,
+        generation,
+        connected,
+        reconnects,
+        events,
+        syncs,
+        changes,
+        health,
+        writes,
+        accepted,
+        open,
+        handshakes,
+        expiry,
+        failures,
+        orders,
+        admin_open,
+        admin_refused,
     ]
 }
 

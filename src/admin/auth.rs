@@ -52,6 +52,8 @@ pub struct AdminConfig {
     pub hosts: Vec<String>,
     /// Certificate and key for TLS on the admin listener.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// What its clients can hold: timeouts and caps (see [`super::server::Limits`]).
+    pub limits: super::server::Limits,
 }
 
 /// What a route needs.

@@ -10,6 +10,7 @@ pub mod healthcheck;
 mod openapi;
 mod rest;
 mod seed;
+pub mod server;
 
 pub use auth::{Access, AdminConfig, Token};
 
@@ -43,6 +44,8 @@ pub struct Ctx {
     pub stats: crate::stats::Stats,
     /// Turns true when quayside stops (ends the event streams).
     pub stop: watch::Receiver<bool>,
+    /// The admin listener's connections and event streams, against its limits.
+    pub load: std::sync::Arc<server::Load>,
 }
 
 impl FromRef<Ctx> for Handle {
@@ -155,6 +158,7 @@ async fn metrics(
             sources: &ctx.discovery,
             runtime: &ctx.runtime,
             access_log_dropped: ctx.access_log.as_ref().map(|l| l.dropped()),
+            admin: ctx.load.view(),
             events: &shared.events,
             state_writes: shared.state_writes.as_deref(),
             certificates: &certificates,
@@ -250,79 +254,18 @@ fn route_matches(pattern: &str, path: &str) -> bool {
         }
     }
 }
-/// Serve the admin API until `stop` turns true, over TLS if `tls` is given.
+/// Serve the admin API until `stop` turns true, over TLS if `tls` is given, under the limits
+/// of `ctx.load` ([`server`]).
 pub async fn serve(
     listener: TcpListener,
     ctx: Ctx,
     admin: &AdminConfig,
     tls: Option<std::sync::Arc<crate::proxy::tls::Tls>>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
+    let load = ctx.load.clone();
     let app = router(ctx, auth::Guard::new(admin));
-    if let Some(tls) = tls {
-        return serve_tls(listener, app, tls, stop).await;
-    }
-    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        let _ = stop.wait_for(|s| *s).await;
-    });
-    if let Err(e) = server.await {
-        tracing::error!(error = %e, "admin API server failed");
-    }
-}
-
-/// The admin API over TLS (HTTP/1.1 or HTTP/2 by ALPN).
-async fn serve_tls(
-    listener: TcpListener,
-    app: Router,
-    tls: std::sync::Arc<crate::proxy::tls::Tls>,
-    mut stop: watch::Receiver<bool>,
-) {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed; retrying in 50 ms");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let app = app
-            .clone()
-            .layer(axum::Extension(axum::extract::ConnectInfo(peer)));
-        let (acceptor, watcher) = (tls.acceptor.clone(), graceful.watcher());
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(tcp),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "admin TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "admin TLS handshake timed out");
-                    return;
-                }
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "admin connection ended");
-            }
-        });
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), graceful.shutdown()).await;
+    server::serve(listener, app, tls, load, stop).await;
 }
 
 /// Status code for a failed registry change.

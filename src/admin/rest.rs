@@ -395,18 +395,38 @@ async fn tls_renew(
 async fn events(State(ctx): State<super::Ctx>, headers: axum::http::HeaderMap) -> Response {
     use axum::response::sse::{Event as Sse, KeepAlive};
     use futures_util::StreamExt;
+    // Held while the stream is open.
+    let Some(place) = ctx.load.event_stream() else {
+        let cap = ctx.load.limits.event_streams;
+        let mut resp = ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{cap} event streams are open, the most the admin API serves at once; close one and retry"),
+        )
+        .into_response();
+        resp.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("5"),
+        );
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+        return resp;
+    };
     let last = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
     let (backlog, rx) = ctx.registry.shared().events.subscribe(last);
-    let live =
-        futures_util::stream::unfold((rx, ctx.stop.clone()), |(mut rx, mut stop)| async move {
+    let live = futures_util::stream::unfold(
+        (rx, ctx.stop.clone(), place),
+        |(mut rx, mut stop, place)| async move {
             let next = tokio::select! {
                 e = rx.recv() => e.ok(),
                 _ = stop.wait_for(|s| *s) => None,
             };
-            next.map(|e| (e, (rx, stop)))
-        });
+            next.map(|e| (e, (rx, stop, place)))
+        },
+    );
     let stream = futures_util::stream::iter(backlog).chain(live).map(|e| {
         Ok::<_, std::convert::Infallible>(
             Sse::default()

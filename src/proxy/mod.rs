@@ -25,7 +25,7 @@ pub use error::ProxyError;
 pub use forwarder::{UpstreamBody, UpstreamClient};
 pub use server::conn::trim_freed_memory;
 pub use server::runtime::{ConnCount, Handshake, Runtime};
-pub use server::{Listener, serve_workers, worker_index};
+pub use server::{AcceptErrors, Listener, serve_workers, worker_index};
 pub use upstream::pool::WorkerPool;
 
 use std::sync::Arc;

@@ -22,6 +22,23 @@ impl Proc {
 
     /// The same with the admin API on `admin`.
     pub fn spawn_with_admin<S: AsRef<std::ffi::OsStr>>(admin: &str, args: &[S]) -> Proc {
+        Self::spawn_full(admin, args, None)
+    }
+
+    /// Start it with its open-files limit set to `(soft, hard)` (as `ulimit -n`).
+    pub fn spawn_with_open_files<S: AsRef<std::ffi::OsStr>>(
+        args: &[S],
+        soft: u64,
+        hard: u64,
+    ) -> Proc {
+        Self::spawn_full("127.0.0.1:0", args, Some((soft, hard)))
+    }
+
+    fn spawn_full<S: AsRef<std::ffi::OsStr>>(
+        admin: &str,
+        args: &[S],
+        open_files: Option<(u64, u64)>,
+    ) -> Proc {
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "quayside-proc-{}-{}",
@@ -30,8 +47,8 @@ impl Proc {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_quayside"))
-            .current_dir(&dir)
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_quayside"));
+        cmd.current_dir(&dir)
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -42,9 +59,25 @@ impl Proc {
             .args(args)
             .env("QUAYSIDE_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stderr(Stdio::piped());
+        if let Some((soft, hard)) = open_files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit, async-signal-safe, runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let r = libc::rlimit {
+                        rlim_cur: soft,
+                        rlim_max: hard,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &r) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = cmd.spawn().unwrap();
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let (tx, lines) = mpsc::channel();
         // Also keeps the pipe drained so the child never blocks on it.
@@ -70,6 +103,25 @@ impl Proc {
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     panic!("quayside exited before logging {needle:?}")
                 }
+            }
+        }
+    }
+
+    /// Every log line up to the next one containing `needle`, that one included.
+    pub fn lines_until(&self, needle: &str, within: Duration) -> Vec<String> {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    let done = l.contains(needle);
+                    seen.push(l);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(e) => panic!("no log line with {needle:?} within {within:?} ({e}): {seen:#?}"),
             }
         }
     }

@@ -282,6 +282,7 @@ async fn serve(
             }
         });
     }
+    let mut errors = AcceptErrors::new("proxy");
     loop {
         // At the connection limit, stop accepting until one closes (the kernel's backlog
         // holds the rest), as nginx does at worker_connections.
@@ -295,11 +296,13 @@ async fn serve(
         let (stream, peer) = tokio::select! {
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    errors.succeeded();
+                    a
+                }
                 Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "proxy accept failed; retrying in 50 ms (raise the open-files limit if this repeats)");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    drop(permit);
+                    errors.failed(&e).await;
                     continue;
                 }
             },
@@ -573,6 +576,52 @@ async fn drive(conn: impl Graceful, mut stop: watch::Receiver<bool>, peer: Socke
 fn client_ip_value(peer: SocketAddr) -> HeaderValue {
     HeaderValue::from_str(&peer.ip().to_canonical().to_string())
         .expect("an IP address is a valid header value")
+}
+
+/// An accept loop's failures (EMFILE, ENFILE, ENOBUFS...): the loop backs off, 50 ms doubling
+/// to 1 s, and goes on serving the connections it has; the first failure is logged, and so is
+/// the first accept after them, not every retry.
+pub struct AcceptErrors {
+    what: &'static str,
+    wait: Duration,
+    failed: u64,
+}
+
+impl AcceptErrors {
+    const FIRST: Duration = Duration::from_millis(50);
+    const MOST: Duration = Duration::from_secs(1);
+
+    /// `what`: the listener, as the log names it.
+    pub fn new(what: &'static str) -> AcceptErrors {
+        AcceptErrors {
+            what,
+            wait: Self::FIRST,
+            failed: 0,
+        }
+    }
+
+    /// An accept failed with `e`: say so if it is the first, then wait.
+    pub async fn failed(&mut self, e: &std::io::Error) {
+        if self.failed == 0 {
+            tracing::warn!(listener = self.what, error = %e, "cannot accept connections; serving the open ones and retrying with a back-off up to 1 s (raise the open-files limit, ulimit -n, if it is reached)");
+        }
+        self.failed += 1;
+        tokio::time::sleep(self.wait).await;
+        self.wait = (self.wait * 2).min(Self::MOST);
+    }
+
+    /// An accept succeeded: the back-off starts over.
+    pub fn succeeded(&mut self) {
+        if self.failed > 0 {
+            tracing::info!(
+                listener = self.what,
+                failed = self.failed,
+                "accepting connections again"
+            );
+            self.failed = 0;
+            self.wait = Self::FIRST;
+        }
+    }
 }
 
 #[cfg(test)]
