@@ -416,6 +416,41 @@ async fn decode(enc: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
+/// htpasswd's default hash (apr1 MD5, what `htpasswd -nb alice pw` prints, as nginx and
+/// Traefik users have them) and its `{SHA}` work as bcrypt does, on both fronts.
+#[tokio::test]
+async fn htpasswds_own_hashes_let_their_users_in() {
+    let q = Quayside::start().await;
+    let backend = Backend::start("md5").await;
+    let cfg = serde_json::json!({
+        "hosts": ["md5.test"],
+        "basic_auth": [
+            "alice:$apr1$rPYgkAtb$aVRtlzTrL8jPBfCJSls43.",
+            "bob:{SHA}GpHWL3ymc5liWkNopqtdSjuqYHM="
+        ]
+    });
+    put_service(&q, "md5", cfg).await;
+    let url = format!(
+        "/add?no=md5-1&ip=127.0.0.1&port={}&service=md5",
+        backend.port()
+    );
+    assert_eq!(Http::new().get(&q.admin_url(&url)).await.status, 200);
+    let s = Setup {
+        q,
+        fronts: Arc::default(),
+        last_id: Mutex::default(),
+        _backend: backend,
+        _auth: tokio::spawn(async {}),
+    };
+    for h2 in [false, true] {
+        for (user, status) in [("alice:pw", 200), ("bob:pw", 200), ("alice:px", 401)] {
+            let auth = format!("Basic {}", b64(user));
+            let (st, _, _) = ask(&s, h2, "md5.test", "/", &[("authorization", &auth)]).await;
+            assert_eq!(st, status, "h2: {h2} {user}");
+        }
+    }
+}
+
 /// A new password goes from the fast path to hyper's side before any middleware runs, so a
 /// rate limit counts the request once.
 #[tokio::test]

@@ -391,7 +391,8 @@ async fn tls_renew(
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
     params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
     responses((status = 200, description = "a stream of events, each event's data one Event",
-        body = crate::registry::events::Event, content_type = "text/event-stream")))]
+        body = crate::registry::events::Event, content_type = "text/event-stream"),
+        (status = 503, description = "as many event streams are open as the admin API serves", body = ErrorBody)))]
 async fn events(State(ctx): State<super::Ctx>, headers: axum::http::HeaderMap) -> Response {
     use axum::response::sse::{Event as Sse, KeepAlive};
     use futures_util::StreamExt;

@@ -462,7 +462,7 @@ pub const LABELS: &[LabelDoc] = &[
     LabelDoc {
         name: "auth.basic",
         service_level: true,
-        meaning: "comma-separated `user:hash` (bcrypt or argon2, as `htpasswd -nbB` prints; `$$` for each `$` in a compose file): others get 401",
+        meaning: "comma-separated `user:hash` (bcrypt, argon2, or htpasswd's `$apr1$` and `{SHA}`, as `htpasswd -nB` prints; `$$` for each `$` in a compose file): others get 401",
         parse: |d, v| {
             d.cfg.basic_auth = list(v);
             Ok(())
