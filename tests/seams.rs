@@ -318,6 +318,30 @@ async fn path_prefixes_are_normalised_when_set() {
     assert!(r.body.contains("path_prefix"), "{}", r.body);
 }
 
+/// A state file written before the rule (its prefix could never match) loads normalised, and
+/// routes.
+#[tokio::test]
+async fn an_older_state_files_prefix_is_read_by_the_rule() {
+    let dir = std::env::temp_dir().join(format!("quayside-seams-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state = dir.join("state.json");
+    let b = Backend::start("old").await;
+    let text = serde_json::json!({
+        "version": 1,
+        "backends": [{"no": "old-1", "address": "127.0.0.1", "port": b.port(), "service": "old"}],
+        "services": [{"name": "old", "path_prefix": "//old/./%7edocs"}]
+    });
+    std::fs::write(&state, text.to_string()).unwrap();
+    let q = Quayside::start_with_state(state).await;
+    let r = Http::new().get(&q.admin_url("/api/v1/services/old")).await;
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["path_prefix"], "/old/~docs", "{}", r.body);
+    let a = ask(&q, Way::Fast, "any.test", "/old/~docs/x", &[]).await;
+    assert_eq!((a.status, a.body.as_str()), (200, "old\n"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
