@@ -17,7 +17,7 @@ use crate::balance::hash::hash_bytes;
 use crate::health::now_ms;
 use crate::routing::{HashKey, RoutingTable, ServiceRoute, Shared, Upstream};
 use crate::types::Cidr;
-use crate::types::path::{Normal, normalize};
+use crate::types::path::{PathError, Rewritten};
 
 /// Attempts per request, the first included.
 pub const MAX_ATTEMPTS: usize = 3;
@@ -150,36 +150,54 @@ pub fn random_id() -> u128 {
 }
 
 /// A request's target under the path rule ([`crate::types::path`]), decided once before
-/// routing: routing matches [`Normal::matching`], middlewares and the backend get
+/// routing: routing matches [`Target::matching`], middlewares and the backend get
 /// [`Target::forward`].
 pub struct Target<'t> {
     /// Path and query as the client sent them.
     raw: &'t str,
-    pub path: Normal<'t>,
-    /// Where the query starts in `raw` (its `?`), if there is one.
-    query: Option<usize>,
+    /// Where the path ends in `raw`.
+    path_end: usize,
+    /// What the rule made of it, if it changed anything.
+    rewritten: Option<Box<Rewritten>>,
 }
 
 impl<'t> Target<'t> {
-    /// `raw`: path and query as sent; a path the rule refuses is a 400.
+    /// `raw`: path and query as sent; a path the rule refuses is an error (a 400).
     #[inline]
-    pub fn new(raw: &'t str) -> Result<Target<'t>, ProxyError> {
-        let query = raw.bytes().position(|b| b == b'?');
-        let path = normalize(&raw[..query.unwrap_or(raw.len())])
-            .map_err(|e| ProxyError::BadRequest(e.as_str()))?;
-        Ok(Target { raw, path, query })
+    pub fn new(raw: &'t str) -> Result<Target<'t>, PathError> {
+        let (path_end, rewritten) = crate::types::path::target(raw)?;
+        Ok(Target {
+            raw,
+            path_end,
+            rewritten,
+        })
+    }
+
+    /// The path rules match.
+    #[inline]
+    pub fn matching(&self) -> &str {
+        match &self.rewritten {
+            None => &self.raw[..self.path_end],
+            Some(r) => &r.matching,
+        }
     }
 
     /// Path and query as the backend gets them (before a service's `strip_prefix`): the
     /// client's own bytes when the path was already normal.
     #[inline]
-    pub fn forward(&self) -> Cow<'t, str> {
-        match &self.path.forward {
-            Cow::Borrowed(_) => Cow::Borrowed(self.raw),
-            Cow::Owned(p) => {
-                let query = self.query.map_or("", |q| &self.raw[q..]);
-                Cow::Owned(format!("{p}{query}"))
-            }
+    pub fn forward(&self) -> &str {
+        match &self.rewritten {
+            None => self.raw,
+            Some(r) => &r.forward,
+        }
+    }
+
+    /// The path of [`Target::forward`].
+    #[inline]
+    pub fn forward_path(&self) -> &str {
+        match &self.rewritten {
+            None => &self.raw[..self.path_end],
+            Some(r) => &r.forward[..r.path_len],
         }
     }
 }
@@ -213,7 +231,7 @@ impl Plan {
         head: &impl RequestHead,
         ip: IpAddr,
     ) -> (Plan, Option<Arc<Upstream>>) {
-        let service = table.route(headers::host_only(host), target.path.matching());
+        let service = table.route(headers::host_only(host), target.matching());
         let (key, had) = if service.hash_key.is_none() && service.sticky_cookie.is_none() {
             (0, None)
         } else {
@@ -482,7 +500,29 @@ pub fn keeps_forwarded_for(peer: IpAddr, trusted: &[Cidr]) -> bool {
 /// peer appended (to the client's own lines, joined, if kept), `X-Real-IP` is the client
 /// address decided, `-Proto` and `-Host` are set, and the client's `Forwarded` is dropped
 /// unless the peer is a trusted proxy.
+#[inline]
 pub fn forwarding<'a>(
+    client: &'a super::forwarder::Client,
+    ip: IpAddr,
+    trusted: &[Cidr],
+    made: &'a mut Option<HeaderValue>,
+) -> headers::Forwarding<'a> {
+    if trusted.is_empty() {
+        // Nothing trusted: the peer is the client, and nothing of the client's is kept but
+        // its X-Forwarded-For, appended to.
+        return headers::Forwarding {
+            peer: &client.ip_header,
+            client: &client.ip_header,
+            proto: &client.proto,
+            keep_xff: true,
+            keep_forwarded: false,
+        };
+    }
+    forwarding_trusted(client, ip, trusted, made)
+}
+
+/// [`forwarding`] with `--trusted-proxies` set.
+fn forwarding_trusted<'a>(
     client: &'a super::forwarder::Client,
     ip: IpAddr,
     trusted: &[Cidr],
@@ -495,12 +535,12 @@ pub fn forwarding<'a>(
             HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| client.ip_header.clone()),
         )
     };
-    let trusted_peer = !trusted.is_empty() && Cidr::any(trusted, client.ip);
+    let trusted_peer = Cidr::any(trusted, client.ip);
     headers::Forwarding {
         peer: &client.ip_header,
         client: real,
         proto: &client.proto,
-        keep_xff: trusted.is_empty() || trusted_peer,
+        keep_xff: trusted_peer,
         keep_forwarded: trusted_peer,
     }
 }

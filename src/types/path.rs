@@ -64,7 +64,7 @@ impl Normal<'_> {
 /// (`*` of `OPTIONS *`) is left as it is.
 #[inline]
 pub fn normalize(path: &str) -> Result<Normal<'_>, PathError> {
-    if is_normal(path.as_bytes()) {
+    if scan(path.as_bytes()).1 {
         return Ok(Normal {
             forward: Cow::Borrowed(path),
             matching: None,
@@ -73,31 +73,77 @@ pub fn normalize(path: &str) -> Result<Normal<'_>, PathError> {
     normalize_slow(path)
 }
 
-/// The one scan of a path that needs nothing: no `%`, `\` or `;`, no empty, `.` or `..`
-/// segment.
+/// A request target (path and query) the rule changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewritten {
+    /// Path and query, as the backend gets them.
+    pub forward: String,
+    /// Where the path ends in `forward`.
+    pub path_len: usize,
+    /// The path rules match.
+    pub matching: String,
+}
+
+/// A request target (path and query) under the rule: where its path ends, and what the rule
+/// made of it if it changed anything (`None`: already normal; one scan, nothing allocated).
 #[inline]
-fn is_normal(p: &[u8]) -> bool {
-    if p.first() != Some(&b'/') {
-        return true;
+pub fn target(raw: &str) -> Result<(usize, Option<Box<Rewritten>>), PathError> {
+    match scan(raw.as_bytes()) {
+        (end, true) => Ok((end, None)),
+        (end, false) => rewrite(raw, end).map(|r| (end, r)),
     }
+}
+
+#[cold]
+fn rewrite(raw: &str, end: usize) -> Result<Option<Box<Rewritten>>, PathError> {
+    let n = normalize_slow(&raw[..end])?;
+    if n.unchanged() && n.matching.is_none() {
+        return Ok(None);
+    }
+    let matching = n.matching().to_owned();
+    let path_len = n.forward.len();
+    let mut forward = n.forward.into_owned();
+    forward.push_str(&raw[end..]);
+    Ok(Some(Box::new(Rewritten {
+        forward,
+        path_len,
+        matching,
+    })))
+}
+
+/// The one scan of a target: where its path ends (its `?`, or its end), and whether the path
+/// needs nothing: no `%`, `\` or `;`, no empty, `.` or `..` segment.
+#[inline]
+fn scan(p: &[u8]) -> (usize, bool) {
+    if p.first() != Some(&b'/') {
+        return (p.iter().position(|&b| b == b'?').unwrap_or(p.len()), true);
+    }
+    let end = |i: usize| {
+        i + p[i..]
+            .iter()
+            .position(|&b| b == b'?')
+            .unwrap_or(p.len() - i)
+    };
+    // The end of a segment: the next `/`, the query, or the end.
+    let ends = |b: Option<&u8>| matches!(b, None | Some(b'/' | b'?'));
     let mut i = 0;
     while i < p.len() {
         match p[i] {
-            b'%' | b'\\' | b';' => return false,
+            b'?' => return (i, true),
+            b'%' | b'\\' | b';' => return (end(i), false),
             b'/' => match p.get(i + 1) {
-                Some(b'/') => return false,
-                Some(b'.') => match p.get(i + 2) {
-                    None | Some(b'/') => return false,
-                    Some(b'.') if matches!(p.get(i + 3), None | Some(b'/')) => return false,
-                    _ => {}
-                },
+                Some(b'/') => return (end(i), false),
+                Some(b'.') if ends(p.get(i + 2)) => return (end(i), false),
+                Some(b'.') if p.get(i + 2) == Some(&b'.') && ends(p.get(i + 3)) => {
+                    return (end(i), false);
+                }
                 _ => {}
             },
             _ => {}
         }
         i += 1;
     }
-    true
+    (p.len(), true)
 }
 
 #[cold]
@@ -323,6 +369,26 @@ mod tests {
         ] {
             assert_eq!(normalize(p).unwrap_err(), e, "{p}");
         }
+    }
+
+    #[test]
+    fn a_target_is_rewritten_only_when_its_path_changes() {
+        assert_eq!(target("/a/b?x=/../%2e").unwrap(), (4, None));
+        assert_eq!(target("/a%20b?q").unwrap(), (6, None));
+        assert_eq!(target("*").unwrap(), (1, None));
+        let (end, r) = target("//a/./b?x=//").unwrap();
+        assert_eq!(end, 7);
+        let r = r.unwrap();
+        assert_eq!(
+            (r.forward.as_str(), r.path_len, r.matching.as_str()),
+            ("/a/b?x=//", 4, "/a/b")
+        );
+        // A dot segment ended by the query is one.
+        assert_eq!(target("/a/.?q").unwrap().1.unwrap().forward, "/a/?q");
+        assert_eq!(target("/a/..?q").unwrap().1.unwrap().forward, "/?q");
+        let r = target("/%2fx").unwrap().1.unwrap();
+        assert_eq!((r.forward.as_str(), r.matching.as_str()), ("/%2Fx", "/x"));
+        assert_eq!(target("/..?q").unwrap_err(), PathError::AboveRoot);
     }
 
     #[test]

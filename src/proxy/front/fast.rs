@@ -393,10 +393,13 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
     };
     let target = match Target::new(req.target) {
         Ok(t) => t,
-        Err(e) => return Err(refuse(fwd, inb, &req, ip, &info, e)),
+        Err(e) => {
+            let err = ProxyError::BadRequest(e.as_str());
+            return Err(refuse(fwd, inb, &req, ip, &info, err));
+        }
     };
     if fwd.acme.is_some()
-        && let Some(refused) = acme_challenge(fwd, inb, &req, (ip, &target.path.forward), &info)
+        && let Some(refused) = acme_challenge(fwd, inb, &req, (ip, target.forward_path()), &info)
     {
         return Err(refused);
     }
@@ -413,7 +416,7 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
             client: ip,
             tls: client.proto == "https",
             host: req.host,
-            target: &forward,
+            target: forward,
             authorization,
             https_port: fwd.https_port,
         };
@@ -443,7 +446,7 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
         }
     };
     let seen = Seen::new(fwd, inb, &req, ip);
-    let target = plan.target(&forward);
+    let target = plan.target(forward);
     let mut made = None;
     let forwarding = plan::forwarding(client, ip, &fwd.trusted, &mut made);
     let edits = plan.service.middleware.as_deref().map(|m| &m.request);

@@ -78,7 +78,7 @@ impl Forwarder {
             plan::client_ip(client.ip, xff.map(|v| v.as_bytes()), &self.trusted)
         };
         let target = Target::new(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
-            .map_err(|e| (e, None))?;
+            .map_err(|e| (ProxyError::BadRequest(e.as_str()), None))?;
         let host = parts
             .headers
             .get(header::HOST)
@@ -87,7 +87,7 @@ impl Forwarder {
         // (The test inline: the call alone cost every request when automatic HTTPS is off.)
         if self.acme.is_some()
             && let Some(answer) =
-                plan::acme_answer(self.acme.as_deref(), host, &target.path.forward)
+                plan::acme_answer(self.acme.as_deref(), host, target.forward_path())
         {
             return Err((answer, None));
         }
@@ -137,7 +137,7 @@ impl Forwarder {
                     .get(header::HOST)
                     .and_then(|h| h.to_str().ok())
                     .unwrap_or(""),
-                target: &forward,
+                target: forward,
                 authorization: parts
                     .headers
                     .get(header::AUTHORIZATION)
@@ -155,7 +155,7 @@ impl Forwarder {
                 }
             }
             if let Some(f) = &m.forward {
-                match auth::forward_auth(self, f, &parts, &forwarding, &forward).await {
+                match auth::forward_auth(self, f, &parts, &forwarding, forward).await {
                     Ok(copy) => from_auth = copy,
                     Err(a) => return Err((answered(a), Some(plan))),
                 }
@@ -172,7 +172,7 @@ impl Forwarder {
         let Some(first) = first else {
             return Err((plan.unavailable(), Some(plan)));
         };
-        let pq = match upstream_path(&plan, &parts.uri, &forward) {
+        let pq = match upstream_path(&plan, &parts.uri, forward) {
             Ok(pq) => pq,
             Err(e) => return Err((e, Some(plan))),
         };
