@@ -140,13 +140,19 @@ async fn open_store(
     })
 }
 
-/// Refuse a Swarm state store that cannot work (no manager, unreachable) before anything is
-/// bound, so the refusal is the only line.
-pub async fn check_state_store(config: &Config) -> Result<(), StartError> {
-    if matches!(config.state_store, config::StateStore::Swarm { .. }) {
-        open_store(config).await?;
-    }
-    Ok(())
+/// The configured store, opened: the state it holds and the store itself (a state file's lock
+/// taken). See [`open_state`].
+pub struct Opened {
+    initial: Option<registry::Registry>,
+    store: Option<registry::actor::Store>,
+}
+
+/// Open the configured store before anything is bound, so that a refusal (a state file another
+/// quayside holds, a damaged journal, a Swarm store that cannot work) is the only line; hand
+/// the result to [`run_opened`].
+pub async fn open_state(config: &Config) -> Result<Opened, StartError> {
+    let (initial, store) = open_store(config).await?;
+    Ok(Opened { initial, store })
 }
 
 /// The open-files limit (`RLIMIT_NOFILE`): soft and hard.
@@ -197,7 +203,11 @@ pub async fn state_export(config: &Config) -> Result<Vec<u8>, StartError> {
     {
         return Ok(persist::encode(&registry::Registry::default()));
     }
-    let (reg, _) = open_store(config).await?;
+    // A state file is read as it is, without its lock: a running quayside's too.
+    let reg = match (&config.state_store, &config.state) {
+        (config::StateStore::File, Some(path)) => persist::load(path)?,
+        _ => open_store(config).await?.0,
+    };
     Ok(persist::encode(&reg.unwrap_or_default()))
 }
 
@@ -247,12 +257,32 @@ pub async fn run(
     run_with(listeners, config, Arc::default(), shutdown).await
 }
 
+/// [`run`] on a store opened already ([`open_state`]).
+pub async fn run_opened(
+    listeners: Listeners,
+    config: Config,
+    opened: Opened,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    serve(listeners, config, Arc::default(), Some(opened), shutdown).await
+}
+
 /// [`run`] with a data-plane runtime handle of the caller's, to read its counters (parked
 /// connections) while it runs.
 pub async fn run_with(
     listeners: Listeners,
+    config: Config,
+    runtime: Arc<proxy::Runtime>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    serve(listeners, config, runtime, None, shutdown).await
+}
+
+async fn serve(
+    listeners: Listeners,
     mut config: Config,
     runtime: Arc<proxy::Runtime>,
+    opened: Option<Opened>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let open_files = open_files_limit().0;
@@ -290,7 +320,10 @@ pub async fn run_with(
     } else {
         Vec::new()
     };
-    let (initial, store) = open_store(&config).await?;
+    let Opened { initial, store } = match opened {
+        Some(o) => o,
+        None => open_state(&config).await?,
+    };
     match (&config.state_store, &config.state, &initial) {
         (config::StateStore::Swarm { name }, _, reg) => {
             tracing::info!(name = %name, backends = reg.as_ref().map_or(0, |r| r.entries().count()), "state kept in the swarm (configs {name}-<generation>)");
@@ -354,6 +387,9 @@ pub async fn run_with(
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let registry = routing::Handle::spawn(initial, store);
+    // The state file's bytes and their parsed copy are gone now: give their memory back (a
+    // large state is tens of MB of it).
+    proxy::release_freed_memory();
     // With the Swarm store: every other replica's change, as soon as it is written.
     let follower = match &config.state_store {
         config::StateStore::Swarm { name } => {

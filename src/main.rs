@@ -66,7 +66,7 @@ async fn start() -> anyhow::Result<()> {
     }
     // Before binding anything: the refusal is then the only line.
     quayside::check_admin_exposure(&config, config.admin_listen)?;
-    quayside::check_state_store(&config).await?;
+    let opened = quayside::open_state(&config).await?;
     let proxy = bind(config.listen, "the proxy", "--listen").await?;
     let admin = bind(config.admin_listen, "the admin API", "--admin-listen").await?;
     let tls = if config.tls.certs.is_empty() && config.acme.is_none() {
@@ -85,7 +85,13 @@ async fn start() -> anyhow::Result<()> {
 
     // (After the checks above, so that a refused start is one line.)
     quayside::raise_open_files_limit();
-    quayside::run(Listeners { proxy, admin, tls }, config, shutdown_signal()).await?;
+    quayside::run_opened(
+        Listeners { proxy, admin, tls },
+        config,
+        opened,
+        shutdown_signal(),
+    )
+    .await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -187,6 +187,9 @@ pub struct Scrape<'a> {
     pub events: &'a crate::registry::events::Events,
     /// State-file write durations (none: no state file).
     pub state_writes: Option<&'a crate::registry::persist::WriteTimes>,
+    /// Whether the state file takes writes, and changes applied but not saved yet (none: no
+    /// state file).
+    pub state_status: Option<&'a crate::registry::writer::Status>,
     /// Every certificate name ([`crate::acme::names`]).
     pub certificates: &'a [crate::acme::NameView],
     /// Automatic HTTPS's orders issued and failed (none: off).
@@ -459,6 +462,20 @@ fn control(scrape: &Scrape<'_>) -> Vec<Family> {
         let (buckets, count, sum) = w.snapshot();
         writes.push(vec![], Value::Histogram(sum, count, buckets));
     }
+    let mut writable = Family::new(
+        "quayside_state_writable",
+        "1 while the state file takes writes; 0 while its writes fail or hang (changes are then refused, or applied and answered as not saved)",
+        MetricType::Gauge,
+    );
+    let mut unsaved = Family::new(
+        "quayside_state_unsaved_changes",
+        "Changes applied while the state file's disk did not answer, not saved yet",
+        MetricType::Gauge,
+    );
+    if let Some(s) = scrape.state_status {
+        writable.push(vec![], Value::Gauge(i64::from(s.writable())));
+        unsaved.push(vec![], Value::Gauge(s.unsaved() as i64));
+    }
     let mut accepted = Family::new(
         "quayside_connections_accepted",
         "Client connections accepted, by listener and protocol",
@@ -567,6 +584,8 @@ fn control(scrape: &Scrape<'_>) -> Vec<Family> {
         orders,
         admin_open,
         admin_refused,
+        writable,
+        unsaved,
     ]
 }
 

@@ -68,8 +68,25 @@ pub struct StatsView {
 pub struct Rings {
     prev: BTreeMap<(String, String), Totals>,
     services: BTreeMap<String, VecDeque<Point>>,
-    /// By `no`: its service and points.
-    backends: BTreeMap<String, (String, VecDeque<Point>)>,
+    /// The samples in the window, oldest first: (sequence number, time). Every series has a
+    /// point for each since it was first listed.
+    samples: VecDeque<(u64, u64)>,
+    /// Samples taken so far.
+    seq: u64,
+    /// By `no`.
+    backends: BTreeMap<String, BackendRing>,
+}
+
+/// A backend's ring, kept sparse: only the points of seconds that counted requests are
+/// stored, the others are zeros made when viewed. A registry of 100,000 backends, mostly idle,
+/// then costs a few bytes per backend instead of a window of points each (BENCHMARKS.md,
+/// "The state store").
+struct BackendRing {
+    service: String,
+    /// The sequence number of its first sample.
+    first: u64,
+    /// Points that counted requests, with their sample's sequence number, oldest first.
+    busy: VecDeque<(u64, Point)>,
 }
 
 impl Rings {
@@ -103,21 +120,33 @@ impl Rings {
             }
             ring.push_back(point(t, secs, d));
         };
-        let zero = Totals::default();
+        self.seq += 1;
+        let seq = self.seq;
+        if self.samples.len() == WINDOW {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((seq, t));
+        let oldest = self.samples.front().map_or(seq, |s| s.0);
         for (no, service) in backends {
             per_service.entry(service).or_default();
-            let d = moved.get(no.as_str()).unwrap_or(&zero);
+            let busy = moved.get(no.as_str()).map(|d| (seq, point(t, secs, d)));
             match self.backends.get_mut(no.as_str()) {
-                Some(slot) => {
-                    if slot.0 != *service {
-                        slot.0.clone_from(service);
+                Some(ring) => {
+                    if ring.service != *service {
+                        ring.service.clone_from(service);
                     }
-                    push(&mut slot.1, d);
+                    ring.busy.extend(busy);
+                    while ring.busy.front().is_some_and(|(s, _)| *s < oldest) {
+                        ring.busy.pop_front();
+                    }
                 }
                 None => {
-                    let mut ring = VecDeque::new();
-                    push(&mut ring, d);
-                    self.backends.insert(no.clone(), (service.clone(), ring));
+                    let ring = BackendRing {
+                        service: service.clone(),
+                        first: seq,
+                        busy: busy.into_iter().collect(),
+                    };
+                    self.backends.insert(no.clone(), ring);
                 }
             }
         }
@@ -158,7 +187,30 @@ impl Rings {
             v.reverse();
             v
         };
-        let per_backend = if backends_last { 1 } else { WINDOW };
+        // The samples a backend's points are for.
+        let mut samples: Vec<(u64, u64)> = self
+            .samples
+            .iter()
+            .filter(|(_, t)| since.is_none_or(|s| *t > s))
+            .copied()
+            .collect();
+        if backends_last && samples.len() > 1 {
+            samples.drain(..samples.len() - 1);
+        }
+        let backend_points = |ring: &BackendRing| -> Vec<Point> {
+            let mut busy = ring.busy.iter().peekable();
+            samples
+                .iter()
+                .filter(|(seq, _)| *seq >= ring.first)
+                .map(|&(seq, t)| {
+                    while busy.next_if(|(s, _)| *s < seq).is_some() {}
+                    match busy.next_if(|(s, _)| *s == seq) {
+                        Some((_, p)) => p.clone(),
+                        None => point(t, 1.0, &Totals::default()),
+                    }
+                })
+                .collect()
+        };
         StatsView {
             interval_seconds: INTERVAL.as_secs(),
             window_seconds: WINDOW as u64 * INTERVAL.as_secs(),
@@ -173,10 +225,10 @@ impl Rings {
             backends: self
                 .backends
                 .iter()
-                .map(|(no, (service, ring))| BackendSeries {
+                .map(|(no, ring)| BackendSeries {
                     no: no.clone(),
-                    service: service.clone(),
-                    points: newer(ring, per_backend),
+                    service: ring.service.clone(),
+                    points: backend_points(ring),
                 })
                 .collect(),
         }
@@ -401,6 +453,41 @@ mod tests {
         let v = r.view(None, false);
         assert_eq!(v.services[0].points.len(), WINDOW);
         assert_eq!(v.services[0].points[0].t, 10);
+    }
+
+    #[test]
+    fn an_idle_backend_keeps_no_points_but_shows_zeros() {
+        let mut r = Rings::default();
+        let known = pairs(&[("idle", "app"), ("busy", "app")]);
+        for t in 0..(WINDOW as u64 + 20) {
+            let rows = if t % 2 == 0 {
+                totals(&[("app", "busy", t + 1, 0, 1)])
+            } else {
+                totals(&[("app", "busy", t, 0, 1)])
+            };
+            r.step(t, INTERVAL, rows, &known);
+        }
+        assert!(r.backends["idle"].busy.is_empty());
+        // Only the seconds that counted requests are kept, within the window.
+        assert!(r.backends["busy"].busy.len() <= WINDOW / 2 + 1);
+        let v = r.view(None, false);
+        for b in &v.backends {
+            assert_eq!(b.points.len(), WINDOW, "{}", b.no);
+            assert_eq!(b.points[0].t, 20);
+            assert_eq!(b.points.last().unwrap().t, WINDOW as u64 + 19);
+        }
+        let idle = v.backends.iter().find(|b| b.no == "idle").unwrap();
+        assert!(idle.points.iter().all(|p| p.requests == 0 && p.p50_ms.is_none()));
+        let busy = v.backends.iter().find(|b| b.no == "busy").unwrap();
+        let counted: u64 = busy.points.iter().map(|p| p.requests).sum();
+        assert_eq!(counted, busy.points.iter().filter(|p| p.requests > 0).count() as u64 * 2);
+        // A backend listed later has points from then on only.
+        let mut more = known.clone();
+        more.push(("new".into(), "app".into()));
+        r.step(WINDOW as u64 + 20, INTERVAL, BTreeMap::new(), &more);
+        let v = r.view(None, false);
+        let new = v.backends.iter().find(|b| b.no == "new").unwrap();
+        assert_eq!(new.points.len(), 1);
     }
 
     #[test]

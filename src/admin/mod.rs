@@ -161,6 +161,7 @@ async fn metrics(
             admin: ctx.load.view(),
             events: &shared.events,
             state_writes: shared.state_writes.as_deref(),
+            state_status: shared.state_status.as_deref(),
             certificates: &certificates,
             acme_orders: ctx.acme.as_ref().map(|a| a.orders()),
         },
@@ -275,7 +276,9 @@ fn apply_status(e: &ApplyError) -> StatusCode {
         | ApplyError::Rejected(RegistryError::ServiceNotFound(_)) => StatusCode::NOT_FOUND,
         ApplyError::Rejected(RegistryError::Invalid(_)) => StatusCode::BAD_REQUEST,
         ApplyError::Rejected(RegistryError::RuleConflict { .. }) => StatusCode::CONFLICT,
-        ApplyError::Persist(_) | ApplyError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        ApplyError::Persist(_) | ApplyError::Unsaved | ApplyError::Closed => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     }
 }
 

@@ -23,7 +23,7 @@ mod upstream;
 pub use codec::headers;
 pub use error::ProxyError;
 pub use forwarder::{UpstreamBody, UpstreamClient};
-pub use server::conn::trim_freed_memory;
+pub use server::conn::{release_freed_memory, trim_freed_memory};
 pub use server::runtime::{ConnCount, Handshake, Runtime};
 pub use server::{AcceptErrors, Listener, serve_workers, worker_index};
 pub use upstream::pool::WorkerPool;

@@ -1,10 +1,11 @@
 //! The registry task: the single writer. Sources send [`Command`]s through a [`Handle`]; the task
 //! applies them in batches (whatever has queued up), appends what they changed to the state
-//! journal once per batch, and only then publishes the new registry and the table built from it
-//! (a [`Publish`] type: the routing table, defined in the layer above; updated for the touched
-//! entries and services only) and answers the senders. So an OK is never sent
-//! before the change is durable, a burst of changes costs one fsync, not one each, and the cost
-//! of a change does not grow with the number of backends.
+//! journal once per batch (on the writer thread, [`super::writer`]), and only then publishes the
+//! new registry and the table built from it (a [`Publish`] type: the routing table, defined in
+//! the layer above; updated for the touched entries and services only) and answers the senders.
+//! So an OK is never sent before the change is durable, a burst of changes costs one fsync, not
+//! one each, and the cost of a change does not grow with the number of backends. A write that
+//! does not answer within [`super::writer::SAVE_BOUND`] is answered as applied but not saved.
 
 use std::sync::Arc;
 
@@ -35,6 +36,8 @@ pub struct Shared<T> {
     pub events: super::events::Events,
     /// How long the state file's writes take (none: no state file).
     pub state_writes: Option<Arc<persist::WriteTimes>>,
+    /// Whether the state file can be written now (none: no state file).
+    pub state_status: Option<Arc<super::writer::Status>>,
 }
 
 tokio::task_local! {
@@ -48,6 +51,11 @@ pub enum ApplyError {
     Rejected(#[from] RegistryError),
     #[error("{0}; the change was not applied")]
     Persist(String),
+    #[error(
+        "the state file's disk did not answer within {} s: the change is applied, and is saved when the disk answers (lost if quayside stops before)",
+        super::writer::SAVE_BOUND.as_secs()
+    )]
+    Unsaved,
     #[error("quayside is shutting down; the change was not applied")]
     Closed,
 }
@@ -82,13 +90,22 @@ impl<T> Clone for Handle<T> {
 impl<T: Publish> Handle<T> {
     /// Start the registry task with `initial` state; `store` is where changes are saved.
     pub fn spawn(initial: Registry, store: Option<Store>) -> Handle<T> {
+        let state_writes = match &store {
+            Some(Store::File(s)) => Some(s.times()),
+            _ => None,
+        };
+        let store = store.map(|s| match s {
+            Store::File(file) => Saving::File(super::writer::Writer::spawn(file)),
+            Store::Swarm(swarm) => Saving::Swarm(swarm),
+        });
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(T::build(&initial)),
             registry: ArcSwap::from_pointee(initial),
             generation: std::sync::atomic::AtomicU64::new(1),
             events: Default::default(),
-            state_writes: match &store {
-                Some(Store::File(s)) => Some(s.times()),
+            state_writes,
+            state_status: match &store {
+                Some(Saving::File(w)) => Some(w.status().clone()),
                 _ => None,
             },
         });
@@ -141,6 +158,12 @@ pub enum Store {
     Swarm(super::swarm_store::SwarmStore),
 }
 
+/// A [`Store`] as the registry task uses it: the state file behind its writer thread.
+enum Saving {
+    File(super::writer::Writer),
+    Swarm(super::swarm_store::SwarmStore),
+}
+
 /// Attempts at writing a batch to the Swarm store when other replicas keep winning.
 const SWARM_TRIES: usize = 10;
 
@@ -162,7 +185,7 @@ fn apply_batch(
 async fn run<T: Publish>(
     mut rx: mpsc::Receiver<Msg>,
     shared: Arc<Shared<T>>,
-    mut store: Option<Store>,
+    mut store: Option<Saving>,
 ) {
     let mut batch = Vec::new();
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
@@ -198,7 +221,7 @@ async fn run<T: Publish>(
         }
         let mut base = Arc::clone(&current);
         let mut adopted = Changes::default();
-        if let (Some((g, theirs)), Some(Store::Swarm(s))) = (adopt, &mut store)
+        if let (Some((g, theirs)), Some(Saving::Swarm(s))) = (adopt, &mut store)
             && g > s.generation()
         {
             let (reg, changes) = current.with_operator_state(&theirs);
@@ -218,24 +241,28 @@ async fn run<T: Publish>(
         }
         // Kept only where a write can lose a race and the batch is applied again (a discovery
         // sync's command holds every entry its source found: not copied for nothing).
-        let again = matches!(store, Some(Store::Swarm(_))).then(|| cmds.clone());
+        let again = matches!(store, Some(Saving::Swarm(_))).then(|| cmds.clone());
         let (mut next, mut changes, mut results) = apply_batch(&base, cmds, adopted);
+        let mut unsaved = false;
         let saved = match &mut store {
-            // Written here, on the control-plane thread, not handed to a blocking thread: an
-            // append is one small write and an fdatasync, and the hand-off (two thread
-            // wake-ups) cost more CPU than the write. Requests that arrive meanwhile form the
-            // next batch.
-            Some(Store::File(store)) => store
-                .save(&base, &next, &changes)
-                .and_then(|()| {
-                    if compact.is_empty() || !store.has_journal() {
+            // On the writer thread, never here: a disk that stops answering holds up neither
+            // the control plane nor this task past the bound. Requests that arrive meanwhile
+            // form the next batch.
+            Some(Saving::File(writer)) => {
+                let record = persist::record(&base, &next, &changes);
+                match writer
+                    .save(record, Arc::new(next.clone()), !compact.is_empty())
+                    .await
+                {
+                    super::writer::Saved::Yes => Ok(()),
+                    super::writer::Saved::Pending => {
+                        unsaved = true;
                         Ok(())
-                    } else {
-                        store.compact(&next)
                     }
-                })
-                .map_err(|e| e.to_string()),
-            Some(Store::Swarm(store)) if !next.same_operator_state(&base) => {
+                    super::writer::Saved::Failed(msg) => Err(msg),
+                }
+            }
+            Some(Saving::Swarm(store)) if !next.same_operator_state(&base) => {
                 let mut tries = 0;
                 loop {
                     match store.save(&next).await {
@@ -259,7 +286,7 @@ async fn run<T: Publish>(
                     }
                 }
             }
-            Some(Store::Swarm(_)) | None => Ok(()),
+            Some(Saving::Swarm(_)) | None => Ok(()),
         };
         let next = Arc::new(next);
         match saved {
@@ -285,7 +312,10 @@ async fn run<T: Publish>(
                         });
                 }
                 for (r, reply) in results.into_iter().zip(replies) {
-                    let _ = reply.send(r.map_err(ApplyError::from));
+                    let _ = reply.send(match r {
+                        Ok(()) if unsaved => Err(ApplyError::Unsaved),
+                        r => r.map_err(ApplyError::from),
+                    });
                 }
             }
             Err(msg) => {

@@ -12,10 +12,12 @@
 
 pub mod actor;
 pub mod events;
+pub mod journal;
 pub mod middleware;
 pub mod persist;
 pub mod swarm_store;
 pub mod validate;
+pub mod writer;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -3,6 +3,11 @@
 //! Saved atomically before the API answers: write a temporary file beside it, fsync it, rename
 //! it over the old one, fsync the directory. A file that cannot be read or parsed is never
 //! overwritten: quayside refuses to start and names the file and the problem.
+//!
+//! One process at a time: [`Store::open`] takes an exclusive lock on `<state>.lock` beside the
+//! state file (a lock on the state file itself would be lost at each rewrite, which replaces it
+//! by rename), after following a `--state` that is a symlink, so that two paths to one file
+//! share one lock and the link's target is what is written.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
@@ -27,6 +32,19 @@ pub enum StateError {
     Corrupt { path: PathBuf, reason: String },
     #[error("cannot save state file {path}: {source}")]
     Write { path: PathBuf, source: io::Error },
+    #[error(
+        "state file {path} is in use by another quayside{}; stop it, or give each its own --state",
+        .pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked { path: PathBuf, pid: Option<u32> },
+    #[error(
+        "{link} is a symlink to {target}, but a journal of changes lies beside the link ({journal}): move it beside the target, then start again"
+    )]
+    JournalBesideLink {
+        link: PathBuf,
+        target: PathBuf,
+        journal: PathBuf,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -190,6 +208,17 @@ fn backend_spec(b: FileBackend) -> Result<BackendSpec, validate::FieldError> {
     })
 }
 
+/// The journal record (framed, [`super::journal`]) for what `changes` touched between
+/// `before` and `after`; `None` when nothing the state file keeps changed.
+pub fn record(before: &Registry, after: &Registry, changes: &Changes) -> Option<Vec<u8>> {
+    let recs = records(before, after, changes);
+    if recs.is_empty() {
+        return None;
+    }
+    let json = serde_json::to_vec(&recs).expect("records serialise");
+    Some(super::journal::frame(&json))
+}
+
 /// The journal's records for what `changes` touched between `before` and `after`.
 fn records(before: &Registry, after: &Registry, changes: &Changes) -> Vec<Record> {
     let mut out = Vec::new();
@@ -255,14 +284,98 @@ pub fn journal_path(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The lock file beside a (resolved) state file: `<state>.lock`.
+pub fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+/// The file a `--state` path names: the path itself, or, for a symlink, what it points to
+/// (followed to the end, relative targets from the link's folder), so the target is written
+/// and not replaced by a file of its own.
+pub fn resolve(path: &Path) -> PathBuf {
+    let mut p = path.to_path_buf();
+    // (At most 40 links, as the kernel allows.)
+    for _ in 0..40 {
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => match fs::read_link(&p) {
+                Ok(target) if target.is_absolute() => p = target,
+                Ok(target) => {
+                    p = p
+                        .parent()
+                        .map_or_else(|| target.clone(), |dir| dir.join(&target))
+                }
+                Err(_) => break,
+            },
+            _ => break,
+        }
+    }
+    p
+}
+
+/// An exclusive lock on a state file, held while its [`Store`] lives (released by the kernel
+/// when the process ends, however it ends).
+#[derive(Debug)]
+pub struct StateLock {
+    _file: File,
+}
+
+impl StateLock {
+    /// Take the lock of the (resolved) state file `path`, or say who holds it.
+    pub fn take(path: &Path) -> Result<StateLock, StateError> {
+        use std::os::fd::AsRawFd;
+        let lpath = lock_path(path);
+        let write = |source| StateError::Write {
+            path: lpath.clone(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir).map_err(write)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lpath)
+            .map_err(write)?;
+        // SAFETY: flock on a descriptor this function owns.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let pid = fs::read_to_string(&lpath)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+                return Err(StateError::Locked {
+                    path: path.to_owned(),
+                    pid,
+                });
+            }
+            return Err(write(e));
+        }
+        // Who holds it, for the next one's message (best effort: a full disk must not stop
+        // quayside from starting on the state it can read).
+        let _ = file
+            .set_len(0)
+            .and_then(|()| file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0));
+        Ok(StateLock { _file: file })
+    }
+}
+
 /// Smallest journal that triggers compaction into the state file.
 const MIN_COMPACT_BYTES: u64 = 1 << 20;
 
 /// The journal file is grown by this many zero bytes at a time, ahead of the lines written
 /// into it: overwriting bytes already on disk leaves the file's size and block map alone, so
 /// each line's `fdatasync` flushes just the data, not the inode (BENCHMARKS.md, "The journal is
-/// preallocated").
+/// preallocated"). Where that much does not fit, it grows by what the record needs, rounded
+/// to a page.
 const PREALLOC_BYTES: u64 = 256 << 10;
+
+/// The smallest step the journal grows by when [`PREALLOC_BYTES`] do not fit.
+const PAGE: u64 = 4096;
 
 /// The state file plus its journal, as the registry task keeps them.
 ///
@@ -272,10 +385,12 @@ const PREALLOC_BYTES: u64 = 256 << 10;
 /// from the registry and the journal emptied. Replaying a journal over a newer state file
 /// gives the same result (each record sets a value), so a crash between the two steps is safe.
 ///
-/// The journal file is zero-filled ahead of its lines (`PREALLOC_BYTES`); its content ends
-/// at the first zero byte (JSON never contains one).
+/// The journal file is zero-filled ahead of its records (`PREALLOC_BYTES`); its records are
+/// checked ([`super::journal`]).
 pub struct Store {
+    /// The state file (resolved: a symlink's target).
     path: PathBuf,
+    _lock: StateLock,
     journal: File,
     /// Bytes of complete lines.
     journal_len: u64,
@@ -338,101 +453,79 @@ impl Store {
         self.times.clone()
     }
 
-    /// Load the registry from the state file and its journal (both may be missing) and open
-    /// the journal for appending. A torn last line (a crash in the middle of a write, never
-    /// acknowledged) is cut off; anything else unreadable refuses to start.
+    /// Load the registry from the state file and its journal (both may be missing), holding
+    /// the state file's lock, and open the journal for appending. A torn last record (a crash
+    /// in the middle of a write, never acknowledged) is cut off, with a warning; anything else
+    /// unreadable refuses to start and changes nothing. The journal is then folded into the
+    /// state file; if that cannot be written (a full disk), quayside starts all the same, on
+    /// what it loaded.
     pub fn open(path: &Path) -> Result<(Option<Registry>, Store), StateError> {
-        let snapshot = match fs::read(path) {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(source) => {
-                return Err(StateError::Read {
-                    path: path.to_owned(),
-                    source,
+        let given = path;
+        let path = resolve(given);
+        if path != given {
+            let beside_link = journal_path(given);
+            if fs::metadata(&beside_link).is_ok_and(|m| m.len() > 0) {
+                return Err(StateError::JournalBesideLink {
+                    link: given.to_owned(),
+                    target: path,
+                    journal: beside_link,
                 });
-            }
-        };
-        let corrupt = |path: &Path, reason| StateError::Corrupt {
-            path: path.to_owned(),
-            reason,
-        };
-        let mut reg = match &snapshot {
-            Some(bytes) => Some(decode(bytes).map_err(|r| corrupt(path, r))?),
-            None => None,
-        };
-        let jpath = journal_path(path);
-        let journal_bytes = match fs::read(&jpath) {
-            Ok(b) => b,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => {
-                return Err(StateError::Read {
-                    path: jpath,
-                    source,
-                });
-            }
-        };
-        // The lines end at the first zero byte (the preallocated rest of the file).
-        let end = journal_bytes
-            .iter()
-            .position(|&b| b == 0)
-            .unwrap_or(journal_bytes.len());
-        let complete = journal_bytes[..end]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        for (i, line) in journal_bytes[..complete]
-            .split(|&b| b == b'\n')
-            .enumerate()
-            .filter(|(_, l)| !l.is_empty())
-        {
-            let recs: Vec<Record> = serde_json::from_slice(line)
-                .map_err(|e| corrupt(&jpath, format!("line {}: {e}", i + 1)))?;
-            let r = reg.get_or_insert_with(Registry::new);
-            for rec in recs {
-                replay(r, rec).map_err(|e| corrupt(&jpath, format!("line {}: {e}", i + 1)))?;
             }
         }
+        let lock = StateLock::take(&path)?;
+        let (reg, snapshot_len, journal_end) = read_state(&path)?;
+        let jpath = journal_path(&path);
         let write = |source| StateError::Write {
             path: jpath.clone(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(write)?;
-        }
         let journal = OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
             .mode(0o600)
             .open(&jpath)
             .map_err(write)?;
-        for p in [path, jpath.as_path()] {
+        for p in [path.as_path(), jpath.as_path()] {
             owner_only(p).map_err(|source| StateError::Write {
                 path: p.to_owned(),
                 source,
             })?;
         }
-        if complete < end {
-            tracing::warn!(path = %jpath.display(), bytes = end - complete, "cut off an unfinished last line of the state journal (a crash during a write that was never acknowledged)");
-        }
-        if complete < journal_bytes.len() {
-            // Cut the torn line and the zeros; they are written again when needed.
-            journal.set_len(complete as u64).map_err(write)?;
+        let file_len = journal.metadata().map_err(write)?.len();
+        if let Some(torn) = journal_end.torn {
+            tracing::warn!(path = %jpath.display(), offset = torn, "cut off a torn last record of the state journal (a crash in the middle of a write, never acknowledged)");
+            // Cut the torn record and the zeros; they are written again when needed.
+            journal.set_len(journal_end.end as u64).map_err(write)?;
             journal.sync_all().map_err(write)?;
         }
+        let cap = if journal_end.torn.is_some() {
+            journal_end.end as u64
+        } else {
+            file_len
+        };
         let mut store = Store {
             times: Default::default(),
-            path: path.to_owned(),
+            path,
+            _lock: lock,
             journal,
-            journal_len: complete as u64,
-            journal_cap: complete as u64,
-            snapshot_len: snapshot.map_or(0, |b| b.len() as u64),
+            journal_len: journal_end.end as u64,
+            journal_cap: cap,
+            snapshot_len,
         };
         if let Some(r) = reg.as_ref().filter(|_| store.journal_len > 0) {
-            // Start from a complete state file again.
-            store.compact(r)?;
+            // Start from a complete state file again, if the disk lets us.
+            if let Err(e) = store.compact(r) {
+                tracing::warn!(error = %e, "could not fold the state journal into the state file at start; serving what was loaded (the journal holds it). Changes are refused until the disk takes writes again");
+            }
         }
         Ok((reg, store))
+    }
+
+    /// The state file this store writes (a `--state` symlink's target).
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Make the changes between `before` and `after` durable. Returns once they are.
@@ -442,13 +535,16 @@ impl Store {
         after: &Registry,
         changes: &Changes,
     ) -> Result<(), StateError> {
-        let recs = records(before, after, changes);
-        if recs.is_empty() {
-            return Ok(());
+        match record(before, after, changes) {
+            Some(line) => self.append(&line, after),
+            None => Ok(()),
         }
+    }
+
+    /// Append one journal record (from [`record`]), or, when the journal has grown past the
+    /// state file, rewrite the state file from `after` instead. Returns once it is durable.
+    pub fn append(&mut self, line: &[u8], after: &Registry) -> Result<(), StateError> {
         let started = std::time::Instant::now();
-        let mut line = serde_json::to_vec(&recs).expect("records serialise");
-        line.push(b'\n');
         let jpath = journal_path(&self.path);
         let write = |source| StateError::Write {
             path: jpath.clone(),
@@ -460,7 +556,7 @@ impl Store {
         let at = self.journal_len;
         let appended = self
             .reserve(line.len() as u64)
-            .and_then(|()| self.journal.write_all_at(&line, at))
+            .and_then(|()| self.journal.write_all_at(line, at))
             .and_then(|()| self.journal.sync_data());
         if let Err(e) = appended {
             // Never leave half a line for the next one to follow.
@@ -473,18 +569,27 @@ impl Store {
         Ok(())
     }
 
-    /// Make sure `n` bytes after the lines are already on disk (as zeros), growing the file
-    /// by [`PREALLOC_BYTES`] at a time.
+    /// Make sure `n` bytes after the records are already on disk (as zeros), growing the file
+    /// by [`PREALLOC_BYTES`] at a time, or, where that does not fit, by what is needed.
     fn reserve(&mut self, n: u64) -> io::Result<()> {
         if self.journal_len + n <= self.journal_cap {
             return Ok(());
         }
-        let grow = (self.journal_len + n - self.journal_cap).max(PREALLOC_BYTES);
-        let zeros = vec![0u8; grow as usize];
-        self.journal.write_all_at(&zeros, self.journal_cap)?;
-        self.journal.sync_all()?;
-        self.journal_cap += grow;
-        Ok(())
+        let need = self.journal_len + n - self.journal_cap;
+        let mut result = Ok(());
+        for grow in [need.max(PREALLOC_BYTES), need.div_ceil(PAGE) * PAGE] {
+            let zeros = vec![0u8; grow as usize];
+            result = self
+                .journal
+                .write_all_at(&zeros, self.journal_cap)
+                .and_then(|()| self.journal.sync_all());
+            if result.is_ok() {
+                self.journal_cap += grow;
+                return Ok(());
+            }
+            // (What a failed step wrote is zeros past the records: harmless, and written over.)
+        }
+        result
     }
 
     /// Whether changes are waiting in the journal (not yet folded into the state file).
@@ -513,7 +618,57 @@ impl Store {
     }
 }
 
-/// Write `bytes` to `path` atomically and durably.
+/// Read the state file and its journal without writing anything: the registry they hold
+/// (none if neither exists), the state file's length, and where the journal's records end.
+fn read_state(path: &Path) -> Result<(Option<Registry>, u64, JournalEnd), StateError> {
+    let corrupt = |path: &Path, reason| StateError::Corrupt {
+        path: path.to_owned(),
+        reason,
+    };
+    let read = |path: &Path| match fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StateError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    };
+    let snapshot = read(path)?;
+    let mut reg = match &snapshot {
+        Some(bytes) => Some(decode(bytes).map_err(|r| corrupt(path, r))?),
+        None => None,
+    };
+    let jpath = journal_path(path);
+    let journal_bytes = read(&jpath)?.unwrap_or_default();
+    let journal =
+        super::journal::read(&journal_bytes).map_err(|e| corrupt(&jpath, e.to_string()))?;
+    for (offset, json) in &journal.records {
+        let at = |e: String| corrupt(&jpath, format!("the record at byte {offset}: {e}"));
+        let recs: Vec<Record> = serde_json::from_slice(json).map_err(|e| at(e.to_string()))?;
+        let r = reg.get_or_insert_with(Registry::new);
+        for rec in recs {
+            replay(r, rec).map_err(at)?;
+        }
+    }
+    let end = JournalEnd {
+        end: journal.end,
+        torn: journal.torn,
+    };
+    Ok((reg, snapshot.map_or(0, |b| b.len() as u64), end))
+}
+
+/// Where a journal's records end, and where a torn last record starts.
+struct JournalEnd {
+    end: usize,
+    torn: Option<usize>,
+}
+
+/// The state a state file and its journal hold, read without taking the lock or writing
+/// anything (`quayside state export` of a running quayside's file).
+pub fn load(path: &Path) -> Result<Option<Registry>, StateError> {
+    read_state(&resolve(path)).map(|(reg, _, _)| reg)
+}
+
 /// Make a state file readable by its owner only (it holds password hashes and header
 /// secrets), saying so when it was not; a missing file is fine.
 fn owner_only(path: &Path) -> io::Result<()> {
@@ -529,6 +684,7 @@ fn owner_only(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Write `bytes` to `path` atomically and durably.
 pub fn save(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let wrap = |source| StateError::Write {
         path: path.to_owned(),
@@ -771,14 +927,73 @@ mod tests {
     }
 
     #[test]
-    fn a_bad_journal_line_is_named() {
+    fn a_bad_journal_record_is_named() {
         let path = tmp("badline");
         fs::write(journal_path(&path), "[]\n[{\"backend\":{\"no\":\"a\"}}]\n").unwrap();
         let e = Store::open(&path).err().unwrap().to_string();
         assert!(
-            e.contains("state.json.journal") && e.contains("line 2"),
+            e.contains("state.json.journal") && e.contains("record at byte 3"),
             "{e}"
         );
+        let _ = fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn records_are_checked_and_damage_before_one_refuses_the_files_untouched() {
+        let path = tmp("damage");
+        let (_, mut store) = Store::open(&path).unwrap();
+        let mut r = Registry::new();
+        for (i, no) in ["a", "b", "c"].iter().enumerate() {
+            r = step(&mut store, &r, vec![upsert(no, i as u16 + 1)]);
+        }
+        drop(store);
+        let jpath = journal_path(&path);
+        let mut bytes = fs::read(&jpath).unwrap();
+        assert!(bytes.starts_with(b"#"), "checked records");
+        // Four zero bytes after the first record: the two after it were acknowledged.
+        let first = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+        bytes[first..first + 4].fill(0);
+        fs::write(&jpath, &bytes).unwrap();
+        let e = Store::open(&path).err().unwrap().to_string();
+        assert!(e.contains(&format!("byte {first}")), "{e}");
+        assert!(e.contains("left untouched"), "{e}");
+        assert_eq!(fs::read(&jpath).unwrap(), bytes, "the journal was not touched");
+        assert!(!path.exists(), "no state file was made");
+        let _ = fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn one_process_at_a_time_through_any_path() {
+        let path = tmp("lock");
+        let link = path.with_file_name("link.json");
+        std::os::unix::fs::symlink(&path, &link).unwrap();
+        let (_, store) = Store::open(&link).unwrap();
+        for p in [&path, &link] {
+            match Store::open(p).err().unwrap() {
+                StateError::Locked { path: locked, pid } => {
+                    assert_eq!(locked, path);
+                    assert_eq!(pid, Some(std::process::id()));
+                }
+                e => panic!("{e}"),
+            }
+        }
+        drop(store);
+        assert!(Store::open(&path).is_ok(), "free once the first is gone");
+        let _ = fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn a_symlinked_state_file_is_written_through() {
+        let path = tmp("symlink");
+        let link = path.with_file_name("link.json");
+        std::os::unix::fs::symlink("state.json", &link).unwrap();
+        let (_, mut store) = Store::open(&link).unwrap();
+        let r = step(&mut store, &Registry::new(), vec![upsert("a", 1)]);
+        store.compact(&r).unwrap();
+        drop(store);
+        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(decode(&fs::read(&path).unwrap()).unwrap(), r);
+        assert_eq!(Store::open(&link).unwrap().0.unwrap(), r);
         let _ = fs::remove_dir_all(path.parent().unwrap());
     }
 

@@ -86,7 +86,7 @@ pub struct Rewritten {
 
 /// A request target (path and query) under the rule: where its path ends, and what the rule
 /// made of it if it changed anything (`None`: already normal; one scan, nothing allocated).
-#[inline]
+#[inline(always)]
 pub fn target(raw: &str) -> Result<(usize, Option<Box<Rewritten>>), PathError> {
     match scan(raw.as_bytes()) {
         (end, true) => Ok((end, None)),
@@ -113,7 +113,7 @@ fn rewrite(raw: &str, end: usize) -> Result<Option<Box<Rewritten>>, PathError> {
 
 /// The one scan of a target: where its path ends (its `?`, or its end), and whether the path
 /// needs nothing: no `%`, `\` or `;`, no empty, `.` or `..` segment.
-#[inline]
+#[inline(always)]
 fn scan(p: &[u8]) -> (usize, bool) {
     if p.first() != Some(&b'/') {
         return (p.iter().position(|&b| b == b'?').unwrap_or(p.len()), true);

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 pub struct Proc {
     pub child: Child,
     lines: mpsc::Receiver<String>,
+    /// Every line it has logged so far.
+    all: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// Its working directory, of its own (so its default state file is never the checkout's,
     /// nor another test's); removed on drop.
     dir: std::path::PathBuf,
@@ -80,13 +82,21 @@ impl Proc {
         let mut child = cmd.spawn().unwrap();
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let (tx, lines) = mpsc::channel();
+        let all = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = all.clone();
         // Also keeps the pipe drained so the child never blocks on it.
         std::thread::spawn(move || {
             for l in stderr.lines().map_while(Result::ok) {
+                kept.lock().unwrap().push(l.clone());
                 let _ = tx.send(l);
             }
         });
-        Proc { child, lines, dir }
+        Proc {
+            child,
+            lines,
+            all,
+            dir,
+        }
     }
 
     /// The next log line containing `needle` (earlier lines are skipped).
@@ -104,6 +114,21 @@ impl Proc {
                     panic!("quayside exited before logging {needle:?}")
                 }
             }
+        }
+    }
+
+    /// A line it has logged, ever, containing `needle`, waiting up to `within` for one.
+    pub fn logged(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(l) = self.all.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log line with {needle:?} within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

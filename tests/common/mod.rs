@@ -4,6 +4,7 @@
 pub mod binary;
 pub mod daemon;
 pub mod docker;
+pub mod mount;
 pub mod pebble;
 
 use std::convert::Infallible;

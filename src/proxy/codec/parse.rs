@@ -317,7 +317,9 @@ pub fn request<'h, 'b>(
 /// hop-by-hop ones, with the forwarding headers set as `headers::set_forwarded` sets them on
 /// hyper's side (`X-Forwarded-For` appended to the client's lines joined, if kept;
 /// `X-Real-IP`, `X-Forwarded-Proto` and `-Host`; `Forwarded` dropped unless kept).
-/// `edits`: a service's request header edits (its middlewares).
+/// `edits`: a service's request header edits (its middlewares). (Always inlined into its one
+/// caller: LTO's own choice flips with the caller's size, at ~350 instructions a request.)
+#[inline(always)]
 pub fn write_upstream_head(
     out: &mut Vec<u8>,
     req: &Request<'_, '_>,

@@ -350,6 +350,71 @@ fn refuse(
     })
 }
 
+/// A service's head-only middlewares, for a request the fast path takes so far: the plan to
+/// go on with, or what the request became (`None`: hyper's; or answered). Out of line, so that
+/// `prepare` stays small enough for its callees to be inlined: a service without middlewares
+/// pays nothing for this code (BENCHMARKS.md, "Seams").
+#[inline(never)]
+fn gate(
+    fwd: &Forwarder,
+    client: &Client,
+    inb: &[u8],
+    req: &parse::Request<'_, '_>,
+    (ip, forward): (std::net::IpAddr, &str),
+    info: &Info,
+    plan: Plan,
+) -> Result<Plan, Option<Box<Refused>>> {
+    let decided = {
+        let Some(m) = plan.service.middleware.as_deref() else {
+            return Ok(plan);
+        };
+        // Forward auth and compression are hyper's side's; so is checking a new password.
+        let authorization = parse::header(req.headers, "authorization");
+        let now = Instant::now();
+        if !m.fast() || m.unverified(authorization, now) {
+            return Err(None);
+        }
+        let ask = Ask {
+            client: ip,
+            tls: client.proto == "https",
+            host: req.host,
+            target: forward,
+            authorization,
+            https_port: fwd.https_port,
+        };
+        m.gate(&ask, now)
+    };
+    match decided {
+        Gate::Pass => Ok(plan),
+        Gate::Verify => Err(None),
+        Gate::Answer(a) => Err(Some(Box::new(Refused {
+            err: ProxyError::Answered(Box::new(a)),
+            info: *info,
+            seen: Some(Seen::new(fwd, inb, req, ip)),
+            plan: Some(plan),
+        }))),
+    }
+}
+
+/// 503: nothing to pick. Out of line, as [`gate`].
+#[cold]
+#[inline(never)]
+fn unavailable(
+    fwd: &Forwarder,
+    inb: &[u8],
+    req: &parse::Request<'_, '_>,
+    ip: std::net::IpAddr,
+    info: &Info,
+    plan: Plan,
+) -> Box<Refused> {
+    Box::new(Refused {
+        err: plan.unavailable(),
+        info: *info,
+        seen: Some(Seen::new(fwd, inb, req, ip)),
+        plan: Some(plan),
+    })
+}
+
 /// Parse, route and rewrite the request at the start of `inb` (no I/O, and nothing of the
 /// parse kept: the header slots never live across an await).
 fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Refused>> {
@@ -404,46 +469,18 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
         return Err(refused);
     }
     let forward = target.forward();
-    let (plan, first) = Plan::new(&table, req.host, &target, &fields, ip);
-    if let Some(m) = plan.service.middleware.as_deref() {
-        // Forward auth and compression are hyper's side's; so is checking a new password.
-        let authorization = parse::header(req.headers, "authorization");
-        let now = Instant::now();
-        if !m.fast() || m.unverified(authorization, now) {
-            return Ok(Prep::Slow);
-        }
-        let ask = Ask {
-            client: ip,
-            tls: client.proto == "https",
-            host: req.host,
-            target: forward,
-            authorization,
-            https_port: fwd.https_port,
+    let (mut plan, first) = Plan::new(&table, req.host, &target, &fields, ip);
+    if plan.service.middleware.is_some() {
+        plan = match gate(fwd, client, inb, &req, (ip, forward), &info, plan) {
+            Ok(p) => p,
+            Err(None) => return Ok(Prep::Slow),
+            Err(Some(refused)) => return Err(refused),
         };
-        match m.gate(&ask, now) {
-            Gate::Pass => {}
-            Gate::Verify => return Ok(Prep::Slow),
-            Gate::Answer(a) => {
-                return Err(Box::new(Refused {
-                    err: ProxyError::Answered(Box::new(a)),
-                    info,
-                    seen: Some(Seen::new(fwd, inb, &req, ip)),
-                    plan: Some(plan),
-                }));
-            }
-        }
     }
     let first = match first {
         Some(u) if u.h2c => return Ok(Prep::Slow),
         Some(u) => u,
-        None => {
-            return Err(Box::new(Refused {
-                err: plan.unavailable(),
-                info,
-                seen: Some(Seen::new(fwd, inb, &req, ip)),
-                plan: Some(plan),
-            }));
-        }
+        None => return Err(unavailable(fwd, inb, &req, ip, &info, plan)),
     };
     let seen = Seen::new(fwd, inb, &req, ip);
     let target = plan.target(forward);

@@ -68,6 +68,12 @@ pub async fn trim_freed_memory(runtime: Arc<Runtime>, mut stop: watch::Receiver<
     }
 }
 
+/// Give freed memory back to the OS now (after loading a large state at start, whose file and
+/// parsed copy are freed once the registry is built).
+pub fn release_freed_memory() {
+    trim();
+}
+
 /// One step of the trimmer: `spell` parks happened in the last interval; whether to trim now.
 fn trim_now(busy: &mut bool, spell: u64) -> bool {
     if spell >= TRIM_AFTER_PARKS {
