@@ -477,10 +477,17 @@ mod tests {
             assert_eq!(b.points.last().unwrap().t, WINDOW as u64 + 19);
         }
         let idle = v.backends.iter().find(|b| b.no == "idle").unwrap();
-        assert!(idle.points.iter().all(|p| p.requests == 0 && p.p50_ms.is_none()));
+        assert!(
+            idle.points
+                .iter()
+                .all(|p| p.requests == 0 && p.p50_ms.is_none())
+        );
         let busy = v.backends.iter().find(|b| b.no == "busy").unwrap();
         let counted: u64 = busy.points.iter().map(|p| p.requests).sum();
-        assert_eq!(counted, busy.points.iter().filter(|p| p.requests > 0).count() as u64 * 2);
+        assert_eq!(
+            counted,
+            busy.points.iter().filter(|p| p.requests > 0).count() as u64 * 2
+        );
         // A backend listed later has points from then on only.
         let mut more = known.clone();
         more.push(("new".into(), "app".into()));

@@ -57,7 +57,9 @@ fn quayside(args: &[&str]) -> std::process::Output {
 
 async fn add(admin: &str, no: &str, port: u16) -> (u16, String) {
     let r = Http::new()
-        .get(&format!("http://{admin}/add?no={no}&ip=127.0.0.1&port={port}"))
+        .get(&format!(
+            "http://{admin}/add?no={no}&ip=127.0.0.1&port={port}"
+        ))
         .await;
     (r.status.as_u16(), r.body)
 }
@@ -186,30 +188,54 @@ async fn a_frozen_disk_stops_neither_health_nor_reads() {
     });
     // Meanwhile (the change waits on the disk), the control plane answers at once.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    for path in ["/healthz", "/readyz", "/metrics", "/api/v1/backends", "/get?no=before"] {
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api/v1/backends",
+        "/get?no=before",
+    ] {
         let started = Instant::now();
         let r = Http::new().get(&format!("http://{admin}{path}")).await;
         assert_eq!(r.status, 200, "{path}: {}", r.body);
-        assert!(started.elapsed() < Duration::from_secs(2), "{path} waited {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{path} waited {:?}",
+            started.elapsed()
+        );
     }
     let out = quayside(&["--admin-listen", &admin, "healthcheck"]);
     assert!(out.status.success(), "{out:?}");
     let (status, body, took) = change.await.unwrap();
     assert_eq!(status, 503, "{body}");
-    assert!(body.contains("is applied, and is saved when the disk answers"), "{body}");
+    assert!(
+        body.contains("is applied, and is saved when the disk answers"),
+        "{body}"
+    );
     assert!(took >= Duration::from_secs(9), "{took:?}");
-    let metrics = Http::new().get(&format!("http://{admin}/metrics")).await.body;
+    let metrics = Http::new()
+        .get(&format!("http://{admin}/metrics"))
+        .await
+        .body;
     assert!(metrics.contains("quayside_state_writable 0"), "{metrics}");
-    assert!(metrics.contains("quayside_state_unsaved_changes 1"), "{metrics}");
+    assert!(
+        metrics.contains("quayside_state_unsaved_changes 1"),
+        "{metrics}"
+    );
     // Applied: routed.
     let r = Http::new().get(&format!("http://{proxy}/")).await;
     assert_eq!(r.status, 200);
-    let r = Http::new().get(&format!("http://{admin}/get?no=during")).await;
+    let r = Http::new()
+        .get(&format!("http://{admin}/get?no=during"))
+        .await;
     assert!(r.body.contains("service: late"), "{}", r.body);
     // Thawed: saved, and still there after a kill -9.
     fs.thaw();
     common::eventually(20, "the change saved", || async {
-        let m = Http::new().get(&format!("http://{admin}/metrics")).await.body;
+        let m = Http::new()
+            .get(&format!("http://{admin}/metrics"))
+            .await
+            .body;
         (m.contains("quayside_state_unsaved_changes 0") && m.contains("quayside_state_writable 1"))
             .then_some(())
     })
@@ -223,7 +249,9 @@ async fn a_frozen_disk_stops_neither_health_nor_reads() {
 /// 503 (and are not applied) until space returns, which the metrics and the log say.
 #[tokio::test]
 async fn a_full_disk_at_start_stops_nothing_but_changes() {
-    let Some(fs) = Mounted::tmpfs("1m") else { return };
+    let Some(fs) = Mounted::tmpfs("1m") else {
+        return;
+    };
     let state = fs.path("state.json");
     let b = Backend::start("full").await;
     let (mut p, _, admin) = spawn(&state);
@@ -242,18 +270,27 @@ async fn a_full_disk_at_start_stops_nothing_but_changes() {
     let filler = fs.fill();
     let (p, proxy, admin) = spawn(&state);
     p.logged("serving what was loaded", Duration::from_secs(5));
-    assert_eq!(Http::new().get(&format!("http://{proxy}/")).await.body, "full\n");
+    assert_eq!(
+        Http::new().get(&format!("http://{proxy}/")).await.body,
+        "full\n"
+    );
     let r = Http::new().get(&format!("http://{admin}/readyz")).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let (status, body) = add(&admin, "refused", b.port()).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("not applied"), "{body}");
     assert_eq!(nos(&admin).await, ["saved"]);
-    let metrics = Http::new().get(&format!("http://{admin}/metrics")).await.body;
+    let metrics = Http::new()
+        .get(&format!("http://{admin}/metrics"))
+        .await
+        .body;
     assert!(metrics.contains("quayside_state_writable 0"), "{metrics}");
     std::fs::remove_file(filler).unwrap();
     assert_eq!(add(&admin, "later", b.port()).await.0, 200);
-    let metrics = Http::new().get(&format!("http://{admin}/metrics")).await.body;
+    let metrics = Http::new()
+        .get(&format!("http://{admin}/metrics"))
+        .await
+        .body;
     assert!(metrics.contains("quayside_state_writable 1"), "{metrics}");
     drop(p);
     let (_p, _, admin) = spawn(&state);
@@ -263,7 +300,9 @@ async fn a_full_disk_at_start_stops_nothing_but_changes() {
 /// A 64 KiB filesystem takes changes: the journal grows by what fits.
 #[tokio::test]
 async fn a_small_filesystem_takes_changes() {
-    let Some(fs) = Mounted::tmpfs("64k") else { return };
+    let Some(fs) = Mounted::tmpfs("64k") else {
+        return;
+    };
     let state = fs.path("state.json");
     let (mut p, _, admin) = spawn(&state);
     for i in 0..40 {

@@ -15,9 +15,7 @@ const HEADER: usize = 18;
 /// One record's bytes, ready to be appended.
 pub fn frame(json: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + json.len() + 1);
-    out.extend_from_slice(
-        format!("#{:08x}{:08x} ", json.len(), crc32fast::hash(json)).as_bytes(),
-    );
+    out.extend_from_slice(format!("#{:08x}{:08x} ", json.len(), crc32fast::hash(json)).as_bytes());
     out.extend_from_slice(json);
     out.push(b'\n');
     out
@@ -145,7 +143,10 @@ mod tests {
         let jsons: Vec<&[u8]> = r.records.iter().map(|(_, j)| *j).collect();
         assert_eq!(jsons, [&b"[1]"[..], b"[2,3]"]);
         assert_eq!((r.end, r.torn), (j.len() - 100, None));
-        assert_eq!(frame(b"[]"), format!("#00000002{:08x} []\n", crc32fast::hash(b"[]")).as_bytes());
+        assert_eq!(
+            frame(b"[]"),
+            format!("#00000002{:08x} []\n", crc32fast::hash(b"[]")).as_bytes()
+        );
     }
 
     #[test]

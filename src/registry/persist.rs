@@ -957,7 +957,11 @@ mod tests {
         let e = Store::open(&path).err().unwrap().to_string();
         assert!(e.contains(&format!("byte {first}")), "{e}");
         assert!(e.contains("left untouched"), "{e}");
-        assert_eq!(fs::read(&jpath).unwrap(), bytes, "the journal was not touched");
+        assert_eq!(
+            fs::read(&jpath).unwrap(),
+            bytes,
+            "the journal was not touched"
+        );
         assert!(!path.exists(), "no state file was made");
         let _ = fs::remove_dir_all(path.parent().unwrap());
     }
@@ -991,7 +995,12 @@ mod tests {
         let r = step(&mut store, &Registry::new(), vec![upsert("a", 1)]);
         store.compact(&r).unwrap();
         drop(store);
-        assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert!(
+            fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         assert_eq!(decode(&fs::read(&path).unwrap()).unwrap(), r);
         assert_eq!(Store::open(&link).unwrap().0.unwrap(), r);
         let _ = fs::remove_dir_all(path.parent().unwrap());

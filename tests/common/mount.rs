@@ -63,12 +63,14 @@ impl Mounted {
         let dir = fresh_dir("tmpfs");
         let opts = format!("size={size},mode=0755");
         or_skip(
-            run("mount", &["-t", "tmpfs", "-o", &opts, "tmpfs", dir.to_str().unwrap()]).map(|()| {
-                Mounted {
-                    dir,
-                    image: None,
-                    frozen: AtomicBool::new(false),
-                }
+            run(
+                "mount",
+                &["-t", "tmpfs", "-o", &opts, "tmpfs", dir.to_str().unwrap()],
+            )
+            .map(|()| Mounted {
+                dir,
+                image: None,
+                frozen: AtomicBool::new(false),
             }),
         )
     }
