@@ -184,6 +184,8 @@ fn run(mut store: Store, rx: std::sync::mpsc::Receiver<Job>, status: &Status) {
             (What::Append(line), None) => {
                 write(&mut store, status, |s| s.append(line, &job.registry))
             }
+            // (A clean shutdown's rewrite, with nothing in the journal: nothing to do.)
+            (What::Compact, None) if !store.has_journal() => Ok(()),
             _ => write(&mut store, status, |s| s.compact(&job.registry)),
         };
         let saved = result.is_ok();
