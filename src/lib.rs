@@ -587,7 +587,9 @@ async fn serve(
         let _ = t.await;
     }
     let _ = tokio::time::timeout(config.proxy.shutdown_timeout, admin).await;
-    saver.compact().await;
+    // (Folds the journal into the state file and releases its lock: a quayside started again
+    // in this process, or another one, may open it once this returns.)
+    saver.close().await;
     // The access log's last lines (requests finished during the shutdown).
     access_stop.store(true, std::sync::atomic::Ordering::Relaxed);
     if let Some(w) = access_writer {

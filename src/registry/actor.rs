@@ -68,6 +68,8 @@ enum Msg {
     Apply(Command, Reply, Option<String>),
     /// Fold the journal into the state file (clean shutdown).
     Compact(oneshot::Sender<()>),
+    /// Close the store (its writes done, a state file's lock released) and stop.
+    Close(oneshot::Sender<()>),
     /// A generation of the Swarm store another replica wrote.
     Adopt(u64, Box<Registry>),
 }
@@ -134,6 +136,17 @@ impl<T: Publish> Handle<T> {
         }
     }
 
+    /// Fold the journal into the state file, then close the store (a state file's lock is
+    /// released once this returns: another quayside, or this one run again, may open it) and
+    /// stop the registry task; changes asked for after it are refused.
+    pub async fn close(&self) {
+        self.compact().await;
+        let (done, rx) = oneshot::channel();
+        if self.tx.send(Msg::Close(done)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+
     /// Adopt generation `g` of the Swarm store, written by another replica (ignored unless
     /// newer than what this replica has).
     pub async fn adopt(&self, g: u64, reg: Registry) {
@@ -193,6 +206,7 @@ async fn run<T: Publish>(
         let mut cmds = Vec::with_capacity(batch.len());
         let mut replies = Vec::with_capacity(batch.len());
         let mut compact = Vec::new();
+        let mut close = None;
         // A newer generation another replica wrote (the newest of the batch).
         let mut adopt: Option<(u64, Box<Registry>)> = None;
         // Who asked for the change of each entry (by `no`) and service (by name).
@@ -212,6 +226,7 @@ async fn run<T: Publish>(
                     replies.push(reply);
                 }
                 Msg::Compact(done) => compact.push(done),
+                Msg::Close(done) => close = Some(done),
                 Msg::Adopt(g, reg) => {
                     if adopt.as_ref().is_none_or(|(have, _)| g > *have) {
                         adopt = Some((g, reg));
@@ -331,5 +346,16 @@ async fn run<T: Publish>(
         for done in compact {
             let _ = done.send(());
         }
+        if let Some(done) = close {
+            if let Some(Saving::File(writer)) = store.take() {
+                writer.close(CLOSE_WAIT).await;
+            }
+            let _ = done.send(());
+            // (Dropping the receiver refuses whatever is asked after: nothing would save it.)
+            return;
+        }
     }
 }
+
+/// How long closing waits for the state file's last write.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);

@@ -90,6 +90,8 @@ struct Job {
 pub struct Writer {
     jobs: std::sync::mpsc::Sender<Job>,
     status: Arc<Status>,
+    /// Answered when the thread has ended (and the store, its lock included, is closed).
+    ended: oneshot::Receiver<()>,
 }
 
 impl Writer {
@@ -98,15 +100,34 @@ impl Writer {
         let status = Arc::new(Status::default());
         status.now_ms();
         let (jobs, rx) = std::sync::mpsc::channel();
+        let (end, ended) = oneshot::channel();
         let s = status.clone();
         let spawned = std::thread::Builder::new()
             .name("quayside-state".into())
-            .spawn(move || run(store, rx, &s));
+            .spawn(move || {
+                run(store, rx, &s);
+                let _ = end.send(());
+            });
         if let Err(e) = spawned {
             // Without the thread every change fails as unsaved: said at each, and here once.
             tracing::error!(error = %e, "cannot start the state file's writer thread; changes cannot be saved");
         }
-        Writer { jobs, status }
+        Writer {
+            jobs,
+            status,
+            ended,
+        }
+    }
+
+    /// End the thread once its writes are done, closing the store (its lock released); waits
+    /// at most `within` (a disk that does not answer keeps it).
+    pub async fn close(self, within: Duration) {
+        drop(self.jobs);
+        if tokio::time::timeout(within, self.ended).await.is_err() {
+            tracing::warn!(
+                "the state file's last write has not finished; not waiting for it any longer"
+            );
+        }
     }
 
     pub fn status(&self) -> &Arc<Status> {

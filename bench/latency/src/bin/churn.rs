@@ -32,14 +32,20 @@ fn main() {
     while start.elapsed().as_secs_f64() < secs {
         let k = done % 100;
         let req = if read_only {
-            format!("GET /get?no=churn{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", k / 2)
+            format!(
+                "GET /get?no=churn{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                k / 2
+            )
         } else if k % 2 == 0 {
             format!(
                 "GET /add?no=churn{}&ip=127.0.0.1&port=18081&service=churn HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
                 k / 2
             )
         } else {
-            format!("GET /delete?no=churn{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", k / 2)
+            format!(
+                "GET /delete?no=churn{} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                k / 2
+            )
         };
         w.write_all(req.as_bytes()).expect("send");
         // Status line, headers up to the blank line, then Content-Length bytes.
