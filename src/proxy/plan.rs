@@ -488,13 +488,6 @@ fn parse_forwarded_ip(item: &str) -> Option<IpAddr> {
     item.rsplit_once(':')?.0.parse().ok()
 }
 
-/// Whether a request's own `X-Forwarded-For` is kept (appended to) on its way upstream: with
-/// `--trusted-proxies` set, only one from a trusted proxy is.
-#[inline]
-pub fn keeps_forwarded_for(peer: IpAddr, trusted: &[Cidr]) -> bool {
-    trusted.is_empty() || Cidr::any(trusted, peer)
-}
-
 /// How a request's forwarding headers are set on its way upstream, on both fronts
 /// ([`headers::set_forwarded`] and the fast path's head writer): `X-Forwarded-For` gets the
 /// peer appended (to the client's own lines, joined, if kept), `X-Real-IP` is the client
@@ -649,9 +642,32 @@ mod tests {
             client_ip(peer, lines.into_iter(), &trusted),
             ip("198.51.100.7")
         );
-        assert!(keeps_forwarded_for(peer, &trusted));
-        assert!(!keeps_forwarded_for(ip("192.0.2.1"), &trusted));
-        assert!(keeps_forwarded_for(ip("192.0.2.1"), &[]));
+    }
+
+    #[test]
+    fn what_a_client_forwards_is_kept_only_from_a_trusted_proxy() {
+        let client = |ip: &str| super::super::forwarder::Client {
+            ip: ip.parse().unwrap(),
+            ip_header: HeaderValue::from_str(ip).unwrap(),
+            proto: HeaderValue::from_static("http"),
+        };
+        let trusted = [Cidr::parse("10.0.0.0/8").unwrap()];
+        let (proxy, other) = (client("10.0.0.2"), client("192.0.2.1"));
+        let decided: IpAddr = "203.0.113.9".parse().unwrap();
+        let mut made = None;
+        let f = forwarding(&other, other.ip, &[], &mut made);
+        assert_eq!((f.keep_xff, f.keep_forwarded), (true, false));
+        assert_eq!(f.client, "192.0.2.1");
+        let mut made = None;
+        let f = forwarding(&proxy, decided, &trusted, &mut made);
+        assert_eq!((f.keep_xff, f.keep_forwarded), (true, true));
+        assert_eq!(
+            (f.peer.as_bytes(), f.client.as_bytes()),
+            (&b"10.0.0.2"[..], &b"203.0.113.9"[..])
+        );
+        let mut made = None;
+        let f = forwarding(&other, other.ip, &trusted, &mut made);
+        assert_eq!((f.keep_xff, f.keep_forwarded), (false, false));
     }
 
     #[test]
