@@ -56,43 +56,28 @@ async fn put_service(q: &Quayside, name: &str, body: serde_json::Value) {
 /// A forward-auth service: 200 with `X-User: alice` for `X-Token: good`, else 401 with a body
 /// of its own.
 async fn auth_server() -> (u16, tokio::task::JoinHandle<()>) {
-    use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let good = req.headers().get("x-token").is_some_and(|v| v == "good");
-                    let uri = req
-                        .headers()
-                        .get("x-forwarded-uri")
-                        .cloned()
-                        .unwrap_or(http::HeaderValue::from_static("-"));
-                    let resp = if good {
-                        http::Response::builder()
-                            .header("x-user", "alice")
-                            .header("x-other", "not copied")
-                            .body(full("ok"))
-                    } else {
-                        http::Response::builder()
-                            .status(401)
-                            .header("www-authenticate", "Bearer")
-                            .header("x-asked-uri", uri)
-                            .body(full("go away\n"))
-                    };
-                    Ok::<_, std::convert::Infallible>(resp.unwrap())
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
-    });
-    (port, task)
+    common::serve_fn(|req: Request<hyper::body::Incoming>| async move {
+        let good = req.headers().get("x-token").is_some_and(|v| v == "good");
+        let uri = req
+            .headers()
+            .get("x-forwarded-uri")
+            .cloned()
+            .unwrap_or(http::HeaderValue::from_static("-"));
+        let resp = if good {
+            http::Response::builder()
+                .header("x-user", "alice")
+                .header("x-other", "not copied")
+                .body(full("ok"))
+        } else {
+            http::Response::builder()
+                .status(401)
+                .header("www-authenticate", "Bearer")
+                .header("x-asked-uri", uri)
+                .body(full("go away\n"))
+        };
+        resp.unwrap()
+    })
+    .await
 }
 
 async fn setup() -> Setup {

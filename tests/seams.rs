@@ -479,37 +479,20 @@ async fn an_untrusted_clients_forwarding_headers_say_nothing() {
 /// A forward-auth service: 200 without `X-User` for `X-Token: good`, 200 with `X-User: bob`
 /// for `X-Token: bob`, 401 otherwise.
 async fn auth_server() -> (u16, tokio::task::JoinHandle<()>) {
-    use hyper::service::service_fn;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
-                    let token = req.headers().get("x-token").cloned();
-                    let resp = match token.as_ref().map(|t| t.as_bytes()) {
-                        Some(b"good") => http::Response::new(full("ok")),
-                        Some(b"bob") => http::Response::builder()
-                            .header("x-user", "bob")
-                            .body(full("ok"))
-                            .unwrap(),
-                        _ => http::Response::builder()
-                            .status(401)
-                            .body(full("no\n"))
-                            .unwrap(),
-                    };
-                    Ok::<_, std::convert::Infallible>(resp)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .await;
-            });
+    common::serve_fn(|req: Request<hyper::body::Incoming>| async move {
+        match req.headers().get("x-token").map(|t| t.as_bytes()) {
+            Some(b"good") => http::Response::new(full("ok")),
+            Some(b"bob") => http::Response::builder()
+                .header("x-user", "bob")
+                .body(full("ok"))
+                .unwrap(),
+            _ => http::Response::builder()
+                .status(401)
+                .body(full("no\n"))
+                .unwrap(),
         }
-    });
-    (port, task)
+    })
+    .await
 }
 
 /// The identity forward auth vouches for is the auth service's alone: a client's own

@@ -715,3 +715,32 @@ impl EventStream {
         }
     }
 }
+
+/// An HTTP/1.1 server on a port-0 loopback listener answering every request with `answer`
+/// (forward-auth services and the like); its port, and its task (abort it, or drop the runtime).
+pub async fn serve_fn<F, Fut>(answer: F) -> (u16, JoinHandle<()>)
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<BoxBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let answer = answer.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| {
+                    let answer = answer.clone();
+                    async move { Ok::<_, Infallible>(answer(req).await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (port, task)
+}
