@@ -414,23 +414,6 @@ async fn serve(
         Some((target, format)) => {
             let log = access_log::AccessLog::new(format);
             let writer = log.start(target, access_stop.clone())?;
-            use tokio::signal::unix::{SignalKind, signal};
-            match signal(SignalKind::user_defined1()) {
-                Ok(mut usr1) => {
-                    let (log, mut stop) = (log.clone(), stop_rx.clone());
-                    tokio::spawn(async move {
-                        loop {
-                            tokio::select! {
-                                _ = usr1.recv() => log.reopen(),
-                                _ = stop.wait_for(|s| *s) => return,
-                            }
-                        }
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGUSR1; the access log cannot be reopened after rotation")
-                }
-            }
             observer = Arc::new(proxy::plan::Tee(observer, log.clone()));
             (Some(log), Some(writer))
         }
@@ -480,6 +463,13 @@ async fn serve(
             stop_rx.clone(),
         ))
     };
+    // Before anything is served, so that neither signal ever ends the process.
+    tokio::spawn(on_signals(
+        tls.clone(),
+        !config.tls.certs.is_empty(),
+        access_log.clone(),
+        stop_rx.clone(),
+    ));
     // The plain listener's workers are 0..n, the TLS listener's n..2n: each its own pools.
     let all_workers = config.proxy.workers * if listeners.tls.is_some() { 2 } else { 1 };
     let proxy = tokio::spawn(proxy::serve_workers(
@@ -496,19 +486,11 @@ async fn serve(
     ));
     let tls_proxy = match (listeners.tls, &tls) {
         (Some(l), Some(t)) => {
-            // Installed before anything is served, so a SIGHUP never kills the process.
-            use tokio::signal::unix::{SignalKind, signal};
-            match signal(SignalKind::hangup()) {
-                Ok(hup) => {
-                    tokio::spawn(reload_on_sighup(t.clone(), hup, stop_rx.clone()));
-                    tracing::info!(
-                        pairs = config.tls.certs.len(),
-                        "TLS certificates loaded; SIGHUP reloads them"
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot listen for SIGHUP; reload certificates with POST /api/v1/tls/reload")
-                }
+            if !config.tls.certs.is_empty() {
+                tracing::info!(
+                    pairs = config.tls.certs.len(),
+                    "TLS certificates loaded; SIGHUP reloads them"
+                );
             }
             Some(tokio::spawn(proxy::serve_workers(
                 proxy::Listener {
@@ -598,19 +580,55 @@ async fn serve(
     Ok(())
 }
 
-/// Re-read the TLS certificates on every SIGHUP until `stop`.
-async fn reload_on_sighup(
-    tls: Arc<proxy::tls::Tls>,
-    mut hup: tokio::signal::unix::Signal,
+/// SIGHUP and SIGUSR1, whatever is configured, until `stop` (their default action would end
+/// the process, without a drain): SIGHUP reloads what can be reloaded (the TLS certificate
+/// files, and the access log, reopened), SIGUSR1 reopens the access log (logrotate's
+/// `postrotate`); each says in the log what it did, or that there was nothing to do.
+async fn on_signals(
+    tls: Option<Arc<proxy::tls::Tls>>,
+    files: bool,
+    log: Option<Arc<access_log::AccessLog>>,
     mut stop: watch::Receiver<bool>,
 ) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut hup, mut usr1) = match (
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+    ) {
+        (Ok(h), Ok(u)) => (h, u),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP and SIGUSR1; reload certificates with POST /api/v1/tls/reload");
+            return;
+        }
+    };
     loop {
         tokio::select! {
-            _ = hup.recv() => match tls.reload() {
-                Ok(n) => tracing::info!(pairs = n, "SIGHUP: TLS certificates reloaded"),
-                Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; still serving the previous certificates"),
+            _ = hup.recv() => {
+                let mut done = Vec::new();
+                if let Some(t) = tls.as_ref().filter(|_| files) {
+                    match t.reload() {
+                        Ok(n) => done.push(format!("reloaded {n} TLS certificate pair(s)")),
+                        Err(e) => tracing::error!(error = %e, "SIGHUP: TLS reload failed; still serving the previous certificates"),
+                    }
+                }
+                if let Some(l) = &log {
+                    l.reopen();
+                    done.push("reopening the access log".to_owned());
+                }
+                if done.is_empty() {
+                    tracing::info!("SIGHUP: nothing to reload (no TLS certificate files, no access log); going on");
+                } else {
+                    tracing::info!(done = %done.join("; "), "SIGHUP");
+                }
+            }
+            _ = usr1.recv() => match &log {
+                Some(l) => {
+                    l.reopen();
+                    tracing::info!("SIGUSR1: reopening the access log");
+                }
+                None => tracing::info!("SIGUSR1: no access log to reopen (see --access-log); going on"),
             },
-            _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

@@ -61,6 +61,14 @@ async fn start() -> anyhow::Result<()> {
     if config.healthcheck {
         return healthcheck(&config).await;
     }
+    // SIGHUP and SIGUSR1 end a process by default: from here on they never do (`run` says
+    // what it does with them; one that comes while the state loads is simply not acted on).
+    for kind in [
+        tokio::signal::unix::SignalKind::hangup(),
+        tokio::signal::unix::SignalKind::user_defined1(),
+    ] {
+        let _ = tokio::signal::unix::signal(kind);
+    }
     if let Some(action) = &config.state_action {
         return state(&config, action).await;
     }
