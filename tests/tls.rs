@@ -249,7 +249,7 @@ async fn the_binary_reloads_certificates_on_sighup() {
     unsafe { kill(p.child.id() as i32, 1) };
     // Once the reload is logged, new handshakes get the new certificate.
     p.wait_for(
-        "TLS certificates reloaded",
+        "SIGHUP done=reloaded 1 TLS certificate pair(s)",
         std::time::Duration::from_secs(5),
     );
     assert!(handshake(new).await);
