@@ -227,9 +227,10 @@ fn json_line(out: &mut String, r: &Record<'_>) {
     field(out, "proto", m.map_or("", |m| m.proto));
     let _ = write!(
         out,
-        ",\"status\":{},\"bytes_sent\":{},\"duration_ms\":{:.3}",
+        ",\"status\":{},\"bytes_sent\":{},\"outcome\":\"{}\",\"duration_ms\":{:.3}",
         r.status,
         r.body_bytes,
+        r.outcome.as_str(),
         r.duration.as_secs_f64() * 1000.0
     );
     match r.upstream {

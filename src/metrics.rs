@@ -19,7 +19,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 use crate::discovery::sources::Sources;
 use crate::health::{BackendStats, now_ms};
-use crate::proxy::plan::{Observe, Record};
+use crate::proxy::plan::{Observe, Outcome, Record};
 use crate::proxy::{Handshake, Runtime};
 use crate::registry::{AdminState, Registry};
 use crate::routing::RoutingTable;
@@ -47,6 +47,8 @@ struct Series {
     /// Per bucket of [`BUCKETS`] (not cumulative), then the overflow.
     buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_micros: AtomicU64,
+    /// Responses cut short: by the backend, by the client.
+    cut: [AtomicU64; 2],
 }
 
 /// Key of a series in a shard: the backend's runtime record (its address) or, for answers
@@ -117,6 +119,15 @@ impl Series {
         self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
         self.sum_micros
             .fetch_add(r.duration.as_micros() as u64, Ordering::Relaxed);
+        match r.outcome {
+            Outcome::Complete => {}
+            Outcome::BackendCut => {
+                self.cut[0].fetch_add(1, Ordering::Relaxed);
+            }
+            Outcome::ClientGone => {
+                self.cut[1].fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 }
 
@@ -144,6 +155,7 @@ impl Shard {
             retries: AtomicU64::new(0),
             buckets: Default::default(),
             sum_micros: AtomicU64::new(0),
+            cut: Default::default(),
         });
         let mut next = Map::clone(&self.series.load());
         next.insert(key, series.clone());
@@ -211,6 +223,8 @@ pub struct AdminLoad {
 #[derive(Default)]
 struct Sums {
     requests: BTreeMap<(String, String, u16), u64>,
+    /// Responses cut short, by service, backend, status and side (`backend`, `client`).
+    cut: BTreeMap<(String, String, u16, &'static str), u64>,
     retries: BTreeMap<String, u64>,
     /// Per service: bucket counts, count, sum of seconds.
     durations: BTreeMap<String, ([u64; BUCKETS.len() + 1], u64, f64)>,
@@ -229,6 +243,13 @@ impl Metrics {
                     .or_default() += n;
                 *sums.retries.entry(s.service.clone()).or_default() +=
                     s.retries.load(Ordering::Relaxed);
+                for (side, c) in ["backend", "client"].into_iter().zip(&s.cut) {
+                    let c = c.load(Ordering::Relaxed);
+                    if c > 0 {
+                        let key = (s.service.clone(), s.backend.clone(), s.code, side);
+                        *sums.cut.entry(key).or_default() += c;
+                    }
+                }
                 let d = sums.durations.entry(s.service.clone()).or_default();
                 for (i, b) in s.buckets.iter().enumerate() {
                     d.0[i] += b.load(Ordering::Relaxed);
@@ -254,6 +275,9 @@ impl Metrics {
                 t.requests += n;
                 if s.code >= 500 {
                     t.errors += n;
+                } else {
+                    // A response the backend cut short is an error whatever its status.
+                    t.errors += s.cut[0].load(Ordering::Relaxed);
                 }
                 for (i, b) in s.buckets.iter().enumerate() {
                     t.buckets[i] += b.load(Ordering::Relaxed);
@@ -312,6 +336,23 @@ impl Metrics {
             f.push(
                 vec![("service", service.clone())],
                 Value::Histogram(*sum, *count, list),
+            );
+        }
+        families.push(f);
+        let mut f = Family::new(
+            "quayside_responses_incomplete",
+            "Responses cut short, by service, backend, status and side: backend (it closed or broke off before the end; the client got a truncated response) or client (it went away first)",
+            MetricType::Counter,
+        );
+        for ((service, backend, code, side), n) in &sums.cut {
+            f.push(
+                vec![
+                    ("service", service.clone()),
+                    ("backend", backend.clone()),
+                    ("code", code.to_string()),
+                    ("side", (*side).to_owned()),
+                ],
+                Value::Counter(*n),
             );
         }
         families.push(f);

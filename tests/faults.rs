@@ -82,3 +82,99 @@ async fn stray_signals_end_nothing_and_say_what_they_did() {
     drop(p);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A backend that answers a head promising more than it sends, then closes: `Content-Length`
+/// (`chunked` false) or a chunked body cut in the middle of a chunk.
+async fn cutting_backend(chunked: bool) -> u16 {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let answer: &[u8] = if chunked {
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789"
+                } else {
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789"
+                };
+                let _ = s.write_all(answer).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// A response the backend cuts short counts as one: the access log says `backend_cut`,
+/// `quayside_responses_incomplete_total` counts it, on both fronts and for both framings.
+#[tokio::test]
+async fn a_response_cut_short_is_counted_as_one() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = std::env::temp_dir().join(format!("quayside-cut-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("access.log");
+    let mut c = common::test_config();
+    c.access_log = Some((
+        quayside::access_log::Target::File(log.clone()),
+        quayside::access_log::Format::Json,
+    ));
+    let q = common::Quayside::start_with(c).await;
+    let http = Http::new();
+    for (name, chunked) in [("length", false), ("chunked", true)] {
+        let port = cutting_backend(chunked).await;
+        let put = format!("/api/v1/services/{name}");
+        let body = format!(r#"{{"hosts": ["{name}.test"]}}"#);
+        assert_eq!(
+            http.method("PUT", &q.admin_url(&put), &body).await.status,
+            200
+        );
+        let add = format!("/add?no={name}-1&ip=127.0.0.1&port={port}&service={name}");
+        assert_eq!(http.get(&q.admin_url(&add)).await.status, 200);
+        // The fast path, and hyper's side (a Connection naming a header of its own).
+        for (i, extra) in ["", "Connection: x-hop\r\nX-Hop: 1\r\n"].iter().enumerate() {
+            let mut s = tokio::net::TcpStream::connect(q.proxy).await.unwrap();
+            let path = format!("/cut-{name}-{i}");
+            let req = format!("GET {path} HTTP/1.1\r\nHost: {name}.test\r\n{extra}\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut got = Vec::new();
+            let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
+            let text = String::from_utf8_lossy(&got);
+            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+            assert!(text.contains("0123456789"), "{text}");
+        }
+    }
+    let lines = common::eventually(5, "four access-log lines", || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let cut: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v["path"].as_str().is_some_and(|p| p.starts_with("/cut-")))
+            .collect();
+        (cut.len() == 4).then_some(cut)
+    })
+    .await;
+    for l in &lines {
+        assert_eq!(l["outcome"], "backend_cut", "{l}");
+        assert_eq!(l["status"], 200, "{l}");
+    }
+    let metrics = http.get(&q.admin_url("/metrics")).await.body;
+    for name in ["length", "chunked"] {
+        let want = format!(
+            r#"quayside_responses_incomplete_total{{service="{name}",backend="{name}-1",code="200",side="backend"}} 2"#
+        );
+        assert!(metrics.contains(&want), "{want} in:\n{metrics}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

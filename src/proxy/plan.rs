@@ -116,6 +116,31 @@ pub struct Record<'a> {
     pub upstream: Option<Duration>,
     /// Response body bytes relayed to the client.
     pub body_bytes: u64,
+    /// How the response ended: whole, or cut short by the backend or the client.
+    pub outcome: Outcome,
+}
+
+/// How a response ended (Envoy's `UC` and `DC` response flags, in words).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Outcome {
+    /// Relayed whole (or quayside's own answer).
+    #[default]
+    Complete,
+    /// The backend closed or broke off before its response was whole: the client got it cut
+    /// short, whatever its status says.
+    BackendCut,
+    /// The client went away (or stopped reading) before the response was whole.
+    ClientGone,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Complete => "complete",
+            Outcome::BackendCut => "backend_cut",
+            Outcome::ClientGone => "client_gone",
+        }
+    }
 }
 
 /// Where per-request records go: the next issue's metrics and access log plug in here, once,
@@ -331,12 +356,13 @@ impl Plan {
     pub fn record<'a>(
         &'a self,
         front: Front,
-        status: u16,
+        (status, outcome): (u16, Outcome),
         backend: Option<&'a Upstream>,
         body_bytes: u64,
         meta: Option<Meta<'a>>,
     ) -> Record<'a> {
         Record {
+            outcome,
             front,
             meta: meta.or_else(|| self.details.as_ref().map(|d| d.meta())),
             service: Some(&self.service),
@@ -368,6 +394,7 @@ pub fn refused<'a>(
         duration: plan.map_or(Duration::ZERO, |p| p.started.elapsed()),
         upstream: None,
         body_bytes: err.body_len() as u64,
+        outcome: Outcome::Complete,
     }
 }
 
@@ -401,6 +428,7 @@ pub fn unread<'a>(
         duration: Duration::ZERO,
         upstream: None,
         body_bytes: 0,
+        outcome: Outcome::Complete,
     }
 }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
 use crate::health::BackendStats;
-use crate::proxy::plan::{Front, Observe, Plan};
+use crate::proxy::plan::{Front, Observe, Outcome, Plan};
 use crate::proxy::upstream::exchange::RawBody;
 use crate::proxy::upstream::pool::Checkin;
 use crate::routing::Upstream;
@@ -103,6 +103,8 @@ pub struct Tracked {
     checkin: Option<Checkin>,
     /// The body said it was over.
     ended: bool,
+    /// The backend's body failed before its end.
+    cut: bool,
 }
 
 impl Tracked {
@@ -121,6 +123,7 @@ impl Tracked {
             _gate: gate.map(GateGuard),
             checkin,
             ended: false,
+            cut: false,
         }
     }
 }
@@ -133,9 +136,19 @@ impl Drop for Tracked {
             c.complete();
         }
         if let Some(p) = self.pending.take() {
-            let record = p
-                .plan
-                .record(Front::Hyper, p.status, Some(&p.upstream), self.sent, None);
+            // Dropped before its end without a failure of the backend's: the client went away.
+            let outcome = match (self.cut, self.ended || self.inner.is_end_stream()) {
+                (true, _) => Outcome::BackendCut,
+                (false, true) => Outcome::Complete,
+                (false, false) => Outcome::ClientGone,
+            };
+            let record = p.plan.record(
+                Front::Hyper,
+                (p.status, outcome),
+                Some(&p.upstream),
+                self.sent,
+                None,
+            );
             p.observer.request(&record);
         }
     }
@@ -203,7 +216,8 @@ impl Body for Tracked {
             Poll::Ready(Some(Ok(frame))) => {
                 self.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
             }
-            _ => {}
+            Poll::Ready(Some(Err(_))) => self.cut = true,
+            Poll::Pending => {}
         }
         polled
     }

@@ -31,7 +31,7 @@ use crate::proxy::ProxyError;
 use crate::proxy::codec::body::Remaining;
 use crate::proxy::codec::parse::{self, Framing, ResponseVerdict, Verdict};
 use crate::proxy::forwarder::{Client, Forwarder, log_failure};
-use crate::proxy::plan::{self, Front, Meta, Plan, Target};
+use crate::proxy::plan::{self, Front, Meta, Outcome, Plan, Target};
 use crate::proxy::upstream::raw::{first_answer, read_append};
 use crate::routing::Upstream;
 
@@ -711,22 +711,25 @@ async fn attempt<S: ClientIo>(
                 };
                 bytes.extend_from_slice(&up[len..len + relay]);
                 let mut sent = relay as u64;
-                let ok = if stream.write_all(&bytes).await.is_err() {
+                let ended = if stream.write_all(&bytes).await.is_err() {
                     sent = 0;
-                    None
+                    Err(Outcome::ClientGone)
                 } else if left.is_done() {
-                    Some(relay == up.len() - len)
+                    Ok(relay == up.len() - len)
                 } else {
                     // The rest of the body, as it arrives.
                     relay_rest(stream, &mut conn, &mut up, &mut left, &mut sent).await
                 };
-                if ok == Some(true) && reusable {
+                if ended == Ok(true) && reusable {
                     pool.put_raw(conn);
                 }
                 drop(slot);
-                fwd.observe(|| plan.record(Front::Fast, status, Some(upstream), sent, meta));
-                return Ok(match ok {
-                    Some(_) if !close => Step::Next(info.len),
+                let outcome = ended.err().unwrap_or_default();
+                fwd.observe(|| {
+                    plan.record(Front::Fast, (status, outcome), Some(upstream), sent, meta)
+                });
+                return Ok(match ended {
+                    Ok(_) if !close => Step::Next(info.len),
                     _ => Step::Close,
                 });
             }
@@ -742,28 +745,37 @@ async fn attempt<S: ClientIo>(
 }
 
 /// Relay the rest of a response body from the backend to the client as it arrives, in reads
-/// of `upstream::raw`'s read size (memory stays bounded whatever the body's size). `Some(clean)` once
-/// the body is complete (`clean`: the backend sent nothing after it, so its connection can be
-/// reused); `None` if either side failed (the client's connection must close).
+/// of `upstream::raw`'s read size (memory stays bounded whatever the body's size). `Ok(clean)`
+/// once the body is complete (`clean`: the backend sent nothing after it, so its connection can
+/// be reused); which side cut it short otherwise (the client's connection must close).
 async fn relay_rest<S: ClientIo>(
     stream: &mut S,
     conn: &mut TcpStream,
     up: &mut Vec<u8>,
     left: &mut Remaining,
     sent: &mut u64,
-) -> Option<bool> {
+) -> Result<bool, Outcome> {
     loop {
         up.clear();
-        let n = read_append(conn, up).await.ok()?;
+        let n = read_append(conn, up)
+            .await
+            .map_err(|_| Outcome::BackendCut)?;
         if n == 0 {
             // The backend closed: the end of an until-close body, a truncated one otherwise.
-            return left.ends_at_close().then_some(false);
+            return if left.ends_at_close() {
+                Ok(false)
+            } else {
+                Err(Outcome::BackendCut)
+            };
         }
-        let take = left.relay(up).ok()?;
-        stream.write_all(&up[..take]).await.ok()?;
+        let take = left.relay(up).map_err(|_| Outcome::BackendCut)?;
+        stream
+            .write_all(&up[..take])
+            .await
+            .map_err(|_| Outcome::ClientGone)?;
         *sent += take as u64;
         if left.is_done() {
-            return Some(take == n);
+            return Ok(take == n);
         }
     }
 }

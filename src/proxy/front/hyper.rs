@@ -286,7 +286,10 @@ impl Forwarder {
                             let no = upstream.no.clone();
                             return Err((ProxyError::Upstream { no }, Some(plan)));
                         };
-                        self.observe(|| plan.record(Front::Hyper, 101, Some(&upstream), 0, None));
+                        self.observe(|| {
+                            let done = (101, plan::Outcome::Complete);
+                            plan.record(Front::Hyper, done, Some(&upstream), 0, None)
+                        });
                         return Ok(tunnel(
                             Response::from_parts(head, incoming),
                             client_side,
