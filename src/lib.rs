@@ -486,6 +486,10 @@ async fn serve(
     ));
     let tls_proxy = match (listeners.tls, &tls) {
         (Some(l), Some(t)) => {
+            // Kept certificates first: a restart serves them from its first handshake.
+            if let Some(a) = &acme {
+                a.reconcile_now(registry.shared(), t).await;
+            }
             if !config.tls.certs.is_empty() {
                 tracing::info!(
                     pairs = config.tls.certs.len(),
@@ -538,6 +542,7 @@ async fn serve(
                 stats,
                 stop: stop_rx.clone(),
                 load,
+                synced_generation: Arc::default(),
             },
             &admin_config,
             admin_tls,

@@ -165,22 +165,17 @@ async fn http01_issues_serves_reuses_after_restart_and_renews_when_asked() {
         "{m}"
     );
 
-    // A restart serves the stored certificate at once, without ordering.
+    // A restart serves the stored certificate at once, without ordering: by the time /readyz
+    // says ready, the first handshake gets it.
     q.stop().await;
     let q = Running::start(proxy, tls, acme_config(&pebble, &state, Challenge::Http01)).await;
-    let again = eventually(
-        20,
-        "the stored certificate served after the restart",
-        || {
-            let root = root.clone();
-            async move {
-                served(([127, 0, 0, 1], tls).into(), &root, "app.test")
-                    .await
-                    .ok()
-            }
-        },
-    )
+    eventually(10, "ready after the restart", || async {
+        (Http::new().get(&q.url("/readyz")).await.status == 200).then_some(())
+    })
     .await;
+    let again = served(([127, 0, 0, 1], tls).into(), &root, "app.test")
+        .await
+        .expect("the kept certificate on the first handshake once ready");
     assert_eq!(again.0, leaf, "the same certificate after the restart");
     assert!(again.1.ends_with("\r\n\r\napp\n"), "{}", again.1);
     let app = q.name("app.test").await;
@@ -344,6 +339,22 @@ async fn a_labelled_container_gets_a_certificate() {
         .expect("lab.test is served a certificate pebble issued");
     let answer = body.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     assert_eq!(answer.lines().next(), Some(&id[..12]), "{body}");
+    q.stop().await;
+    // A restart: the host comes back with the container's labels (after the first sync),
+    // and once /readyz says ready the first handshake gets the kept certificate.
+    let mut config = acme_config(&pebble, &state, Challenge::Http01);
+    config.docker.enabled = true;
+    config.docker.label_prefix = s.prefix().to_owned();
+    let q = Running::start(proxy, tls, config).await;
+    eventually(10, "ready after the restart", || async {
+        (Http::new().get(&q.url("/readyz")).await.status == 200).then_some(())
+    })
+    .await;
+    let (_, body) = served(([127, 0, 0, 1], tls).into(), &root, "lab.test")
+        .await
+        .expect("the kept certificate on the first handshake once ready");
+    assert!(body.contains(&id[..12]), "{body}");
+    assert_eq!(q.tls_view().await["orders"]["issued"], 0);
     q.stop().await;
 }
 

@@ -79,6 +79,11 @@ pub struct Acme {
     obtained: Arc<Obtained>,
     state: Mutex<State>,
     wake: Notify,
+    /// The routing table generation whose hosts were last reconciled (kept certificates
+    /// loaded): `/readyz` waits for it.
+    reconciled: std::sync::atomic::AtomicU64,
+    /// The kept ledger was read (before any name is taken in: its waits are the names').
+    ledger_read: tokio::sync::OnceCell<()>,
 }
 
 /// Why a renewal was not started.
@@ -134,7 +139,33 @@ impl Acme {
                 failed_total: 0,
             }),
             wake: Notify::new(),
+            reconciled: std::sync::atomic::AtomicU64::new(0),
+            ledger_read: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Load the kept certificates of the names the services ask for now: at start, before
+    /// the TLS listener accepts (a restart serves them at once), and after every change of
+    /// the routing table ([`Acme::run`]).
+    pub async fn reconcile_now(&self, shared: &crate::routing::Shared, tls: &Tls) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ledger_read
+            .get_or_init(|| async { self.load_ledger().await })
+            .await;
+        let generation = shared.generation.load(Relaxed);
+        let registry = shared.registry.load_full();
+        let wanted = schedule::wanted(
+            registry
+                .services_in_force()
+                .flat_map(|(_, s)| s.hosts.iter().map(String::as_str)),
+        );
+        self.reconcile(&wanted, tls).await;
+        self.reconciled.fetch_max(generation, Relaxed);
+    }
+
+    /// Whether the kept certificates of the hosts of routing table `generation` are loaded.
+    pub fn caught_up(&self, generation: u64) -> bool {
+        self.reconciled.load(std::sync::atomic::Ordering::Relaxed) >= generation
     }
 
     /// Where it keeps what it obtains, for logs.
@@ -605,17 +636,13 @@ impl Acme {
         mut stop: watch::Receiver<bool>,
     ) {
         let account = tokio::sync::OnceCell::new();
-        self.load_ledger().await;
         let follower = tokio::spawn(self.clone().follow(stop.clone()));
         let mut orders = futures_util::stream::FuturesUnordered::new();
+        // Every routing change wakes it: a host that appears (a container's labels) has its
+        // kept certificate served, or its order started, at once.
+        let (_, mut changed) = shared.events.subscribe(Some(u64::MAX));
         loop {
-            let registry = shared.registry.load_full();
-            let wanted = schedule::wanted(
-                registry
-                    .services_in_force()
-                    .flat_map(|(_, s)| s.hosts.iter().map(String::as_str)),
-            );
-            self.reconcile(&wanted, &tls).await;
+            self.reconcile_now(&shared, &tls).await;
             if *stop.borrow() {
                 let _ = follower.await;
                 return;
@@ -635,6 +662,7 @@ impl Acme {
                 Some(()) = futures_util::StreamExt::next(&mut orders), if !orders.is_empty() => {}
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 _ = self.wake.notified() => {}
+                _ = changed.recv() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
         }

@@ -46,6 +46,9 @@ pub struct Ctx {
     pub stop: watch::Receiver<bool>,
     /// The admin listener's connections and event streams, against its limits.
     pub load: std::sync::Arc<server::Load>,
+    /// The routing table generation when every discovery source had first synced (set by
+    /// the first `/readyz` that saw them all ready).
+    pub synced_generation: std::sync::Arc<std::sync::OnceLock<u64>>,
 }
 
 impl FromRef<Ctx> for Handle {
@@ -118,8 +121,23 @@ async fn healthz() -> &'static str {
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, description = "ready", body = String, content_type = "text/plain"),
     (status = 503, description = "a discovery source is still syncing: which one", body = String, content_type = "text/plain")))]
-async fn readyz(axum::extract::State(sources): axum::extract::State<Sources>) -> Response {
-    let waiting = sources.not_ready();
+async fn readyz(axum::extract::State(ctx): axum::extract::State<Ctx>) -> Response {
+    let mut waiting = ctx.discovery.not_ready();
+    // Automatic HTTPS: the kept certificates of the hosts the first syncs brought are served
+    // (later changes do not make quayside unready again).
+    if waiting.is_empty()
+        && let Some(a) = &ctx.acme
+    {
+        let synced = *ctx.synced_generation.get_or_init(|| {
+            ctx.registry
+                .shared()
+                .generation
+                .load(std::sync::atomic::Ordering::Relaxed)
+        });
+        if !a.caught_up(synced) {
+            waiting.push("automatic HTTPS is loading the kept certificates".into());
+        }
+    }
     if waiting.is_empty() {
         return (StatusCode::OK, "ready\n").into_response();
     }
