@@ -151,7 +151,7 @@ async fn a_response_cut_short_is_counted_as_one() {
             let mut got = Vec::new();
             let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got)).await;
             let text = String::from_utf8_lossy(&got);
-            assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+            assert!(text.starts_with("HTTP/1.1 200"), "{name} {i}: {text}");
             assert!(text.contains("0123456789"), "{text}");
         }
     }

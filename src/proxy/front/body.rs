@@ -105,6 +105,10 @@ pub struct Tracked {
     ended: bool,
     /// The backend's body failed before its end.
     cut: bool,
+    /// That failure, held back for one poll so that hyper writes out what was relayed before
+    /// it: hyper's server ends the connection on a body error without flushing its buffer, and
+    /// the client would get nothing of a response whose head and first bytes had arrived.
+    held: Option<BoxError>,
 }
 
 impl Tracked {
@@ -124,6 +128,7 @@ impl Tracked {
             checkin,
             ended: false,
             cut: false,
+            held: None,
         }
     }
 }
@@ -210,13 +215,22 @@ impl Body for Tracked {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(e) = self.held.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        match &polled {
+        match polled {
             Poll::Ready(None) => self.ended = true,
-            Poll::Ready(Some(Ok(frame))) => {
+            Poll::Ready(Some(Ok(ref frame))) => {
                 self.sent += frame.data_ref().map_or(0, |d| d.len() as u64);
             }
-            Poll::Ready(Some(Err(_))) => self.cut = true,
+            Poll::Ready(Some(Err(e))) => {
+                self.cut = true;
+                // Pending with a wake-up: hyper flushes, then polls again for the error.
+                self.held = Some(e);
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
             Poll::Pending => {}
         }
         polled
