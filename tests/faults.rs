@@ -178,3 +178,155 @@ async fn a_response_cut_short_is_counted_as_one() {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A real process (the static whoami) on `port` named `name`, stopped and killed on drop.
+struct Whoami(std::process::Child);
+
+impl Whoami {
+    fn start(name: &str) -> (Whoami, u16) {
+        let port = common::pebble::free_port();
+        let bin = format!(
+            "{}/{}/whoami",
+            env!("CARGO_MANIFEST_DIR"),
+            common::docker::STATIC_BIN_DIR
+        );
+        let child = std::process::Command::new(bin)
+            .env("PORT", port.to_string())
+            .env("WHOAMI_NAME", name)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("whoami");
+        (Whoami(child), port)
+    }
+
+    fn signal(&self, sig: i32) {
+        unsafe extern "C" {
+            fn kill(pid: i32, sig: i32) -> i32;
+        }
+        assert_eq!(unsafe { kill(self.0.id() as i32, sig) }, 0);
+    }
+}
+
+impl Drop for Whoami {
+    fn drop(&mut self) {
+        self.signal(SIGCONT);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+const SIGSTOP: i32 = 19;
+const SIGCONT: i32 = 18;
+
+/// One of two backends stopped (SIGSTOP: the kernel still accepts its connections, nothing
+/// answers) costs a second, not the service: 16 clients in a loop keep being answered, all with
+/// 200 (the requests caught on it go to the other backend), it takes no client request while
+/// stopped, even after its ejection's cooldowns, and it is let back by a check once it answers
+/// again. Before, every client hung on it within a few requests, for the 60 s response timeout,
+/// and after each cooldown clients' requests were its trial and hung again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_that_hangs_costs_a_second_not_the_service() {
+    common::docker::build_static(&["whoami"]);
+    let (a, a_port) = Whoami::start("a");
+    let (b, b_port) = Whoami::start("b");
+    let http = Http::new();
+    for port in [a_port, b_port] {
+        common::eventually(10, "whoami to listen", || async {
+            let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            tokio::net::TcpStream::connect(to).await.ok().map(drop)
+        })
+        .await;
+    }
+    let q = common::Quayside::start().await;
+    for (no, port) in [("a", a_port), ("b", b_port)] {
+        let add = format!("/add?no={no}&ip=127.0.0.1&port={port}");
+        assert_eq!(http.get(&q.admin_url(&add)).await.status, 200);
+    }
+    let mut events = common::EventStream::open(&q, "", None).await;
+    let load = common::Load::start(&q, "hung.test", 16);
+    load.more(200).await;
+    b.signal(SIGSTOP);
+    // The load goes on, at once (the old code stalled every client within a few requests).
+    load.more(300).await;
+    let view = |no: &'static str| {
+        let (http, url) = (&http, q.admin_url(&format!("/api/v1/backends/{no}")));
+        async move {
+            let r = http.get(&url).await;
+            serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["health"].clone()
+        }
+    };
+    let ejected = common::eventually(10, "b ejected for not answering", || async {
+        let h = view("b").await;
+        (h["passive"]["needs_check"] == true).then_some(h)
+    })
+    .await;
+    // The requests caught on it went elsewhere; then, through two cooldowns and two failed
+    // checks (each taking 2 s), no client's request is its trial: nothing waits on it.
+    common::eventually(5, "the requests caught on b to go elsewhere", || async {
+        (view("b").await["in_flight"] == 0).then_some(())
+    })
+    .await;
+    let checks = ejected["passive"]["ejections"].as_u64().unwrap() + 2;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let h = view("b").await;
+        assert_eq!(
+            h["in_flight"], 0,
+            "a client's request went to the stopped b: {h}"
+        );
+        if h["passive"]["ejections"].as_u64().unwrap() >= checks {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no check failed: {h}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.signal(SIGCONT);
+    // Back by a check (GET /, any answer), not by a client's request.
+    let why = loop {
+        let (_, kind, v) = tokio::time::timeout(Duration::from_secs(70), events.next())
+            .await
+            .expect("b back within its cooldown");
+        if kind == "health_up" && v["no"] == "b" {
+            break v["reason"].as_str().unwrap_or_default().to_owned();
+        }
+    };
+    assert!(why.contains("GET / answered"), "{why}");
+    common::eventually(10, "b to take requests again", || async {
+        let h = view("b").await;
+        (h["requests"].as_u64().unwrap() > 0 && h["stalled"] == false).then_some(())
+    })
+    .await;
+    load.finish("one of two backends stopped", 500).await;
+    drop(a);
+}
+
+/// Backends that are all slow to answer (long polls) are not taken for stalled: with none of
+/// them answering while a request waits, the request waits, once, on the backend it went to.
+#[tokio::test]
+async fn long_polls_on_every_backend_are_left_alone() {
+    let slow = Duration::from_millis(2_500);
+    let (a, b) = (
+        Backend::start_slow("a", slow).await,
+        Backend::start_slow("b", slow).await,
+    );
+    let q = common::Quayside::start().await;
+    q.add("a", &a).await;
+    q.add("b", &b).await;
+    let http = Http::new();
+    let url = q.proxy_url("/poll");
+    let replies = futures_util::future::join_all((0..4).map(|_| http.get(&url))).await;
+    for r in &replies {
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let hits = |b: &Backend| b.hits.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(hits(&a) + hits(&b), 4, "a request was sent twice");
+    for no in ["a", "b"] {
+        let v = http
+            .get(&q.admin_url(&format!("/api/v1/backends/{no}")))
+            .await;
+        let v: serde_json::Value = serde_json::from_str(&v.body).unwrap();
+        assert_eq!(v["health"]["stalled"], false, "{v}");
+        assert_eq!(v["health"]["failures"], 0, "{v}");
+    }
+}

@@ -537,6 +537,9 @@ const SERVICE_READ_ONLY: [&str; 3] = ["name", "settings_from", "backends"];
 struct ServiceView {
     #[serde(flatten)]
     settings: ServiceConfig,
+    /// The strategy when it is the default, which the settings do not write.
+    #[serde(rename = "lb", skip_serializing_if = "Option::is_none")]
+    default_lb: Option<crate::balance::Strategy>,
     name: String,
     /// `api` (set by `PUT`) or `labels or defaults`.
     settings_from: &'static str,
@@ -599,6 +602,7 @@ impl ServiceView {
     fn new(reg: &crate::registry::Registry, name: &str, whole: bool) -> ServiceView {
         let (settings, by_operator) = reg.service_config(name);
         ServiceView {
+            default_lb: settings.lb.is_default().then_some(settings.lb),
             settings: if whole { settings } else { settings.redacted() },
             name: name.to_owned(),
             settings_from: if by_operator {

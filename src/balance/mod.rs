@@ -34,6 +34,10 @@ pub enum Strategy {
 impl Strategy {
     pub const NAMES: &'static str = "round_robin, random, p2c, least_conn or hash";
 
+    pub fn is_default(&self) -> bool {
+        *self == Strategy::default()
+    }
+
     pub fn parse(v: &str) -> Option<Strategy> {
         Some(match v.trim() {
             "round_robin" => Strategy::RoundRobin,
@@ -58,6 +62,11 @@ pub trait Load {
     fn ramp(&self) -> f64 {
         1.0
     }
+    /// Found answering nothing while requests waited on it and its peers answered: picked
+    /// only when nothing else is available.
+    fn stalled(&self) -> bool {
+        false
+    }
 }
 
 impl<T: Load> Load for std::sync::Arc<T> {
@@ -75,6 +84,9 @@ impl<T: Load> Load for std::sync::Arc<T> {
     }
     fn ramp(&self) -> f64 {
         (**self).ramp()
+    }
+    fn stalled(&self) -> bool {
+        (**self).stalled()
     }
 }
 
@@ -154,17 +166,21 @@ impl Balancer {
         if n == 0 {
             return None;
         }
-        // A backend ramping up under slow start takes a request with probability `ramp`.
+        // A backend ramping up under slow start takes a request with probability `ramp`; a
+        // stalled one takes none while another can.
         let admit = |i: usize, r: u64| {
             let b = &backends[i];
-            if !b.available() {
+            if !b.available() || b.stalled() {
                 return false;
             }
             let ramp = b.ramp();
             ramp >= 1.0 || (r % 10_000) as f64 / 10_000.0 < ramp
         };
         let picked = match self {
-            Balancer::RoundRobin(w) => (0..n).filter_map(|_| w.pick()).find(|&i| admit(i, rand())),
+            Balancer::RoundRobin(w) => (0..n)
+                .filter_map(|_| w.pick())
+                .find(|&i| admit(i, rand()))
+                .map(|i| swerve(w, backends, i, &admit, rand())),
             Balancer::Random(c) => (0..2 * n).find_map(|_| {
                 let (r1, r2) = (rand(), rand());
                 c.sample(r1).filter(|&i| admit(i, r2))
@@ -213,6 +229,32 @@ impl Balancer {
         };
         // Everything refused only by slow start: take any available one rather than fail.
         picked.or_else(|| (0..n).find(|&i| backends[i].available()))
+    }
+}
+
+/// In-flight requests from which round-robin looks at the next backend of its cycle too.
+const SWERVE_AT: u32 = 8;
+
+/// Round-robin sees requests in flight: a pick with [`SWERVE_AT`] or more in flight, four
+/// times more than the next of the cycle has (plus one), gives way to that one (whose own turn
+/// comes all the same). Equal
+/// backends alternate exactly; one that accepts requests and answers none stops collecting
+/// clients once it holds a few (then it is found stalled and skipped outright).
+#[inline]
+fn swerve<L: Load>(
+    w: &SmoothWrr,
+    backends: &[L],
+    i: usize,
+    admit: &impl Fn(usize, u64) -> bool,
+    r: u64,
+) -> usize {
+    let held = backends[i].in_flight();
+    if held < SWERVE_AT {
+        return i;
+    }
+    match w.peek() {
+        Some(j) if j != i && admit(j, r) && held >= 4 * (backends[j].in_flight() + 1) => j,
+        _ => i,
     }
 }
 
@@ -344,6 +386,68 @@ mod tests {
         let c = counts(Strategy::P2c, &backends, 9000);
         // The slow one only wins when it is drawn twice... which p2c avoids: it gets very little.
         assert!(c[2] < 300, "{c:?}");
+    }
+
+    #[test]
+    fn round_robin_gives_way_to_a_peer_with_far_fewer_in_flight() {
+        let mut backends = fakes(&[1, 1]);
+        // Equal loads, even high ones: exact alternation.
+        backends[0].in_flight = 20;
+        backends[1].in_flight = 20;
+        assert_eq!(counts(Strategy::RoundRobin, &backends, 100), [50, 50]);
+        // One holding far more (a backend that stopped answering): it gets almost nothing.
+        backends[1].in_flight = 2;
+        let c = counts(Strategy::RoundRobin, &backends, 100);
+        assert_eq!(c, [0, 100], "{c:?}");
+        // Below the threshold nothing changes.
+        backends[0].in_flight = 7;
+        backends[1].in_flight = 0;
+        assert_eq!(counts(Strategy::RoundRobin, &backends, 100), [50, 50]);
+    }
+
+    #[test]
+    fn a_stalled_backend_is_picked_only_when_nothing_else_is_available() {
+        #[derive(Clone)]
+        struct S(Fake, bool);
+        impl Load for S {
+            fn available(&self) -> bool {
+                self.0.available()
+            }
+            fn in_flight(&self) -> u32 {
+                self.0.in_flight
+            }
+            fn latency_ms(&self) -> f64 {
+                self.0.latency
+            }
+            fn weight(&self) -> u32 {
+                self.0.weight
+            }
+            fn stalled(&self) -> bool {
+                self.1
+            }
+        }
+        let f = fakes(&[1, 1, 1]);
+        let mut backends: Vec<S> = f.into_iter().map(|f| S(f, false)).collect();
+        backends[1].1 = true;
+        for s in [
+            Strategy::RoundRobin,
+            Strategy::Random,
+            Strategy::P2c,
+            Strategy::LeastConn,
+        ] {
+            let b = Balancer::build(s, &[1, 1, 1], &["a", "b", "c"], None);
+            let mut rng = rng::seeded(3);
+            let mut r = || rand::Rng::next_u64(&mut rng);
+            for k in 0..300 {
+                assert_ne!(b.pick(&backends, k, &mut r), Some(1), "{s:?}");
+            }
+        }
+        // All stalled: picked all the same (a service of long polls is not left without one).
+        for b in &mut backends {
+            b.1 = true;
+        }
+        let b = Balancer::build(Strategy::RoundRobin, &[1, 1, 1], &["a", "b", "c"], None);
+        assert!(b.pick(&backends, 0, &mut || 1).is_some());
     }
 
     #[test]

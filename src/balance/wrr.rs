@@ -35,6 +35,17 @@ impl SmoothWrr {
         Some(self.schedule[i] as usize)
     }
 
+    /// The next pick, without taking it.
+    #[inline]
+    pub fn peek(&self) -> Option<usize> {
+        let n = self.schedule.len();
+        if n == 0 {
+            return None;
+        }
+        let i = self.next.load(Ordering::Relaxed) % n;
+        Some(self.schedule[i] as usize)
+    }
+
     /// Continue the cycle position of `prev` (a previous snapshot's balancer).
     pub fn resume_from(&self, prev: &SmoothWrr) {
         self.next

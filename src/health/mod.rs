@@ -44,6 +44,12 @@ pub struct BackendStats {
     /// (WebSocket tunnels) close after the grace period.
     retired: std::sync::atomic::AtomicBool,
     retired_notify: tokio::sync::Notify,
+    /// Response heads received (a request waiting on it tells whether it answered anything
+    /// meanwhile).
+    answers: AtomicU64,
+    /// Found answering nothing while requests waited on it and its peers answered: new
+    /// requests go elsewhere until it answers again.
+    stalled: std::sync::atomic::AtomicBool,
 }
 
 impl Default for BackendStats {
@@ -61,6 +67,8 @@ impl Default for BackendStats {
             since_ms: AtomicU64::new(now_ms()),
             retired: std::sync::atomic::AtomicBool::new(false),
             retired_notify: tokio::sync::Notify::new(),
+            answers: AtomicU64::new(0),
+            stalled: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -105,6 +113,9 @@ pub struct HealthView {
     pub requests: u64,
     pub failures: u64,
     pub latency_ewma_ms: f64,
+    /// Found answering nothing while requests waited on it and its peers answered: it takes
+    /// no requests until a check gets an answer.
+    pub stalled: bool,
 }
 
 impl BackendStats {
@@ -138,8 +149,43 @@ impl BackendStats {
         }
     }
 
+    /// Response heads received so far.
+    #[inline]
+    pub fn answers(&self) -> u64 {
+        self.answers.load(Ordering::Relaxed)
+    }
+
+    /// When it last answered a request ([`now_ms`] clock; 0 when never).
+    #[inline]
+    pub fn last_answer_ms(&self) -> u64 {
+        self.ewma_at_ms.load(Ordering::Relaxed)
+    }
+
+    /// Whether it was found answering nothing while its peers answered.
+    #[inline]
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
+    }
+
+    /// Found answering nothing: new requests go elsewhere until it answers again. Returns
+    /// whether this marked it (it was not marked yet).
+    pub fn mark_stalled(&self) -> bool {
+        !self.stalled.swap(true, Ordering::Relaxed)
+    }
+
+    /// A check got an answer: back in rotation (passive ejection ended, ramping up again).
+    pub fn readmit(&self, now: u64) {
+        self.update_passive(passive::on_success);
+        self.stalled.store(false, Ordering::Relaxed);
+        self.since_ms.store(now, Ordering::Relaxed);
+    }
+
     /// A request got a response (any status) after `latency_ms`.
     pub fn on_success(&self, latency_ms: f64, now: u64) {
+        self.answers.fetch_add(1, Ordering::Relaxed);
+        if self.stalled.load(Ordering::Relaxed) {
+            self.stalled.store(false, Ordering::Relaxed);
+        }
         let before = self.passive();
         // The common case, a healthy backend: nothing to reset, so no read-modify-write.
         if before != passive::State::default() {
@@ -155,11 +201,13 @@ impl BackendStats {
         self.ewma_bits.store(next.to_bits(), Ordering::Relaxed);
     }
 
-    /// A connect failure or timeout. Returns true when this ejected the backend.
-    pub fn on_failure(&self, now: u64) -> bool {
+    /// A connect failure or timeout (`unanswered`: it waited for an answer that did not come;
+    /// an ejection for it is ended by a check only). Returns true when this ejected the
+    /// backend.
+    pub fn on_failure(&self, now: u64, unanswered: bool) -> bool {
         self.failures.fetch_add(1, Ordering::Relaxed);
         let before = self.passive();
-        let after = self.update_passive(|s| passive::on_failure(s, now));
+        let after = self.update_passive(|s| passive::on_failure(s, now, unanswered));
         after.ejected_until > before.ejected_until
     }
 
@@ -207,6 +255,7 @@ impl BackendStats {
             requests: self.requests.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             latency_ewma_ms: (self.ewma_ms(now) * 1000.0).round() / 1000.0,
+            stalled: self.stalled(),
         }
     }
 }

@@ -23,6 +23,10 @@ pub enum ProxyError {
     /// The backend accepted the request but sent no response head in time.
     #[error("backend {no} did not answer within {timeout:?}")]
     ResponseTimeout { no: String, timeout: Duration },
+    /// The backend answered nothing for `waited` while the request waited on it and other
+    /// backends of its service answered: given up on, to go elsewhere.
+    #[error("backend {no} answered nothing for {waited:?} while its peers answered")]
+    Stalled { no: String, waited: Duration },
     /// The connection failed after the request was (maybe partly) sent.
     #[error("backend {no} closed the connection or sent an invalid response")]
     Upstream { no: String },
@@ -45,9 +49,9 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::Connect { .. } | ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ProxyError::ConnectTimeout { .. }
+            | ProxyError::ResponseTimeout { .. }
+            | ProxyError::Stalled { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Answered(a) => a.status,
@@ -70,6 +74,27 @@ impl ProxyError {
             ProxyError::Connect { .. }
                 | ProxyError::ConnectTimeout { .. }
                 | ProxyError::ResponseTimeout { .. }
+                | ProxyError::Stalled { .. }
+        )
+    }
+
+    /// A wait for the backend that came to nothing: an ejection for it ends by a check, not
+    /// by clients' requests (which would wait again).
+    pub fn unanswered(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::ConnectTimeout { .. }
+                | ProxyError::ResponseTimeout { .. }
+                | ProxyError::Stalled { .. }
+        )
+    }
+
+    /// A failure after which an idempotent request may go to another backend: the connection
+    /// failed before any answer, or the backend was given up on as stalled.
+    pub fn retryable_when_idempotent(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Upstream { .. } | ProxyError::Stalled { .. }
         )
     }
 

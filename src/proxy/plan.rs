@@ -336,8 +336,8 @@ impl Plan {
     ) -> Option<Arc<Upstream>> {
         note_failure(err, &upstream, &self.service.name, shared);
         self.tried.push(upstream);
-        let retryable = err.never_reached_backend()
-            || (idempotent && matches!(err, ProxyError::Upstream { .. }));
+        let retryable =
+            err.never_reached_backend() || (idempotent && err.retryable_when_idempotent());
         if !(replayable && retryable && self.tried.len() < MAX_ATTEMPTS) {
             return None;
         }
@@ -432,10 +432,82 @@ pub fn unread<'a>(
     }
 }
 
+/// How long a request waits on a backend that answers nothing before it is looked at as
+/// stalled (and at least 20 times the backend's usual latency).
+pub const STALL_AFTER: Duration = Duration::from_secs(1);
+
+/// A request waiting for a backend's first answer, and what tells whether to give up on the
+/// backend: it answered nothing since the request was sent, for [`STALL_AFTER`] and 20 times
+/// its usual latency, while another backend of the service answered and can take the request.
+/// Then the backend is marked stalled (new requests go elsewhere until a check gets an answer)
+/// and the request, idempotent, goes elsewhere. A backend that accepts requests and answers
+/// none so costs its service a second, not the response timeout; a service of long polls
+/// (every backend quiet) is left alone.
+pub struct StallWatch<'a> {
+    service: &'a ServiceRoute,
+    /// The backend's answers when the request was sent.
+    answers: u64,
+    sent: tokio::time::Instant,
+}
+
+impl<'a> StallWatch<'a> {
+    /// For an attempt of `plan` on `upstream`, if it can go elsewhere: idempotent (`retry`),
+    /// and a service of several backends.
+    #[inline]
+    pub fn new(plan: &'a Plan, upstream: &Upstream, retry: bool) -> Option<StallWatch<'a>> {
+        (retry && plan.service.backends.len() > 1).then(|| StallWatch {
+            service: &plan.service,
+            answers: upstream.stats.answers(),
+            sent: tokio::time::Instant::now(),
+        })
+    }
+
+    /// When to look first.
+    pub fn first_look(&self) -> tokio::time::Instant {
+        self.sent + STALL_AFTER
+    }
+
+    /// Looked at `now`, waiting on `upstream`: give up on it (the error, the backend marked
+    /// stalled), or look again at the returned time.
+    #[cold]
+    pub fn look(
+        &self,
+        upstream: &Upstream,
+        now: tokio::time::Instant,
+    ) -> Result<tokio::time::Instant, ProxyError> {
+        let usual = Duration::from_secs_f64(upstream.stats.ewma_ms(now_ms()) * 20.0 / 1000.0);
+        let patience = STALL_AFTER.max(usual);
+        let waited = now.saturating_duration_since(self.sent);
+        if waited < patience {
+            return Ok(self.sent + patience);
+        }
+        let quiet = upstream.stats.answers() == self.answers;
+        // A peer that answered while this request waited: the service is answering, this
+        // backend is not (where every backend is quiet, as with long polls, nothing is wrong).
+        let sent_ms = now_ms().saturating_sub(waited.as_millis() as u64);
+        let elsewhere = self.service.backends.iter().any(|b| {
+            !std::ptr::eq(&**b, upstream)
+                && crate::balance::Load::available(&**b)
+                && !b.stats.stalled()
+                && b.stats.last_answer_ms() >= sent_ms
+        });
+        if !(quiet && elsewhere) {
+            return Ok(now + STALL_AFTER);
+        }
+        if upstream.stats.mark_stalled() {
+            tracing::warn!(backend = %upstream.no, service = %self.service.name, waited_ms = waited.as_millis() as u64, "backend answered nothing while its peers answered; new requests go elsewhere until it answers again, and waiting ones are sent elsewhere");
+        }
+        Err(ProxyError::Stalled {
+            no: upstream.no.clone(),
+            waited,
+        })
+    }
+}
+
 /// Count a failed attempt against its backend's passive health (and say so when that ejects
 /// it).
 fn note_failure(err: &ProxyError, upstream: &Upstream, service: &str, shared: &Shared) {
-    if err.is_backend_failure() && upstream.stats.on_failure(now_ms()) {
+    if err.is_backend_failure() && upstream.stats.on_failure(now_ms(), err.unanswered()) {
         let p = upstream.stats.passive();
         let cooldown_ms = p.ejected_until.saturating_sub(now_ms());
         tracing::warn!(

@@ -271,7 +271,9 @@ pub struct ServiceConfig {
     /// Remove `path_prefix` from the path before forwarding.
     #[serde(default)]
     pub strip_prefix: bool,
-    #[serde(default)]
+    /// Written only when chosen: a state file keeps no default, so a better default reaches
+    /// every service that never chose (an older file's `"round_robin"` is that default).
+    #[serde(default, skip_serializing_if = "Strategy::is_default")]
     pub lb: Strategy,
     /// For `hash`: `client_ip` (default), `header:NAME` or `cookie:NAME`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -980,6 +982,25 @@ mod tests {
             service: DEFAULT_SERVICE.into(),
             state: AdminState::Active,
         }
+    }
+
+    #[test]
+    fn the_strategy_is_written_only_when_chosen() {
+        // A file written before: `round_robin` stored though nobody chose it reads as the
+        // default, and is not written again.
+        let old: ServiceConfig =
+            serde_json::from_str(r#"{"hosts":["a.test"],"lb":"round_robin"}"#).unwrap();
+        assert_eq!(
+            old,
+            serde_json::from_str(r#"{"hosts":["a.test"]}"#).unwrap()
+        );
+        assert!(!serde_json::to_string(&old).unwrap().contains("\"lb\""));
+        let chosen = ServiceConfig {
+            lb: crate::balance::Strategy::P2c,
+            ..old
+        };
+        let written = serde_json::to_string(&chosen).unwrap();
+        assert!(written.contains(r#""lb":"p2c""#), "{written}");
     }
 
     fn docker(name: &str) -> SourceId {

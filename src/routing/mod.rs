@@ -90,6 +90,10 @@ impl Load for Upstream {
     fn weight(&self) -> u32 {
         self.weight
     }
+    #[inline]
+    fn stalled(&self) -> bool {
+        self.stats.stalled()
+    }
     fn ramp(&self) -> f64 {
         if self.slow_start_ms == 0 {
             return 1.0;

@@ -317,7 +317,9 @@ function health(b) {
   const h = b.health;
   if (!h) return ["not in the table yet", ""];
   if (!h.active.up) return [`down (probes: ${h.active.probes})`, "down"];
+  if (h.passive.needs_check && h.passive.ejected_until <= Date.now()) return ["ejected, being checked", "down"];
   if (h.passive.ejected_until > Date.now() || !h.available) return ["ejected", "down"];
+  if (h.stalled) return ["stalled (answers nothing), being checked", "down"];
   const probes = h.active.probes ? `, ${h.active.probes} probes` : "";
   return ["up" + probes, "up"];
 }

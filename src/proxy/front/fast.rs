@@ -674,8 +674,16 @@ async fn attempt<S: ClientIo>(
     let failed = || ProxyError::Upstream {
         no: upstream.no.clone(),
     };
-    let (mut conn, mut up) =
-        first_answer(fwd, upstream, pool, out, info.idempotent, deadline).await?;
+    let watch = plan::StallWatch::new(plan, upstream, info.idempotent);
+    let (mut conn, mut up) = first_answer(
+        fwd,
+        upstream,
+        pool,
+        out,
+        info.idempotent,
+        (deadline, watch.as_ref()),
+    )
+    .await?;
     let mut wrote_any = false;
     // Read the head (after any 1xx heads, which are relayed).
     loop {

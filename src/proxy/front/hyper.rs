@@ -274,7 +274,11 @@ impl Forwarder {
             }
             let slot = InFlight::start(&upstream.stats);
             let started = Instant::now();
-            let err = match self.send(req, &upstream, direct).await {
+            // (A request that can go elsewhere gives up on a backend found stalled.)
+            let replayable_here = replay.is_some() && idempotent;
+            let watch = plan::StallWatch::new(&plan, &upstream, replayable_here);
+            let sent = self.send(req, &upstream, direct, watch.as_ref()).await;
+            let err = match sent {
                 Ok((resp, checkin)) => {
                     plan.answered(&upstream, started.elapsed());
                     let (mut head, incoming) = resp.into_parts();
@@ -371,6 +375,7 @@ impl Forwarder {
         req: Request<UpstreamBody>,
         upstream: &Upstream,
         direct: bool,
+        watch: Option<&plan::StallWatch<'_>>,
     ) -> Result<(Response<Upstreamed>, Option<Checkin>), ProxyError> {
         let pool = self.pool(upstream);
         if direct && !upstream.h2c {
@@ -379,7 +384,8 @@ impl Forwarder {
             let (is_head, idempotent) =
                 (method == Method::HEAD, plan::is_idempotent(method.as_str()));
             drop(req);
-            let resp = exchange::send(self, &head, is_head, idempotent, upstream, pool).await?;
+            let resp =
+                exchange::send(self, &head, (is_head, idempotent), upstream, pool, watch).await?;
             return Ok((resp.map(Upstreamed::Raw), None));
         }
         let answer = async {

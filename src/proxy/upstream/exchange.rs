@@ -58,10 +58,10 @@ pub fn encode_head(req: &Request<UpstreamBody>, upstream: &Upstream) -> Vec<u8> 
 pub async fn send(
     fwd: &Forwarder,
     head: &[u8],
-    is_head: bool,
-    idempotent: bool,
+    (is_head, idempotent): (bool, bool),
     upstream: &Upstream,
     pool: &Arc<WorkerPool>,
+    watch: Option<&crate::proxy::plan::StallWatch<'_>>,
 ) -> Result<Response<RawBody>, ProxyError> {
     let deadline = tokio::time::Instant::from_std(Instant::now()) + fwd.response_header_timeout;
     let failed = || ProxyError::Upstream {
@@ -71,7 +71,8 @@ pub async fn send(
         no: upstream.no.clone(),
         timeout: fwd.response_header_timeout,
     };
-    let (mut conn, mut up) = first_answer(fwd, upstream, pool, head, idempotent, deadline).await?;
+    let (mut conn, mut up) =
+        first_answer(fwd, upstream, pool, head, idempotent, (deadline, watch)).await?;
     loop {
         if !up.is_empty() {
             let bytes = Bytes::from(std::mem::take(&mut up));

@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 use super::pool::{self, Lost};
 use crate::proxy::ProxyError;
 use crate::proxy::forwarder::{Forwarder, connect_error};
+use crate::proxy::plan::StallWatch;
 use crate::routing::Upstream;
 
 /// The most one read takes in.
@@ -46,7 +47,7 @@ pub async fn first_answer(
     pool: &pool::WorkerPool,
     out: &[u8],
     idempotent: bool,
-    deadline: tokio::time::Instant,
+    (deadline, watch): (tokio::time::Instant, Option<&StallWatch<'_>>),
 ) -> Result<(TcpStream, Vec<u8>), ProxyError> {
     let failed = || ProxyError::Upstream {
         no: upstream.no.clone(),
@@ -69,19 +70,31 @@ pub async fn first_answer(
             return Err(failed());
         }
         let mut up = Vec::new();
-        match tokio::time::timeout_at(deadline, read_append(&mut conn, &mut up)).await {
-            Err(_) => {
-                return Err(ProxyError::ResponseTimeout {
-                    no: upstream.no.clone(),
-                    timeout: fwd.response_header_timeout,
-                });
+        // (Looked at before the deadline when the request could go elsewhere: a stalled
+        // backend is given up on.)
+        let mut until = watch.map_or(deadline, |w| w.first_look().min(deadline));
+        let read = loop {
+            match tokio::time::timeout_at(until, read_append(&mut conn, &mut up)).await {
+                Ok(r) => break r,
+                Err(_) if until >= deadline => {
+                    return Err(ProxyError::ResponseTimeout {
+                        no: upstream.no.clone(),
+                        timeout: fwd.response_header_timeout,
+                    });
+                }
+                Err(_) => {
+                    let w = watch.expect("looked at only with a watch");
+                    until = w.look(upstream, until)?.min(deadline);
+                }
             }
-            Ok(Ok(n)) if n > 0 => return Ok((conn, up)),
+        };
+        match read {
+            Ok(n) if n > 0 => return Ok((conn, up)),
             // Closed before answering (a backend closing a connection it has just answered
             // on, as hyper does when it did not read a request body in time, or the idle-close
             // race). The whole request is in `out`, so an idempotent one may go again.
-            Ok(_) if attempts.again(pooled, Lost::Unanswered, idempotent) => {}
-            Ok(_) => return Err(failed()),
+            _ if attempts.again(pooled, Lost::Unanswered, idempotent) => {}
+            _ => return Err(failed()),
         }
     }
 }
