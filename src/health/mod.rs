@@ -134,16 +134,26 @@ impl BackendStats {
     }
 
     fn update_passive(&self, f: impl Fn(passive::State) -> passive::State) -> passive::State {
+        self.update_passive_from(f).1
+    }
+
+    /// The update, with the state it was made from (one ejection is reported once, however
+    /// many threads record failures at the same moment).
+    fn update_passive_from(
+        &self,
+        f: impl Fn(passive::State) -> passive::State,
+    ) -> (passive::State, passive::State) {
         let mut cur = self.passive.load(Ordering::Relaxed);
         loop {
-            let next = f(passive::State::unpack(cur));
+            let before = passive::State::unpack(cur);
+            let next = f(before);
             match self.passive.compare_exchange_weak(
                 cur,
                 next.pack(),
                 Ordering::Relaxed,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return next,
+                Ok(_) => return (before, next),
                 Err(actual) => cur = actual,
             }
         }
@@ -206,8 +216,7 @@ impl BackendStats {
     /// backend.
     pub fn on_failure(&self, now: u64, unanswered: bool) -> bool {
         self.failures.fetch_add(1, Ordering::Relaxed);
-        let before = self.passive();
-        let after = self.update_passive(|s| passive::on_failure(s, now, unanswered));
+        let (before, after) = self.update_passive_from(|s| passive::on_failure(s, now, unanswered));
         after.ejected_until > before.ejected_until
     }
 
@@ -259,3 +268,4 @@ impl BackendStats {
         }
     }
 }
+

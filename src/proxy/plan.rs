@@ -510,18 +510,23 @@ fn note_failure(err: &ProxyError, upstream: &Upstream, service: &str, shared: &S
     if err.is_backend_failure() && upstream.stats.on_failure(now_ms(), err.unanswered()) {
         let p = upstream.stats.passive();
         let cooldown_ms = p.ejected_until.saturating_sub(now_ms());
+        let then = if p.needs_check {
+            "then checked (GET of its health path, or /) before any request goes to it"
+        } else {
+            "then tried again with requests"
+        };
         tracing::warn!(
             backend = %upstream.no,
             error = %err,
             cooldown_ms,
-            "backend keeps failing; ejected from rotation for a cooldown, then tried again"
+            "backend keeps failing; ejected from rotation for a cooldown, {then}"
         );
         shared.events.health(
             "ejected",
             &shared.registry.load(),
             &upstream.no,
             service,
-            format!("{err}; out of rotation for {cooldown_ms} ms"),
+            format!("{err}; out of rotation for {cooldown_ms} ms, {then}"),
         );
     }
 }
