@@ -81,7 +81,7 @@ pub struct Cli {
 
     /// Serve the admin API on a non-loopback address without a token (anyone who reaches it
     /// can change routing; a warning is logged at start)
-    #[arg(long, env = "QUAYSIDE_ADMIN_INSECURE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[arg(long, env = "QUAYSIDE_ADMIN_INSECURE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", value_parser = crate::types::parse_bool)]
     pub admin_insecure: Option<bool>,
 
     /// Host names the admin API answers to besides localhost and IP addresses (a request for
@@ -132,7 +132,7 @@ pub struct Cli {
     pub state_store_name: Option<String>,
 
     /// Do not watch Docker; serve manual backends only
-    #[arg(long, env = "QUAYSIDE_NO_DOCKER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[arg(long, env = "QUAYSIDE_NO_DOCKER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", value_parser = crate::types::parse_bool)]
     pub no_docker: Option<bool>,
 
     /// Docker endpoint (unix:///path, tcp://host:port), as NAME=URI to name it; repeat it (or
@@ -240,7 +240,7 @@ pub struct Cli {
     pub acme_directory: Option<String>,
 
     /// Use Let's Encrypt's staging directory (untrusted certificates, generous rate limits)
-    #[arg(long, env = "QUAYSIDE_ACME_STAGING", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[arg(long, env = "QUAYSIDE_ACME_STAGING", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", value_parser = crate::types::parse_bool)]
     pub acme_staging: Option<bool>,
 
     /// Trust this CA certificate (PEM) for the ACME server's own HTTPS, instead of the system's
@@ -370,6 +370,9 @@ pub enum ConfigError {
     Parse { path: PathBuf, reason: String },
     #[error("{key}: {reason}")]
     Value { key: String, reason: String },
+    /// A flag or variable clap refused, as its first line (without clap's own `error: `).
+    #[error("{0}")]
+    Usage(String),
 }
 
 /// A `[[docker]]` table of the config file.
@@ -475,7 +478,20 @@ impl Default for Config {
 impl Config {
     /// Parse the command line (and environment), read `--config` if given, and resolve.
     pub fn from_args() -> Result<Self, ConfigError> {
-        let cli = Cli::parse();
+        let cli = match Cli::try_parse() {
+            Ok(cli) => cli,
+            Err(e) if e.use_stderr() => {
+                // One line, as every other start-up error: clap's first (its tip and usage
+                // would follow).
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default();
+                return Err(ConfigError::Usage(
+                    first.strip_prefix("error: ").unwrap_or(first).to_owned(),
+                ));
+            }
+            // --help, --version.
+            Err(e) => e.exit(),
+        };
         let file = match &cli.config {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),

@@ -570,3 +570,56 @@ fn state_export_and_import_move_the_state_between_files() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"no\":\"e1\""));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Booleans given as text read one way: `QUAYSIDE_NO_DOCKER=on` and `--no-docker=YES` are
+/// true (they were refused before), and anything else is a one-line error naming the setting
+/// and the words it takes.
+#[test]
+fn boolean_settings_read_one_way() {
+    for (env, arg) in [
+        ("on", None),
+        ("1", None),
+        ("false", Some("--no-docker=YES")),
+    ] {
+        let mut p = Command::new(env!("CARGO_BIN_EXE_quayside"));
+        p.args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .args(arg)
+            .env("QUAYSIDE_NO_DOCKER", env)
+            .env(
+                "QUAYSIDE_STATE",
+                std::env::temp_dir().join(format!("quayside-bool-{}", std::process::id())),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = p.spawn().unwrap();
+        let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut seen = String::new();
+        let said_off = loop {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut err, &mut line).unwrap() == 0 {
+                break false;
+            }
+            seen.push_str(&line);
+            if line.contains("Docker discovery is off") {
+                break true;
+            }
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(said_off, "QUAYSIDE_NO_DOCKER={env} {arg:?}: {seen}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_quayside"))
+        .env("QUAYSIDE_NO_DOCKER", "disabled")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--no-docker") && err.contains("true/false, yes/no, on/off or 1/0"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(
+        std::env::temp_dir().join(format!("quayside-bool-{}", std::process::id())),
+    );
+}

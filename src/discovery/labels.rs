@@ -213,11 +213,7 @@ struct HealthLabels {
 }
 
 fn boolean(v: &str) -> Result<bool, FieldError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err(FieldError::new("value", "must be true or false")),
-    }
+    crate::types::parse_bool(v).map_err(|e| FieldError::new("value", e))
 }
 
 fn duration(v: &str) -> Result<crate::types::Dur, FieldError> {
@@ -279,7 +275,7 @@ pub const LABELS: &[LabelDoc] = &[
     LabelDoc {
         name: "enable",
         service_level: false,
-        meaning: "`true`/`false`; a container with any other `quayside.*` label is enabled unless this says `false`",
+        meaning: "`true`/`false` (every boolean label also takes `yes`/`no`, `on`/`off`, `1`/`0`, any case); a container with any other `quayside.*` label is enabled unless this says `false`",
         parse: |d, v| {
             d.enabled = boolean(v)?;
             Ok(())
@@ -992,7 +988,11 @@ mod tests {
         for (k, v, reason) in [
             ("quayside.port", "http", "must be 1-65535"),
             ("quayside.weight", "0", "must be 1-1000"),
-            ("quayside.enable", "maybe", "true or false"),
+            (
+                "quayside.enable",
+                "maybe",
+                "true/false, yes/no, on/off or 1/0",
+            ),
             ("quayside.host", "a b", "host name"),
             ("quayside.lb", "fastest", "round_robin"),
             ("quayside.hash_key", "body", "client_ip"),
@@ -1031,7 +1031,11 @@ mod tests {
                 "set by the proxy",
             ),
             ("quayside.hsts", "forever", "max-age"),
-            ("quayside.compress", "maybe", "true or false"),
+            (
+                "quayside.compress",
+                "disabled",
+                "true/false, yes/no, on/off or 1/0",
+            ),
         ] {
             match evaluate(&container(&[(k, v)]), "quayside", &[], None) {
                 Err(Skip::BadLabel {

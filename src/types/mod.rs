@@ -13,6 +13,25 @@ pub const MIN_DURATION: Duration = Duration::from_millis(1);
 /// nothing quayside times should wait a day.
 pub const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
+/// The words every boolean setting given as text takes (labels, environment variables, a
+/// flag's `=VALUE`), any case.
+pub const BOOLEAN_WORDS: &str = "true/false, yes/no, on/off or 1/0";
+
+/// The one reading of a boolean given as text: `true/false`, `yes/no`, `on/off`, `1/0`, any
+/// case, surrounding spaces ignored.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    let v = s.trim();
+    const TRUE: [&str; 4] = ["true", "yes", "on", "1"];
+    const FALSE: [&str; 4] = ["false", "no", "off", "0"];
+    if TRUE.iter().any(|w| v.eq_ignore_ascii_case(w)) {
+        Ok(true)
+    } else if FALSE.iter().any(|w| v.eq_ignore_ascii_case(w)) {
+        Ok(false)
+    } else {
+        Err(format!("must be {BOOLEAN_WORDS}, got {s:?}"))
+    }
+}
+
 /// `500ms`, `5s`, `2m`, `1h` (humantime's syntax, so `1h30m` too), or a plain number of
 /// seconds; from 1 ms to 24 h.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -175,6 +194,20 @@ impl std::fmt::Display for Cidr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn booleans_read_one_way() {
+        for t in ["true", "TRUE", "Yes", " on ", "1"] {
+            assert_eq!(parse_bool(t), Ok(true), "{t}");
+        }
+        for f in ["false", "False", "NO", "off", "0"] {
+            assert_eq!(parse_bool(f), Ok(false), "{f}");
+        }
+        for bad in ["", "disabled", "2", "y", "enable", "truee"] {
+            let e = parse_bool(bad).unwrap_err();
+            assert!(e.contains(BOOLEAN_WORDS), "{e}");
+        }
+    }
 
     #[test]
     fn blocks_hold_their_addresses() {
