@@ -111,8 +111,14 @@ impl Discovery {
                 .get(&info.id)
                 .map(|s| s.verdict.as_ref().err() == Some(skip))
                 .unwrap_or(false);
-            if !known && *skip != Skip::Disabled {
+            // A container on its way out (stopped, or draining since its kill) loses its
+            // networks as a matter of course: nothing for an operator to do.
+            let leaving =
+                !info.running || self.containers.get(&info.id).is_some_and(|s| s.draining);
+            if !known && *skip != Skip::Disabled && !leaving {
                 tracing::warn!(container = %info.name, id = %short(&info.id), reason = %skip, "container not routed");
+            } else if !known && leaving {
+                tracing::debug!(container = %info.name, id = %short(&info.id), reason = %skip, "container on its way out not routed");
             }
         }
         // A re-inspect after `kill` keeps draining until the container dies or restarts.
