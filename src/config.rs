@@ -155,6 +155,12 @@ pub struct Cli {
     #[arg(long, env = "QUAYSIDE_LABEL_PREFIX", value_name = "PREFIX")]
     pub label_prefix: Option<String>,
 
+    /// Several quaysides on one Docker host: route only containers and Swarm services labelled
+    /// `<prefix>.instance=NAME` (without it: only those without that label); the state file,
+    /// the Swarm state store and the ACME folder get names of their own from it
+    #[arg(long, env = "QUAYSIDE_INSTANCE", value_name = "NAME")]
+    pub instance: Option<String>,
+
     /// Timeout for connecting to a backend [default: 5s]
     #[arg(long, env = "QUAYSIDE_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
     pub connect_timeout: Option<Duration>,
@@ -315,6 +321,7 @@ pub struct FileConfig {
     pub docker: Vec<FileEndpoint>,
     pub swarm_poll: Option<FileDuration>,
     pub label_prefix: Option<String>,
+    pub instance: Option<String>,
     pub connect_timeout: Option<FileDuration>,
     pub response_header_timeout: Option<FileDuration>,
     pub client_header_timeout: Option<FileDuration>,
@@ -397,6 +404,9 @@ pub struct DockerConfig {
     pub swarm_poll: Duration,
     /// Label prefix, `quayside` by default.
     pub label_prefix: String,
+    /// `--instance`: route only containers labelled `<prefix>.instance=NAME` (none: only
+    /// those without that label).
+    pub instance: Option<String>,
 }
 
 /// A token from its flag or environment variable, or from a file (trailing white space
@@ -621,6 +631,20 @@ impl Config {
                 });
             }
         };
+        let instance = match cli.instance.clone().or(file.instance.clone()) {
+            None => None,
+            Some(n) => Some(crate::registry::validate::service(n.trim()).map_err(|e| {
+                ConfigError::Value {
+                    key: "instance".into(),
+                    reason: e.reason,
+                }
+            })?),
+        };
+        // An instance's own names, so two on one host do not share a file, store or folder.
+        let own = |base: &str, sep: &str| match &instance {
+            Some(n) => format!("{base}{sep}{n}"),
+            None => base.to_owned(),
+        };
         Ok(Config {
             healthcheck: cli.command == Some(Sub::Healthcheck),
             state_action: match cli.command.clone() {
@@ -633,7 +657,7 @@ impl Config {
                     name: crate::registry::validate::service(
                         &cli.state_store_name
                             .or(file.state_store_name)
-                            .unwrap_or_else(|| "quayside-state".into()),
+                            .unwrap_or_else(|| own("quayside-state", "-")),
                     )
                     .map_err(|e| ConfigError::Value {
                         key: "state_store_name".into(),
@@ -666,11 +690,10 @@ impl Config {
                 .admin_listen
                 .or(file.admin_listen)
                 .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().unwrap()),
-            state: Some(
-                cli.state
-                    .or(file.state)
-                    .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE)),
-            ),
+            state: Some(cli.state.or(file.state).unwrap_or_else(|| match &instance {
+                Some(n) => PathBuf::from(format!("quayside-state.{n}.json")),
+                None => PathBuf::from(DEFAULT_STATE),
+            })),
             docker: DockerConfig {
                 enabled: !cli.no_docker.or(file.no_docker).unwrap_or(false),
                 endpoints: endpoints(cli.docker_host, file.docker_host, file.docker)?,
@@ -681,6 +704,7 @@ impl Config {
                     Duration::from_secs(1),
                 )?,
                 label_prefix: label_prefix(cli.label_prefix.or(file.label_prefix))?,
+                instance: instance.clone(),
             },
             proxy: ProxyConfig {
                 connect_timeout: dur(
@@ -1137,6 +1161,30 @@ mod tests {
                 file: Some("backup.json".into())
             })
         );
+    }
+
+    #[test]
+    fn an_instance_gets_names_of_its_own() {
+        let resolve = |args: &[&str]| {
+            let mut argv = vec!["quayside"];
+            argv.extend_from_slice(args);
+            Config::resolve(Cli::try_parse_from(argv).unwrap(), FileConfig::default())
+        };
+        let c = resolve(&["--instance", "blue", "--state-store", "swarm"]).unwrap();
+        assert_eq!(c.docker.instance.as_deref(), Some("blue"));
+        assert_eq!(c.state, Some(PathBuf::from("quayside-state.blue.json")));
+        assert_eq!(
+            c.state_store,
+            StateStore::Swarm {
+                name: "quayside-state-blue".into()
+            }
+        );
+        // Set names stay as set.
+        let c = resolve(&["--instance", "blue", "--state", "/s.json"]).unwrap();
+        assert_eq!(c.state, Some(PathBuf::from("/s.json")));
+        assert_eq!(resolve(&[]).unwrap().docker.instance, None);
+        let e = resolve(&["--instance", "a b"]).unwrap_err().to_string();
+        assert!(e.starts_with("instance: "), "{e}");
     }
 
     #[test]

@@ -342,7 +342,7 @@ async fn serve(
     let keep = match (&config.acme, &config.state_store, &config.state) {
         (None, _, _) => None,
         (Some(a), config::StateStore::File, Some(state)) => Some(acme::store::Keep::Disk(
-            acme::store::Disk::beside(state, &a.directory),
+            acme::store::Disk::beside_for(state, &a.directory, config.docker.instance.as_deref()),
         )),
         (Some(a), config::StateStore::Swarm { name }, _) => {
             let endpoint = store_endpoint(&config)?;
@@ -428,11 +428,11 @@ async fn serve(
     let sources = discovery::sources::Sources::default();
     let mut watchers = Vec::new();
     for (i, endpoint) in endpoints.into_iter().enumerate() {
-        tracing::info!(name = %endpoint.name, endpoint = endpoint.host.as_deref().unwrap_or(""), prefix = %config.docker.label_prefix, "watching Docker");
+        tracing::info!(name = %endpoint.name, endpoint = endpoint.host.as_deref().unwrap_or(""), prefix = %config.docker.label_prefix, instance = config.docker.instance.as_deref().unwrap_or("(none)"), "watching Docker");
         let w = discovery::docker::Watcher::new(
             endpoint,
             i > 0,
-            &config.docker.label_prefix,
+            (&config.docker.label_prefix, config.docker.instance.clone()),
             registry.clone(),
             &sources,
         )

@@ -712,3 +712,51 @@ async fn a_tcp_docker_endpoint_works() {
     }
     relay.abort();
 }
+
+/// Two quaysides on one Docker host, on purpose: the one started with `--instance blue` routes
+/// only containers labelled `instance=blue`, the one without routes only those without the
+/// label; each lists the other's as belonging to another quayside, not as an error.
+#[tokio::test]
+async fn two_instances_on_one_host_route_their_own_containers() {
+    if !common::docker::available() {
+        return;
+    }
+    let s = Scope::new();
+    let plain = s.quayside().await;
+    let blue = {
+        let mut c = test_config();
+        c.docker.enabled = true;
+        c.docker.label_prefix = s.prefix().to_owned();
+        c.docker.instance = Some("blue".into());
+        Quayside::start_with(c).await
+    };
+    let http = Http::new();
+    let mine = s.run("mine", &[s.label("enable", "true")], &[]);
+    let theirs = s.run(
+        "theirs",
+        &[s.label("enable", "true"), s.label("instance", "blue")],
+        &[],
+    );
+    wait_routed(&http, &plain, "x", &mine).await;
+    wait_routed(&http, &blue, "x", &theirs).await;
+    for _ in 0..6 {
+        let r = http.get(&plain.proxy_url("/")).await;
+        assert_eq!(first_line(&r.body), &mine[..12]);
+        let r = http.get(&blue.proxy_url("/")).await;
+        assert_eq!(first_line(&r.body), &theirs[..12]);
+    }
+    for (q, other, label) in [(&plain, "theirs", Some("blue")), (&blue, "mine", None)] {
+        let v = seen(&http, q, &s.name(other)).await.expect("listed");
+        assert_eq!(v["routed"], false, "{v}");
+        assert_eq!(v["detail"]["kind"], "other_instance", "{v}");
+        assert_eq!(v["detail"]["instance"], serde_json::json!(label), "{v}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("belongs to another quayside"),
+            "{v}"
+        );
+    }
+    let _ = (mine, theirs);
+}

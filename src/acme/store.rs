@@ -53,12 +53,22 @@ fn server_dir(directory: &str) -> String {
 impl Disk {
     /// The directory for `directory`'s certificates beside `state` (the state file).
     pub fn beside(state: &Path, directory: &str) -> Disk {
+        Disk::beside_for(state, directory, None)
+    }
+
+    /// The same for `--instance` `instance`: `acme-<instance>`, so two instances whose state
+    /// files share a folder keep their certificates and ledgers apart.
+    pub fn beside_for(state: &Path, directory: &str, instance: Option<&str>) -> Disk {
         let parent = state
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
+        let folder = match instance {
+            Some(n) => format!("acme-{n}"),
+            None => "acme".to_owned(),
+        };
         Disk {
-            dir: parent.join("acme").join(server_dir(directory)),
+            dir: parent.join(folder).join(server_dir(directory)),
         }
     }
 

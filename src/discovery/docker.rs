@@ -151,7 +151,7 @@ impl Watcher {
     pub fn new(
         endpoint: Endpoint,
         qualify: bool,
-        prefix: &str,
+        (prefix, instance): (&str, Option<String>),
         registry: Handle,
         sources: &Sources,
     ) -> Self {
@@ -165,6 +165,7 @@ impl Watcher {
         let mut discovery = Discovery::new(source, prefix, Vec::new());
         discovery.address = endpoint.address;
         discovery.qualifier = qualify.then_some(name);
+        discovery.instance = instance;
         Watcher {
             endpoint: host,
             tls: endpoint.tls,
@@ -467,6 +468,7 @@ impl SwarmSource {
         let source = SourceId::new(Source::Swarm, &containers.source.name);
         let mut discovery = Discovery::new(source.clone(), containers.prefix(), Vec::new());
         discovery.qualifier = containers.qualifier.clone();
+        discovery.instance = containers.instance.clone();
         let status = sources.slot(
             source,
             SourceStatus::connecting(

@@ -68,6 +68,12 @@ pub enum Skip {
     NoAddress {
         network: String,
     },
+    /// Labelled for another quayside (`<prefix>.instance`, `--instance`): `instance` is the
+    /// one it names, none when it has no such label and this quayside has an instance.
+    OtherInstance {
+        instance: Option<String>,
+        label: String,
+    },
     /// The endpoint is reached at `address`, and the container's port is not published there.
     NotPublished {
         port: u16,
@@ -105,6 +111,20 @@ impl std::fmt::Display for Skip {
                 "the network label names {network:?} but the container is on {networks:?}"
             ),
             Skip::NoAddress { network } => write!(f, "no IP address on network {network:?}"),
+            Skip::OtherInstance {
+                instance: Some(n),
+                label,
+            } => write!(
+                f,
+                "belongs to another quayside: {label}={n}, routed by the quayside started with --instance {n}"
+            ),
+            Skip::OtherInstance {
+                instance: None,
+                label,
+            } => write!(
+                f,
+                "belongs to another quayside: it has no {label} label, so the quayside without --instance routes it"
+            ),
             Skip::NotPublished { port, address } => write!(
                 f,
                 "its host is reached at {address} and port {port} is not published there; publish it (-p {port}) or run it with --network host"
@@ -280,6 +300,13 @@ pub const LABELS: &[LabelDoc] = &[
             d.enabled = boolean(v)?;
             Ok(())
         },
+    },
+    LabelDoc {
+        name: "instance",
+        service_level: false,
+        meaning: "the quayside that routes it, for several on one Docker host: one started with `--instance NAME` routes only containers labelled `quayside.instance=NAME`, one without routes only those without the label",
+        // (Decided before any other label is read: [`instance_of`].)
+        parse: |_, _| Ok(()),
     },
     LabelDoc {
         name: "port",
@@ -579,6 +606,30 @@ pub fn unknown(labels: &BTreeMap<String, String>, prefix: &str) -> Vec<String> {
         })
         .cloned()
         .collect()
+}
+
+/// Whether a container with our labels is this quayside's: with an instance (`mine`, from
+/// `--instance`), only one labelled `<prefix>.instance` with its name; without, only one
+/// without that label. Decided before its other labels are read: another quayside's
+/// container is not this one's to judge.
+pub fn instance_of(
+    labels: &BTreeMap<String, String>,
+    prefix: &str,
+    mine: Option<&str>,
+) -> Result<(), Skip> {
+    let label = format!("{prefix}.instance");
+    let theirs = labels
+        .get(&label)
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty());
+    if theirs == mine {
+        Ok(())
+    } else {
+        Err(Skip::OtherInstance {
+            instance: theirs.map(str::to_owned),
+            label,
+        })
+    }
 }
 
 /// Whether a container concerns us at all: it has any label under the prefix.
@@ -1145,6 +1196,31 @@ mod tests {
         c.running = false;
         c.labels.remove("quayside.network");
         assert_eq!(evaluate(&c, "quayside", &[], None), Err(Skip::NotRunning));
+    }
+
+    #[test]
+    fn a_container_is_one_instances_only() {
+        let plain = container(&[("quayside.enable", "true")]).labels;
+        let blue = container(&[("quayside.enable", "true"), ("quayside.instance", "blue")]).labels;
+        assert_eq!(instance_of(&plain, "quayside", None), Ok(()));
+        assert_eq!(instance_of(&blue, "quayside", Some("blue")), Ok(()));
+        assert_eq!(
+            instance_of(&blue, "quayside", None),
+            Err(Skip::OtherInstance {
+                instance: Some("blue".into()),
+                label: "quayside.instance".into()
+            })
+        );
+        assert_eq!(
+            instance_of(&plain, "quayside", Some("blue")),
+            Err(Skip::OtherInstance {
+                instance: None,
+                label: "quayside.instance".into()
+            })
+        );
+        assert!(instance_of(&blue, "quayside", Some("green")).is_err());
+        // The label is known: no "unknown label" warning for it.
+        assert!(unknown(&blue, "quayside").is_empty());
     }
 
     proptest! {

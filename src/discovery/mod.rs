@@ -30,6 +30,11 @@ struct Seen {
     draining: bool,
 }
 
+/// Not another quayside's container (whose labels are not this one's to judge).
+fn verdict_is_ours(v: &Result<labels::Routable, Skip>) -> bool {
+    !matches!(v, Err(Skip::OtherInstance { .. }))
+}
+
 /// The containers seen with our labels, by id.
 #[derive(Clone, Debug)]
 pub struct Discovery {
@@ -43,6 +48,8 @@ pub struct Discovery {
     pub qualifier: Option<String>,
     /// Containers of Swarm tasks are left out (the Swarm source routes them, as tasks).
     pub skip_tasks: bool,
+    /// This quayside's `--instance`: only containers labelled for it are routed.
+    pub instance: Option<String>,
     containers: BTreeMap<String, Seen>,
 }
 
@@ -80,6 +87,7 @@ impl Discovery {
             address: None,
             qualifier: None,
             skip_tasks: false,
+            instance: None,
             containers: BTreeMap::new(),
         }
     }
@@ -97,9 +105,10 @@ impl Discovery {
             self.containers.remove(&info.id);
             return;
         }
-        let verdict = labels::evaluate(&info, &self.prefix, &self.own_networks, self.address)
+        let verdict = labels::instance_of(&info.labels, &self.prefix, self.instance.as_deref())
+            .and_then(|()| labels::evaluate(&info, &self.prefix, &self.own_networks, self.address))
             .and_then(|r| self.qualify(r));
-        if !self.containers.contains_key(&info.id) {
+        if !self.containers.contains_key(&info.id) && verdict_is_ours(&verdict) {
             let unknown = labels::unknown(&info.labels, &self.prefix);
             if !unknown.is_empty() {
                 tracing::warn!(container = %info.name, labels = ?unknown, "unknown labels are ignored; check their spelling (the README lists every label)");
@@ -115,7 +124,8 @@ impl Discovery {
             // networks as a matter of course: nothing for an operator to do.
             let leaving =
                 !info.running || self.containers.get(&info.id).is_some_and(|s| s.draining);
-            if !known && *skip != Skip::Disabled && !leaving {
+            let mine = !matches!(skip, Skip::Disabled | Skip::OtherInstance { .. });
+            if !known && mine && !leaving {
                 tracing::warn!(container = %info.name, id = %short(&info.id), reason = %skip, "container not routed");
             } else if !known && leaving {
                 tracing::debug!(container = %info.name, id = %short(&info.id), reason = %skip, "container on its way out not routed");

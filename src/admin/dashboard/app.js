@@ -517,15 +517,22 @@ function renderSources() {
         el("td", { class: "num", text: String(s.reconnects) }), el("td", { class: "error", text: s.last_error || "" })));
     src.replaceChildren(el("div", { class: "scroll" }, el("table", {}, el("thead", {}, head), el("tbody", {}, ...body))));
   }
-  const unrouted = [];
-  for (const s of state.sources) for (const c of s.containers) if (!c.routed) unrouted.push([s, c]);
+  // Another quayside's containers (--instance) are not a problem of this one's: listed apart.
+  const unrouted = [], others = [];
+  for (const s of state.sources) for (const c of s.containers) {
+    if (c.routed) continue;
+    (c.detail && c.detail.kind === "other_instance" ? others : unrouted).push([s, c]);
+  }
   const u = $("unrouted");
+  const apart = others.length
+    ? [el("p", { class: "empty", text: `Belonging to another quayside (--instance): ${others.map(([, c]) => c.name).join(", ")}` })]
+    : [];
   if (!unrouted.length) {
-    u.replaceChildren(el("p", { class: "empty", text: "Every labelled container is routed." }));
+    u.replaceChildren(el("p", { class: "empty", text: "Every labelled container is routed." }), ...apart);
   } else {
     const head = el("tr", {}, ...["container", "source", "why not"].map((h) => el("th", { text: h })));
     u.replaceChildren(el("div", { class: "scroll" }, el("table", {}, el("thead", {}, head), el("tbody", {}, ...unrouted.map(([s, c]) =>
-      el("tr", {}, el("td", { text: c.name }), el("td", { text: s.name }), el("td", { text: c.reason || "" })))))));
+      el("tr", {}, el("td", { text: c.name }), el("td", { text: s.name }), el("td", { text: c.reason || "" })))))), ...apart);
   }
 }
 
