@@ -55,8 +55,21 @@ impl Project {
     }
 }
 
+/// The label of the containers the test starts beside the project (removed with it).
+const EXTRA_LABEL: &str = "quayside-test-compose-extra";
+
 impl Drop for Project {
     fn drop(&mut self) {
+        let filter = format!("label={EXTRA_LABEL}={}", self.name);
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output();
+        if let Ok(out) = out {
+            let ids = String::from_utf8_lossy(&out.stdout).to_string();
+            for id in ids.split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
         let _ = self.compose(&["down", "-v", "--remove-orphans"], &[]);
         let _ = Command::new("docker")
             .args(["rmi", "-f", &self.images[0].1, &self.images[1].1])
@@ -207,6 +220,67 @@ async fn the_compose_example_routes_by_scale_host_and_path() {
     assert!(!seen.contains(&api.body.lines().next().unwrap().to_owned()));
     let docs = http.get(&format!("{proxy}/docs/page")).await;
     assert!(docs.body.contains("GET /page HTTP/1.1"), "{}", docs.body);
+
+    // quayside runs in the project's network: a labelled container on the default bridge
+    // only is not routed (quayside could not reach it) and says which network to join; one
+    // on both is routed at its address on the shared one.
+    let extra = |name: &str, host: &str, network: &str| {
+        let out = Command::new("docker")
+            .args(["run", "-d", "--name", &format!("{}-{name}", project.name)])
+            .args(["--label", &format!("{EXTRA_LABEL}={}", project.name)])
+            .args(["--label", &format!("quayside.host={host}")])
+            .args(["--label", &format!("quayside.service={name}")])
+            .args(["--network", network, &project.images[1].1])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let shared = format!("{}_default", project.name);
+    extra("stray", "stray.test", "bridge");
+    let both = extra("both", "both.test", &shared);
+    let out = Command::new("docker")
+        .args(["network", "connect", "bridge", &both])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stray = eventually(30, "the stray container listed", || async {
+        let r = probe(&format!("{admin}/api/v1/discovery")).await?;
+        let v: serde_json::Value = serde_json::from_str(&r).ok()?;
+        v["sources"][0]["containers"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == format!("{}-stray", project.name))
+            .cloned()
+    })
+    .await;
+    assert_eq!(stray["routed"], false, "{stray}");
+    assert_eq!(stray["detail"]["kind"], "no_shared_network", "{stray}");
+    assert_eq!(
+        stray["detail"]["own"],
+        serde_json::json!([shared]),
+        "{stray}"
+    );
+    assert!(
+        stray["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("docker network connect {shared} <container>")),
+        "{stray}"
+    );
+    eventually(30, "the container on both networks answering", || async {
+        let r = http.get_host(&format!("{proxy}/"), "both.test").await;
+        (r.status == StatusCode::OK && r.body.starts_with(&both[..12])).then_some(())
+    })
+    .await;
 
     // The examples' pin and drain blocks, as written, whatever the project is called.
     let run = |heading: &str| {

@@ -653,18 +653,40 @@ fn is_not_found(e: &bollard::errors::Error) -> bool {
     )
 }
 
-/// The networks of quayside's own container, when it runs in one.
+/// The networks of quayside's own container, when it runs in one: found by its host name
+/// (Docker's default is the short container id), else by the container id in the paths of
+/// its own mounts (a container given a `hostname:` of its own).
 async fn own_networks(docker: &Docker) -> Vec<String> {
-    if !std::path::Path::new("/.dockerenv").exists() {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let by_mount = own_container_id(&mountinfo);
+    let in_container = std::path::Path::new("/.dockerenv").exists() || by_mount.is_some();
+    if !in_container {
         return Vec::new();
     }
-    let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") else {
-        return Vec::new();
-    };
-    match docker.inspect_container(host.trim(), None).await {
-        Ok(c) => container_info(c).networks.into_keys().collect(),
-        Err(_) => Vec::new(),
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    for id in [Some(host.trim()), by_mount].into_iter().flatten() {
+        if id.is_empty() {
+            continue;
+        }
+        if let Ok(c) = docker.inspect_container(id, None).await {
+            return container_info(c).networks.into_keys().collect();
+        }
     }
+    tracing::warn!(
+        hostname = host.trim(),
+        "quayside seems to run in a container but cannot find it through this Docker endpoint (by its host name or the id in its mounts); containers on networks it is not on may be routed and time out: set quayside.network on them, or run quayside on the host or with a daemon that runs it"
+    );
+    Vec::new()
+}
+
+/// The id of the container whose mounts these are (`/proc/self/mountinfo`): Docker mounts
+/// `/etc/hostname`, `/etc/hosts` and `/etc/resolv.conf` from `…/containers/<id>/`.
+fn own_container_id(mountinfo: &str) -> Option<&str> {
+    mountinfo.lines().find_map(|line| {
+        let rest = &line[line.find("/containers/")? + "/containers/".len()..];
+        let id = rest.get(..64)?;
+        (id.bytes().all(|b| b.is_ascii_hexdigit()) && rest[64..].starts_with('/')).then_some(id)
+    })
 }
 
 /// The parts of `docker inspect` that discovery uses.
@@ -752,6 +774,24 @@ pub fn rfc3339_nanos(s: &str) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn its_own_container_id_is_read_from_its_mounts() {
+        let id = "4f1e7c0d9a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5";
+        let mountinfo = format!(
+            "612 593 0:55 / / rw,relatime - overlay overlay rw\n\
+             625 612 254:1 /var/lib/docker/containers/{id}/hostname /etc/hostname rw - ext4 /dev/vda1 rw\n"
+        );
+        assert_eq!(own_container_id(&mountinfo), Some(id));
+        assert_eq!(
+            own_container_id("612 593 0:55 / / rw - overlay overlay rw\n"),
+            None
+        );
+        assert_eq!(
+            own_container_id("1 2 3:4 /var/lib/docker/containers/short/hostname /etc/hostname\n"),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -68,6 +68,14 @@ pub enum Skip {
     NoAddress {
         network: String,
     },
+    /// quayside runs in a container of its own networks (`own`) and this one is on none of
+    /// them (`networks`): its addresses are not reachable from quayside.
+    NoSharedNetwork {
+        networks: Vec<String>,
+        own: Vec<String>,
+        /// The label that would choose one anyway (`quayside.network`).
+        label: String,
+    },
     /// Labelled for another quayside (`<prefix>.instance`, `--instance`): `instance` is the
     /// one it names, none when it has no such label and this quayside has an instance.
     OtherInstance {
@@ -111,6 +119,15 @@ impl std::fmt::Display for Skip {
                 "the network label names {network:?} but the container is on {networks:?}"
             ),
             Skip::NoAddress { network } => write!(f, "no IP address on network {network:?}"),
+            Skip::NoSharedNetwork {
+                networks,
+                own,
+                label,
+            } => write!(
+                f,
+                "shares no network with quayside's container (it is on {networks:?}, quayside on {own:?}), so quayside cannot reach it; join it to one: docker network connect {} <container>, or the Compose networks: key (or set {label} if that network is reachable after all)",
+                own.first().map_or("<network>", String::as_str)
+            ),
             Skip::OtherInstance {
                 instance: Some(n),
                 label,
@@ -362,7 +379,7 @@ pub const LABELS: &[LabelDoc] = &[
     LabelDoc {
         name: "network",
         service_level: false,
-        meaning: "which network's IP to use; else the network shared with quayside's own container; else the only network (several and no way to choose → skipped, naming them)",
+        meaning: "which network's IP to use; else the network shared with quayside's own container (quayside in a container of its own networks routes no container it shares none with, and says which to join); else, quayside on the host, the only network (several and no way to choose → skipped, naming them)",
         parse: |d, v| {
             d.network = Some(v.to_owned());
             Ok(())
@@ -796,9 +813,19 @@ pub fn evaluate(
         }
         None => {
             let shared: Vec<&String> = names.iter().filter(|n| own_networks.contains(n)).collect();
+            // quayside in a container of its own networks reaches only those (on the host,
+            // or in a container on the host's network, every bridge address is reachable).
+            let confined = !own_networks.is_empty() && !own_networks.iter().any(|n| n == "host");
             match (shared.as_slice(), names.as_slice()) {
                 ([one], _) => (*one).clone(),
                 (_, []) => return Err(Skip::NoNetwork),
+                ([], _) if confined => {
+                    return Err(Skip::NoSharedNetwork {
+                        networks: names,
+                        own: own_networks.to_vec(),
+                        label: key("network"),
+                    });
+                }
                 (_, [only]) => only.clone(),
                 _ => {
                     return Err(Skip::AmbiguousNetwork {
@@ -1196,6 +1223,41 @@ mod tests {
         c.running = false;
         c.labels.remove("quayside.network");
         assert_eq!(evaluate(&c, "quayside", &[], None), Err(Skip::NotRunning));
+    }
+
+    #[test]
+    fn quayside_in_a_container_routes_only_what_shares_a_network_with_it() {
+        let c = container(&[("quayside.port", "80")]); // on `bridge` only
+        // On the host (no own networks), or in a container on the host's network: as before.
+        assert!(evaluate(&c, "quayside", &[], None).is_ok());
+        assert!(evaluate(&c, "quayside", &["host".into()], None).is_ok());
+        // In a container on `demo_default` only: not reachable, and it says what to join.
+        let skip = evaluate(&c, "quayside", &["demo_default".into()], None).unwrap_err();
+        assert_eq!(
+            skip,
+            Skip::NoSharedNetwork {
+                networks: vec!["bridge".into()],
+                own: vec!["demo_default".into()],
+                label: "quayside.network".into()
+            }
+        );
+        let text = skip.to_string();
+        assert!(
+            text.contains("docker network connect demo_default <container>"),
+            "{text}"
+        );
+        // On both: the shared one.
+        let mut both = c.clone();
+        both.networks
+            .insert("demo_default".into(), Some("10.9.0.3".parse().unwrap()));
+        let r = evaluate(&both, "quayside", &["demo_default".into()], None).unwrap();
+        assert_eq!(r.addr.to_string(), "10.9.0.3");
+        // The label still decides.
+        let mut named = c.clone();
+        named
+            .labels
+            .insert("quayside.network".into(), "bridge".into());
+        assert!(evaluate(&named, "quayside", &["demo_default".into()], None).is_ok());
     }
 
     #[test]
