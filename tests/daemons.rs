@@ -3,7 +3,8 @@
 //! at an address (its published ports), its
 //! entries are named after it; stopping it fails no request and keeps the first's entries
 //! untouched, and once it is back its containers are followed again. A daemon that is no Swarm
-//! manager cannot hold `--state-store swarm`.
+//! manager cannot hold `--state-store swarm`; a swarm made on it while quayside runs is
+//! followed, and dropped when it leaves.
 
 mod common;
 
@@ -151,4 +152,27 @@ async fn two_daemons_are_followed_and_one_stopping_fails_no_request() {
         (source(&http, &q, "d2").await["state"] == "connected").then_some(())
     })
     .await;
+
+    // A swarm made while quayside runs is followed without a restart, and left, dropped.
+    let swarm_of_d2 = |all: Vec<Value>| {
+        all.into_iter()
+            .find(|s| s["kind"] == "swarm" && s["name"] == "d2")
+    };
+    d2.docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    let followed = eventually(15, "d2's swarm followed", || async {
+        swarm_of_d2(sources(&http, &q).await).filter(|s| s["state"] == "connected")
+    })
+    .await;
+    assert_eq!(
+        followed["endpoint"],
+        source(&http, &q, "d2").await["endpoint"]
+    );
+    d2.docker(&["swarm", "leave", "--force"]);
+    eventually(15, "d2's swarm no longer followed", || async {
+        swarm_of_d2(sources(&http, &q).await)
+            .is_some_and(|s| s["state"] == "not a manager")
+            .then_some(())
+    })
+    .await;
+    assert_eq!(source(&http, &q, "d2").await["state"], "connected");
 }

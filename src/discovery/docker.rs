@@ -126,7 +126,12 @@ enum WatchError {
     StreamEnded,
     #[error("quayside is stopping")]
     Stopped,
+    #[error("the endpoint became or stopped being a Swarm manager")]
+    SwarmChanged,
 }
+
+/// How often the endpoint is asked whether it is a Swarm manager (besides network events).
+const SWARM_CHECK: Duration = Duration::from_secs(5);
 
 pub struct Watcher {
     endpoint: String,
@@ -142,6 +147,9 @@ pub struct Watcher {
     seen: Activity,
     /// The current session got as far as a full sync.
     synced: bool,
+    /// A network was created or removed (as `docker swarm init`/`leave` do): look again
+    /// whether the endpoint is a Swarm manager.
+    recheck_swarm: bool,
 }
 
 impl Watcher {
@@ -177,6 +185,7 @@ impl Watcher {
             discovery,
             seen: Activity::default(),
             synced: false,
+            recheck_swarm: false,
         }
     }
 
@@ -198,6 +207,8 @@ impl Watcher {
             };
             let err = match result {
                 Err(WatchError::Stopped) => return,
+                // A swarm made or left: a new session at once, which follows it (or not).
+                Err(WatchError::SwarmChanged) => continue,
                 Err(WatchError::Docker(e)) => describe(&e, &self.endpoint),
                 Err(e) => e.to_string(),
                 Ok(()) => unreachable!("a session only ends with an error"),
@@ -255,21 +266,7 @@ impl Watcher {
         };
         // A Swarm manager: its services are followed too, and its task containers are left to
         // them.
-        let manager = docker
-            .info()
-            .await?
-            .swarm
-            .and_then(|s| s.control_available)
-            .unwrap_or(false);
-        self.discovery.skip_tasks = manager;
-        if manager && self.swarm.is_none() {
-            self.swarm = Some(SwarmSource::new(
-                &self.sources,
-                &self.discovery,
-                &self.endpoint,
-            ));
-            tracing::info!(endpoint = %self.endpoint, "the Docker endpoint is a Swarm manager; following labelled services too");
-        }
+        let manager = self.follow_swarm(&docker).await?;
         let mut types = vec!["container".to_owned(), "network".to_owned()];
         if manager {
             types.push("service".to_owned());
@@ -297,6 +294,11 @@ impl Watcher {
 
         let mut poll = tokio::time::interval(self.swarm_poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A swarm made or left while quayside runs: looked for on network events, and every
+        // few seconds whatever the events say.
+        let mut swarm_check = tokio::time::interval(SWARM_CHECK);
+        swarm_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        swarm_check.reset();
         loop {
             // (Tasks are listed only while some service is labelled.)
             let polling = self.swarm.as_ref().is_some_and(|s| s.labelled);
@@ -305,6 +307,13 @@ impl Watcher {
                 _ = poll.tick(), if polling => {
                     if let Some(swarm) = &mut self.swarm {
                         swarm.sync(&docker, &self.registry, false).await?;
+                    }
+                    continue;
+                }
+                _ = swarm_check.tick() => {
+                    if self.follow_swarm(&docker).await? != manager {
+                        // (The event filter and the containers' verdicts depend on it.)
+                        return Err(WatchError::SwarmChanged);
                     }
                     continue;
                 }
@@ -319,6 +328,11 @@ impl Watcher {
             }
             if changed {
                 self.publish().await;
+            }
+            if std::mem::take(&mut self.recheck_swarm)
+                && self.follow_swarm(&docker).await? != manager
+            {
+                return Err(WatchError::SwarmChanged);
             }
             if let Some(swarm) = &mut self.swarm
                 && std::mem::take(&mut swarm.dirty)
@@ -343,6 +357,9 @@ impl Watcher {
                 .and_then(|t| u64::try_from(t).ok())
                 .map(Duration::from_secs))
             .map(|since_epoch| UNIX_EPOCH + since_epoch);
+        if ev.typ == Some(EventMessageTypeEnum::NETWORK) && matches!(action, "create" | "destroy") {
+            self.recheck_swarm = true;
+        }
         if ev.typ == Some(EventMessageTypeEnum::SERVICE) {
             if let Some(swarm) = &mut self.swarm {
                 swarm.dirty = true;
@@ -400,6 +417,35 @@ impl Watcher {
             a if a.starts_with("health_status") => self.reinspect(docker, &id).await?,
             _ => false,
         })
+    }
+
+    /// Whether the endpoint is a Swarm manager now; follows its services from when it
+    /// becomes one, and drops them (their tasks leave routing) when it stops being one.
+    async fn follow_swarm(&mut self, docker: &Docker) -> Result<bool, WatchError> {
+        let manager = docker
+            .info()
+            .await?
+            .swarm
+            .and_then(|s| s.control_available)
+            .unwrap_or(false);
+        self.discovery.skip_tasks = manager;
+        if manager && self.swarm.is_none() {
+            self.swarm = Some(SwarmSource::new(
+                &self.sources,
+                &self.discovery,
+                &self.endpoint,
+            ));
+            tracing::info!(endpoint = %self.endpoint, "the Docker endpoint is a Swarm manager; following labelled services too");
+        } else if !manager && let Some(mut swarm) = self.swarm.take() {
+            swarm.discovery.replace_all(Vec::new());
+            let (cmd, _) = swarm.discovery.sync_command();
+            if let Err(e) = self.registry.apply(cmd).await {
+                tracing::error!(error = %e, "could not remove the Swarm tasks from routing");
+            }
+            swarm.publish_status("not a manager", None);
+            tracing::info!(endpoint = %self.endpoint, "the Docker endpoint is no longer a Swarm manager (it left the swarm, or was demoted); its services' tasks are out of routing");
+        }
+        Ok(manager)
     }
 
     async fn reinspect(&mut self, docker: &Docker, id: &str) -> Result<bool, WatchError> {
