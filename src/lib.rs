@@ -129,7 +129,12 @@ async fn open_store(
     Ok(match (&config.state_store, &config.state) {
         (config::StateStore::Swarm { name }, _) => {
             let endpoint = store_endpoint(config)?;
-            let (reg, store) = registry::swarm_store::SwarmStore::open(&endpoint, name).await?;
+            let (reg, store) = registry::swarm_store::SwarmStore::open(
+                &endpoint,
+                name,
+                config.docker.instance.as_deref(),
+            )
+            .await?;
             (reg, Some(Store::Swarm(store)))
         }
         (config::StateStore::File, Some(path)) => {

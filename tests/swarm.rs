@@ -658,6 +658,24 @@ async fn replicas_share_their_state_through_the_swarm_store() {
     })
     .await;
 
+    // Another instance given the same store name is refused in one line (it would take
+    // over this deployment's state).
+    let out = Command::new(env!("CARGO_BIN_EXE_quayside"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(args)
+        .args(["--instance", "blue"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "the Swarm state store {name} belongs to the quayside without --instance"
+        )),
+        "{err}"
+    );
+
     // `quayside state export` reads the swarm's state; `import` replaces it, and the running
     // replicas take it at once.
     let quayside = |more: &[&str]| {

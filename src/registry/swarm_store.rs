@@ -25,6 +25,8 @@ use super::{Registry, persist};
 pub const STORE_LABEL: &str = "quayside.state-store";
 /// The label that says a generation's data is gzipped.
 const ENCODING_LABEL: &str = "quayside.state-encoding";
+/// The `--instance` of the quayside whose state it is (absent: one without an instance).
+const INSTANCE_LABEL: &str = "quayside.state-instance";
 /// Data larger than this is gzipped (a config holds at most 500 KB).
 const COMPRESS_OVER: usize = 400 * 1024;
 const LIMIT: usize = 500 * 1024;
@@ -41,6 +43,14 @@ pub enum StoreError {
     Corrupt { name: String, reason: String },
     #[error("another replica wrote generation {0} first")]
     Taken(u64),
+    #[error(
+        "the Swarm state store {name} belongs to {theirs}, and this quayside is {mine}: give it a --state-store-name of its own (or leave it unset: an instance gets quayside-state-<instance>)"
+    )]
+    OtherInstance {
+        name: String,
+        theirs: String,
+        mine: String,
+    },
     #[error("cannot write the Swarm state: {0}")]
     Write(String),
     #[error(
@@ -53,6 +63,8 @@ pub enum StoreError {
 pub struct SwarmStore {
     docker: Docker,
     name: String,
+    /// This quayside's `--instance`, written on every generation.
+    instance: Option<String>,
     /// The newest generation this replica has written or adopted (0: none yet).
     generation: u64,
 }
@@ -62,6 +74,7 @@ impl SwarmStore {
     pub async fn open(
         endpoint: &str,
         name: &str,
+        instance: Option<&str>,
     ) -> Result<(Option<Registry>, SwarmStore), StoreError> {
         let unreachable = |e: bollard::errors::Error| StoreError::Unreachable {
             endpoint: endpoint.to_owned(),
@@ -83,14 +96,42 @@ impl SwarmStore {
         let mut store = SwarmStore {
             docker,
             name: name.to_owned(),
+            instance: instance.map(str::to_owned),
             generation: 0,
         };
+        store.check_instance().await?;
         let newest = store.newest().await?;
         let reg = newest.map(|(g, reg)| {
             store.generation = g;
             reg
         });
         Ok((reg, store))
+    }
+
+    /// Refuse a store another instance's replicas write (two instances given one name).
+    async fn check_instance(&self) -> Result<(), StoreError> {
+        let Some((_, id)) = self.generations().await?.pop() else {
+            return Ok(());
+        };
+        let Ok(config) = self.docker.inspect_config(&id).await else {
+            return Ok(()); // (Replaced meanwhile: the read that follows says more.)
+        };
+        let theirs = config
+            .spec
+            .and_then(|s| s.labels)
+            .and_then(|l| l.get(INSTANCE_LABEL).cloned());
+        if theirs == self.instance {
+            return Ok(());
+        }
+        let who = |i: &Option<String>| match i {
+            Some(n) => format!("quayside instance {n}"),
+            None => "the quayside without --instance".to_owned(),
+        };
+        Err(StoreError::OtherInstance {
+            name: self.name.clone(),
+            theirs: who(&theirs),
+            mine: who(&self.instance),
+        })
     }
 
     pub fn generation(&self) -> u64 {
@@ -176,6 +217,9 @@ impl SwarmStore {
         if gzip {
             labels.insert(ENCODING_LABEL.to_owned(), "gzip".to_owned());
         }
+        if let Some(i) = &self.instance {
+            labels.insert(INSTANCE_LABEL.to_owned(), i.clone());
+        }
         let spec = ConfigSpec {
             name: Some(format!("{}-{next}", self.name)),
             labels: Some(labels),
@@ -260,6 +304,8 @@ pub async fn follow<F, Fut>(
             let store = SwarmStore {
                 docker: docker.clone(),
                 name: name.clone(),
+                // (Reads only: it writes nothing.)
+                instance: None,
                 generation: 0,
             };
             let mut events = docker.events(Some(EventsOptions {
