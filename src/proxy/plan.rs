@@ -438,15 +438,18 @@ pub const STALL_AFTER: Duration = Duration::from_secs(1);
 
 /// A request waiting for a backend's first answer, and what tells whether to give up on the
 /// backend: it answered nothing since the request was sent, for [`STALL_AFTER`] and 20 times
-/// its usual latency, while another backend of the service answered and can take the request.
+/// its usual latency (at most half the response timeout), while another backend of the service answered and can take the request.
 /// Then the backend is marked stalled (new requests go elsewhere until a check gets an answer)
 /// and the request, idempotent, goes elsewhere. A backend that accepts requests and answers
 /// none so costs its service a second, not the response timeout; a service of long polls
 /// (every backend quiet) is left alone.
 pub struct StallWatch<'a> {
     service: &'a ServiceRoute,
-    /// The backend's answers when the request was sent.
-    answers: u64,
+    /// The backend's answers when the request was sent, or at the last look that found it
+    /// answering: the window it must be quiet in starts there.
+    answers: std::sync::atomic::AtomicU64,
+    /// When that window started ([`now_ms`] clock); 0: when the request was sent.
+    window_ms: std::sync::atomic::AtomicU64,
     sent: tokio::time::Instant,
 }
 
@@ -457,7 +460,8 @@ impl<'a> StallWatch<'a> {
     pub fn new(plan: &'a Plan, upstream: &Upstream, retry: bool) -> Option<StallWatch<'a>> {
         (retry && plan.service.backends.len() > 1).then(|| StallWatch {
             service: &plan.service,
-            answers: upstream.stats.answers(),
+            answers: std::sync::atomic::AtomicU64::new(upstream.stats.answers()),
+            window_ms: std::sync::atomic::AtomicU64::new(0),
             sent: tokio::time::Instant::now(),
         })
     }
@@ -467,31 +471,46 @@ impl<'a> StallWatch<'a> {
         self.sent + STALL_AFTER
     }
 
-    /// Looked at `now`, waiting on `upstream`: give up on it (the error, the backend marked
-    /// stalled), or look again at the returned time.
+    /// Looked at `now`, waiting on `upstream` until `deadline` (the response timeout): give
+    /// up on it (the error, the backend marked stalled), or look again at the returned time.
     #[cold]
     pub fn look(
         &self,
         upstream: &Upstream,
-        now: tokio::time::Instant,
+        (now, deadline): (tokio::time::Instant, tokio::time::Instant),
     ) -> Result<tokio::time::Instant, ProxyError> {
         let usual = Duration::from_secs_f64(upstream.stats.ewma_ms(now_ms()) * 20.0 / 1000.0);
-        let patience = STALL_AFTER.max(usual);
+        // (At most half the response timeout: the latency estimate keeps peaks, and one slow
+        // answer on a busy machine must not stretch the patience past the timeout itself.)
+        let half = deadline.saturating_duration_since(self.sent) / 2;
+        let patience = STALL_AFTER.max(usual.min(half));
         let waited = now.saturating_duration_since(self.sent);
         if waited < patience {
             return Ok(self.sent + patience);
         }
-        let quiet = upstream.stats.answers() == self.answers;
-        // A peer that answered while this request waited: the service is answering, this
-        // backend is not (where every backend is quiet, as with long polls, nothing is wrong).
-        let sent_ms = now_ms().saturating_sub(waited.as_millis() as u64);
+        use std::sync::atomic::Ordering::Relaxed;
+        let answers = upstream.stats.answers();
+        let at = now_ms();
+        let window_ms = match self.window_ms.load(Relaxed) {
+            0 => at.saturating_sub(waited.as_millis() as u64),
+            w => w,
+        };
+        // Quiet through the window (a request sent just before the backend stopped saw it
+        // answer others afterwards: only a window since the last such look counts).
+        let quiet = answers == self.answers.load(Relaxed);
+        // A peer that answered in that window: the service is answering, this backend is not
+        // (where every backend is quiet, as with long polls, nothing is wrong).
         let elsewhere = self.service.backends.iter().any(|b| {
             !std::ptr::eq(&**b, upstream)
                 && crate::balance::Load::available(&**b)
                 && !b.stats.stalled()
-                && b.stats.last_answer_ms() >= sent_ms
+                && b.stats.last_answer_ms() >= window_ms
         });
         if !(quiet && elsewhere) {
+            if !quiet {
+                self.answers.store(answers, Relaxed);
+                self.window_ms.store(at, Relaxed);
+            }
             return Ok(now + STALL_AFTER);
         }
         if upstream.stats.mark_stalled() {

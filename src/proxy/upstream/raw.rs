@@ -84,7 +84,7 @@ pub async fn first_answer(
                 }
                 Err(_) => {
                     let w = watch.expect("looked at only with a watch");
-                    until = w.look(upstream, until)?.min(deadline);
+                    until = w.look(upstream, (until, deadline))?.min(deadline);
                 }
             }
         };
