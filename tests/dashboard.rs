@@ -421,20 +421,39 @@ async fn the_dashboard_shows_the_pool_and_acts_on_it() {
             .unwrap();
     assert_eq!(http.send(add).await.status, 200);
     c.goto(&q.admin_url("/dashboard/")).await.unwrap();
-    let input = c
-        .wait()
+    c.wait()
         .for_element(Locator::Css("#token-dialog[open] #token-input"))
         .await
         .unwrap();
-    input.send_keys("dash-read").await.unwrap();
+    // Cancelled: the page says a token is what is missing (not that discovery is off).
     c.find(Locator::XPath(
-        "//dialog[@id='token-dialog']//button[normalize-space()='Use token']",
+        "//dialog[@id='token-dialog']//button[normalize-space()='Cancel']",
     ))
     .await
     .unwrap()
     .click()
     .await
     .unwrap();
+    wait_text(
+        &c,
+        "#sources p.empty",
+        "Not shown: this page has no token (Token, top right).",
+    )
+    .await;
+    c.find(Locator::Id("token-button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let input = c
+        .wait()
+        .for_element(Locator::Css("#token-dialog[open] #token-input"))
+        .await
+        .unwrap();
+    // The token and a real Enter key (WebDriver's U+E007): the form's first submit button
+    // is "Use token" (it was Cancel, and Enter threw the token away).
+    input.send_keys("dash-read\u{E007}").await.unwrap();
     wait_text(&c, "tr[data-no='t1'] td.state", "active").await;
     wait_text(&c, "#access", "read-only").await;
     for name in ["Drain", "Enable", "Pin", "Delete"] {

@@ -65,6 +65,12 @@ function notice(text, kind = "error") {
 
 // ---- token and access -------------------------------------------------------------------
 
+// Cancel buttons are type="button": Enter in a dialog's field submits its form with the first
+// submit button, which must be the one that goes ahead, not Cancel.
+for (const b of document.querySelectorAll("dialog button.cancel")) {
+  b.addEventListener("click", () => b.closest("dialog").close("cancel"));
+}
+
 let asking = null;
 function askToken(why) {
   if (asking) return asking;
@@ -506,7 +512,10 @@ function syncChildren(parent, list) {
 function renderSources() {
   const src = $("sources");
   if (!state.sources.length) {
-    src.replaceChildren(el("p", { class: "empty", text: "None: Docker discovery is off (--no-docker), or not reachable." }));
+    const why = state.access === "none"
+      ? "Not shown: this page has no token (Token, top right)."
+      : "None: Docker discovery is off (--no-docker), or not reachable.";
+    src.replaceChildren(el("p", { class: "empty", text: why }));
   } else {
     const head = el("tr", {}, ...["name", "kind", "endpoint", "state", "last event", "events", "reconnects", "last error"].map((h) => el("th", { text: h })));
     const body = state.sources.map((s) =>
