@@ -640,11 +640,6 @@ impl Config {
                 }
             })?),
         };
-        // An instance's own names, so two on one host do not share a file, store or folder.
-        let own = |base: &str, sep: &str| match &instance {
-            Some(n) => format!("{base}{sep}{n}"),
-            None => base.to_owned(),
-        };
         Ok(Config {
             healthcheck: cli.command == Some(Sub::Healthcheck),
             state_action: match cli.command.clone() {
@@ -657,7 +652,11 @@ impl Config {
                     name: crate::registry::validate::service(
                         &cli.state_store_name
                             .or(file.state_store_name)
-                            .unwrap_or_else(|| own("quayside-state", "-")),
+                            // (An instance's own, so two on one host do not share one.)
+                            .unwrap_or_else(|| match &instance {
+                                Some(n) => format!("quayside-state-{n}"),
+                                None => "quayside-state".into(),
+                            }),
                     )
                     .map_err(|e| ConfigError::Value {
                         key: "state_store_name".into(),
@@ -1134,13 +1133,15 @@ mod tests {
         );
     }
 
+    /// Flags (and no file) resolved.
+    fn resolve(args: &[&str]) -> Result<Config, ConfigError> {
+        let mut argv = vec!["quayside"];
+        argv.extend_from_slice(args);
+        Config::resolve(Cli::try_parse_from(argv).unwrap(), FileConfig::default())
+    }
+
     #[test]
     fn state_store_is_file_or_swarm() {
-        let resolve = |args: &[&str]| {
-            let mut argv = vec!["quayside"];
-            argv.extend_from_slice(args);
-            Config::resolve(Cli::try_parse_from(argv).unwrap(), FileConfig::default())
-        };
         assert_eq!(resolve(&[]).unwrap().state_store, StateStore::File);
         assert_eq!(
             resolve(&["--state-store", "swarm"]).unwrap().state_store,
@@ -1165,11 +1166,6 @@ mod tests {
 
     #[test]
     fn an_instance_gets_names_of_its_own() {
-        let resolve = |args: &[&str]| {
-            let mut argv = vec!["quayside"];
-            argv.extend_from_slice(args);
-            Config::resolve(Cli::try_parse_from(argv).unwrap(), FileConfig::default())
-        };
         let c = resolve(&["--instance", "blue", "--state-store", "swarm"]).unwrap();
         assert_eq!(c.docker.instance.as_deref(), Some("blue"));
         assert_eq!(c.state, Some(PathBuf::from("quayside-state.blue.json")));

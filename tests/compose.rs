@@ -8,6 +8,7 @@ mod common;
 use std::process::Command;
 
 use common::Http;
+use common::docker::docker;
 use common::eventually;
 use http::StatusCode;
 
@@ -225,33 +226,34 @@ async fn the_compose_example_routes_by_scale_host_and_path() {
     // only is not routed (quayside could not reach it) and says which network to join; one
     // on both is routed at its address on the shared one.
     let extra = |name: &str, host: &str, network: &str| {
-        let out = Command::new("docker")
-            .args(["run", "-d", "--name", &format!("{}-{name}", project.name)])
-            .args(["--label", &format!("{EXTRA_LABEL}={}", project.name)])
-            .args(["--label", &format!("quayside.host={host}")])
-            .args(["--label", &format!("quayside.service={name}")])
-            .args(["--network", network, &project.images[1].1])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
+        let (cname, cleanup) = (
+            format!("{}-{name}", project.name),
+            format!("{EXTRA_LABEL}={}", project.name),
         );
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        let (host, service) = (
+            format!("quayside.host={host}"),
+            format!("quayside.service={name}"),
+        );
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &cname,
+            "--label",
+            &cleanup,
+            "--label",
+            &host,
+            "--label",
+            &service,
+            "--network",
+            network,
+            &project.images[1].1,
+        ])
     };
     let shared = format!("{}_default", project.name);
     extra("stray", "stray.test", "bridge");
     let both = extra("both", "both.test", &shared);
-    let out = Command::new("docker")
-        .args(["network", "connect", "bridge", &both])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    docker(&["network", "connect", "bridge", &both]);
     let stray = eventually(30, "the stray container listed", || async {
         let r = probe(&format!("{admin}/api/v1/discovery")).await?;
         let v: serde_json::Value = serde_json::from_str(&r).ok()?;

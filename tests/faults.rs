@@ -15,6 +15,17 @@ fn signal(p: &Proc, sig: i32) {
     assert_eq!(unsafe { kill(p.child.id() as i32, sig) }, 0);
 }
 
+/// Wait until the file at `log` holds `needle`.
+async fn logged(log: &std::path::Path, needle: &str, what: &str) {
+    common::eventually(5, what, || async {
+        std::fs::read_to_string(log)
+            .ok()
+            .filter(|t| t.contains(needle))
+            .map(|_| ())
+    })
+    .await;
+}
+
 const SIGHUP: i32 = 1;
 const SIGUSR1: i32 = 10;
 
@@ -56,26 +67,14 @@ async fn stray_signals_end_nothing_and_say_what_they_did() {
     {
         let (before, after) = (format!("/before{round}"), format!("/after{round}"));
         http.get(&format!("http://{proxy}{before}")).await;
-        common::eventually(5, "the line written", || async {
-            std::fs::read_to_string(&log)
-                .ok()
-                .filter(|t| t.contains(&before))
-                .map(|_| ())
-        })
-        .await;
+        logged(&log, &before, "the line written").await;
         let rotated = dir.join("access.log.1");
         std::fs::rename(&log, &rotated).unwrap();
         signal(&p, sig);
         p.wait_for(said, Duration::from_secs(5));
         p.wait_for("access log reopened", Duration::from_secs(5));
         http.get(&format!("http://{proxy}{after}")).await;
-        common::eventually(5, "a new file at the old path", || async {
-            std::fs::read_to_string(&log)
-                .ok()
-                .filter(|t| t.contains(&after))
-                .map(|_| ())
-        })
-        .await;
+        logged(&log, &after, "a new file at the old path").await;
         assert!(!std::fs::read_to_string(&rotated).unwrap().contains(&after));
         std::fs::remove_file(&rotated).unwrap();
     }

@@ -623,3 +623,19 @@ fn boolean_settings_read_one_way() {
         std::env::temp_dir().join(format!("quayside-bool-{}", std::process::id())),
     );
 }
+
+/// The default strategy is not written into the state (so a better default reaches services
+/// that never chose), yet `GET` shows it as the service's `lb` all the same.
+#[tokio::test]
+async fn a_service_shows_its_default_strategy() {
+    let q = Quayside::start().await;
+    let http = Http::new();
+    let url = q.admin_url("/api/v1/services/plain");
+    let (st, v) = put(&http, &url, r#"{"hosts": ["plain.test"]}"#).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let got: serde_json::Value = serde_json::from_str(&http.get(&url).await.body).unwrap();
+    assert_eq!(got["lb"], "round_robin", "{got}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&http.get(&q.admin_url("/api/v1/services")).await.body).unwrap();
+    assert_eq!(listed["services"][0]["lb"], "round_robin", "{listed}");
+}

@@ -30,11 +30,6 @@ struct Seen {
     draining: bool,
 }
 
-/// Not another quayside's container (whose labels are not this one's to judge).
-fn verdict_is_ours(v: &Result<labels::Routable, Skip>) -> bool {
-    !matches!(v, Err(Skip::OtherInstance { .. }))
-}
-
 /// The containers seen with our labels, by id.
 #[derive(Clone, Debug)]
 pub struct Discovery {
@@ -108,7 +103,9 @@ impl Discovery {
         let verdict = labels::instance_of(&info.labels, &self.prefix, self.instance.as_deref())
             .and_then(|()| labels::evaluate(&info, &self.prefix, &self.own_networks, self.address))
             .and_then(|r| self.qualify(r));
-        if !self.containers.contains_key(&info.id) && verdict_is_ours(&verdict) {
+        // (Another quayside's container: its labels are not this one's to judge.)
+        let theirs = matches!(verdict, Err(Skip::OtherInstance { .. }));
+        if !self.containers.contains_key(&info.id) && !theirs {
             let unknown = labels::unknown(&info.labels, &self.prefix);
             if !unknown.is_empty() {
                 tracing::warn!(container = %info.name, labels = ?unknown, "unknown labels are ignored; check their spelling (the README lists every label)");
@@ -124,7 +121,7 @@ impl Discovery {
             // networks as a matter of course: nothing for an operator to do.
             let leaving =
                 !info.running || self.containers.get(&info.id).is_some_and(|s| s.draining);
-            let mine = !matches!(skip, Skip::Disabled | Skip::OtherInstance { .. });
+            let mine = *skip != Skip::Disabled && !theirs;
             if !known && mine && !leaving {
                 tracing::warn!(container = %info.name, id = %short(&info.id), reason = %skip, "container not routed");
             } else if !known && leaving {
