@@ -13,8 +13,8 @@ use crate::discovery::docker::Endpoint;
 
 use crate::admin::{AdminConfig, Token};
 use crate::proxy::ProxyConfig;
-use crate::types::check_duration;
 pub use crate::types::parse_duration;
+use crate::types::{ListenAddr, check_duration};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8001";
@@ -44,12 +44,12 @@ pub struct Cli {
     pub config: Option<PathBuf>,
 
     /// Address the proxy listens on [default: 0.0.0.0:8080]
-    #[arg(long, env = "QUAYSIDE_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "QUAYSIDE_LISTEN", value_name = "ADDR", value_parser = crate::types::parse_listen)]
     pub listen: Option<SocketAddr>,
 
     /// Address of the admin API (/add, /get, /delete, /api/v1) [default: 127.0.0.1:8001].
     /// Anyone who can reach it can change routing: keep it on loopback or a private network.
-    #[arg(long, env = "QUAYSIDE_ADMIN_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "QUAYSIDE_ADMIN_LISTEN", value_name = "ADDR", value_parser = crate::types::parse_listen)]
     pub admin_listen: Option<SocketAddr>,
 
     /// Token for the admin API: clients send `Authorization: Bearer TOKEN`. Without one, the
@@ -197,7 +197,7 @@ pub struct Cli {
 
     /// Address of the TLS (HTTPS) listener, used when certificates are given
     /// [default: 0.0.0.0:8443]. Certificates are re-read on SIGHUP.
-    #[arg(long, env = "QUAYSIDE_TLS_LISTEN", value_name = "ADDR")]
+    #[arg(long, env = "QUAYSIDE_TLS_LISTEN", value_name = "ADDR", value_parser = crate::types::parse_listen)]
     pub tls_listen: Option<SocketAddr>,
 
     /// Request bodies larger than this many bytes get 413 [default: no limit]
@@ -298,8 +298,8 @@ pub enum StateStore {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
-    pub listen: Option<SocketAddr>,
-    pub admin_listen: Option<SocketAddr>,
+    pub listen: Option<ListenAddr>,
+    pub admin_listen: Option<ListenAddr>,
     /// (Tokens themselves only by flag, environment or file: not in the config file.)
     pub admin_token_file: Option<PathBuf>,
     pub admin_read_token_file: Option<PathBuf>,
@@ -334,7 +334,7 @@ pub struct FileConfig {
     pub tls_cert: Vec<PathBuf>,
     #[serde(default)]
     pub tls_key: Vec<PathBuf>,
-    pub tls_listen: Option<SocketAddr>,
+    pub tls_listen: Option<ListenAddr>,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
     pub https_port: Option<u16>,
@@ -526,7 +526,7 @@ impl Config {
         let tls = TlsConfig {
             listen: cli
                 .tls_listen
-                .or(file.tls_listen)
+                .or(file.tls_listen.map(|l| l.0))
                 .unwrap_or_else(|| DEFAULT_TLS_LISTEN.parse().unwrap()),
             certs: if cli.tls_cert.is_empty() {
                 file.tls_cert
@@ -683,11 +683,11 @@ impl Config {
             admin,
             listen: cli
                 .listen
-                .or(file.listen)
+                .or(file.listen.map(|l| l.0))
                 .unwrap_or_else(|| DEFAULT_LISTEN.parse().unwrap()),
             admin_listen: cli
                 .admin_listen
-                .or(file.admin_listen)
+                .or(file.admin_listen.map(|l| l.0))
                 .unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.parse().unwrap()),
             state: Some(cli.state.or(file.state).unwrap_or_else(|| match &instance {
                 Some(n) => PathBuf::from(format!("quayside-state.{n}.json")),
@@ -989,8 +989,47 @@ impl FileConfig {
         })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            reason: e.to_string(),
+            reason: describe_toml_error(&text, &e),
         })
+    }
+}
+
+/// A config file's error on one line, where it is (`line L, column C: ...`), and for a token
+/// given in the file, which key or variable to use instead.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let mut message = e.message().trim().replace('\n', " ");
+    for (key, flag) in [
+        ("admin_token", "admin-token"),
+        ("admin_read_token", "admin-read-token"),
+    ] {
+        if message.starts_with(&format!("unknown field `{key}`")) {
+            let var = format!("QUAYSIDE_{}", key.to_ascii_uppercase());
+            message = format!(
+                "{key} is not read from the config file (a file that is often shared or checked in): put the token in a file of its own and give {key}_file = \"/path/to/it\", or set {var} or --{flag}"
+            );
+        }
+    }
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let start = before.rfind('\n').map_or(0, |i| i + 1);
+            let column = before.len() - start + 1;
+            // The key the line sets, unless the message names it already.
+            let key = text[start..]
+                .lines()
+                .next()
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && !message.contains(&format!("`{k}`")));
+            match key {
+                Some(k) if !message.starts_with(k) => {
+                    format!("line {line}, column {column}: {k}: {message}")
+                }
+                _ => format!("line {line}, column {column}: {message}"),
+            }
+        }
+        None => message,
     }
 }
 
@@ -1186,5 +1225,20 @@ mod tests {
     #[test]
     fn unknown_file_keys_are_refused() {
         assert!(toml::from_str::<FileConfig>("lisen = \"x\"").is_err());
+        // One line, where, and for a token the key or variable that takes it.
+        let path = std::env::temp_dir().join(format!("qs-token-{}.toml", std::process::id()));
+        std::fs::write(&path, "no_docker = true\nadmin_token = \"s3cret\"\n").unwrap();
+        let e = FileConfig::load(&path).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(e.lines().count(), 1, "{e}");
+        assert!(
+            e.contains("line 2, column 1: admin_token is not read"),
+            "{e}"
+        );
+        assert!(
+            e.contains("admin_token_file") && e.contains("QUAYSIDE_ADMIN_TOKEN"),
+            "{e}"
+        );
+        assert!(!e.contains("s3cret"), "{e}");
     }
 }

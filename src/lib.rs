@@ -173,6 +173,47 @@ fn open_files_limit() -> (u64, u64) {
     (r.rlim_cur, r.rlim_max)
 }
 
+/// Bind a listener on `addr`. IPv6's unspecified address (what `:PORT` reads as) takes IPv4
+/// clients too, whatever the system's `net.ipv6.bindv6only` says; on a host without IPv6 it
+/// is IPv4's `0.0.0.0` instead. (The fronts see IPv4 clients by their IPv4 address, not as
+/// `::ffff:a.b.c.d`.)
+pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+    if addr.ip() != Ipv6Addr::UNSPECIFIED {
+        return TcpListener::bind(addr).await;
+    }
+    let dual = || -> std::io::Result<TcpListener> {
+        use std::os::fd::AsRawFd;
+        let socket = tokio::net::TcpSocket::new_v6()?;
+        socket.set_reuseaddr(true)?;
+        let off: libc::c_int = 0;
+        // SAFETY: setsockopt reads `size_of::<c_int>()` bytes of `off`, which lives through it.
+        let rc = unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IPV6,
+                libc::IPV6_V6ONLY,
+                (&off as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    match dual() {
+        Err(e)
+            if e.raw_os_error() == Some(libc::EAFNOSUPPORT)
+                || e.kind() == std::io::ErrorKind::AddrNotAvailable =>
+        {
+            TcpListener::bind(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), addr.port())).await
+        }
+        other => other,
+    }
+}
+
 /// Raise the soft open-files limit to the hard one, as Go's runtime and HAProxy do (a proxy
 /// holds two descriptors per proxied connection, and distributions start services at 1,024),
 /// and say what it is.
@@ -243,10 +284,21 @@ pub async fn state_import(config: &Config, path: &str, bytes: &[u8]) -> Result<u
     Ok(count)
 }
 
-/// An admin API beyond loopback needs a token, or the explicit `--admin-insecure`.
-pub fn check_admin_exposure(config: &Config, addr: std::net::SocketAddr) -> Result<(), StartError> {
+/// What can be refused before anything is bound (the refusal is then the only line): an admin
+/// API beyond loopback needs a token, or the explicit `--admin-insecure`, and every Docker
+/// endpoint must be one quayside can speak to.
+pub fn check_before_binding(config: &Config) -> Result<(), StartError> {
+    let addr = config.admin_listen;
     if config.admin.token.is_none() && !addr.ip().is_loopback() && !config.admin.insecure {
         return Err(StartError::AdminOpen { addr });
+    }
+    if config.docker.enabled {
+        if config.docker.endpoints.is_empty() {
+            discovery::docker::resolve_endpoint(None)?;
+        }
+        for e in &config.docker.endpoints {
+            discovery::docker::resolve_endpoint(e.host.as_deref())?;
+        }
     }
     Ok(())
 }

@@ -73,7 +73,7 @@ async fn start() -> anyhow::Result<()> {
         return state(&config, action).await;
     }
     // Before binding anything: the refusal is then the only line.
-    quayside::check_admin_exposure(&config, config.admin_listen)?;
+    quayside::check_before_binding(&config)?;
     let opened = quayside::open_state(&config).await?;
     let proxy = bind(config.listen, "the proxy", "--listen").await?;
     let admin = bind(config.admin_listen, "the admin API", "--admin-listen").await?;
@@ -151,7 +151,7 @@ fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 async fn bind(addr: SocketAddr, what: &str, flag: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| {
+    quayside::bind(addr).await.map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {addr} for {what} ({e}); pick another address with {flag}"
         )

@@ -102,8 +102,21 @@ async fn every_route_needs_the_right_token() {
                     Some("Bearer realm=\"quayside admin\""),
                     "{what}"
                 );
-                assert!(got.2.contains("Authorization: Bearer"), "{what}: {}", got.2);
             }
+            // Each says what was wrong: nothing sent, or a token that is not one of ours.
+            assert!(none.2.contains("needs a token"), "{what}: {}", none.2);
+            assert!(
+                none.2.contains("Authorization: Bearer"),
+                "{what}: {}",
+                none.2
+            );
+            assert!(
+                wrong
+                    .2
+                    .contains("neither the admin token nor the read token"),
+                "{what}: {}",
+                wrong.2
+            );
             match access {
                 Access::Read => assert!(
                     ![StatusCode::UNAUTHORIZED, StatusCode::FORBIDDEN].contains(&read.0),
@@ -143,6 +156,11 @@ async fn every_route_needs_the_right_token() {
     // An unknown path needs a token too (its 404 lists the routes).
     let r = send(&q, &Method::GET, "/nowhere", &[]).await;
     assert_eq!(r.0, StatusCode::UNAUTHORIZED, "{r:?}");
+    // A header that is not a bearer token is told so.
+    let basic = [("authorization", "Basic dXNlcjpwYXNz")];
+    let r = send(&q, &Method::GET, "/api/v1/backends", &basic).await;
+    assert_eq!(r.0, StatusCode::UNAUTHORIZED, "{r:?}");
+    assert!(r.2.contains("not a bearer token"), "{r:?}");
 }
 
 #[tokio::test]

@@ -137,4 +137,31 @@ async fn changes_stream_as_events_and_a_client_resumes() {
     // Without a token: 401 (the read token is enough, as above).
     let r = Http::new().get(&q.admin_url("/api/v1/events")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // `?since=now`: live events only, none of the kept ones; `?since=ID` as Last-Event-ID,
+    // which wins over it (a reconnecting client misses nothing).
+    let mut live = EventStream::open_at(&q, READ, "/api/v1/events?since=now", None).await;
+    let mut after =
+        EventStream::open_at(&q, READ, &format!("/api/v1/events?since={added}"), None).await;
+    let mut resumed =
+        EventStream::open_at(&q, READ, "/api/v1/events?since=now", Some(removed)).await;
+    assert_eq!(after.next().await.1, "drained");
+    assert_eq!(resumed.next().await.0, removed + 1);
+    assert_eq!(admin(&q, "DELETE", "/api/v1/backends/e2").await, 204);
+    let (_, kind, v) = live.next().await;
+    assert_eq!(
+        (kind.as_str(), v["no"].as_str()),
+        ("removed", Some("e2")),
+        "{v}"
+    );
+    let r = Http::new()
+        .send(
+            Request::get(q.admin_url("/api/v1/events?since=yesterday"))
+                .header("authorization", format!("Bearer {READ}"))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains("since: must be now"), "{}", r.body);
 }

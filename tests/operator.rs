@@ -429,7 +429,9 @@ fn start_up_errors_are_one_line_without_a_backtrace() {
         let out = Command::new(env!("CARGO_BIN_EXE_quayside"))
             .args(&args)
             .env("RUST_BACKTRACE", "1")
-            .env("QUAYSIDE_LOG", "off")
+            // (Logs at their default level: nothing is said before the refusal, e.g. that a
+            // listener was bound.)
+            .env_remove("QUAYSIDE_LOG")
             .env("QUAYSIDE_STATE", state)
             .output()
             .unwrap();
@@ -446,6 +448,54 @@ fn start_up_errors_are_one_line_without_a_backtrace() {
         );
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `:PORT` listens on every address, IPv4 clients included and seen by their IPv4 address;
+/// `localhost:PORT` on loopback; and a refused address says the forms it takes.
+#[test]
+fn listen_addresses_as_go_tools_and_traefik_write_them() {
+    let p = common::binary::Proc::spawn_on(":0", ":0", &["--admin-token", "listen-token"]);
+    let proxy = p.addr("proxy listening");
+    let admin = p.addr("admin API listening");
+    assert!(proxy.starts_with("[::]:"), "{proxy}");
+    let (proxy_port, admin_port) = (
+        proxy.rsplit(':').next().unwrap(),
+        admin.rsplit(':').next().unwrap(),
+    );
+    let curl = |url: String| {
+        let out = Command::new("curl")
+            .args(["-s", "-H", "Authorization: Bearer listen-token", &url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for host in ["127.0.0.1", "[::1]"] {
+        // (No backend: 503, from the proxy itself.)
+        let body = curl(format!("http://{host}:{proxy_port}/"));
+        assert!(body.contains("no backend"), "{host}: {body}");
+    }
+    let who = curl(format!("http://127.0.0.1:{admin_port}/api/v1/access"));
+    assert!(who.contains("\"who\":\"127.0.0.1 (admin token)\""), "{who}");
+    let who = curl(format!("http://[::1]:{admin_port}/api/v1/access"));
+    assert!(who.contains("\"who\":\"::1 (admin token)\""), "{who}");
+    drop(p);
+    let p = common::binary::Proc::spawn_on("localhost:0", "localhost:0", &[] as &[&str]);
+    assert!(p.addr("proxy listening").starts_with("127.0.0.1:"));
+    assert!(p.addr("admin API listening").starts_with("127.0.0.1:"));
+    drop(p);
+    for flag in ["--listen", "--admin-listen", "--tls-listen"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_quayside"))
+            .args([flag, "localhost"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(flag) && err.contains(":PORT for every address"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -112,22 +112,24 @@ impl Guard {
         })
     }
 
-    /// What the request's credentials allow: `Some(true)` everything, `Some(false)` reading,
-    /// `None` nothing. Without tokens configured, everything.
-    fn allows(&self, headers: &HeaderMap) -> Option<bool> {
+    /// The request's credentials, as [`Credential`] tells them apart (without tokens
+    /// configured, the admin's).
+    fn credential(&self, headers: &HeaderMap) -> Credential {
         let Some(token) = &self.token else {
-            return Some(true);
+            return Credential::Admin;
         };
-        let given = headers
-            .get(header::AUTHORIZATION)?
-            .as_bytes()
-            .strip_prefix(b"Bearer ")?;
+        let Some(auth) = headers.get(header::AUTHORIZATION) else {
+            return Credential::Missing;
+        };
+        let Some(given) = auth.as_bytes().strip_prefix(b"Bearer ") else {
+            return Credential::NotBearer;
+        };
         if bool::from(given.ct_eq(token.as_bytes())) {
-            return Some(true);
+            return Credential::Admin;
         }
         match &self.read_token {
-            Some(r) if bool::from(given.ct_eq(r.as_bytes())) => Some(false),
-            _ => None,
+            Some(r) if bool::from(given.ct_eq(r.as_bytes())) => Credential::Read,
+            _ => Credential::Wrong,
         }
     }
 
@@ -146,6 +148,46 @@ impl Guard {
         name.parse::<IpAddr>().is_ok()
             || name.eq_ignore_ascii_case("localhost")
             || self.hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+}
+
+/// What a request's `Authorization` holds, as far as the refusal of one says it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Credential {
+    /// The admin token (or none is configured).
+    Admin,
+    Read,
+    /// No `Authorization` header.
+    Missing,
+    /// One that is not `Bearer <token>`.
+    NotBearer,
+    /// A bearer token that is neither of the configured ones.
+    Wrong,
+}
+
+impl Credential {
+    /// What they allow: `Some(true)` everything, `Some(false)` reading, `None` nothing.
+    fn allows(self) -> Option<bool> {
+        match self {
+            Credential::Admin => Some(true),
+            Credential::Read => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Why a request without access is refused, and what to send instead.
+    fn refusal(self) -> &'static str {
+        match self {
+            Credential::NotBearer => {
+                "the Authorization header is not a bearer token: send Authorization: Bearer <token> (the value of --admin-token, or --admin-read-token for reading)"
+            }
+            Credential::Wrong => {
+                "the token sent is neither the admin token nor the read token: check it against --admin-token (QUAYSIDE_ADMIN_TOKEN) or --admin-read-token"
+            }
+            _ => {
+                "the admin API needs a token: send Authorization: Bearer <token> (the value of --admin-token, or --admin-read-token for reading)"
+            }
+        }
     }
 }
 
@@ -212,13 +254,15 @@ pub async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) ->
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map_or_else(|| "?".to_owned(), |c| c.0.ip().to_string());
-    let allowed = g.allows(req.headers());
+    let credential = g.credential(req.headers());
+    let allowed = credential.allows();
     // Who is calling, for the events, the log and `GET /api/v1/access`.
-    let who = match (&g.token, allowed) {
+    let who = match (&g.token, credential) {
         (None, _) => format!("{peer} (no token)"),
-        (Some(_), Some(true)) => format!("{peer} (admin token)"),
-        (Some(_), Some(false)) => format!("{peer} (read token)"),
-        (Some(_), None) => format!("{peer} (no valid token)"),
+        (Some(_), Credential::Admin) => format!("{peer} (admin token)"),
+        (Some(_), Credential::Read) => format!("{peer} (read token)"),
+        (Some(_), Credential::Missing) => format!("{peer} (no token sent)"),
+        (Some(_), _) => format!("{peer} (no valid token)"),
     };
     req.extensions_mut().insert(Granted {
         allows: allowed,
@@ -228,11 +272,7 @@ pub async fn guard(State(g): State<Arc<Guard>>, mut req: Request, next: Next) ->
         return next.run(req).await;
     }
     let Some(full) = allowed else {
-        return refuse(
-            &path,
-            StatusCode::UNAUTHORIZED,
-            "the admin API needs a token: send Authorization: Bearer <token> (the value of --admin-token, or --admin-read-token for reading)".into(),
-        );
+        return refuse(&path, StatusCode::UNAUTHORIZED, credential.refusal().into());
     };
     if access == Access::Change {
         if !full {
@@ -304,20 +344,20 @@ mod tests {
         let with = |v: &str| {
             let mut h = HeaderMap::new();
             h.insert(header::AUTHORIZATION, v.parse().unwrap());
-            g.allows(&h)
+            g.credential(&h).allows()
         };
         assert_eq!(with("Bearer admin-secret"), Some(true));
         assert_eq!(with("Bearer read-secret"), Some(false));
         assert_eq!(with("Bearer admin-secre"), None);
         assert_eq!(with("Bearer admin-secret2"), None);
         assert_eq!(with("admin-secret"), None);
-        assert_eq!(g.allows(&HeaderMap::new()), None);
+        assert_eq!(g.credential(&HeaderMap::new()).allows(), None);
         let open = Guard {
             token: None,
             read_token: None,
             hosts: vec![],
         };
-        assert_eq!(open.allows(&HeaderMap::new()), Some(true));
+        assert_eq!(open.credential(&HeaderMap::new()).allows(), Some(true));
     }
 
     #[test]

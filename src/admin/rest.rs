@@ -385,17 +385,47 @@ async fn tls_renew(
     }
 }
 
-/// Server-Sent Events: the kept events after `Last-Event-ID` (all kept ones without it), then
-/// each as it happens, until quayside stops or the client falls behind (then it is dropped
-/// and resumes with `Last-Event-ID`).
+/// Where an event stream starts, from `?since=`: `now` (live events only) or an event id
+/// (the kept events after it).
+fn events_since(query: Option<&str>) -> Result<Option<u64>, ApiError> {
+    let Some((_, v)) =
+        form_urlencoded::parse(query.unwrap_or_default().as_bytes()).find(|(k, _)| k == "since")
+    else {
+        return Ok(None);
+    };
+    match v.trim() {
+        "now" => Ok(Some(u64::MAX)),
+        n => n.parse().map(Some).map_err(|_| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("since: must be now (live events only) or an event id, got {v:?}"),
+            )
+        }),
+    }
+}
+
+/// Server-Sent Events: the kept events (the last 1,000) after `Last-Event-ID` or `?since=ID`,
+/// all of them without either, none with `?since=now`; then each as it happens, until
+/// quayside stops or the client falls behind (then it is dropped and resumes with
+/// `Last-Event-ID`, which wins over `since`: a reconnecting client misses nothing).
 #[utoipa::path(get, path = "/api/v1/events", tag = "events",
-    params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event id")),
+    params(("Last-Event-ID" = Option<String>, Header, description = "resume after this event id"),
+        ("since" = Option<String>, Query, description = "`now`: live events only; an event id: the kept events after it")),
     responses((status = 200, description = "a stream of events, each event's data one Event",
         body = crate::registry::events::Event, content_type = "text/event-stream"),
+        (status = 400, description = "since is not valid", body = ErrorBody),
         (status = 503, description = "as many event streams are open as the admin API serves", body = ErrorBody)))]
-async fn events(State(ctx): State<super::Ctx>, headers: axum::http::HeaderMap) -> Response {
+async fn events(
+    State(ctx): State<super::Ctx>,
+    headers: axum::http::HeaderMap,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Response {
     use axum::response::sse::{Event as Sse, KeepAlive};
     use futures_util::StreamExt;
+    let since = match events_since(query.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return e.into_response(),
+    };
     // Held while the stream is open.
     let Some(place) = ctx.load.event_stream() else {
         let cap = ctx.load.limits.event_streams;
@@ -416,7 +446,8 @@ async fn events(State(ctx): State<super::Ctx>, headers: axum::http::HeaderMap) -
     };
     let last = headers
         .get("last-event-id")
-        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .or(since);
     let (backlog, rx) = ctx.registry.shared().events.subscribe(last);
     let live = futures_util::stream::unfold(
         (rx, ctx.stop.clone(), place),

@@ -308,15 +308,26 @@ pub async fn follow<F, Fut>(
                 instance: None,
                 generation: 0,
             };
+            // Events from a little before the read of the newest generation: the stream is
+            // only asked for once polled, after that read, and a generation another replica
+            // wrote in between would otherwise wait for the next one (a replica served a
+            // service without the backend set just after it).
+            let since = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs().saturating_sub(5))
+                .unwrap_or(0);
             let mut events = docker.events(Some(EventsOptions {
-                since: None,
+                since: Some(since.to_string()),
                 until: None,
                 filters: Some(HashMap::from([
                     ("type".to_owned(), vec!["config".to_owned()]),
                     ("event".to_owned(), vec!["create".to_owned()]),
                 ])),
             }));
+            // The newest generation handed over; replayed events of older ones are skipped.
+            let mut adopted = 0;
             if let Some((g, reg)) = store.newest().await.map_err(|e| e.to_string())? {
+                adopted = g;
                 adopt(g, reg).await;
             }
             while let Some(ev) = events.next().await {
@@ -331,8 +342,14 @@ pub async fn follow<F, Fut>(
                 let (Some(g), Some(id)) = (store.generation_of(&config_name), actor.id) else {
                     continue;
                 };
+                if g <= adopted {
+                    continue;
+                }
                 match store.read(g, &id).await {
-                    Ok(reg) => adopt(g, reg).await,
+                    Ok(reg) => {
+                        adopted = g;
+                        adopt(g, reg).await
+                    }
                     // Removed already (a newer one follows), or unreadable: said, and skipped.
                     Err(e) => tracing::warn!(error = %e, "skipped a Swarm state generation"),
                 }

@@ -32,6 +32,43 @@ pub fn parse_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// The forms a listen address may take, as a refusal says them.
+pub const LISTEN_FORMS: &str = "IP:PORT (0.0.0.0:8080, [::1]:8080), :PORT for every address (IPv6 and IPv4) or localhost:PORT for loopback, e.g. :8080";
+
+/// The one reading of a listen address, for every listener: `IP:PORT`, `[IPv6]:PORT`, `:PORT`
+/// (every address: `[::]`, which the listener binds for IPv4 too, or IPv4's alone where the
+/// host has no IPv6, as Go tools and Traefik's entry points write it) or `localhost:PORT`
+/// (loopback).
+pub fn parse_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+    let v = s.trim();
+    if let Ok(a) = v.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let refuse = || format!("{s:?} is not a listen address: give {LISTEN_FORMS}");
+    let (host, port) = v.rsplit_once(':').ok_or_else(refuse)?;
+    let port: u16 = port.parse().map_err(|_| refuse())?;
+    let ip: IpAddr = match host {
+        "" => Ipv6Addr::UNSPECIFIED.into(),
+        h if h.eq_ignore_ascii_case("localhost") => Ipv4Addr::LOCALHOST.into(),
+        _ => return Err(refuse()),
+    };
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// A listen address in the config file, read by [`parse_listen`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ListenAddr(pub std::net::SocketAddr);
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        parse_listen(&s)
+            .map(ListenAddr)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
 /// `500ms`, `5s`, `2m`, `1h` (humantime's syntax, so `1h30m` too), or a plain number of
 /// seconds; from 1 ms to 24 h.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -194,6 +231,39 @@ impl std::fmt::Display for Cidr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_addresses_in_every_form_and_a_refusal_that_says_them() {
+        let ok = |s: &str| parse_listen(s).unwrap().to_string();
+        assert_eq!(ok("0.0.0.0:8080"), "0.0.0.0:8080");
+        assert_eq!(ok("[::1]:8080"), "[::1]:8080");
+        assert_eq!(ok(":8080"), "[::]:8080");
+        assert_eq!(ok("localhost:18080"), "127.0.0.1:18080");
+        assert_eq!(ok("LocalHost:0"), "127.0.0.1:0");
+        assert_eq!(ok(" :80 "), "[::]:80");
+        for bad in [
+            "8080",
+            "example.com:80",
+            ":http",
+            ":65536",
+            "localhost",
+            "",
+            "::1:80",
+        ] {
+            let e = parse_listen(bad).unwrap_err();
+            assert!(
+                e.contains(":PORT") && e.contains(&format!("{bad:?}")),
+                "{bad}: {e}"
+            );
+        }
+        let f: std::collections::HashMap<String, ListenAddr> =
+            toml::from_str("a = \":9000\"").unwrap();
+        assert_eq!(f["a"].0.to_string(), "[::]:9000");
+        let e = toml::from_str::<std::collections::HashMap<String, ListenAddr>>("a = \"x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("localhost:PORT"), "{e}");
+    }
 
     #[test]
     fn booleans_read_one_way() {

@@ -24,7 +24,12 @@ impl Proc {
 
     /// The same with the admin API on `admin`.
     pub fn spawn_with_admin<S: AsRef<std::ffi::OsStr>>(admin: &str, args: &[S]) -> Proc {
-        Self::spawn_full(admin, args, None)
+        Self::spawn_full("127.0.0.1:0", admin, args, None)
+    }
+
+    /// The same with the proxy on `listen` and the admin API on `admin`.
+    pub fn spawn_on<S: AsRef<std::ffi::OsStr>>(listen: &str, admin: &str, args: &[S]) -> Proc {
+        Self::spawn_full(listen, admin, args, None)
     }
 
     /// Start it with its open-files limit set to `(soft, hard)` (as `ulimit -n`).
@@ -33,10 +38,11 @@ impl Proc {
         soft: u64,
         hard: u64,
     ) -> Proc {
-        Self::spawn_full("127.0.0.1:0", args, Some((soft, hard)))
+        Self::spawn_full("127.0.0.1:0", "127.0.0.1:0", args, Some((soft, hard)))
     }
 
     fn spawn_full<S: AsRef<std::ffi::OsStr>>(
+        listen: &str,
         admin: &str,
         args: &[S],
         open_files: Option<(u64, u64)>,
@@ -51,13 +57,7 @@ impl Proc {
         std::fs::create_dir_all(&dir).unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_quayside"));
         cmd.current_dir(&dir)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                admin,
-                "--no-docker",
-            ])
+            .args(["--listen", listen, "--admin-listen", admin, "--no-docker"])
             .args(args)
             .env("QUAYSIDE_LOG", "info")
             .stdout(Stdio::null())

@@ -671,8 +671,13 @@ pub struct EventStream {
 impl EventStream {
     /// Open it with `token`, after event `last` if given.
     pub async fn open(q: &Quayside, token: &str, last: Option<u64>) -> EventStream {
-        let mut req = Request::get(q.admin_url("/api/v1/events"))
-            .header("authorization", format!("Bearer {token}"));
+        Self::open_at(q, token, "/api/v1/events", last).await
+    }
+
+    /// Open `path` (the events' path with a query) with `token`, after event `last` if given.
+    pub async fn open_at(q: &Quayside, token: &str, path: &str, last: Option<u64>) -> EventStream {
+        let mut req =
+            Request::get(q.admin_url(path)).header("authorization", format!("Bearer {token}"));
         if let Some(id) = last {
             req = req.header("last-event-id", id.to_string());
         }
