@@ -43,18 +43,39 @@ pub struct Cli {
     #[arg(long, env = "QUAYSIDE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Address the proxy listens on [default: 0.0.0.0:8080]
-    #[arg(long, env = "QUAYSIDE_LISTEN", value_name = "ADDR", value_parser = crate::types::parse_listen)]
+    /// Address the proxy listens on: IP:PORT, :PORT (every address) or localhost:PORT
+    /// [default: 0.0.0.0:8080]
+    #[arg(help_heading = "Listeners", long, env = "QUAYSIDE_LISTEN", value_name = "ADDR", value_parser = crate::types::parse_listen)]
     pub listen: Option<SocketAddr>,
+
+    /// Address of the TLS (HTTPS) listener, used when certificates are given
+    /// [default: 0.0.0.0:8443]. Certificates are re-read on SIGHUP.
+    #[arg(help_heading = "Listeners", long, env = "QUAYSIDE_TLS_LISTEN", value_name = "ADDR", value_parser = crate::types::parse_listen)]
+    pub tls_listen: Option<SocketAddr>,
+
+    /// Proxies (address blocks, comma-separated) whose `X-Forwarded-For` is believed: the
+    /// client address of a request through them is the last one there that is not theirs. It
+    /// is what `ip_allow`, `rate_limit`, `hash`, the access log and `X-Forwarded-For` use.
+    /// With this set, an `X-Forwarded-For` from anyone else is replaced [default: none, and
+    /// the connection's peer is the client]
+    #[arg(
+        help_heading = "Listeners",
+        long,
+        env = "QUAYSIDE_TRUSTED_PROXIES",
+        value_name = "CIDR",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<String>,
 
     /// Address of the admin API (/add, /get, /delete, /api/v1) [default: 127.0.0.1:8001].
     /// Anyone who can reach it can change routing: keep it on loopback or a private network.
-    #[arg(long, env = "QUAYSIDE_ADMIN_LISTEN", value_name = "ADDR", value_parser = crate::types::parse_listen)]
+    #[arg(help_heading = "Admin API and tokens", long, env = "QUAYSIDE_ADMIN_LISTEN", value_name = "ADDR", value_parser = crate::types::parse_listen)]
     pub admin_listen: Option<SocketAddr>,
 
     /// Token for the admin API: clients send `Authorization: Bearer TOKEN`. Without one, the
     /// admin API starts only on a loopback address (see --admin-insecure)
     #[arg(
+        help_heading = "Admin API and tokens",
         long,
         env = "QUAYSIDE_ADMIN_TOKEN",
         value_name = "TOKEN",
@@ -63,11 +84,17 @@ pub struct Cli {
     pub admin_token: Option<String>,
 
     /// File holding the admin token (Docker and Swarm secrets), instead of --admin-token
-    #[arg(long, env = "QUAYSIDE_ADMIN_TOKEN_FILE", value_name = "PATH")]
+    #[arg(
+        help_heading = "Admin API and tokens",
+        long,
+        env = "QUAYSIDE_ADMIN_TOKEN_FILE",
+        value_name = "PATH"
+    )]
     pub admin_token_file: Option<PathBuf>,
 
     /// Token for read-only use of the admin API (dashboards, Prometheus): every GET, no change
     #[arg(
+        help_heading = "Admin API and tokens",
         long,
         env = "QUAYSIDE_ADMIN_READ_TOKEN",
         value_name = "TOKEN",
@@ -76,17 +103,23 @@ pub struct Cli {
     pub admin_read_token: Option<String>,
 
     /// File holding the read-only token, instead of --admin-read-token
-    #[arg(long, env = "QUAYSIDE_ADMIN_READ_TOKEN_FILE", value_name = "PATH")]
+    #[arg(
+        help_heading = "Admin API and tokens",
+        long,
+        env = "QUAYSIDE_ADMIN_READ_TOKEN_FILE",
+        value_name = "PATH"
+    )]
     pub admin_read_token_file: Option<PathBuf>,
 
     /// Serve the admin API on a non-loopback address without a token (anyone who reaches it
     /// can change routing; a warning is logged at start)
-    #[arg(long, env = "QUAYSIDE_ADMIN_INSECURE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", value_parser = crate::types::parse_bool)]
+    #[arg(help_heading = "Admin API and tokens", long, env = "QUAYSIDE_ADMIN_INSECURE", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", value_parser = crate::types::parse_bool)]
     pub admin_insecure: Option<bool>,
 
     /// Host names the admin API answers to besides localhost and IP addresses (a request for
     /// another name is refused: DNS rebinding); comma-separated or repeated
     #[arg(
+        help_heading = "Admin API and tokens",
         long,
         env = "QUAYSIDE_ADMIN_HOST",
         value_name = "NAME",
@@ -95,50 +128,32 @@ pub struct Cli {
     pub admin_host: Vec<String>,
 
     /// TLS certificate (PEM) for the admin listener, with --admin-tls-key
-    #[arg(long, env = "QUAYSIDE_ADMIN_TLS_CERT", value_name = "FILE")]
+    #[arg(
+        help_heading = "Admin API and tokens",
+        long,
+        env = "QUAYSIDE_ADMIN_TLS_CERT",
+        value_name = "FILE"
+    )]
     pub admin_tls_cert: Option<PathBuf>,
 
     /// TLS private key (PEM) for the admin listener
-    #[arg(long, env = "QUAYSIDE_ADMIN_TLS_KEY", value_name = "FILE")]
+    #[arg(
+        help_heading = "Admin API and tokens",
+        long,
+        env = "QUAYSIDE_ADMIN_TLS_KEY",
+        value_name = "FILE"
+    )]
     pub admin_tls_key: Option<PathBuf>,
 
-    /// quayside's own log lines: `text` or `json` (one object per line) [default: text]
-    #[arg(long, env = "QUAYSIDE_LOG_FORMAT", value_name = "FORMAT")]
-    pub log_format: Option<String>,
-
-    /// Write an access log line per request to this file, or `-` for stdout [default: off].
-    /// SIGUSR1 reopens the file (logrotate)
-    #[arg(long, env = "QUAYSIDE_ACCESS_LOG", value_name = "PATH")]
-    pub access_log: Option<PathBuf>,
-
-    /// Access log format: `json` or `common` [default: json]
-    #[arg(long, env = "QUAYSIDE_ACCESS_LOG_FORMAT", value_name = "FORMAT")]
-    pub access_log_format: Option<String>,
-
-    /// State file for manual backends, drains and service settings
-    /// [default: quayside-state.json in the working directory]
-    #[arg(long, env = "QUAYSIDE_STATE", value_name = "PATH")]
-    pub state: Option<PathBuf>,
-
-    /// Where manual entries, drains and service settings are kept: `file` (--state) or `swarm`
-    /// (Swarm configs on the first Docker endpoint, a manager; shared by every replica)
-    /// [default: file]
-    #[arg(long, env = "QUAYSIDE_STATE_STORE", value_name = "STORE")]
-    pub state_store: Option<String>,
-
-    /// With --state-store swarm: the name of the configs (`<name>-<generation>`); replicas
-    /// that share it share their state [default: quayside-state]
-    #[arg(long, env = "QUAYSIDE_STATE_STORE_NAME", value_name = "NAME")]
-    pub state_store_name: Option<String>,
-
     /// Do not watch Docker; serve manual backends only
-    #[arg(long, env = "QUAYSIDE_NO_DOCKER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", value_parser = crate::types::parse_bool)]
+    #[arg(help_heading = "Docker and Swarm", long, env = "QUAYSIDE_NO_DOCKER", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", value_parser = crate::types::parse_bool)]
     pub no_docker: Option<bool>,
 
     /// Docker endpoint (unix:///path, tcp://host:port), as NAME=URI to name it; repeat it (or
     /// separate with commas) to follow several daemons [default: $DOCKER_HOST, else
     /// unix:///var/run/docker.sock]
     #[arg(
+        help_heading = "Docker and Swarm",
         long,
         env = "QUAYSIDE_DOCKER_HOST",
         value_name = "[NAME=]URI",
@@ -148,37 +163,63 @@ pub struct Cli {
 
     /// How often the tasks of labelled Swarm services are listed (Docker sends no task events;
     /// nothing is listed while no service is labelled) [default: 1s]
-    #[arg(long, env = "QUAYSIDE_SWARM_POLL", value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(help_heading = "Docker and Swarm", long, env = "QUAYSIDE_SWARM_POLL", value_name = "DURATION", value_parser = parse_duration)]
     pub swarm_poll: Option<Duration>,
 
     /// Prefix of the container labels quayside reads (`<prefix>.port`, ...) [default: quayside]
-    #[arg(long, env = "QUAYSIDE_LABEL_PREFIX", value_name = "PREFIX")]
+    #[arg(
+        help_heading = "Docker and Swarm",
+        long,
+        env = "QUAYSIDE_LABEL_PREFIX",
+        value_name = "PREFIX"
+    )]
     pub label_prefix: Option<String>,
 
     /// Several quaysides on one Docker host: route only containers and Swarm services labelled
     /// `<prefix>.instance=NAME` (without it: only those without that label); the state file,
     /// the Swarm state store and the ACME folder get names of their own from it
-    #[arg(long, env = "QUAYSIDE_INSTANCE", value_name = "NAME")]
+    #[arg(
+        help_heading = "Docker and Swarm",
+        long,
+        env = "QUAYSIDE_INSTANCE",
+        value_name = "NAME"
+    )]
     pub instance: Option<String>,
 
-    /// Timeout for connecting to a backend [default: 5s]
-    #[arg(long, env = "QUAYSIDE_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
-    pub connect_timeout: Option<Duration>,
+    /// State file for manual backends, drains and service settings
+    /// [default: quayside-state.json in the working directory]
+    #[arg(
+        help_heading = "State",
+        long,
+        env = "QUAYSIDE_STATE",
+        value_name = "PATH"
+    )]
+    pub state: Option<PathBuf>,
 
-    /// Timeout for a backend's response headers after the request is sent [default: 60s]
-    #[arg(long, env = "QUAYSIDE_RESPONSE_HEADER_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
-    pub response_header_timeout: Option<Duration>,
+    /// Where manual entries, drains and service settings are kept: `file` (--state) or `swarm`
+    /// (Swarm configs on the first Docker endpoint, a manager; shared by every replica)
+    /// [default: file]
+    #[arg(
+        help_heading = "State",
+        long,
+        env = "QUAYSIDE_STATE_STORE",
+        value_name = "STORE"
+    )]
+    pub state_store: Option<String>,
 
-    /// Time a client has to send a request's headers [default: 30s]
-    #[arg(long, env = "QUAYSIDE_CLIENT_HEADER_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
-    pub client_header_timeout: Option<Duration>,
-
-    /// Idle pooled backend connections are closed after this [default: 30s]
-    #[arg(long, env = "QUAYSIDE_POOL_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
-    pub pool_idle_timeout: Option<Duration>,
+    /// With --state-store swarm: the name of the configs (`<name>-<generation>`); replicas
+    /// that share it share their state [default: quayside-state]
+    #[arg(
+        help_heading = "State",
+        long,
+        env = "QUAYSIDE_STATE_STORE_NAME",
+        value_name = "NAME"
+    )]
+    pub state_store_name: Option<String>,
 
     /// TLS certificate chain (PEM); repeat with --tls-key for several, chosen by SNI
     #[arg(
+        help_heading = "TLS and ACME",
         long,
         env = "QUAYSIDE_TLS_CERT",
         value_name = "FILE",
@@ -188,6 +229,7 @@ pub struct Cli {
 
     /// TLS private key (PEM), one per --tls-cert, in the same order
     #[arg(
+        help_heading = "TLS and ACME",
         long,
         env = "QUAYSIDE_TLS_KEY",
         value_name = "FILE",
@@ -195,69 +237,125 @@ pub struct Cli {
     )]
     pub tls_key: Vec<PathBuf>,
 
-    /// Address of the TLS (HTTPS) listener, used when certificates are given
-    /// [default: 0.0.0.0:8443]. Certificates are re-read on SIGHUP.
-    #[arg(long, env = "QUAYSIDE_TLS_LISTEN", value_name = "ADDR", value_parser = crate::types::parse_listen)]
-    pub tls_listen: Option<SocketAddr>,
-
-    /// Request bodies larger than this many bytes get 413 [default: no limit]
-    #[arg(long, env = "QUAYSIDE_MAX_BODY_SIZE", value_name = "BYTES")]
-    pub max_body_size: Option<u64>,
-
-    /// Client connections open at once; more wait to be accepted [default: 50000]
-    #[arg(long, env = "QUAYSIDE_MAX_CONNECTIONS", value_name = "N")]
-    pub max_connections: Option<usize>,
-
-    /// Proxy worker threads per listener (plain and TLS) [default: the number of CPUs]
-    #[arg(long, env = "QUAYSIDE_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub workers: Option<u16>,
-
-    /// Proxies (address blocks, comma-separated) whose `X-Forwarded-For` is believed: the
-    /// client address of a request through them is the last one there that is not theirs. It
-    /// is what `ip_allow`, `rate_limit`, `hash`, the access log and `X-Forwarded-For` use.
-    /// With this set, an `X-Forwarded-For` from anyone else is replaced [default: none, and
-    /// the connection's peer is the client]
-    #[arg(
-        long,
-        env = "QUAYSIDE_TRUSTED_PROXIES",
-        value_name = "CIDR",
-        value_delimiter = ','
-    )]
-    pub trusted_proxies: Vec<String>,
-
     /// The port clients reach HTTPS on, where `https_redirect` sends them (the published port
     /// is not known inside a container) [default: 443]
-    #[arg(long, env = "QUAYSIDE_HTTPS_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(help_heading = "TLS and ACME", long, env = "QUAYSIDE_HTTPS_PORT", value_name = "PORT", value_parser = clap::value_parser!(u16).range(1..))]
     pub https_port: Option<u16>,
-
-    /// On SIGTERM/SIGINT, time given to in-flight requests; also how long an upgraded
-    /// connection (WebSocket) outlives the drain or removal of its backend [default: 30s]
-    #[arg(long, env = "QUAYSIDE_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
-    pub shutdown_timeout: Option<Duration>,
 
     /// Automatic HTTPS: obtain a certificate from an ACME CA (Let's Encrypt by default) for
     /// every exact host name in the services' rules, with this contact address. Certificates and
     /// the account key are kept beside the state file
-    #[arg(long, env = "QUAYSIDE_ACME_EMAIL", value_name = "EMAIL")]
+    #[arg(
+        help_heading = "TLS and ACME",
+        long,
+        env = "QUAYSIDE_ACME_EMAIL",
+        value_name = "EMAIL"
+    )]
     pub acme_email: Option<String>,
 
     /// The ACME directory URL [default: Let's Encrypt production]
-    #[arg(long, env = "QUAYSIDE_ACME_DIRECTORY", value_name = "URL")]
+    #[arg(
+        help_heading = "TLS and ACME",
+        long,
+        env = "QUAYSIDE_ACME_DIRECTORY",
+        value_name = "URL"
+    )]
     pub acme_directory: Option<String>,
 
     /// Use Let's Encrypt's staging directory (untrusted certificates, generous rate limits)
-    #[arg(long, env = "QUAYSIDE_ACME_STAGING", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", value_parser = crate::types::parse_bool)]
+    #[arg(help_heading = "TLS and ACME", long, env = "QUAYSIDE_ACME_STAGING", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL", value_parser = crate::types::parse_bool)]
     pub acme_staging: Option<bool>,
 
     /// Trust this CA certificate (PEM) for the ACME server's own HTTPS, instead of the system's
     /// roots (a private ACME server)
-    #[arg(long, env = "QUAYSIDE_ACME_CA_CERT", value_name = "FILE")]
+    #[arg(
+        help_heading = "TLS and ACME",
+        long,
+        env = "QUAYSIDE_ACME_CA_CERT",
+        value_name = "FILE"
+    )]
     pub acme_ca_cert: Option<PathBuf>,
 
     /// The challenge to answer: http-01 (on the plain listener, which the CA must reach on port
     /// 80) or tls-alpn-01 (on the TLS listener, reached on 443) [default: http-01]
-    #[arg(long, env = "QUAYSIDE_ACME_CHALLENGE", value_name = "TYPE")]
+    #[arg(
+        help_heading = "TLS and ACME",
+        long,
+        env = "QUAYSIDE_ACME_CHALLENGE",
+        value_name = "TYPE"
+    )]
     pub acme_challenge: Option<String>,
+
+    /// quayside's own log lines: `text` or `json` (one object per line) [default: text]
+    #[arg(
+        help_heading = "Logs and metrics",
+        long,
+        env = "QUAYSIDE_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    pub log_format: Option<String>,
+
+    /// Write an access log line per request to this file, or `-` for stdout [default: off].
+    /// SIGUSR1 reopens the file (logrotate)
+    #[arg(
+        help_heading = "Logs and metrics",
+        long,
+        env = "QUAYSIDE_ACCESS_LOG",
+        value_name = "PATH"
+    )]
+    pub access_log: Option<PathBuf>,
+
+    /// Access log format: `json` or `common` [default: json]
+    #[arg(
+        help_heading = "Logs and metrics",
+        long,
+        env = "QUAYSIDE_ACCESS_LOG_FORMAT",
+        value_name = "FORMAT"
+    )]
+    pub access_log_format: Option<String>,
+
+    /// Timeout for connecting to a backend [default: 5s]
+    #[arg(help_heading = "Tuning", long, env = "QUAYSIDE_CONNECT_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub connect_timeout: Option<Duration>,
+
+    /// Timeout for a backend's response headers after the request is sent [default: 60s]
+    #[arg(help_heading = "Tuning", long, env = "QUAYSIDE_RESPONSE_HEADER_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub response_header_timeout: Option<Duration>,
+
+    /// Time a client has to send a request's headers [default: 30s]
+    #[arg(help_heading = "Tuning", long, env = "QUAYSIDE_CLIENT_HEADER_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub client_header_timeout: Option<Duration>,
+
+    /// Idle pooled backend connections are closed after this [default: 30s]
+    #[arg(help_heading = "Tuning", long, env = "QUAYSIDE_POOL_IDLE_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub pool_idle_timeout: Option<Duration>,
+
+    /// Request bodies larger than this many bytes get 413 [default: no limit]
+    #[arg(
+        help_heading = "Tuning",
+        long,
+        env = "QUAYSIDE_MAX_BODY_SIZE",
+        value_name = "BYTES"
+    )]
+    pub max_body_size: Option<u64>,
+
+    /// Client connections open at once; more wait to be accepted [default: 50000]
+    #[arg(
+        help_heading = "Tuning",
+        long,
+        env = "QUAYSIDE_MAX_CONNECTIONS",
+        value_name = "N"
+    )]
+    pub max_connections: Option<usize>,
+
+    /// Proxy worker threads per listener (plain and TLS) [default: the number of CPUs]
+    #[arg(help_heading = "Tuning", long, env = "QUAYSIDE_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: Option<u16>,
+
+    /// On SIGTERM/SIGINT, time given to in-flight requests; also how long an upgraded
+    /// connection (WebSocket) outlives the drain or removal of its backend [default: 30s]
+    #[arg(help_heading = "Tuning", long, env = "QUAYSIDE_SHUTDOWN_TIMEOUT", value_name = "DURATION", value_parser = parse_duration)]
+    pub shutdown_timeout: Option<Duration>,
 }
 
 /// What to do instead of serving.
@@ -1036,6 +1134,36 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn help_groups_the_flags_under_headings_and_ends_with_the_examples() {
+        use clap::CommandFactory;
+        let help = Cli::command().render_help().to_string();
+        let headings: Vec<&str> = help
+            .lines()
+            .filter(|l| l.ends_with(':') && !l.starts_with(' '))
+            .collect();
+        assert_eq!(
+            headings,
+            [
+                "Commands:",
+                "Options:",
+                "Listeners:",
+                "Admin API and tokens:",
+                "Docker and Swarm:",
+                "State:",
+                "TLS and ACME:",
+                "Logs and metrics:",
+                "Tuning:",
+                "Examples:"
+            ],
+            "{help}"
+        );
+        // Only --config, --help and --version are left without a heading.
+        let options = help.split("Options:").nth(1).unwrap();
+        let options = options.split("\n\n").next().unwrap();
+        assert_eq!(options.lines().filter(|l| l.contains("--")).count(), 3, "{options}");
+    }
 
     #[test]
     fn flag_beats_file_beats_default() {

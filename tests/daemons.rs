@@ -163,7 +163,21 @@ async fn two_daemons_are_followed_and_one_stopping_fails_no_request() {
         all.into_iter()
             .find(|s| s["kind"] == "swarm" && s["name"] == "d2")
     };
-    d2.docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    // (On a port of its own: the machine's daemon may be a Swarm manager on 2377 already.)
+    let swarm_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let swarm_addr = format!("127.0.0.1:{swarm_port}");
+    d2.docker(&[
+        "swarm",
+        "init",
+        "--advertise-addr",
+        &swarm_addr,
+        "--listen-addr",
+        &swarm_addr,
+    ]);
     let followed = eventually(15, "d2's swarm followed", || async {
         swarm_of_d2(sources(&http, &q).await).filter(|s| s["state"] == "connected")
     })
