@@ -518,6 +518,9 @@ fn token(
         key: key.to_owned(),
         reason,
     };
+    // An empty value is none: Compose's `${VAR:-}` passes one for a variable left unset. (An
+    // empty file is still refused below: a secret that was meant to be there.)
+    let value = value.filter(|v| !v.is_empty());
     let t = match (value, file) {
         (Some(_), Some(_)) => {
             return Err(err(format!(
@@ -1162,7 +1165,11 @@ mod tests {
         // Only --config, --help and --version are left without a heading.
         let options = help.split("Options:").nth(1).unwrap();
         let options = options.split("\n\n").next().unwrap();
-        assert_eq!(options.lines().filter(|l| l.contains("--")).count(), 3, "{options}");
+        assert_eq!(
+            options.lines().filter(|l| l.contains("--")).count(),
+            3,
+            "{options}"
+        );
     }
 
     #[test]

@@ -14,6 +14,8 @@ use http::StatusCode;
 
 /// The admin token the test's stack runs with (in the environment, as `.env` would give it).
 const TOKEN: &str = "compose-test-token";
+/// The read-only token (Prometheus's), passed through as `.env` would give it.
+const READ_TOKEN: &str = "compose-test-read-token";
 
 struct Project {
     name: String,
@@ -43,6 +45,7 @@ impl Project {
         c.current_dir(self.root)
             .env("COMPOSE_PROJECT_NAME", &self.name)
             .env("QUAYSIDE_ADMIN_TOKEN", TOKEN)
+            .env("QUAYSIDE_ADMIN_READ_TOKEN", READ_TOKEN)
             .envs(self.images.iter().map(|(k, v)| (*k, v.as_str())));
         c
     }
@@ -207,6 +210,21 @@ async fn the_compose_example_routes_by_scale_host_and_path() {
     // The admin API answers only with the token.
     let r = http.get(&format!("{admin}/api/v1/discovery")).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    // The read token of .env reaches quayside: Prometheus scrapes /metrics with it.
+    let with_read = |path: &str| {
+        http::Request::get(format!("{admin}{path}"))
+            .header("authorization", format!("Bearer {READ_TOKEN}"))
+            .body(common::full(""))
+            .unwrap()
+    };
+    let r = http.send(with_read("/metrics")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert!(r.body.contains("quayside_backend_up"), "{}", r.body);
+    // Plain HTTP: no certificate is missing, for api.localhost or anything else.
+    let r = http.send(with_read("/api/v1/tls")).await;
+    let tls: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(tls["https"], false, "{tls}");
+    assert_eq!(tls["names"], serde_json::json!([]), "{tls}");
     // web: two replicas alternate.
     let mut seen = Vec::new();
     for _ in 0..4 {

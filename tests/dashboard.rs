@@ -244,26 +244,17 @@ async fn the_dashboard_shows_the_pool_and_acts_on_it() {
         rules.contains("web.test") && rules.contains("least_conn"),
         "the service's rules: {rules}"
     );
-    // The service's host name among the certificates (from GET /api/v1/tls): none covers it,
-    // and the row says what to do.
-    wait_text(
-        &c,
-        "#tls tr[data-name='web.test'] td.state",
-        "needs_certificate",
-    )
-    .await;
-    // (Polled: the table is drawn anew every second, so an element found may be gone when its
-    // text is read.)
-    eventually(10, "the row says to give a certificate", || async {
-        let why = text_of(&c, "#tls tr[data-name='web.test'] td.error").await?;
-        why.contains("--tls-cert").then_some(())
-    })
-    .await;
-    eventually(10, "the section says automatic HTTPS is off", || async {
+    // Without a TLS listener nothing is served over HTTPS: the certificates' section says so
+    // and lists no name (not the service's host name as lacking a certificate).
+    eventually(10, "the section says HTTPS is off", || async {
         let summary = text_of(&c, "#tls-summary").await?;
-        summary.contains("Automatic HTTPS off").then_some(())
+        summary.contains("HTTPS is off").then_some(())
     })
     .await;
+    assert!(
+        c.find(Locator::Css("#tls tr")).await.is_err(),
+        "no certificate rows without HTTPS"
+    );
     // (A picture of the certificates' section, to look at beside the README's.)
     c.execute("document.getElementById('tls-h').scrollIntoView()", vec![])
         .await

@@ -311,15 +311,39 @@ struct Prometheus {
 }
 
 impl Prometheus {
+    /// With examples/prometheus.yml as its comment says to run it (the token written to
+    /// `quayside-read-token` beside it), scraping every second and at `target`.
     fn start(target: std::net::SocketAddr, token: &str) -> Prometheus {
         let dir = std::env::temp_dir().join(format!("quayside-prom-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("token"), token).unwrap();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: quayside\n    authorization:\n      credentials_file: {}\n    static_configs:\n      - targets: ['{target}']\n",
-            dir.join("token").display()
+        let example = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/prometheus.yml"
+        ))
+        .unwrap();
+        assert!(
+            example.contains("echo \"$QUAYSIDE_ADMIN_READ_TOKEN\" > examples/quayside-read-token")
+                && example.contains("credentials_file: quayside-read-token"),
+            "{example}"
+        );
+        std::fs::write(dir.join("quayside-read-token"), format!("{token}\n")).unwrap();
+        let config = example
+            .replace("scrape_interval: 15s", "scrape_interval: 1s")
+            .replace("\"127.0.0.1:8001\"", &format!("\"{target}\""));
+        assert_ne!(
+            config, example,
+            "the example's interval and target are where they were"
         );
         std::fs::write(dir.join("prometheus.yml"), config).unwrap();
+        // promtool accepts it, its token file found where the comment puts it.
+        if have_tool("promtool", "apt-get install prometheus") {
+            let out = Command::new("promtool")
+                .args(["check", "config"])
+                .arg(dir.join("prometheus.yml"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "promtool: {out:?}");
+        }
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()

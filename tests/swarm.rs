@@ -524,6 +524,48 @@ impl Drop for Configs {
     }
 }
 
+/// A generation another replica writes just after this one read the newest, before its event
+/// stream is open, still reaches it: the stream starts from before the read. (Generation 2 is
+/// written from inside the hand-over of generation 1, which `follow` makes before it asks for
+/// the stream; a replica missed such a one until the next change, and served a service
+/// without the backend set just after it.)
+#[tokio::test]
+async fn a_generation_written_while_a_replica_starts_following_reaches_it() {
+    use quayside::registry::swarm_store::{SwarmStore, follow};
+    if !common::docker::available() {
+        return;
+    }
+    ensure_swarm();
+    let name = format!("qts{}-follow", std::process::id());
+    let _configs = Configs(name.clone());
+    let endpoint = quayside::discovery::docker::resolve_endpoint(None).unwrap();
+    let (_, mut writer) = SwarmStore::open(&endpoint, &name, None).await.unwrap();
+    let empty = quayside::registry::Registry::default();
+    writer.save(&empty).await.unwrap();
+    let writer = Arc::new(tokio::sync::Mutex::new(writer));
+    let (tx, mut adopted) = tokio::sync::mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let follower = tokio::spawn(follow(
+        endpoint,
+        name.clone(),
+        move |g, _| {
+            let (writer, tx, empty) = (writer.clone(), tx.clone(), empty.clone());
+            async move {
+                if g == 1 {
+                    writer.lock().await.save(&empty).await.unwrap();
+                }
+                let _ = tx.send(g);
+            }
+        },
+        stopped,
+    ));
+    assert_eq!(adopted.recv().await, Some(1));
+    let next = tokio::time::timeout(Duration::from_secs(10), adopted.recv()).await;
+    assert_eq!(next, Ok(Some(2)), "generation 2 never reached the follower");
+    let _ = stop.send(true);
+    follower.await.unwrap();
+}
+
 async fn nos(http: &Http, admin: &str) -> Vec<String> {
     let r = http.get(&format!("{admin}/api/v1/backends")).await;
     let v: Value = serde_json::from_str(&r.body).unwrap();

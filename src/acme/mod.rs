@@ -735,6 +735,11 @@ impl NameView {
 /// where its certificate comes from.
 pub fn names(hosts: &[&str], tls: Option<&Tls>, acme: Option<&Acme>) -> Vec<NameView> {
     let mut out: BTreeMap<String, NameView> = BTreeMap::new();
+    // Without a TLS listener (no certificate given, no automatic HTTPS) nothing is served over
+    // HTTPS, so no name lacks a certificate.
+    if tls.is_none() && acme.is_none() {
+        return Vec::new();
+    }
     if let Some(tls) = tls {
         for (path, leaf) in tls.configured() {
             let validity = x509::validity(&leaf);

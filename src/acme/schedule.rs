@@ -31,6 +31,10 @@ pub fn wanted<'a>(hosts: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, 
 }
 
 fn classify(name: &str) -> Want {
+    // (Wildcards under it too: `*.api.localhost` is no more certifiable than the rest.)
+    if name == "localhost" || name.ends_with(".localhost") {
+        return Want::Skip("a localhost name (RFC 6761), which no public CA certifies");
+    }
     if name.starts_with("*.") {
         return Want::Wildcard;
     }
@@ -330,14 +334,24 @@ mod tests {
             "*.example.org",
             "10.0.0.1",
             "localhost",
+            "intranet",
+            "api.localhost",
+            "*.api.LocalHost",
             "bad_name.example.com",
             "ok.test.",
         ]);
+        for name in ["api.localhost", "*.api.localhost"] {
+            assert!(
+                matches!(w[name], Want::Skip(r) if r.contains("localhost name")),
+                "{name}"
+            );
+        }
         assert_eq!(w["app.example.com"], Want::Order);
         assert_eq!(w["ok.test"], Want::Order);
         assert_eq!(w["*.example.org"], Want::Wildcard);
         assert!(matches!(w["10.0.0.1"], Want::Skip(r) if r.contains("IP")));
-        assert!(matches!(w["localhost"], Want::Skip(r) if r.contains("single-label")));
+        assert!(matches!(w["localhost"], Want::Skip(r) if r.contains("localhost name")));
+        assert!(matches!(w["intranet"], Want::Skip(r) if r.contains("single-label")));
         assert!(matches!(w["bad_name.example.com"], Want::Skip(_)));
     }
 

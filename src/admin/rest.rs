@@ -294,6 +294,9 @@ async fn tls_reload(State(ctx): State<super::Ctx>) -> ApiResult {
 /// Every certificate name: the configured certificates' names and the services' host names.
 #[derive(Serialize, utoipa::ToSchema)]
 struct TlsView {
+    /// A TLS listener serves HTTPS (certificates given, or automatic HTTPS on); without one no
+    /// name is listed.
+    https: bool,
     /// Automatic HTTPS is on.
     acme: bool,
     /// The ACME directory (with automatic HTTPS on).
@@ -327,6 +330,7 @@ async fn tls_names(State(ctx): State<super::Ctx>) -> ApiResult {
     let hosts: Vec<&str> = hosts.iter().map(String::as_str).collect();
     let acme = ctx.acme.as_deref();
     Ok(axum::Json(TlsView {
+        https: ctx.tls.is_some(),
         acme: acme.is_some(),
         directory: acme.map(|a| a.config.directory.clone()),
         orders: acme.map(|a| {

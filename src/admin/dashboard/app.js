@@ -551,11 +551,17 @@ const TLS_TONE = { valid: "active", ordering: "draining", pending: "draining" };
 function renderTls() {
   const t = state.tls;
   if (!t) return;
-  const summary = t.acme
+  const summary = !t.https
+    ? "HTTPS is off: services are served over plain HTTP (--tls-cert or --acme-email turns it on)."
+    : t.acme
     ? `Automatic HTTPS on (${t.directory}): ${t.orders.issued} issued, ${t.orders.failed} failed since start.`
     : "Automatic HTTPS off (--acme-email turns it on); certificates given with --tls-cert are listed.";
   $("tls-summary").textContent = summary;
   const box = $("tls");
+  if (!t.https) {
+    box.replaceChildren();
+    return;
+  }
   if (!t.names.length) {
     box.replaceChildren(el("p", { class: "empty", text: "No host names: a service's hosts and the --tls-cert certificates are listed here." }));
     return;
