@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the quayside and whoami images without pulling anything: static binaries are compiled
-# on the host, then copied into FROM scratch images.
+# on the host, then copied into FROM scratch images. Each step says what it does and how long
+# it took; cargo shows its progress.
 #
 #   QUAYSIDE_IMAGE  tag of the quayside image     (default quayside:local)
 #   WHOAMI_IMAGE    tag of the whoami image       (default quayside-whoami:local)
@@ -17,20 +18,35 @@ case "$profile" in
   *) echo "build-images.sh: PROFILE must be release or dev, got '$profile'" >&2; exit 2 ;;
 esac
 target=x86_64-unknown-linux-gnu
-echo "== compiling static quayside and whoami ($profile profile; the first release build takes a few minutes)"
+started=$(date +%s)
+step_started=$started
+# `step NAME`: the previous step's time, then the next one's name.
+step() {
+  local now
+  now=$(date +%s)
+  if [ -n "${step_name:-}" ]; then
+    echo "   ($step_name: $((now - step_started)) s)"
+  fi
+  step_name=$1
+  step_started=$now
+  echo "== $1"
+}
 if [ "$profile" = dev ]; then
+  step "compiling static quayside (dev profile)"
   # The tests' images. quayside: examples/quayside-static.rs (the same program) linked
   # statically in the ordinary target directory, so it reuses what `cargo test` compiled
   # rather than building every dependency again (BENCHMARKS.md, "Clean cargo test").
-  cargo rustc --profile dev --quiet -p quayside --example quayside-static \
+  cargo rustc --profile dev -p quayside --example quayside-static \
     -- -C target-feature=+crt-static
   quayside_bin="${CARGO_TARGET_DIR:-target}/debug/examples/quayside-static"
+  step "compiling static whoami (dev profile)"
   # whoami is std-only: seconds, in a directory of static builds of its own. (Without
   # incremental state or debug info, as tests/common/docker.rs builds it: one shared build.)
   CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=false RUSTFLAGS='-C target-feature=+crt-static' \
-    cargo build --profile dev --quiet --target "$target" --target-dir target-static -p whoami
+    cargo build --profile dev --target "$target" --target-dir target-static -p whoami
 else
-  RUSTFLAGS='-C target-feature=+crt-static' cargo build --profile "$profile" --quiet \
+  step "compiling static quayside and whoami (release profile: about 9 minutes on 2 cores the first time, seconds after)"
+  RUSTFLAGS='-C target-feature=+crt-static' cargo build --profile "$profile" \
     --target "$target" --target-dir target-static -p quayside -p whoami
   quayside_bin="target-static/$target/$dir/quayside"
 fi
@@ -45,8 +61,17 @@ cp "target-static/$target/$dir/whoami" docker/Dockerfile.local "$ctx/"
 roots=/etc/ssl/certs/ca-certificates.crt
 [ -s "$roots" ] || { echo "build-images.sh: $roots is missing; apt-get install -y ca-certificates" >&2; exit 2; }
 cp "$roots" "$ctx/ca-certificates.crt"
-echo "== building images $quayside_image and $whoami_image"
-docker build -q --target quayside -t "$quayside_image" -f "$ctx/Dockerfile.local" "$ctx" >/dev/null
-docker build -q --target whoami -t "$whoami_image" -f "$ctx/Dockerfile.local" "$ctx" >/dev/null
+step "building images $quayside_image and $whoami_image"
+# Both builds' messages, each said once (the Docker CLI repeats its legacy-builder notice for
+# every build); all of them if a build fails.
+build() {
+  docker build -q --target "$1" -t "$2" -f "$ctx/Dockerfile.local" "$ctx" >/dev/null 2>>"$ctx/build.err" \
+    || { cat "$ctx/build.err" >&2; exit 1; }
+}
+build quayside "$quayside_image"
+build whoami "$whoami_image"
+awk 'NF && !seen[$0]++' "$ctx/build.err" >&2
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$quayside_image"
 docker image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "$whoami_image"
+echo "   ($step_name: $(($(date +%s) - step_started)) s)"
+echo "== done in $(($(date +%s) - started)) s"
