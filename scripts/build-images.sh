@@ -45,7 +45,10 @@ if [ "$profile" = dev ]; then
   CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=false RUSTFLAGS='-C target-feature=+crt-static' \
     cargo build --profile dev --target "$target" --target-dir target-static -p whoami
 else
-  step "compiling static quayside and whoami (release profile: about 9 minutes on 2 cores the first time, seconds after)"
+  step "compiling static quayside and whoami (release profile)"
+  # (One link-time-optimised unit of quayside and every crate it uses, as [profile.release]
+  # says: most of the time goes there. BENCHMARKS.md, "Image build".)
+  echo "   (about 5 minutes on 2 cores the first time, plus the crates' download; seconds after)"
   RUSTFLAGS='-C target-feature=+crt-static' cargo build --profile "$profile" \
     --target "$target" --target-dir target-static -p quayside -p whoami
   quayside_bin="target-static/$target/$dir/quayside"

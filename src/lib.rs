@@ -398,7 +398,7 @@ async fn serve(
     // challenges answered by the plain one.
     let keep = match (&config.acme, &config.state_store, &config.state) {
         (None, _, _) => None,
-        (Some(a), config::StateStore::File, Some(state)) => Some(acme::store::Keep::Disk(
+        (Some(a), config::StateStore::File, Some(state)) => Some(acme::keep::Keep::Disk(
             acme::store::Disk::beside_for(state, &a.directory, config.docker.instance.as_deref()),
         )),
         (Some(a), config::StateStore::Swarm { name }, _) => {
@@ -413,7 +413,7 @@ async fn serve(
                 .negotiate_version()
                 .await
                 .map_err(unreachable)?;
-            Some(acme::store::Keep::Swarm(acme::swarm::SwarmKeep::new(
+            Some(acme::keep::Keep::Swarm(acme::swarm::SwarmKeep::new(
                 docker,
                 name,
                 &a.directory,

@@ -9,6 +9,7 @@
 //! obtains goes to the proxy through [`Obtained`], read lock-free per handshake.
 
 pub mod client;
+pub mod keep;
 pub mod schedule;
 pub mod store;
 pub mod swarm;
@@ -22,8 +23,8 @@ use serde::Serialize;
 use tokio::sync::{Notify, watch};
 
 use crate::proxy::tls::{Obtained, Tls, certified_key};
+use keep::Keep;
 use schedule::{Entry, Held, Ledger, Outcome, Want, Window};
-use store::Keep;
 
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
 pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";

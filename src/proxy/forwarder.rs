@@ -1,48 +1,29 @@
 //! What both fronts share per worker: the routing table, the data plane's settings, this
 //! worker's backend pools, the retry budget and the request observer.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderValue;
-use http_body_util::{Either, Empty};
+use http_body_util::Empty;
 use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::front::body::Capped;
-use super::plan::{Observe, Record};
+use super::plan::{Client, Observe, Record, Unread};
 use super::retry::RetryBudget;
-use super::server::runtime::Runtime;
-use super::upstream::pool::{self, ConnectError, WorkerPool};
+use super::runtime::{Runtime, worker_index};
+use super::upstream::Timeouts;
+use super::upstream::pool::{self, UpstreamClient, WorkerPool};
 use super::{ProxyConfig, ProxyError};
 use crate::routing::{Shared, Upstream};
 
-/// The client side of a connection, worked out once per connection.
-#[derive(Clone)]
-pub struct Client {
-    pub ip: IpAddr,
-    /// The IP as a header value, for `X-Forwarded-For`.
-    pub ip_header: HeaderValue,
-    /// `http` or `https`, for `X-Forwarded-Proto`.
-    pub proto: HeaderValue,
-}
-/// The client's body, or an empty one for a retried bodiless request.
-pub type UpstreamBody = Either<Capped, Empty<Bytes>>;
-
-/// An h2c backend's client.
-pub type UpstreamClient = HttpClient<HttpConnector, UpstreamBody>;
-
 pub struct Forwarder {
     pub(in crate::proxy) shared: Arc<Shared>,
-    pub(in crate::proxy) connect_timeout: Duration,
-    pub(in crate::proxy) pool_idle_timeout: Duration,
+    pub(in crate::proxy) timeouts: Timeouts,
     /// How long an upgraded connection outlives the routing of its backend.
     pub(in crate::proxy) tunnel_grace: Duration,
     pub(in crate::proxy) budget: RetryBudget,
-    pub(in crate::proxy) response_header_timeout: Duration,
     pub(in crate::proxy) max_body: u64,
     /// Worker threads of all the proxy's listeners: how many pools a backend may need.
     pub(in crate::proxy) workers: usize,
@@ -84,10 +65,12 @@ impl Forwarder {
             auth_client: std::sync::OnceLock::new(),
             sweep: pool::Sweep::default(),
             workers,
-            connect_timeout: config.connect_timeout,
-            pool_idle_timeout: config.pool_idle_timeout,
+            timeouts: Timeouts {
+                connect: config.connect_timeout,
+                pool_idle: config.pool_idle_timeout,
+                response_header: config.response_header_timeout,
+            },
             tunnel_grace: config.shutdown_timeout,
-            response_header_timeout: config.response_header_timeout,
             budget: RetryBudget::default(),
             max_body: config.max_body_size.unwrap_or(u64::MAX),
             observer: config.observer.clone(),
@@ -99,8 +82,8 @@ impl Forwarder {
     pub(in crate::proxy) fn pool<'a>(&self, upstream: &'a Upstream) -> &'a Arc<WorkerPool> {
         upstream
             .slots
-            .slot(super::server::worker_index(), self.workers)
-            .get_or_init(|| Box::new(self.sweep.new_pool(self.pool_idle_timeout)))
+            .slot(worker_index(), self.workers)
+            .get_or_init(|| Box::new(self.sweep.new_pool(self.timeouts.pool_idle)))
             .downcast_ref::<Arc<WorkerPool>>()
             .expect("only the proxy fills a backend's worker slots, always with its pool")
     }
@@ -110,11 +93,11 @@ impl Forwarder {
         pool.h2.get_or_init(|| {
             let mut connector = HttpConnector::new();
             connector.set_nodelay(true);
-            connector.set_connect_timeout(Some(self.connect_timeout));
+            connector.set_connect_timeout(Some(self.timeouts.connect));
             HttpClient::builder(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(self.pool_idle_timeout)
+                .pool_idle_timeout(self.timeouts.pool_idle)
                 .http2_only(true)
                 .build(connector)
         })
@@ -127,16 +110,6 @@ impl Forwarder {
             o.request(&record());
         }
     }
-}
-
-/// What quayside answered to a client before it could read a request far enough to route it:
-/// 408 for a head that stalled, or hyper's own 400/414/431 for one it could not parse.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unread {
-    /// 408, sent by quayside (with a request id of its own).
-    TimedOut,
-    /// Refused by hyper with this status (hyper wrote the answer; no id reached the client).
-    Malformed(u16),
 }
 
 impl Forwarder {
@@ -176,18 +149,6 @@ impl Forwarder {
                 "",
             )
         });
-    }
-}
-
-pub fn connect_error(e: ConnectError, upstream: &Upstream) -> ProxyError {
-    let no = upstream.no.clone();
-    tracing::debug!(error = %e, addr = %upstream.addr, "connect failed");
-    match e {
-        ConnectError::TimedOut => ProxyError::ConnectTimeout { no },
-        ConnectError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-            ProxyError::ConnectTimeout { no }
-        }
-        _ => ProxyError::Connect { no },
     }
 }
 

@@ -16,16 +16,18 @@ mod forwarder;
 mod front;
 pub mod plan;
 mod retry;
+mod runtime;
 mod server;
 pub mod tls;
 mod upstream;
 
 pub use codec::headers;
 pub use error::ProxyError;
-pub use forwarder::{UpstreamBody, UpstreamClient};
+pub use runtime::{ConnCount, Handshake, Runtime, worker_index};
 pub use server::conn::{release_freed_memory, trim_freed_memory};
-pub use server::runtime::{ConnCount, Handshake, Runtime};
-pub use server::{AcceptErrors, Listener, serve_workers, worker_index};
+pub use server::{AcceptErrors, Listener, serve_workers};
+pub use upstream::body::UpstreamBody;
+pub use upstream::pool::UpstreamClient;
 pub use upstream::pool::WorkerPool;
 
 use std::sync::Arc;

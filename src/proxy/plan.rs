@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use http::HeaderValue;
 
 use super::ProxyError;
-use super::headers;
+use super::codec::headers::{self, RequestHead};
 use super::retry::RetryBudget;
 use crate::balance::hash::hash_bytes;
 use crate::health::now_ms;
@@ -19,26 +19,28 @@ use crate::routing::{HashKey, RoutingTable, ServiceRoute, Shared, Upstream};
 use crate::types::Cidr;
 use crate::types::path::{PathError, Rewritten};
 
+/// The client side of a connection, worked out once per connection.
+#[derive(Clone)]
+pub struct Client {
+    pub ip: IpAddr,
+    /// The IP as a header value, for `X-Forwarded-For`.
+    pub ip_header: HeaderValue,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: HeaderValue,
+}
+
+/// What quayside answered to a client before it could read a request far enough to route it:
+/// 408 for a head that stalled, or hyper's own 400/414/431 for one it could not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unread {
+    /// 408, sent by quayside (with a request id of its own).
+    TimedOut,
+    /// Refused by hyper with this status (hyper wrote the answer; no id reached the client).
+    Malformed(u16),
+}
+
 /// Attempts per request, the first included.
 pub const MAX_ATTEMPTS: usize = 3;
-
-/// How a front reads a request head's headers (each front keeps its own parsed form).
-pub trait RequestHead {
-    /// The first value of header `name`.
-    fn header(&self, name: &str) -> Option<&[u8]>;
-    /// The value of cookie `name`.
-    fn cookie(&self, name: &str) -> Option<&str>;
-}
-
-impl RequestHead for http::HeaderMap {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.get(name).map(|v| v.as_bytes())
-    }
-
-    fn cookie(&self, name: &str) -> Option<&str> {
-        headers::cookie(self, name)
-    }
-}
 
 /// Which front served a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -399,13 +401,8 @@ pub fn refused<'a>(
 }
 
 /// The record of a request quayside answered before it could read it far enough to route
-/// it (see [`Unread`](super::forwarder::Unread)): no service, no method or path.
-pub fn unread<'a>(
-    front: Front,
-    what: super::forwarder::Unread,
-    client: &super::forwarder::Client,
-    request_id: &'a str,
-) -> Record<'a> {
+/// it (see [`Unread`](Unread)): no service, no method or path.
+pub fn unread<'a>(front: Front, what: Unread, client: &Client, request_id: &'a str) -> Record<'a> {
     Record {
         front,
         meta: Some(Meta {
@@ -421,105 +418,14 @@ pub fn unread<'a>(
         service: None,
         backend: None,
         status: match what {
-            super::forwarder::Unread::TimedOut => 408,
-            super::forwarder::Unread::Malformed(status) => status,
+            Unread::TimedOut => 408,
+            Unread::Malformed(status) => status,
         },
         attempts: 0,
         duration: Duration::ZERO,
         upstream: None,
         body_bytes: 0,
         outcome: Outcome::Complete,
-    }
-}
-
-/// How long a request waits on a backend that answers nothing before it is looked at as
-/// stalled (and at least 20 times the backend's usual latency).
-pub const STALL_AFTER: Duration = Duration::from_secs(1);
-
-/// A request waiting for a backend's first answer, and what tells whether to give up on the
-/// backend: it answered nothing since the request was sent, for [`STALL_AFTER`] and 20 times
-/// its usual latency (at most half the response timeout), while another backend of the service answered and can take the request.
-/// Then the backend is marked stalled (new requests go elsewhere until a check gets an answer)
-/// and the request, idempotent, goes elsewhere. A backend that accepts requests and answers
-/// none so costs its service a second, not the response timeout; a service of long polls
-/// (every backend quiet) is left alone.
-pub struct StallWatch<'a> {
-    service: &'a ServiceRoute,
-    /// The backend's answers when the request was sent, or at the last look that found it
-    /// answering: the window it must be quiet in starts there.
-    answers: std::sync::atomic::AtomicU64,
-    /// When that window started ([`now_ms`] clock); 0: when the request was sent.
-    window_ms: std::sync::atomic::AtomicU64,
-    sent: tokio::time::Instant,
-}
-
-impl<'a> StallWatch<'a> {
-    /// For an attempt of `plan` on `upstream`, if it can go elsewhere: idempotent (`retry`),
-    /// and a service of several backends.
-    #[inline]
-    pub fn new(plan: &'a Plan, upstream: &Upstream, retry: bool) -> Option<StallWatch<'a>> {
-        (retry && plan.service.backends.len() > 1).then(|| StallWatch {
-            service: &plan.service,
-            answers: std::sync::atomic::AtomicU64::new(upstream.stats.answers()),
-            window_ms: std::sync::atomic::AtomicU64::new(0),
-            sent: tokio::time::Instant::now(),
-        })
-    }
-
-    /// When to look first.
-    pub fn first_look(&self) -> tokio::time::Instant {
-        self.sent + STALL_AFTER
-    }
-
-    /// Looked at `now`, waiting on `upstream` until `deadline` (the response timeout): give
-    /// up on it (the error, the backend marked stalled), or look again at the returned time.
-    #[cold]
-    pub fn look(
-        &self,
-        upstream: &Upstream,
-        (now, deadline): (tokio::time::Instant, tokio::time::Instant),
-    ) -> Result<tokio::time::Instant, ProxyError> {
-        let usual = Duration::from_secs_f64(upstream.stats.ewma_ms(now_ms()) * 20.0 / 1000.0);
-        // (At most half the response timeout: the latency estimate keeps peaks, and one slow
-        // answer on a busy machine must not stretch the patience past the timeout itself.)
-        let half = deadline.saturating_duration_since(self.sent) / 2;
-        let patience = STALL_AFTER.max(usual.min(half));
-        let waited = now.saturating_duration_since(self.sent);
-        if waited < patience {
-            return Ok(self.sent + patience);
-        }
-        use std::sync::atomic::Ordering::Relaxed;
-        let answers = upstream.stats.answers();
-        let at = now_ms();
-        let window_ms = match self.window_ms.load(Relaxed) {
-            0 => at.saturating_sub(waited.as_millis() as u64),
-            w => w,
-        };
-        // Quiet through the window (a request sent just before the backend stopped saw it
-        // answer others afterwards: only a window since the last such look counts).
-        let quiet = answers == self.answers.load(Relaxed);
-        // A peer that answered in that window: the service is answering, this backend is not
-        // (where every backend is quiet, as with long polls, nothing is wrong).
-        let elsewhere = self.service.backends.iter().any(|b| {
-            !std::ptr::eq(&**b, upstream)
-                && crate::balance::Load::available(&**b)
-                && !b.stats.stalled()
-                && b.stats.last_answer_ms() >= window_ms
-        });
-        if !(quiet && elsewhere) {
-            if !quiet {
-                self.answers.store(answers, Relaxed);
-                self.window_ms.store(at, Relaxed);
-            }
-            return Ok(now + STALL_AFTER);
-        }
-        if upstream.stats.mark_stalled() {
-            tracing::warn!(backend = %upstream.no, service = %self.service.name, waited_ms = waited.as_millis() as u64, "backend answered nothing while its peers answered; new requests go elsewhere until it answers again, and waiting ones are sent elsewhere");
-        }
-        Err(ProxyError::Stalled {
-            no: upstream.no.clone(),
-            waited,
-        })
     }
 }
 
@@ -619,7 +525,7 @@ fn parse_forwarded_ip(item: &str) -> Option<IpAddr> {
 /// unless the peer is a trusted proxy.
 #[inline]
 pub fn forwarding<'a>(
-    client: &'a super::forwarder::Client,
+    client: &'a Client,
     ip: IpAddr,
     trusted: &[Cidr],
     made: &'a mut Option<HeaderValue>,
@@ -640,7 +546,7 @@ pub fn forwarding<'a>(
 
 /// [`forwarding`] with `--trusted-proxies` set.
 fn forwarding_trusted<'a>(
-    client: &'a super::forwarder::Client,
+    client: &'a Client,
     ip: IpAddr,
     trusted: &[Cidr],
     made: &'a mut Option<HeaderValue>,
@@ -770,7 +676,7 @@ mod tests {
 
     #[test]
     fn what_a_client_forwards_is_kept_only_from_a_trusted_proxy() {
-        let client = |ip: &str| super::super::forwarder::Client {
+        let client = |ip: &str| super::Client {
             ip: ip.parse().unwrap(),
             ip_header: HeaderValue::from_str(ip).unwrap(),
             proto: HeaderValue::from_static("http"),

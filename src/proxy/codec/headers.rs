@@ -316,6 +316,24 @@ pub fn host_only(authority: &str) -> &str {
     }
 }
 
+/// How a front reads a request head's headers (each front keeps its own parsed form).
+pub trait RequestHead {
+    /// The first value of header `name`.
+    fn header(&self, name: &str) -> Option<&[u8]>;
+    /// The value of cookie `name`.
+    fn cookie(&self, name: &str) -> Option<&str>;
+}
+
+impl RequestHead for http::HeaderMap {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.get(name).map(|v| v.as_bytes())
+    }
+
+    fn cookie(&self, name: &str) -> Option<&str> {
+        cookie(self, name)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,7 +184,7 @@ fn visible(v: &[u8]) -> bool {
 /// A request's parsed headers, as the request plan reads them.
 pub struct Fields<'h, 'b>(pub &'h [Header<'b>]);
 
-impl crate::proxy::plan::RequestHead for Fields<'_, '_> {
+impl super::headers::RequestHead for Fields<'_, '_> {
     fn header(&self, name: &str) -> Option<&[u8]> {
         header(self.0, name)
     }

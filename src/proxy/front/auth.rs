@@ -77,7 +77,7 @@ pub async fn forward_auth(
             format!("502 Bad Gateway: the authentication service did not answer ({why})\n"),
         )
     };
-    let answer = tokio::time::timeout(fwd.response_header_timeout, client_of(fwd).request(ask))
+    let answer = tokio::time::timeout(fwd.timeouts.response_header, client_of(fwd).request(ask))
         .await
         .map_err(|_| unreachable("timed out".into()))?
         .map_err(|e| unreachable(e.to_string()))?;
@@ -117,7 +117,7 @@ fn client_of(fwd: &Forwarder) -> &AuthClient {
     fwd.auth_client.get_or_init(|| {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(fwd.connect_timeout));
+        connector.set_connect_timeout(Some(fwd.timeouts.connect));
         // (`https://` needs the connector to pass the scheme through.)
         connector.enforce_http(false);
         let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -128,7 +128,7 @@ fn client_of(fwd: &Forwarder) -> &AuthClient {
         HttpClient::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(fwd.pool_idle_timeout)
+            .pool_idle_timeout(fwd.timeouts.pool_idle)
             .build(https)
     })
 }

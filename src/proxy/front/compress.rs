@@ -1,5 +1,6 @@
-//! `compress`: a backend's response body encoded with gzip, br or zstd as it streams (the
-//! choice of encoding and of which answers to compress is `middleware::compress`'s).
+//! A backend's response body as hyper's side relays it ([`Upstreamed`]), and `compress`: that
+//! body encoded with gzip, br or zstd as it streams (the choice of encoding and of which
+//! answers to compress is `middleware::compress`'s).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -9,12 +10,12 @@ use bytes::Bytes;
 use futures_util::TryStreamExt as _;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt as _;
-use hyper::body::{Body, Frame, SizeHint};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::io::AsyncRead;
 use tokio_util::io::{ReaderStream, StreamReader};
 
-use super::body::Upstreamed;
 use crate::middleware::compress::{self, Encoding};
+use crate::proxy::upstream::exchange::RawBody;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -131,6 +132,47 @@ impl Body for Encoded {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+/// A backend's response body: from hyper's client, or read off a raw connection by the fast
+/// path's exchange.
+pub enum Upstreamed {
+    Hyper(Incoming),
+    Raw(RawBody),
+    /// Either, encoded by the service's `compress`.
+    Encoded(Box<Encoded>),
+}
+
+impl Body for Upstreamed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Upstreamed::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Upstreamed::Raw(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Upstreamed::Encoded(b) => Pin::new(&mut **b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Upstreamed::Hyper(b) => b.is_end_stream(),
+            Upstreamed::Raw(b) => b.is_end_stream(),
+            Upstreamed::Encoded(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Upstreamed::Hyper(b) => b.size_hint(),
+            Upstreamed::Raw(b) => b.size_hint(),
+            Upstreamed::Encoded(b) => b.size_hint(),
+        }
     }
 }
 

@@ -30,9 +30,11 @@ use crate::middleware::{Ask, Edits, Gate};
 use crate::proxy::ProxyError;
 use crate::proxy::codec::body::Remaining;
 use crate::proxy::codec::parse::{self, Framing, ResponseVerdict, Verdict};
-use crate::proxy::forwarder::{Client, Forwarder, log_failure};
+use crate::proxy::forwarder::{Forwarder, log_failure};
+use crate::proxy::plan::Client;
 use crate::proxy::plan::{self, Front, Meta, Outcome, Plan, Target};
 use crate::proxy::upstream::raw::{first_answer, read_append};
+use crate::proxy::upstream::stall::StallWatch;
 use crate::routing::Upstream;
 
 /// Bytes already read from a stream, put back in front of it (for hyper, when the fast path
@@ -666,17 +668,17 @@ async fn attempt<S: ClientIo>(
     let pool = fwd.pool(upstream);
     let slot = InFlight::start(&upstream.stats);
     let started = Instant::now();
-    let deadline = tokio::time::Instant::from_std(started) + fwd.response_header_timeout;
+    let deadline = tokio::time::Instant::from_std(started) + fwd.timeouts.response_header;
     let timed_out = || ProxyError::ResponseTimeout {
         no: upstream.no.clone(),
-        timeout: fwd.response_header_timeout,
+        timeout: fwd.timeouts.response_header,
     };
     let failed = || ProxyError::Upstream {
         no: upstream.no.clone(),
     };
-    let watch = plan::StallWatch::new(plan, upstream, info.idempotent);
+    let watch = StallWatch::new(&plan.service, upstream, info.idempotent);
     let (mut conn, mut up) = first_answer(
-        fwd,
+        &fwd.timeouts,
         upstream,
         pool,
         out,

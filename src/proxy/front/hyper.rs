@@ -15,15 +15,20 @@ use hyper::body::Body as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
-use super::body::{Capped, Gate as Held, InFlight, Pending, Tracked, Upstreamed};
+use super::body::{InFlight, Pending, Tracked};
+use super::compress::Upstreamed;
 use super::{auth, compress};
 use crate::middleware::{Answer, Ask, Gate};
 use crate::proxy::ProxyError;
 use crate::proxy::codec::headers;
-use crate::proxy::forwarder::{Client, Forwarder, UpstreamBody, connect_error, log_failure};
+use crate::proxy::forwarder::{Forwarder, log_failure};
+use crate::proxy::plan::Client;
 use crate::proxy::plan::{self, Front, Plan, Target};
+use crate::proxy::upstream::body::{Capped, Gate as Held, UpstreamBody};
 use crate::proxy::upstream::exchange;
+use crate::proxy::upstream::pool::connect_error;
 use crate::proxy::upstream::pool::{self, Checkin, Lost, WorkerPool};
+use crate::proxy::upstream::stall::StallWatch;
 use crate::routing::Upstream;
 
 pub type Body = Either<Tracked, Full<Bytes>>;
@@ -276,7 +281,7 @@ impl Forwarder {
             let started = Instant::now();
             // (A request that can go elsewhere gives up on a backend found stalled.)
             let replayable_here = replay.is_some() && idempotent;
-            let watch = plan::StallWatch::new(&plan, &upstream, replayable_here);
+            let watch = StallWatch::new(&plan.service, &upstream, replayable_here);
             let sent = self.send(req, &upstream, direct, watch.as_ref()).await;
             let err = match sent {
                 Ok((resp, checkin)) => {
@@ -375,7 +380,7 @@ impl Forwarder {
         req: Request<UpstreamBody>,
         upstream: &Upstream,
         direct: bool,
-        watch: Option<&plan::StallWatch<'_>>,
+        watch: Option<&StallWatch<'_>>,
     ) -> Result<(Response<Upstreamed>, Option<Checkin>), ProxyError> {
         let pool = self.pool(upstream);
         if direct && !upstream.h2c {
@@ -384,8 +389,15 @@ impl Forwarder {
             let (is_head, idempotent) =
                 (method == Method::HEAD, plan::is_idempotent(method.as_str()));
             drop(req);
-            let resp =
-                exchange::send(self, &head, (is_head, idempotent), upstream, pool, watch).await?;
+            let resp = exchange::send(
+                &self.timeouts,
+                &head,
+                (is_head, idempotent),
+                upstream,
+                pool,
+                watch,
+            )
+            .await?;
             return Ok((resp.map(Upstreamed::Raw), None));
         }
         let answer = async {
@@ -400,10 +412,10 @@ impl Forwarder {
                     .map(|(r, c)| (r.map(Upstreamed::Hyper), Some(c)))
             }
         };
-        match tokio::time::timeout(self.response_header_timeout, answer).await {
+        match tokio::time::timeout(self.timeouts.response_header, answer).await {
             Err(_) => Err(ProxyError::ResponseTimeout {
                 no: upstream.no.clone(),
-                timeout: self.response_header_timeout,
+                timeout: self.timeouts.response_header,
             }),
             Ok(r) => r,
         }
@@ -427,8 +439,8 @@ impl Forwarder {
         loop {
             let (mut tx, pooled) = attempts
                 .checkout(
-                    || pool.take(self.pool_idle_timeout),
-                    || pool::connect(upstream.addr, self.connect_timeout),
+                    || pool.take(self.timeouts.pool_idle),
+                    || pool::connect(upstream.addr, self.timeouts.connect),
                 )
                 .await
                 .map_err(|e| connect_error(e, upstream))?;

@@ -32,11 +32,12 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::runtime::Runtime;
 use crate::proxy::codec::follow::{Follower, request_key};
-use crate::proxy::forwarder::{Client, Forwarder};
+use crate::proxy::forwarder::Forwarder;
 use crate::proxy::front::fast::{self, Prefixed};
 use crate::proxy::front::hyper::Body;
+use crate::proxy::plan::Client;
+use crate::proxy::runtime::Runtime;
 use tokio::sync::watch;
 
 /// Parks and closes in one interval that make it a busy one.

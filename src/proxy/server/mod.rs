@@ -3,7 +3,6 @@
 //! first and handed to hyper when it must ([`conn`]).
 
 pub mod conn;
-pub mod runtime;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,20 +15,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::forwarder::{self, Forwarder};
+use super::forwarder::Forwarder;
 use super::front::{fast, hyper as forward};
+use super::runtime::{Handshake, Runtime, set_worker_index};
 use super::{ProxyConfig, tls};
 use crate::routing::Shared;
-use runtime::{Handshake, Runtime};
-
-thread_local! {
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// The proxy worker this thread is (0 outside the workers).
-pub fn worker_index() -> usize {
-    WORKER.with(|w| w.get())
-}
 
 /// One proxy listener and what its workers serve on it.
 pub struct Listener {
@@ -98,7 +88,7 @@ pub async fn serve_workers(
                 if tls.is_some() { "qs-tls" } else { "qs-proxy" }
             ))
             .spawn(move || {
-                WORKER.with(|w| w.set(first + i));
+                set_worker_index(first + i);
                 let rt = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -370,7 +360,7 @@ impl Worker {
     ) {
         let _ = stream.set_nodelay(true);
         let fwd = self.forwarder.clone();
-        let client = forwarder::Client {
+        let client = super::plan::Client {
             ip: peer.ip().to_canonical(),
             ip_header: client_ip_value(peer),
             proto: self.proto.clone(),
@@ -471,7 +461,7 @@ async fn serve_h1<IO: fast::ClientIo + 'static>(
     peer: SocketAddr,
     keepalive: Duration,
     fwd: Arc<Forwarder>,
-    client: forwarder::Client,
+    client: super::plan::Client,
 ) {
     let make_service = |st: Arc<conn::ConnState>| {
         let (fwd, client) = (fwd.clone(), client.clone());

@@ -19,12 +19,13 @@ use http::{HeaderName, HeaderValue, Request, Response, StatusCode, Version};
 use hyper::body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 
+use super::Timeouts;
+use super::body::UpstreamBody;
 use super::pool::WorkerPool;
 use super::raw::{first_answer, read_append};
 use crate::proxy::ProxyError;
 use crate::proxy::codec::body::Remaining;
 use crate::proxy::codec::parse::{self, Framing, ResponseVerdict};
-use crate::proxy::forwarder::{Forwarder, UpstreamBody};
 use crate::routing::Upstream;
 
 /// The request head as the backend gets it (origin form; `Host` from the backend's address if
@@ -56,23 +57,30 @@ pub fn encode_head(req: &Request<UpstreamBody>, upstream: &Upstream) -> Vec<u8> 
 /// goes again as `pool::Attempts` says.
 /// `Err` only before any of the answer is given out.
 pub async fn send(
-    fwd: &Forwarder,
+    timeouts: &Timeouts,
     head: &[u8],
     (is_head, idempotent): (bool, bool),
     upstream: &Upstream,
     pool: &Arc<WorkerPool>,
-    watch: Option<&crate::proxy::plan::StallWatch<'_>>,
+    watch: Option<&super::stall::StallWatch<'_>>,
 ) -> Result<Response<RawBody>, ProxyError> {
-    let deadline = tokio::time::Instant::from_std(Instant::now()) + fwd.response_header_timeout;
+    let deadline = tokio::time::Instant::from_std(Instant::now()) + timeouts.response_header;
     let failed = || ProxyError::Upstream {
         no: upstream.no.clone(),
     };
     let timed_out = || ProxyError::ResponseTimeout {
         no: upstream.no.clone(),
-        timeout: fwd.response_header_timeout,
+        timeout: timeouts.response_header,
     };
-    let (mut conn, mut up) =
-        first_answer(fwd, upstream, pool, head, idempotent, (deadline, watch)).await?;
+    let (mut conn, mut up) = first_answer(
+        timeouts,
+        upstream,
+        pool,
+        head,
+        idempotent,
+        (deadline, watch),
+    )
+    .await?;
     loop {
         if !up.is_empty() {
             let bytes = Bytes::from(std::mem::take(&mut up));

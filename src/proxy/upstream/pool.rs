@@ -22,7 +22,13 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::proxy::forwarder::{UpstreamBody, UpstreamClient};
+use super::body::UpstreamBody;
+
+/// An h2c backend's client.
+pub type UpstreamClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    UpstreamBody,
+>;
 
 /// Idle keepalive connections kept per backend and proxy worker. Each holds hyper's buffers
 /// (~16 KiB), so a burst of 10,000 concurrent requests must not leave 10,000 behind.
@@ -281,6 +287,22 @@ impl Sweep {
             .unwrap_or_else(|e| e.into_inner())
             .push(Arc::downgrade(&pool));
         pool
+    }
+}
+
+/// A failed connect as the error a request gets.
+pub fn connect_error(
+    e: ConnectError,
+    upstream: &crate::routing::Upstream,
+) -> crate::proxy::ProxyError {
+    let no = upstream.no.clone();
+    tracing::debug!(error = %e, addr = %upstream.addr, "connect failed");
+    match e {
+        ConnectError::TimedOut => crate::proxy::ProxyError::ConnectTimeout { no },
+        ConnectError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            crate::proxy::ProxyError::ConnectTimeout { no }
+        }
+        _ => crate::proxy::ProxyError::Connect { no },
     }
 }
 

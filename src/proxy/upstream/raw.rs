@@ -6,10 +6,11 @@
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::Timeouts;
+use super::pool::connect_error;
 use super::pool::{self, Lost};
+use super::stall::StallWatch;
 use crate::proxy::ProxyError;
-use crate::proxy::forwarder::{Forwarder, connect_error};
-use crate::proxy::plan::StallWatch;
 use crate::routing::Upstream;
 
 /// The most one read takes in.
@@ -42,7 +43,7 @@ pub async fn read_append<R: AsyncRead + Unpin>(
 /// wait until `deadline` for the first bytes of the answer: the connection and those bytes. A
 /// request a pooled connection lost goes again as [`pool::Attempts`] says.
 pub async fn first_answer(
-    fwd: &Forwarder,
+    timeouts: &Timeouts,
     upstream: &Upstream,
     pool: &pool::WorkerPool,
     out: &[u8],
@@ -56,9 +57,9 @@ pub async fn first_answer(
     loop {
         let (mut conn, pooled) = attempts
             .checkout(
-                || pool.take_raw(fwd.pool_idle_timeout),
+                || pool.take_raw(timeouts.pool_idle),
                 // Boxed: a new connection is rare, and its state would size every exchange's.
-                || Box::pin(pool::connect_raw(upstream.addr, fwd.connect_timeout)),
+                || Box::pin(pool::connect_raw(upstream.addr, timeouts.connect)),
             )
             .await
             .map_err(|e| connect_error(e, upstream))?;
@@ -79,7 +80,7 @@ pub async fn first_answer(
                 Err(_) if until >= deadline => {
                     return Err(ProxyError::ResponseTimeout {
                         no: upstream.no.clone(),
-                        timeout: fwd.response_header_timeout,
+                        timeout: timeouts.response_header,
                     });
                 }
                 Err(_) => {

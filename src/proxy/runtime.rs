@@ -4,7 +4,21 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Per-worker slots: a worker's counters are indexed by its [`super::worker_index`].
+thread_local! {
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The proxy worker this thread is (0 outside the workers).
+pub fn worker_index() -> usize {
+    WORKER.with(|w| w.get())
+}
+
+/// Said once by each worker thread as it starts.
+pub(in crate::proxy) fn set_worker_index(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+/// Per-worker slots: a worker's counters are indexed by its [`worker_index`].
 const SLOTS: usize = 64;
 
 #[derive(Debug)]
@@ -141,7 +155,7 @@ impl Runtime {
 
     /// Count a fast-path connection as idle while the guard lives.
     pub(in crate::proxy) fn idle(&self) -> Idle<'_> {
-        let c = &self.idle[super::worker_index() % SLOTS];
+        let c = &self.idle[worker_index() % SLOTS];
         bump(&c.idle, true);
         bump(&c.entries, true);
         Idle(c)
