@@ -194,17 +194,40 @@ pub struct Middleware {
     pub response: Edits,
 }
 
-/// The middleware part of a service config (what `Middleware` compares).
+/// The middleware part of a service config (what `Middleware` compares). Every field is
+/// named, so a setting added to `ServiceConfig` does not compile until it is said here whether
+/// it is a middleware's (then a change of it compiles the middlewares anew) or not.
 fn settings(cfg: &ServiceConfig) -> ServiceConfig {
+    let ServiceConfig {
+        // Routing and balancing: not the middlewares'.
+        hosts: _,
+        path_prefix: _,
+        strip_prefix: _,
+        lb: _,
+        hash_key: _,
+        sticky_cookie: _,
+        health: _,
+        slow_start: _,
+        protocol: _,
+        // The middlewares'.
+        https_redirect,
+        hsts,
+        basic_auth,
+        forward_auth,
+        ip_allow,
+        rate_limit,
+        compress,
+        headers,
+    } = cfg;
     ServiceConfig {
-        https_redirect: cfg.https_redirect,
-        hsts: cfg.hsts.clone(),
-        basic_auth: cfg.basic_auth.clone(),
-        forward_auth: cfg.forward_auth.clone(),
-        ip_allow: cfg.ip_allow.clone(),
-        rate_limit: cfg.rate_limit.clone(),
-        compress: cfg.compress,
-        headers: cfg.headers.clone(),
+        https_redirect: *https_redirect,
+        hsts: hsts.clone(),
+        basic_auth: basic_auth.clone(),
+        forward_auth: forward_auth.clone(),
+        ip_allow: ip_allow.clone(),
+        rate_limit: rate_limit.clone(),
+        compress: *compress,
+        headers: headers.clone(),
         ..ServiceConfig::default()
     }
 }
