@@ -24,15 +24,15 @@ use crate::types::Cidr;
 /// The path under which ACME's HTTP-01 challenges are answered: never redirected.
 pub const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
-/// Header edits of one direction: names to drop, and the lines to add for those set.
+/// Header edits of one direction: names to drop, and the values to set. One form for both
+/// fronts: hyper's side applies them to a header map ([`Edits::apply`]), the fast path writes
+/// them into its byte heads ([`Edits::write`]).
 #[derive(Debug, Default)]
 pub struct Edits {
     /// Every name touched (set or removed), lower-case.
     pub names: Vec<HeaderName>,
     /// The values set, in `names`' order where set.
     pub set: Vec<(HeaderName, HeaderValue)>,
-    /// `name: value\r\n` for each of `set`, for the fast path's byte heads.
-    pub lines: Vec<u8>,
 }
 
 impl Edits {
@@ -47,10 +47,6 @@ impl Edits {
             };
             e.names.push(n.clone());
             if !value.is_empty() {
-                e.lines.extend_from_slice(n.as_str().as_bytes());
-                e.lines.extend_from_slice(b": ");
-                e.lines.extend_from_slice(v.as_bytes());
-                e.lines.extend_from_slice(b"\r\n");
                 e.set.push((n, v));
             }
         }
@@ -73,6 +69,17 @@ impl Edits {
         self.names
             .iter()
             .any(|n| n.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// `name: value\r\n` for each value set (the fast path's byte heads).
+    #[inline]
+    pub fn write(&self, out: &mut Vec<u8>) {
+        for (n, v) in &self.set {
+            out.extend_from_slice(n.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(v.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
     }
 
     /// Apply to a header map (hyper's side).
@@ -183,8 +190,6 @@ pub struct Middleware {
     pub service: String,
     pub https_redirect: bool,
     pub hsts: Option<HeaderValue>,
-    /// `strict-transport-security: ...\r\n` (empty without `hsts`), for the fast path.
-    pub hsts_line: Vec<u8>,
     pub ip_allow: Box<[Cidr]>,
     pub rate: Option<rate::Limiter>,
     pub basic: Option<basic::BasicAuth>,
@@ -262,11 +267,6 @@ impl Middleware {
                 .hsts
                 .as_deref()
                 .and_then(|h| HeaderValue::from_str(h).ok()),
-            hsts_line: cfg
-                .hsts
-                .as_deref()
-                .map(|h| format!("strict-transport-security: {h}\r\n").into_bytes())
-                .unwrap_or_default(),
             ip_allow: cfg
                 .ip_allow
                 .iter()

@@ -338,7 +338,7 @@ pub fn write_upstream_head(
         Some(e) => copy_request_headers(out, req, f.keep_forwarded, |name| e.touches(name)),
     };
     if let Some(e) = edits {
-        out.extend_from_slice(&e.lines);
+        e.write(out);
     }
     out.extend_from_slice(b"x-forwarded-for: ");
     if xff && f.keep_xff {
@@ -513,8 +513,7 @@ pub fn response<'h, 'b>(
 /// (`Transfer-Encoding` kept for a chunked body, which is relayed as it is), `extra` (whole
 /// header lines of the proxy's own), and `Connection: close` if the client's connection ends
 /// after it.
-/// `edits`: headers a service's middlewares replace or remove (their new lines come in
-/// `extra`).
+/// `edits`: headers a service's middlewares replace or remove, and the values they set.
 pub fn write_client_head(
     out: &mut Vec<u8>,
     resp: &Response<'_, '_>,
@@ -536,9 +535,12 @@ pub fn write_client_head(
         None => copy_response_headers(out, resp, |_| false),
         Some(e) => copy_response_headers(out, resp, |name| e.touches(name)),
     }
-    // (Most are empty: no sticky cookie, no middleware lines.)
+    // (Most are empty: no sticky cookie, no HSTS.)
     for e in extra.iter().filter(|e| !e.is_empty()) {
         out.extend_from_slice(e);
+    }
+    if let Some(e) = edits {
+        e.write(out);
     }
     if close || resp.framing == Framing::UntilClose {
         out.extend_from_slice(b"connection: close\r\n");

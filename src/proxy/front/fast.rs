@@ -541,21 +541,25 @@ async fn one<S: ClientIo>(
             .set_cookie(&upstream)
             .map(|v| [b"set-cookie: ", v.as_bytes(), b"\r\n"].concat());
         let mw = plan.service.middleware.clone();
-        let (lines, hsts): (&[u8], &[u8]) = match mw.as_deref() {
-            None => (&[], &[]),
-            Some(m) if client.proto == "https" => (&m.response.lines, &m.hsts_line),
-            Some(m) => (&m.response.lines, &[]),
+        let hsts = match mw.as_deref().and_then(|m| m.hsts.as_ref()) {
+            Some(v) if client.proto == "https" => v.as_bytes(),
+            _ => &[],
         };
-        let extra: [&[u8]; 6] = [
+        let extra: [&[u8]; 7] = [
             set_cookie.as_deref().unwrap_or_default(),
             b"x-request-id: ",
             seen.id(inb),
             b"\r\n",
-            lines,
+            if hsts.is_empty() {
+                b""
+            } else {
+                b"strict-transport-security: "
+            },
             hsts,
+            if hsts.is_empty() { b"" } else { b"\r\n" },
         ];
         let edits = mw.as_deref().map(|m| &m.response);
-        // (The middleware's lines only where there is a middleware.)
+        // (HSTS only where there is a middleware; its header edits go as `edits`.)
         let extra = if mw.is_some() {
             &extra[..]
         } else {
