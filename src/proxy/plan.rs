@@ -39,6 +39,45 @@ pub enum Unread {
     Malformed(u16),
 }
 
+/// What the proxy changes in a backend's response head ([`Plan::response_edits`]): a sticky
+/// service's cookie, the service's header edits, and HSTS over TLS.
+pub struct ResponseEdits {
+    /// `Set-Cookie` naming the backend, unless the client named it already.
+    pub set_cookie: Option<HeaderValue>,
+    middleware: Option<Arc<crate::middleware::Middleware>>,
+    tls: bool,
+}
+
+impl ResponseEdits {
+    /// The service's response header edits, if it has any middleware.
+    #[inline]
+    pub fn edits(&self) -> Option<&crate::middleware::Edits> {
+        self.middleware.as_deref().map(|m| &m.response)
+    }
+
+    /// `Strict-Transport-Security`, on TLS only.
+    #[inline]
+    pub fn hsts(&self) -> Option<&HeaderValue> {
+        self.middleware
+            .as_deref()
+            .and_then(|m| m.hsts.as_ref())
+            .filter(|_| self.tls)
+    }
+
+    /// Applied to a header map (hyper's side).
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        if let Some(v) = &self.set_cookie {
+            headers.append(http::header::SET_COOKIE, v.clone());
+        }
+        if let Some(e) = self.edits() {
+            e.apply(headers);
+        }
+        if let Some(h) = self.hsts() {
+            headers.insert(http::header::STRICT_TRANSPORT_SECURITY, h.clone());
+        }
+    }
+}
+
 /// Attempts per request, the first included.
 pub const MAX_ATTEMPTS: usize = 3;
 
@@ -304,6 +343,17 @@ impl Plan {
             self.had.as_deref(),
             &upstream.no,
         )
+    }
+
+    /// What the proxy changes in `upstream`'s response head, decided once for both fronts
+    /// (hyper's side applies it to its header map, the fast path writes it into its byte head).
+    #[inline]
+    pub fn response_edits(&self, upstream: &Upstream, tls: bool) -> ResponseEdits {
+        ResponseEdits {
+            set_cookie: self.set_cookie(upstream),
+            middleware: self.service.middleware.clone(),
+            tls,
+        }
     }
 
     /// The first attempt (no retry yet).

@@ -352,6 +352,15 @@ fn refuse(
     })
 }
 
+/// `name`, the value and CRLF, as the pieces of a head line (empty ones without a value).
+#[inline]
+fn header_line<'a>(name: &'static [u8], v: Option<&'a http::HeaderValue>) -> [&'a [u8]; 3] {
+    match v {
+        Some(v) => [name, v.as_bytes(), b"\r\n"],
+        None => [b"", b"", b""],
+    }
+}
+
 /// A service's head-only middlewares, for a request the fast path takes so far: the plan to
 /// go on with, or what the request became (`None`: hyper's; or answered). Out of line, so that
 /// `prepare` stays small enough for its callees to be inlined: a service without middlewares
@@ -536,35 +545,28 @@ async fn one<S: ClientIo>(
     fwd.budget.deposit();
     let mut upstream = first;
     loop {
-        // A sticky service tells the client which backend answered, unless it knew.
-        let set_cookie = plan
-            .set_cookie(&upstream)
-            .map(|v| [b"set-cookie: ", v.as_bytes(), b"\r\n"].concat());
-        let mw = plan.service.middleware.clone();
-        let hsts = match mw.as_deref().and_then(|m| m.hsts.as_ref()) {
-            Some(v) if client.proto == "https" => v.as_bytes(),
-            _ => &[],
-        };
-        let extra: [&[u8]; 7] = [
-            set_cookie.as_deref().unwrap_or_default(),
+        // The plan's changes to the response head, written as byte lines (the request id's
+        // first; the cookie's and HSTS's only when there are such).
+        let changes = plan.response_edits(&upstream, client.proto == "https");
+        let [c0, c1, c2] = header_line(b"set-cookie: ", changes.set_cookie.as_ref());
+        let [h0, h1, h2] = header_line(b"strict-transport-security: ", changes.hsts());
+        let extra: [&[u8]; 9] = [
             b"x-request-id: ",
             seen.id(inb),
             b"\r\n",
-            if hsts.is_empty() {
-                b""
-            } else {
-                b"strict-transport-security: "
-            },
-            hsts,
-            if hsts.is_empty() { b"" } else { b"\r\n" },
+            c0,
+            c1,
+            c2,
+            h0,
+            h1,
+            h2,
         ];
-        let edits = mw.as_deref().map(|m| &m.response);
-        // (HSTS only where there is a middleware; its header edits go as `edits`.)
-        let extra = if mw.is_some() {
-            &extra[..]
-        } else {
-            &extra[..4]
+        let extra = match (changes.set_cookie.is_some(), h1.is_empty()) {
+            (_, false) => &extra[..],
+            (true, true) => &extra[..6],
+            (false, true) => &extra[..3],
         };
+        let edits = changes.edits();
         let err = match attempt(
             stream,
             fwd,

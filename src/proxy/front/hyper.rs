@@ -310,16 +310,9 @@ impl Forwarder {
                     headers::strip_hop_by_hop(&mut head.headers);
                     head.headers
                         .insert(headers::X_REQUEST_ID.clone(), request_id.clone());
-                    if let Some(v) = plan.set_cookie(&upstream) {
-                        head.headers.append(header::SET_COOKIE, v);
-                    }
+                    plan.response_edits(&upstream, tls).apply(&mut head.headers);
                     let mut incoming = incoming;
-                    if let Some(m) = &mw {
-                        m.response.apply(&mut head.headers);
-                        if let Some(h) = m.hsts.as_ref().filter(|_| tls) {
-                            head.headers
-                                .insert(header::STRICT_TRANSPORT_SECURITY, h.clone());
-                        }
+                    if mw.is_some() {
                         let size = incoming.size_hint().exact();
                         if let Some(enc) = compress::decide(
                             accept.as_ref(),
