@@ -1,6 +1,7 @@
 //! What both fronts share per worker: the routing table, the data plane's settings, this
 //! worker's backend pools, the retry budget and the request observer.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,8 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::plan::{Client, Observe, Record, Unread};
+use super::codec::headers::RequestHead;
+use super::plan::{Client, Observe, Plan, Record, Target, Unread};
 use super::retry::RetryBudget;
 use super::runtime::{Runtime, worker_index};
 use super::upstream::Timeouts;
@@ -149,6 +151,48 @@ impl Forwarder {
                 "",
             )
         });
+    }
+}
+
+/// A request after the pipeline's first phase ([`Forwarder::admit`]).
+pub enum Admission<'t> {
+    /// Routed: the client's address, the target as the path rule reads it, the plan and its
+    /// first pick (`None`: nothing to pick).
+    Routed(IpAddr, Target<'t>, Plan, Option<Arc<Upstream>>),
+    /// Answered before routing (a target the path rule refuses: 400; an ACME challenge).
+    Answered(IpAddr, ProxyError),
+}
+
+impl Forwarder {
+    /// The first phase of every request, on either front: who the client is (the peer, or
+    /// with `--trusted-proxies` what its `X-Forwarded-For` lines say), the target by the one
+    /// path rule, an ACME challenge answered, then the route and the first pick.
+    #[inline]
+    pub(in crate::proxy) fn admit<'t, 'h>(
+        &self,
+        peer: IpAddr,
+        forwarded_for: impl DoubleEndedIterator<Item = &'h [u8]>,
+        (raw_target, host): (&'t str, &str),
+        head: &impl RequestHead,
+    ) -> Admission<'t> {
+        let ip = if self.trusted.is_empty() {
+            peer
+        } else {
+            super::plan::client_ip(peer, forwarded_for, &self.trusted)
+        };
+        let target = match Target::new(raw_target) {
+            Ok(t) => t,
+            Err(e) => return Admission::Answered(ip, ProxyError::BadRequest(e.as_str())),
+        };
+        // (The test inline: the call alone cost every request when automatic HTTPS is off.)
+        if self.acme.is_some()
+            && let Some(answer) =
+                super::plan::acme_answer(self.acme.as_deref(), host, target.forward_path())
+        {
+            return Admission::Answered(ip, answer);
+        }
+        let (plan, first) = Plan::new(&self.shared.table.load(), host, &target, head, ip);
+        Admission::Routed(ip, target, plan, first)
     }
 }
 

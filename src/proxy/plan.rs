@@ -644,7 +644,8 @@ pub fn strip_prefix<'t>(target: &'t str, prefix: Option<&str>) -> Cow<'t, str> {
 /// for the name it is waiting on (`host`, a `Host` value). It is answered before routing,
 /// whatever the host's service; a token not ours, or asked for under another name, goes on to
 /// the service as any request.
-#[inline]
+#[cold]
+#[inline(never)]
 pub fn acme_answer(
     obtained: Option<&super::tls::Obtained>,
     host: &str,

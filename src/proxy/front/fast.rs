@@ -30,9 +30,9 @@ use crate::middleware::{Ask, Edits, Gate};
 use crate::proxy::ProxyError;
 use crate::proxy::codec::body::Remaining;
 use crate::proxy::codec::parse::{self, Framing, ResponseVerdict, Verdict};
-use crate::proxy::forwarder::{Forwarder, log_failure};
+use crate::proxy::forwarder::{Admission, Forwarder, log_failure};
 use crate::proxy::plan::Client;
-use crate::proxy::plan::{self, Front, Meta, Outcome, Plan, Target};
+use crate::proxy::plan::{self, Front, Meta, Outcome, Plan};
 use crate::proxy::upstream::raw::{first_answer, read_append};
 use crate::proxy::upstream::stall::StallWatch;
 use crate::routing::Upstream;
@@ -317,23 +317,9 @@ impl Seen {
     }
 }
 
-/// An ACME HTTP-01 challenge's answer (automatic HTTPS on). Out of line, so that `prepare`
-/// stays small enough for its callees to be inlined (BENCHMARKS.md, "Automatic HTTPS").
-#[cold]
-#[inline(never)]
-fn acme_challenge(
-    fwd: &Forwarder,
-    inb: &[u8],
-    req: &parse::Request<'_, '_>,
-    (ip, path): (std::net::IpAddr, &str),
-    info: &Info,
-) -> Option<Box<Refused>> {
-    let answer = plan::acme_answer(fwd.acme.as_deref(), req.host, path)?;
-    Some(refuse(fwd, inb, req, ip, info, answer))
-}
-
 /// A request answered before routing (a path the rule refuses, an ACME challenge). Out of
-/// line, as [`acme_challenge`].
+/// line, so that `prepare` stays small enough for its callees to be inlined (BENCHMARKS.md,
+/// "Automatic HTTPS").
 #[cold]
 #[inline(never)]
 fn refuse(
@@ -456,31 +442,14 @@ fn prepare(fwd: &Forwarder, client: &Client, inb: &[u8]) -> Result<Prep, Box<Ref
         idempotent: plan::is_idempotent(req.method),
         close: req.close,
     };
-    let table = fwd.shared.table.load();
+    let xff = parse::headers_named(req.headers, "x-forwarded-for");
     let fields = parse::Fields(req.headers);
-    let ip = if fwd.trusted.is_empty() {
-        client.ip
-    } else {
-        plan::client_ip(
-            client.ip,
-            parse::headers_named(req.headers, "x-forwarded-for"),
-            &fwd.trusted,
-        )
-    };
-    let target = match Target::new(req.target) {
-        Ok(t) => t,
-        Err(e) => {
-            let err = ProxyError::BadRequest(e.as_str());
-            return Err(refuse(fwd, inb, &req, ip, &info, err));
-        }
-    };
-    if fwd.acme.is_some()
-        && let Some(refused) = acme_challenge(fwd, inb, &req, (ip, target.forward_path()), &info)
-    {
-        return Err(refused);
-    }
+    let (ip, target, mut plan, first) =
+        match fwd.admit(client.ip, xff, (req.target, req.host), &fields) {
+            Admission::Routed(ip, target, plan, first) => (ip, target, plan, first),
+            Admission::Answered(ip, err) => return Err(refuse(fwd, inb, &req, ip, &info, err)),
+        };
     let forward = target.forward();
-    let (mut plan, first) = Plan::new(&table, req.host, &target, &fields, ip);
     if plan.service.middleware.is_some() {
         plan = match gate(fwd, client, inb, &req, (ip, forward), &info, plan) {
             Ok(p) => p,

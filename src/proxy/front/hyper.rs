@@ -21,9 +21,9 @@ use super::{auth, compress};
 use crate::middleware::{Answer, Ask, Gate};
 use crate::proxy::ProxyError;
 use crate::proxy::codec::headers;
-use crate::proxy::forwarder::{Forwarder, log_failure};
+use crate::proxy::forwarder::{Admission, Forwarder, log_failure};
 use crate::proxy::plan::Client;
-use crate::proxy::plan::{self, Front, Plan, Target};
+use crate::proxy::plan::{self, Front, Plan};
 use crate::proxy::upstream::body::{Capped, Gate as Held, UpstreamBody};
 use crate::proxy::upstream::exchange;
 use crate::proxy::upstream::pool::connect_error;
@@ -76,31 +76,24 @@ impl Forwarder {
         // backend's address there).
         headers::settle_host(parts.version, &parts.uri, &mut parts.headers)
             .map_err(|e| (ProxyError::BadRequest(e.as_str()), None))?;
-        let ip = if self.trusted.is_empty() {
-            client.ip
-        } else {
-            let xff = parts.headers.get_all(&headers::X_FORWARDED_FOR).iter();
-            plan::client_ip(client.ip, xff.map(|v| v.as_bytes()), &self.trusted)
-        };
-        let target = Target::new(parts.uri.path_and_query().map_or("/", |p| p.as_str()))
-            .map_err(|e| (ProxyError::BadRequest(e.as_str()), None))?;
         let host = parts
             .headers
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
             .unwrap_or("");
-        // (The test inline: the call alone cost every request when automatic HTTPS is off.)
-        if self.acme.is_some()
-            && let Some(answer) =
-                plan::acme_answer(self.acme.as_deref(), host, target.forward_path())
-        {
-            return Err((answer, None));
-        }
-        let forward = target.forward();
-        let (mut plan, first) = {
-            let table = self.shared.table.load();
-            Plan::new(&table, host, &target, &parts.headers, ip)
+        let raw_target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let xff = parts.headers.get_all(&headers::X_FORWARDED_FOR).iter();
+        let admitted = self.admit(
+            client.ip,
+            xff.map(|v| v.as_bytes()),
+            (raw_target, host),
+            &parts.headers,
+        );
+        let (ip, target, mut plan, first) = match admitted {
+            Admission::Routed(ip, target, plan, first) => (ip, target, plan, first),
+            Admission::Answered(_, err) => return Err((err, None)),
         };
+        let forward = target.forward();
         let request_id = headers::request_id(&parts.headers, plan::random_id);
         plan.request_id = Some(request_id.clone());
         if self.details {
