@@ -154,6 +154,22 @@ impl Forwarder {
     }
 }
 
+impl Forwarder {
+    /// A request the proxy answers itself with an error (`plan`: its plan, if it was routed):
+    /// logged and recorded here, once for both fronts; each writes the answer in its own form.
+    #[cold]
+    pub(in crate::proxy) fn refused(
+        &self,
+        front: super::plan::Front,
+        e: &ProxyError,
+        plan: Option<&Plan>,
+        meta: Option<super::plan::Meta<'_>>,
+    ) {
+        log_failure(e);
+        self.observe(|| super::plan::refused(front, e, plan, meta));
+    }
+}
+
 /// A request after the pipeline's first phase ([`Forwarder::admit`]).
 pub enum Admission<'t> {
     /// Routed: the client's address, the target as the path rule reads it, the plan and its
@@ -198,7 +214,7 @@ impl Forwarder {
 
 /// Log a request that was not forwarded: a warning for a backend's failure, a debug line for
 /// what the client or the table made of it.
-pub fn log_failure(e: &ProxyError) {
+fn log_failure(e: &ProxyError) {
     match e {
         ProxyError::NoBackend { .. }
         | ProxyError::AllDown { .. }

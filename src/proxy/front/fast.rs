@@ -30,7 +30,7 @@ use crate::middleware::{Ask, Edits, Gate};
 use crate::proxy::ProxyError;
 use crate::proxy::codec::body::Remaining;
 use crate::proxy::codec::parse::{self, Framing, ResponseVerdict, Verdict};
-use crate::proxy::forwarder::{Admission, Forwarder, log_failure};
+use crate::proxy::forwarder::{Admission, Forwarder};
 use crate::proxy::plan::Client;
 use crate::proxy::plan::{self, Front, Meta, Outcome, Plan};
 use crate::proxy::upstream::raw::{first_answer, read_append};
@@ -775,10 +775,9 @@ async fn respond_error<S: ClientIo>(
     plan: Option<&Plan>,
     (meta, id): (Option<Meta<'_>>, Option<&[u8]>),
 ) -> Step {
-    log_failure(&e);
+    fwd.refused(Front::Fast, &e, plan, meta);
     let answer = e.to_http1_with_id(info.close, id);
     let written = stream.write_all(&answer).await.is_ok();
-    fwd.observe(|| plan::refused(Front::Fast, &e, plan, meta));
     if !written || info.close {
         return Step::Close;
     }

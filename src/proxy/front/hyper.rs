@@ -21,7 +21,7 @@ use super::{auth, compress};
 use crate::middleware::{Answer, Ask, Gate};
 use crate::proxy::ProxyError;
 use crate::proxy::codec::headers;
-use crate::proxy::forwarder::{Admission, Forwarder, log_failure};
+use crate::proxy::forwarder::{Admission, Forwarder};
 use crate::proxy::plan::Client;
 use crate::proxy::plan::{self, Front, Plan};
 use crate::proxy::upstream::body::{Capped, Gate as Held, UpstreamBody};
@@ -49,8 +49,7 @@ impl Forwarder {
         match self.forward(req, client).await {
             Ok(resp) => resp,
             Err((e, plan)) => {
-                log_failure(&e);
-                self.observe(|| plan::refused(Front::Hyper, &e, plan.as_ref(), None));
+                self.refused(Front::Hyper, &e, plan.as_ref(), None);
                 let mut resp = e.into_response().map(Either::Right);
                 if let Some(id) = plan.and_then(|p| p.request_id) {
                     resp.headers_mut().insert(headers::X_REQUEST_ID.clone(), id);
