@@ -170,6 +170,31 @@ impl Forwarder {
     }
 }
 
+impl Forwarder {
+    /// The service's middlewares' verdict on a request (`m`), the same on both fronts: who
+    /// asks (address as [`Forwarder::admit`] found it, over TLS or not), for which host and
+    /// target, with which credentials.
+    #[inline]
+    pub(in crate::proxy) fn gate(
+        &self,
+        m: &crate::middleware::Middleware,
+        (client, tls): (IpAddr, bool),
+        (host, target): (&str, &str),
+        authorization: Option<&[u8]>,
+        now: std::time::Instant,
+    ) -> crate::middleware::Gate {
+        let ask = crate::middleware::Ask {
+            client,
+            tls,
+            host,
+            target,
+            authorization,
+            https_port: self.https_port,
+        };
+        m.gate(&ask, now)
+    }
+}
+
 /// A request after the pipeline's first phase ([`Forwarder::admit`]).
 pub enum Admission<'t> {
     /// Routed: the client's address, the target as the path rule reads it, the plan and its

@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::body::InFlight;
-use crate::middleware::{Ask, Edits, Gate};
+use crate::middleware::{Edits, Gate};
 use crate::proxy::ProxyError;
 use crate::proxy::codec::body::Remaining;
 use crate::proxy::codec::parse::{self, Framing, ResponseVerdict, Verdict};
@@ -371,15 +371,8 @@ fn gate(
         if !m.fast() || m.unverified(authorization, now) {
             return Err(None);
         }
-        let ask = Ask {
-            client: ip,
-            tls: client.proto == "https",
-            host: req.host,
-            target: forward,
-            authorization,
-            https_port: fwd.https_port,
-        };
-        m.gate(&ask, now)
+        let tls = client.proto == "https";
+        fwd.gate(m, (ip, tls), (req.host, forward), authorization, now)
     };
     match decided {
         Gate::Pass => Ok(plan),

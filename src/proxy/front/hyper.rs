@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use super::body::{InFlight, Pending, Tracked};
 use super::compress::Upstreamed;
 use super::{auth, compress};
-use crate::middleware::{Answer, Ask, Gate};
+use crate::middleware::{Answer, Gate};
 use crate::proxy::ProxyError;
 use crate::proxy::codec::headers;
 use crate::proxy::forwarder::{Admission, Forwarder};
@@ -126,22 +126,16 @@ impl Forwarder {
         // Forward auth's headers for the backend, added after the request's own are settled.
         let mut from_auth = Vec::new();
         if let Some(m) = &mw {
-            let ask = Ask {
-                client: ip,
-                tls,
-                host: parts
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or(""),
-                target: forward,
-                authorization: parts
-                    .headers
-                    .get(header::AUTHORIZATION)
-                    .map(|v| v.as_bytes()),
-                https_port: self.https_port,
-            };
-            match m.gate(&ask, Instant::now()) {
+            let host = parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("");
+            let authorization = parts
+                .headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.as_bytes());
+            match self.gate(m, (ip, tls), (host, forward), authorization, Instant::now()) {
                 Gate::Pass => {}
                 Gate::Answer(a) => return Err((answered(a), Some(plan))),
                 Gate::Verify => {
