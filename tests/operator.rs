@@ -452,8 +452,10 @@ fn start_up_errors_are_one_line_without_a_backtrace() {
 
 /// `:PORT` listens on every address, IPv4 clients included and seen by their IPv4 address;
 /// `localhost:PORT` on loopback; and a refused address says the forms it takes.
-#[test]
-fn listen_addresses_as_go_tools_and_traefik_write_them() {
+// (Several threads: the backend answers while the test waits on curl.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listen_addresses_as_go_tools_and_traefik_write_them() {
+    let backend = Backend::start("b").await;
     let p = common::binary::Proc::spawn_on(":0", ":0", &["--admin-token", "listen-token"]);
     let proxy = p.addr("proxy listening");
     let admin = p.addr("admin API listening");
@@ -473,6 +475,25 @@ fn listen_addresses_as_go_tools_and_traefik_write_them() {
         // (No backend: 503, from the proxy itself.)
         let body = curl(format!("http://{host}:{proxy_port}/"));
         assert!(body.contains("no backend"), "{host}: {body}");
+    }
+    // The backend is told each client by its own address: an IPv4 one as IPv4, not as
+    // `::ffff:127.0.0.1`.
+    let add = format!(
+        "http://127.0.0.1:{admin_port}/add?no=b&ip=127.0.0.1&port={}",
+        backend.port()
+    );
+    assert_eq!(curl(add), "OK\n");
+    for (host, seen) in [("127.0.0.1", "127.0.0.1"), ("[::1]", "::1")] {
+        let out = Command::new("curl")
+            .args(["-s", "-D", "-", "-o", "/dev/null"])
+            .arg(format!("http://{host}:{proxy_port}/"))
+            .output()
+            .unwrap();
+        let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+        assert!(
+            head.contains(&format!("x-seen-xff: {seen}\r\n")),
+            "{host}: {head}"
+        );
     }
     let who = curl(format!("http://127.0.0.1:{admin_port}/api/v1/access"));
     assert!(who.contains("\"who\":\"127.0.0.1 (admin token)\""), "{who}");

@@ -286,11 +286,9 @@ async fn serve(
         let (stream, peer) = tokio::select! {
             _ = async { let _ = stop.wait_for(|s| *s).await; } => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
+                Ok(a) => {
                     errors.succeeded();
-                    // An IPv4 client of a dual-stack listener (`:PORT`) by its IPv4 address,
-                    // as every rule and log that reads it expects.
-                    (tcp, std::net::SocketAddr::new(peer.ip().to_canonical(), peer.port()))
+                    a
                 }
                 Err(e) => {
                     drop(permit);
