@@ -195,6 +195,33 @@ impl Forwarder {
     }
 }
 
+impl Forwarder {
+    /// A routed request is about to be forwarded: it earns the retry budget its share.
+    #[inline]
+    pub(in crate::proxy) fn forwarding(&self) {
+        self.budget.deposit();
+    }
+
+    /// An attempt on `upstream` failed with `err`: the backend's passive health is told, and
+    /// the answer is where the request goes next, if anywhere (see [`Plan::failed`]), the same
+    /// on both fronts.
+    #[inline]
+    pub(in crate::proxy) fn next_after(
+        &self,
+        plan: &mut Plan,
+        (err, upstream): (&ProxyError, Arc<Upstream>),
+        (replayable, idempotent): (bool, bool),
+    ) -> Option<Arc<Upstream>> {
+        plan.failed(
+            err,
+            upstream,
+            (&self.budget, &self.shared),
+            replayable,
+            idempotent,
+        )
+    }
+}
+
 /// A request after the pipeline's first phase ([`Forwarder::admit`]).
 pub enum Admission<'t> {
     /// Routed: the client's address, the target as the path rule reads it, the plan and its

@@ -504,7 +504,7 @@ async fn one<S: ClientIo>(
         }
     };
     let meta = seen.meta(inb, client);
-    fwd.budget.deposit();
+    fwd.forwarding();
     let mut upstream = first;
     loop {
         // The plan's changes to the response head, written as byte lines (the request id's
@@ -546,8 +546,7 @@ async fn one<S: ClientIo>(
             Err(e) => e,
         };
         // The whole request is in `out`: it can always be sent again where that is safe.
-        let ctx = (&fwd.budget, &*fwd.shared);
-        match plan.failed(&err, upstream, ctx, true, info.idempotent) {
+        match fwd.next_after(&mut plan, (&err, upstream), (true, info.idempotent)) {
             Some(n) if !n.h2c => upstream = n,
             _ => {
                 let id = Some(seen.id(inb));

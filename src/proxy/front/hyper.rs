@@ -234,7 +234,7 @@ impl Forwarder {
         let tripped = capped.tripped.clone();
         let mut body = Some(Either::Left(capped));
         let mut upstream = first;
-        self.budget.deposit();
+        self.forwarding();
         loop {
             let mut req = Request::new(body.take().unwrap_or(Either::Right(Empty::new())));
             *req.method_mut() = parts.method.clone();
@@ -343,8 +343,7 @@ impl Forwarder {
                 return Err((ProxyError::TooLarge { limit }, Some(plan)));
             }
             let replayable = replay.is_some();
-            let ctx = (&self.budget, &*self.shared);
-            match plan.failed(&err, upstream, ctx, replayable, idempotent) {
+            match self.next_after(&mut plan, (&err, upstream), (replayable, idempotent)) {
                 Some(n) => upstream = n,
                 None => return Err((err, Some(plan))),
             }
