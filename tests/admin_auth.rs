@@ -241,24 +241,29 @@ async fn changes_a_browser_marks_as_cross_site_are_refused() {
 
 #[test]
 fn an_admin_listener_beyond_loopback_without_a_token_refuses_to_start() {
-    let out = Command::new(env!("CARGO_BIN_EXE_quayside"))
-        .args([
-            "--no-docker",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "0.0.0.0:0",
-        ])
-        .env_remove("QUAYSIDE_ADMIN_TOKEN")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(
-        err.contains("--admin-token") && err.contains("--admin-insecure"),
-        "{err}"
-    );
+    // (`:0` is every address, IPv6 and IPv4, as `--listen :PORT` writes it.)
+    for (admin, said) in [("0.0.0.0:0", "0.0.0.0:0"), (":0", "[::]:0")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_quayside"))
+            .args([
+                "--no-docker",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                admin,
+            ])
+            .env_remove("QUAYSIDE_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("{said} without a token"))
+                && err.contains("--admin-token")
+                && err.contains("--admin-insecure"),
+            "{err}"
+        );
+    }
     // A token given in a file (a Docker secret) lets it start; so does the explicit opt-out.
     let dir = std::env::temp_dir().join(format!("quayside-auth-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
