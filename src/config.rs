@@ -1122,12 +1122,12 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
                 .next()
                 .and_then(|l| l.split_once('='))
                 .map(|(k, _)| k.trim())
-                .filter(|k| !k.is_empty() && !message.contains(&format!("`{k}`")));
+                .filter(|k| {
+                    !k.is_empty() && !message.starts_with(k) && !message.contains(&format!("`{k}`"))
+                });
             match key {
-                Some(k) if !message.starts_with(k) => {
-                    format!("line {line}, column {column}: {k}: {message}")
-                }
-                _ => format!("line {line}, column {column}: {message}"),
+                Some(k) => format!("line {line}, column {column}: {k}: {message}"),
+                None => format!("line {line}, column {column}: {message}"),
             }
         }
         None => message,
@@ -1312,6 +1312,20 @@ mod tests {
         let mut argv = vec!["quayside"];
         argv.extend_from_slice(args);
         Config::resolve(Cli::try_parse_from(argv).unwrap(), FileConfig::default())
+    }
+
+    #[test]
+    fn an_empty_token_value_is_none_and_an_empty_token_file_is_refused() {
+        // (Compose's `${QUAYSIDE_ADMIN_READ_TOKEN:-}` passes an empty value when it is unset.)
+        let c = resolve(&["--admin-token", "", "--admin-read-token", ""]).unwrap();
+        assert!(c.admin.token.is_none() && c.admin.read_token.is_none());
+        let c = resolve(&["--admin-token", "a", "--admin-read-token", "r"]).unwrap();
+        assert!(c.admin.read_token.is_some());
+        let file = std::env::temp_dir().join(format!("qs-empty-token-{}", std::process::id()));
+        std::fs::write(&file, "\n").unwrap();
+        let e = resolve(&["--admin-token-file", file.to_str().unwrap()]).unwrap_err();
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(e.to_string(), "admin_token: must not be empty");
     }
 
     #[test]

@@ -154,74 +154,6 @@ impl Forwarder {
     }
 }
 
-impl Forwarder {
-    /// A request the proxy answers itself with an error (`plan`: its plan, if it was routed):
-    /// logged and recorded here, once for both fronts; each writes the answer in its own form.
-    #[cold]
-    pub(in crate::proxy) fn refused(
-        &self,
-        front: super::plan::Front,
-        e: &ProxyError,
-        plan: Option<&Plan>,
-        meta: Option<super::plan::Meta<'_>>,
-    ) {
-        log_failure(e);
-        self.observe(|| super::plan::refused(front, e, plan, meta));
-    }
-}
-
-impl Forwarder {
-    /// The service's middlewares' verdict on a request (`m`), the same on both fronts: who
-    /// asks (address as [`Forwarder::admit`] found it, over TLS or not), for which host and
-    /// target, with which credentials.
-    #[inline]
-    pub(in crate::proxy) fn gate(
-        &self,
-        m: &crate::middleware::Middleware,
-        (client, tls): (IpAddr, bool),
-        (host, target): (&str, &str),
-        authorization: Option<&[u8]>,
-        now: std::time::Instant,
-    ) -> crate::middleware::Gate {
-        let ask = crate::middleware::Ask {
-            client,
-            tls,
-            host,
-            target,
-            authorization,
-            https_port: self.https_port,
-        };
-        m.gate(&ask, now)
-    }
-}
-
-impl Forwarder {
-    /// A routed request is about to be forwarded: it earns the retry budget its share.
-    #[inline]
-    pub(in crate::proxy) fn forwarding(&self) {
-        self.budget.deposit();
-    }
-
-    /// An attempt on `upstream` failed with `err`: the backend's passive health is told, and
-    /// the answer is where the request goes next, if anywhere (see [`Plan::failed`]), the same
-    /// on both fronts.
-    #[inline]
-    pub(in crate::proxy) fn next_after(
-        &self,
-        plan: &mut Plan,
-        (err, upstream): (&ProxyError, Arc<Upstream>),
-        (replayable, idempotent): (bool, bool),
-    ) -> Option<Arc<Upstream>> {
-        plan.failed(
-            err,
-            upstream,
-            (&self.budget, &self.shared),
-            replayable,
-            idempotent,
-        )
-    }
-}
-
 /// A request after the pipeline's first phase ([`Forwarder::admit`]).
 pub enum Admission<'t> {
     /// Routed: the client's address, the target as the path rule reads it, the plan and its
@@ -231,6 +163,8 @@ pub enum Admission<'t> {
     Answered(IpAddr, ProxyError),
 }
 
+/// The request pipeline's phases, in the order a request meets them: both fronts call these,
+/// each applying the decisions in its own form.
 impl Forwarder {
     /// The first phase of every request, on either front: who the client is (the peer, or
     /// with `--trusted-proxies` what its `X-Forwarded-For` lines say), the target by the one
@@ -261,6 +195,68 @@ impl Forwarder {
         }
         let (plan, first) = Plan::new(&self.shared.table.load(), host, &target, head, ip);
         Admission::Routed(ip, target, plan, first)
+    }
+
+    /// The service's middlewares' verdict on a request (`m`), the same on both fronts: who
+    /// asks (address as [`Forwarder::admit`] found it, over TLS or not), for which host and
+    /// target, with which credentials.
+    #[inline]
+    pub(in crate::proxy) fn gate(
+        &self,
+        m: &crate::middleware::Middleware,
+        (client, tls): (IpAddr, bool),
+        (host, target): (&str, &str),
+        authorization: Option<&[u8]>,
+        now: std::time::Instant,
+    ) -> crate::middleware::Gate {
+        let ask = crate::middleware::Ask {
+            client,
+            tls,
+            host,
+            target,
+            authorization,
+            https_port: self.https_port,
+        };
+        m.gate(&ask, now)
+    }
+
+    /// A routed request is about to be forwarded: it earns the retry budget its share.
+    #[inline]
+    pub(in crate::proxy) fn forwarding(&self) {
+        self.budget.deposit();
+    }
+
+    /// An attempt on `upstream` failed with `err`: the backend's passive health is told, and
+    /// the answer is where the request goes next, if anywhere (see [`Plan::failed`]), the same
+    /// on both fronts.
+    #[inline]
+    pub(in crate::proxy) fn next_after(
+        &self,
+        plan: &mut Plan,
+        (err, upstream): (&ProxyError, Arc<Upstream>),
+        (replayable, idempotent): (bool, bool),
+    ) -> Option<Arc<Upstream>> {
+        plan.failed(
+            err,
+            upstream,
+            (&self.budget, &self.shared),
+            replayable,
+            idempotent,
+        )
+    }
+
+    /// A request the proxy answers itself with an error (`plan`: its plan, if it was routed):
+    /// logged and recorded here, once for both fronts; each writes the answer in its own form.
+    #[cold]
+    pub(in crate::proxy) fn refused(
+        &self,
+        front: super::plan::Front,
+        e: &ProxyError,
+        plan: Option<&Plan>,
+        meta: Option<super::plan::Meta<'_>>,
+    ) {
+        log_failure(e);
+        self.observe(|| super::plan::refused(front, e, plan, meta));
     }
 }
 

@@ -126,11 +126,6 @@ impl Forwarder {
         // Forward auth's headers for the backend, added after the request's own are settled.
         let mut from_auth = Vec::new();
         if let Some(m) = &mw {
-            let host = parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .unwrap_or("");
             let authorization = parts
                 .headers
                 .get(header::AUTHORIZATION)
