@@ -221,6 +221,50 @@ async fn sticky_cookie_pins_a_client() {
     );
 }
 
+/// A service that removes the backends' `Set-Cookie` (a response header edit) still tells the
+/// client its sticky backend, on both fronts alike: the edit is the backend's, the cookie the
+/// proxy's.
+#[tokio::test]
+async fn a_sticky_cookie_outlives_a_response_edit_of_set_cookie_on_both_fronts() {
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    let q = Quayside::start().await;
+    let http = Http::new();
+    add(&http, &q, "a", a.port(), 1).await;
+    add(&http, &q, "b", b.port(), 1).await;
+    let settings = r#"{"sticky_cookie":"sid","headers":{"response":{"Set-Cookie":""}}}"#;
+    set_service(&http, &q, settings).await;
+    // HTTP/1.1: the fast path.
+    let r = http.get(&q.proxy_url("/")).await;
+    let cookie = r
+        .headers
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert!(
+        cookie.is_some_and(|c| c.starts_with("sid=")),
+        "{:?}",
+        r.headers
+    );
+    // HTTP/2 (h2c): hyper's side.
+    let resp = common::h2_client()
+        .request(
+            http::Request::get(q.proxy_url("/"))
+                .body(common::full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert!(
+        cookie.is_some_and(|c| c.starts_with("sid=")),
+        "{:?}",
+        resp.headers()
+    );
+}
+
 #[tokio::test]
 async fn passive_health_ejects_a_failing_backend_and_takes_it_back() {
     let port = {

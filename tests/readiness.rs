@@ -75,6 +75,12 @@ fn the_healthcheck_subcommand_asks_readyz() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("cannot ask the admin API"), "{err}");
+    // An admin API on every address (`:PORT`) is asked on loopback.
+    let p = common::binary::Proc::spawn_with_admin(":0", &["--admin-token", "hc-token"]);
+    let admin = p.addr("admin API listening");
+    let port = admin.rsplit(':').next().unwrap();
+    let out = run(&format!(":{port}"));
+    assert!(out.status.success(), "{out:?}");
 }
 
 #[test]

@@ -39,11 +39,10 @@ pub async fn ask(
     mut addr: SocketAddr,
     tls_cert: Option<&Path>,
 ) -> Result<String, HealthcheckError> {
+    // Every address: asked on IPv4's loopback, which `[::]` (`:PORT`) takes too, bound
+    // dual-stack, and which is there where the host has no IPv6 and it fell back to 0.0.0.0.
     if addr.ip().is_unspecified() {
-        addr.set_ip(match addr {
-            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     let connector = tls_cert.map(pinned).transpose()?;
     let io = |source| HealthcheckError::Io { addr, source };

@@ -64,13 +64,15 @@ impl ResponseEdits {
             .filter(|_| self.tls)
     }
 
-    /// Applied to a header map (hyper's side).
+    /// Applied to a header map (hyper's side): the service's edits first, as they are the
+    /// backend's answer's (the fast path skips the names they touch as it copies the backend's
+    /// head), then the proxy's own, which they never remove.
     pub fn apply(&self, headers: &mut http::HeaderMap) {
-        if let Some(v) = &self.set_cookie {
-            headers.append(http::header::SET_COOKIE, v.clone());
-        }
         if let Some(e) = self.edits() {
             e.apply(headers);
+        }
+        if let Some(v) = &self.set_cookie {
+            headers.append(http::header::SET_COOKIE, v.clone());
         }
         if let Some(h) = self.hsts() {
             headers.insert(http::header::STRICT_TRANSPORT_SECURITY, h.clone());
@@ -337,7 +339,7 @@ impl Plan {
 
     /// The `Set-Cookie` value telling a sticky service's client which backend answered,
     /// unless its cookie already said so.
-    pub fn set_cookie(&self, upstream: &Upstream) -> Option<HeaderValue> {
+    fn set_cookie(&self, upstream: &Upstream) -> Option<HeaderValue> {
         headers::sticky_cookie(
             self.service.sticky_cookie.as_deref(),
             self.had.as_deref(),
